@@ -1,0 +1,1 @@
+"""kdx.envs.mpe"""
