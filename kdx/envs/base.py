@@ -140,6 +140,12 @@ def pad_and_stack(per_agent: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return out
 
 
+def check_num_envs(num_envs: object) -> None:
+    """Refuse anything but a positive ``int`` env count, before any env is built."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise KdxError(f"num_envs must be a positive integer, got {num_envs!r}")
+
+
 class BatchedEnv(ABC):
     """Base class: auto-reset, time limits, action checks, episode statistics, seeding.
 
@@ -160,8 +166,7 @@ class BatchedEnv(ABC):
         device: str | torch.device = "cpu",
         check_actions: bool = True,
     ) -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise KdxError(f"num_envs must be a positive integer, got {num_envs!r}")
+        check_num_envs(num_envs)
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.check_actions = check_actions
@@ -203,6 +208,11 @@ class BatchedEnv(ABC):
             for a in self.spec.agents
         )
 
+    def _env_truncated(self) -> torch.Tensor | None:
+        """Truncations decided by the scenario itself (``bool [num_envs]``), beyond the spec's
+        episode limit; wrapped external envs override this. Called right after ``_step_envs``."""
+        return None
+
     def _describe_illegal(self, agent: int, env: int, action: int) -> str:
         """Why an action is masked out; scenarios with rules override this."""
         return "it is masked out in the current state"
@@ -232,7 +242,11 @@ class BatchedEnv(ABC):
             actions = self._validate_actions(actions)
         reward, terminated, won = self._step_envs(actions)
         self.t += 1
-        truncated = (self.t >= self.spec.episode_limit) & ~terminated
+        truncated = self.t >= self.spec.episode_limit
+        external = self._env_truncated()
+        if external is not None:
+            truncated = truncated | external
+        truncated = truncated & ~terminated
         done = terminated | truncated
         self._episode_return += reward.sum(dim=1)
         info: dict[str, torch.Tensor] = {}
@@ -303,3 +317,104 @@ class BatchedEnv(ABC):
 
     def close(self) -> None:
         """Release resources (subprocesses, simulators). Pure-torch envs hold none."""
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the env's state, flat ``{dotted.name: tensor}`` (safetensors-ready).
+
+        Collected generically from instance attributes: tensors, ``torch.Generator`` states
+        (as ``uint8`` tensors), and tensors inside tuples, lists, dicts and plain objects
+        (dataclasses, small state holders) reachable from them. Python scalars are not state:
+        scenarios keep their mutable state in tensors. Envs whose state lives outside torch
+        (simulator processes) override this and ``load_state_dict`` or raise ``KdxError``.
+        """
+        out: dict[str, torch.Tensor] = {}
+        _collect_tensors(vars(self), "", out, seen=set())
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_dict`` returned (same scenario, ``num_envs`` and device)."""
+        current = self.state_dict()
+        missing = sorted(set(current) - set(state))
+        extra = sorted(set(state) - set(current))
+        if missing or extra:
+            raise KdxError(
+                f"{self.spec.name}: env state does not match this env (missing {missing[:5]}, "
+                f"unexpected {extra[:5]}); resume with the same env and num_envs"
+            )
+        for key, value in current.items():
+            if value.shape != state[key].shape or value.dtype != state[key].dtype:
+                raise KdxError(
+                    f"{self.spec.name}: env state {key!r} has shape {list(state[key].shape)} "
+                    f"{state[key].dtype}, expected {list(value.shape)} {value.dtype}; resume with "
+                    "the same env and num_envs"
+                )
+        _restore_tensors(self, "", state, seen=set())
+
+
+def _is_state_holder(value: object) -> bool:
+    """Plain Python objects whose attributes may hold env state (not modules or classes)."""
+    return hasattr(value, "__dict__") and not isinstance(value, (type, torch.nn.Module)) and (
+        type(value).__module__.startswith("kdx.") or hasattr(value, "__dataclass_fields__")
+    )
+
+
+def _collect_tensors(value: object, prefix: str, out: dict[str, torch.Tensor], seen: set[int]) -> None:
+    if isinstance(value, torch.Tensor):
+        out[prefix] = value.detach().clone()
+    elif isinstance(value, torch.Generator):
+        out[prefix + "#generator"] = value.get_state().clone()
+    elif id(value) in seen:
+        return
+    elif isinstance(value, dict):
+        seen.add(id(value))
+        for k, v in value.items():
+            if isinstance(k, str):
+                _collect_tensors(v, f"{prefix}.{k}" if prefix else k, out, seen)
+    elif isinstance(value, (list, tuple)):
+        seen.add(id(value))
+        for i, v in enumerate(value):
+            _collect_tensors(v, f"{prefix}.{i}", out, seen)
+    elif _is_state_holder(value):
+        seen.add(id(value))
+        _collect_tensors(vars(value), prefix, out, seen)
+
+
+def _restore_tensors(owner: object, prefix: str, state: dict[str, torch.Tensor], seen: set[int]) -> None:
+    """Copy saved tensors back into the live objects, in place where possible."""
+    seen.add(id(owner))
+    items = owner.items() if isinstance(owner, dict) else vars(owner).items()
+    for name, value in list(items):
+        if not isinstance(name, str):
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        new = _restored(value, key, state, seen)
+        if new is not value:
+            if isinstance(owner, dict):
+                owner[name] = new
+            else:
+                setattr(owner, name, new)
+
+
+def _restored(value: object, key: str, state: dict[str, torch.Tensor], seen: set[int]) -> object:
+    if isinstance(value, torch.Tensor):
+        try:
+            value.copy_(state[key])
+            return value
+        except RuntimeError:  # inference tensors, overlapping views: replace instead
+            return state[key].to(value.device).clone()
+    if isinstance(value, torch.Generator):
+        value.set_state(state[key + "#generator"])
+        return value
+    if id(value) in seen:
+        return value
+    if isinstance(value, tuple):
+        seen.add(id(value))
+        return tuple(_restored(v, f"{key}.{i}", state, seen) for i, v in enumerate(value))
+    if isinstance(value, list):
+        seen.add(id(value))
+        value[:] = [_restored(v, f"{key}.{i}", state, seen) for i, v in enumerate(value)]
+        return value
+    if isinstance(value, dict) or _is_state_holder(value):
+        _restore_tensors(value, key, state, seen)
+    return value
