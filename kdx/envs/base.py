@@ -410,7 +410,10 @@ def _restored(value: object, key: str, state: dict[str, torch.Tensor], seen: set
         return value
     if isinstance(value, tuple):
         seen.add(id(value))
-        return tuple(_restored(v, f"{key}.{i}", state, seen) for i, v in enumerate(value))
+        items = tuple(_restored(v, f"{key}.{i}", state, seen) for i, v in enumerate(value))
+        # Keep the original tuple when nothing in it was replaced: tuples inside frozen
+        # dataclasses (EnvSpec.agents) cannot be reassigned.
+        return value if all(a is b for a, b in zip(items, value)) else items
     if isinstance(value, list):
         seen.add(id(value))
         value[:] = [_restored(v, f"{key}.{i}", state, seen) for i, v in enumerate(value)]

@@ -124,6 +124,17 @@ class MpeEnv(BatchedEnv):
         self._obs_cache = None
         self._state_cache = None
 
+    # The observation cache is derived data: keep it out of checkpoints so that the saved
+    # keys do not depend on whether it happened to be filled.
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        self._invalidate()
+        return super().state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._invalidate()
+        super().load_state_dict(state)
+        self._invalidate()
+
     # ------------------------------------------------------------------ public extras
     def observations(self) -> tuple[torch.Tensor, ...]:
         """Per-agent observations of the current state (e.g. after ``set_state``)."""
