@@ -1,0 +1,482 @@
+"""Resource-aware student sizing: one small MLP per agent, matched to its observation and
+capped by the device profile's budget.
+
+The student of an agent maps its observation to action logits through fully connected layers,
+``obs_dim -> hidden[0] -> ... -> hidden[-1] -> n_actions``, with an activation after each
+hidden layer (and optionally a LayerNorm).
+
+What is counted (the same everywhere in kdx, so numbers in sizing.json, eval.json and the
+report agree):
+
+- **MACs**: multiply-accumulates of the Linear layers at batch 1, ``sum(in * out)``. Bias
+  additions, activations and LayerNorm are not counted (they are ``O(width)``, negligible next
+  to the ``O(width^2)`` matrix products, and FLOP counters disagree about them). FLOPs are
+  reported elsewhere as ``2 x MACs``.
+- **Parameters**: Linear weights and biases, plus LayerNorm gain and bias (``2 x width`` per
+  hidden layer) when the architecture has LayerNorm.
+
+The capacity rule (``CapacityRule``): width ``= factor * sqrt(obs_dim * n_actions)``, rounded to
+the nearest power of two in log space and clamped to ``[min_width, max_width]``; a second
+hidden layer of the same width when ``obs_dim >= two_layer_min_obs_dim`` (rich observations,
+e.g. SMAC, need more processing than MPE's few coordinates). Both are non-decreasing in
+``obs_dim`` and ``n_actions``, so a bigger observation never gets a smaller preferred student.
+The preferred architecture is then shrunk to the largest candidate (by MACs) that is no wider
+and no deeper and fits the device budget (MACs and parameter memory at the profile's default
+precision) and, when the teacher's hidden sizes are known, has at least ``min_mac_reduction``
+times fewer MACs than the teacher's actor. Under a budget a bigger observation can get a
+narrower student, because every layer it feeds costs more.
+
+Torch-free: agents are plain descriptions (anything with ``name``, ``obs_dim`` and
+``n_actions`` attributes, such as ``kdx.envs.base.AgentSpec``, or ``(name, obs_dim, n_actions)``
+tuples).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdx.devices.profile import DeviceProfile
+from kdx.errors import KdxError
+
+ACTIVATIONS = ("relu", "tanh")
+OVERRIDE_SYNTAX = "AGENT=W or AGENT=W1xW2 (hidden widths, e.g. listener_0=16 or agent_1=64x64)"
+MAX_OVERRIDE_WIDTH = 4096
+MAX_OVERRIDE_LAYERS = 8
+
+
+@dataclass(frozen=True)
+class StudentArch:
+    """A student MLP's hidden layers, e.g. ``StudentArch((64, 64))``; input/output come from the agent."""
+
+    hidden: tuple[int, ...]
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    def __post_init__(self) -> None:
+        # Internal invariant: user input is validated by parse_overrides before reaching here.
+        if not self.hidden or any(int(w) != w or w < 1 for w in self.hidden):
+            raise ValueError(f"hidden sizes must be positive integers, got {self.hidden!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+    @property
+    def label(self) -> str:
+        """The override syntax for this architecture, e.g. ``"64x64"``."""
+        return "x".join(str(w) for w in self.hidden)
+
+
+@dataclass(frozen=True)
+class AgentShape:
+    """The part of an agent that sizing needs."""
+
+    name: str
+    obs_dim: int
+    n_actions: int
+
+
+def layer_shapes(arch: StudentArch, obs_dim: int, n_actions: int) -> list[tuple[int, int]]:
+    """``(in_features, out_features)`` of each Linear layer, input to output."""
+    dims = [obs_dim, *arch.hidden, n_actions]
+    return list(zip(dims[:-1], dims[1:]))
+
+
+def count_macs(arch: StudentArch, obs_dim: int, n_actions: int) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (Linear layers only, no bias)."""
+    return sum(i * o for i, o in layer_shapes(arch, obs_dim, n_actions))
+
+
+def count_params(arch: StudentArch, obs_dim: int, n_actions: int) -> int:
+    """Trainable parameters: Linear weights and biases, plus LayerNorm gain/bias if present."""
+    linear = sum(i * o + o for i, o in layer_shapes(arch, obs_dim, n_actions))
+    norm = sum(2 * w for w in arch.hidden) if arch.layer_norm else 0
+    return linear + norm
+
+
+@dataclass(frozen=True)
+class CapacityRule:
+    """How an agent's observation and action sizes choose its preferred student."""
+
+    min_width: int = 16  # also the smallest student kdx will build automatically
+    max_width: int = 128
+    width_factor: float = 4.0  # width ~ factor * sqrt(obs_dim * n_actions)
+    two_layer_min_obs_dim: int = 64  # observations at least this big get two hidden layers
+    min_mac_reduction: float = 30.0  # vs the teacher's actor, applied when its hidden sizes are given
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The candidate widths: powers of two from ``min_width`` to ``max_width``."""
+        out, w = [], self.min_width
+        while w <= self.max_width:
+            out.append(w)
+            w *= 2
+        return tuple(out)
+
+    def preferred(self, obs_dim: int, n_actions: int) -> StudentArch:
+        """The student this rule picks before any budget applies."""
+        raw = self.width_factor * math.sqrt(obs_dim * n_actions)
+        width = 2 ** round(math.log2(raw))
+        width = min(max(width, self.min_width), self.max_width)
+        depth = 2 if obs_dim >= self.two_layer_min_obs_dim else 1
+        return StudentArch((width,) * depth)
+
+    def candidates(self, ceiling: StudentArch) -> list[StudentArch]:
+        """Every rule architecture no wider and no deeper than ``ceiling`` (one or two layers)."""
+        width, depth = max(ceiling.hidden), len(ceiling.hidden)
+        return [
+            StudentArch((w,) * d)
+            for d in (1, 2)
+            if d <= depth
+            for w in self.widths
+            if w <= width
+        ]
+
+
+@dataclass(frozen=True)
+class StudentSizing:
+    """The chosen student of one agent and what it costs."""
+
+    agent: str
+    obs_dim: int
+    n_actions: int
+    arch: StudentArch
+    params: int
+    macs: int
+    param_bytes: int  # params x bytes per parameter at the profile's default precision
+    source: str  # "auto" (capacity rule) or "override" (--student)
+    preferred: StudentArch  # what the capacity rule wanted before budgets (== arch for overrides)
+    limited_by: tuple[str, ...] = ()  # constraints that shrank the preferred student
+    within_budget: bool = True  # False only for an override that exceeds the device budget
+    teacher_macs: int | None = None
+
+    @property
+    def mac_reduction(self) -> float | None:
+        """Teacher actor MACs / student MACs, when the teacher is known."""
+        return None if self.teacher_macs is None else self.teacher_macs / self.macs
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "obs_dim": self.obs_dim,
+            "n_actions": self.n_actions,
+            "hidden": list(self.arch.hidden),
+            "activation": self.arch.activation,
+            "layer_norm": self.arch.layer_norm,
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "param_bytes": self.param_bytes,
+            "source": self.source,
+            "preferred_hidden": list(self.preferred.hidden),
+            "limited_by": list(self.limited_by),
+            "within_budget": self.within_budget,
+            "teacher_macs": self.teacher_macs,
+            "mac_reduction": self.mac_reduction,
+        }
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> StudentSizing:
+        arch = StudentArch(tuple(row["hidden"]), row["activation"], row["layer_norm"])
+        return cls(
+            agent=row["agent"],
+            obs_dim=row["obs_dim"],
+            n_actions=row["n_actions"],
+            arch=arch,
+            params=row["params"],
+            macs=row["macs"],
+            param_bytes=row["param_bytes"],
+            source=row["source"],
+            preferred=StudentArch(tuple(row["preferred_hidden"]), row["activation"], row["layer_norm"]),
+            limited_by=tuple(row["limited_by"]),
+            within_budget=row["within_budget"],
+            teacher_macs=row["teacher_macs"],
+        )
+
+
+# --- agents and overrides -------------------------------------------------------------------
+
+
+def agent_shapes(agents: Iterable[Any]) -> tuple[AgentShape, ...]:
+    """Normalise agent descriptions (objects with name/obs_dim/n_actions, or tuples)."""
+    shapes = []
+    for agent in agents:
+        if isinstance(agent, (tuple, list)):
+            if len(agent) != 3:
+                raise KdxError(f"an agent tuple must be (name, obs_dim, n_actions), got {agent!r}.")
+            name, obs_dim, n_actions = agent
+        else:
+            name, obs_dim, n_actions = agent.name, agent.obs_dim, agent.n_actions
+        for label, value in (("obs_dim", obs_dim), ("n_actions", n_actions)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KdxError(f"agent {name!r}: {label} must be a positive integer, got {value!r}.")
+        shapes.append(AgentShape(str(name), obs_dim, n_actions))
+    names = [s.name for s in shapes]
+    if not shapes:
+        raise KdxError("student sizing needs at least one agent.")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise KdxError(f"agent names must be unique; repeated: {', '.join(duplicates)}.")
+    return tuple(shapes)
+
+
+_WIDTHS = re.compile(r"^[1-9][0-9]*(x[1-9][0-9]*)*$")
+
+
+def parse_overrides(specs: Iterable[str], agent_names: Sequence[str]) -> dict[str, StudentArch]:
+    """Parse ``["listener_0=16", "agent_1=64x64"]`` into ``{agent: StudentArch}``.
+
+    Raises :class:`KdxError` for a malformed item (stating the syntax), an agent that does not
+    exist (listing the agents) or an agent given twice.
+    """
+    known = list(agent_names)
+    out: dict[str, StudentArch] = {}
+    for spec in specs:
+        name, sep, widths = (part.strip() for part in spec.partition("="))
+        if not sep or not name or not _WIDTHS.match(widths):
+            raise KdxError(f"malformed student override {spec!r}; expected {OVERRIDE_SYNTAX}.")
+        if name not in known:
+            raise KdxError(
+                f"student override {spec!r} names unknown agent {name!r}; "
+                f"agents: {', '.join(known)}."
+            )
+        if name in out:
+            raise KdxError(f"agent {name!r} is overridden twice; give one --student per agent.")
+        hidden = tuple(int(w) for w in widths.split("x"))
+        if len(hidden) > MAX_OVERRIDE_LAYERS or max(hidden) > MAX_OVERRIDE_WIDTH:
+            raise KdxError(
+                f"student override {spec!r}: at most {MAX_OVERRIDE_LAYERS} hidden layers of at "
+                f"most {MAX_OVERRIDE_WIDTH} units; a student is meant to be small."
+            )
+        out[name] = StudentArch(hidden)
+    return out
+
+
+# --- sizing ---------------------------------------------------------------------------------
+
+
+def _fits(arch: StudentArch, agent: AgentShape, profile: DeviceProfile) -> bool:
+    return (
+        count_macs(arch, agent.obs_dim, agent.n_actions) <= profile.budget.max_macs_per_agent
+        and count_params(arch, agent.obs_dim, agent.n_actions) * profile.bytes_per_param
+        <= profile.budget.max_param_bytes_per_agent
+    )
+
+
+def _row(agent, arch, profile, source, preferred, limited_by=(), teacher_macs=None) -> StudentSizing:
+    params = count_params(arch, agent.obs_dim, agent.n_actions)
+    return StudentSizing(
+        agent=agent.name,
+        obs_dim=agent.obs_dim,
+        n_actions=agent.n_actions,
+        arch=arch,
+        params=params,
+        macs=count_macs(arch, agent.obs_dim, agent.n_actions),
+        param_bytes=params * profile.bytes_per_param,
+        source=source,
+        preferred=preferred,
+        limited_by=tuple(limited_by),
+        within_budget=_fits(arch, agent, profile),
+        teacher_macs=teacher_macs,
+    )
+
+
+def _shortfall_message(agent: AgentShape, smallest: StudentArch, profile: DeviceProfile) -> str:
+    macs = count_macs(smallest, agent.obs_dim, agent.n_actions)
+    param_bytes = count_params(smallest, agent.obs_dim, agent.n_actions) * profile.bytes_per_param
+    budget = profile.budget
+    parts = []
+    if macs > budget.max_macs_per_agent:
+        short = macs - budget.max_macs_per_agent
+        parts.append(
+            f"{macs} MACs against a budget of {budget.max_macs_per_agent} "
+            f"(short by {short} MACs, {100 * short / budget.max_macs_per_agent:.0f}%)"
+        )
+    if param_bytes > budget.max_param_bytes_per_agent:
+        short = param_bytes - budget.max_param_bytes_per_agent
+        parts.append(
+            f"{param_bytes} bytes of {profile.default_precision} parameters against a budget of "
+            f"{budget.max_param_bytes_per_agent} (short by {short} bytes, "
+            f"{100 * short / budget.max_param_bytes_per_agent:.0f}%)"
+        )
+    return (
+        f"agent {agent.name!r} (obs {agent.obs_dim}, {agent.n_actions} actions): the smallest "
+        f"student ({smallest.label}) needs " + " and ".join(parts)
+    )
+
+
+def size_students(
+    agents: Iterable[Any],
+    profile: DeviceProfile,
+    overrides: Mapping[str, StudentArch] | None = None,
+    teacher_hidden: Sequence[int] | None = None,
+    rule: CapacityRule | None = None,
+) -> list[StudentSizing]:
+    """Choose each agent's student: the capacity rule's pick, shrunk to fit ``profile``.
+
+    ``overrides`` (from :func:`parse_overrides`) are taken as given and never shrunk; one that
+    exceeds the device budget is kept and marked ``within_budget=False``. ``teacher_hidden``
+    (e.g. ``(256, 256, 256)``) adds the rule's minimum MAC reduction against the teacher's actor
+    as a further cap and fills ``teacher_macs``. Raises :class:`KdxError` when the profile cannot
+    fit even the smallest student of an automatically sized agent, saying by how much.
+    """
+    rule = rule or CapacityRule()
+    overrides = dict(overrides or {})
+    shapes = agent_shapes(agents)
+    unknown = sorted(set(overrides) - {s.name for s in shapes})
+    if unknown:
+        raise KdxError(
+            f"student override(s) for unknown agent(s) {', '.join(unknown)}; "
+            f"agents: {', '.join(s.name for s in shapes)}."
+        )
+    smallest = StudentArch((rule.min_width,))
+    too_big = [
+        _shortfall_message(s, smallest, profile)
+        for s in shapes
+        if s.name not in overrides and not _fits(smallest, s, profile)
+    ]
+    if too_big:
+        raise KdxError(
+            f"device profile {profile.name!r} cannot fit even the smallest student: "
+            + "; ".join(too_big)
+            + ". Choose a larger profile (`kdx devices list`), a profile file of your own with a "
+            "bigger budget, or override the agent with --student AGENT=WIDTH."
+        )
+
+    rows = []
+    for agent in shapes:
+        teacher_macs = None
+        if teacher_hidden is not None:
+            teacher_macs = count_macs(StudentArch(tuple(teacher_hidden)), agent.obs_dim, agent.n_actions)
+        if agent.name in overrides:
+            arch = overrides[agent.name]
+            rows.append(_row(agent, arch, profile, "override", arch, teacher_macs=teacher_macs))
+            continue
+        preferred = rule.preferred(agent.obs_dim, agent.n_actions)
+        fitting = [a for a in rule.candidates(preferred) if _fits(a, agent, profile)]
+        if teacher_macs is not None:
+            ratio_cap = teacher_macs / rule.min_mac_reduction
+            # If even the smallest student misses the ratio, keep the smallest that fits the device.
+            fitting = [a for a in fitting if count_macs(a, agent.obs_dim, agent.n_actions) <= ratio_cap] or fitting[:1]
+        chosen = max(
+            fitting,
+            key=lambda a: (count_macs(a, agent.obs_dim, agent.n_actions), -len(a.hidden)),
+        )
+        rows.append(
+            _row(agent, chosen, profile, "auto", preferred, _limits(agent, preferred, chosen, profile, teacher_macs, rule), teacher_macs)
+        )
+    return rows
+
+
+def _limits(agent, preferred, chosen, profile, teacher_macs, rule) -> list[str]:
+    """Which constraints the preferred student broke, if the chosen one differs from it."""
+    if chosen == preferred:
+        return []
+    macs = count_macs(preferred, agent.obs_dim, agent.n_actions)
+    param_bytes = count_params(preferred, agent.obs_dim, agent.n_actions) * profile.bytes_per_param
+    out = []
+    if macs > profile.budget.max_macs_per_agent:
+        out.append("MACs")
+    if param_bytes > profile.budget.max_param_bytes_per_agent:
+        out.append("memory")
+    if teacher_macs is not None and macs > teacher_macs / rule.min_mac_reduction:
+        out.append("teacher ratio")
+    return out
+
+
+
+# --- sizing.json ----------------------------------------------------------------------------
+
+SIZING_SCHEMA_VERSION = 1
+MACS_COUNTED = "Linear-layer multiply-accumulates at batch 1; bias, activations and LayerNorm not counted"
+
+
+def sizing_document(
+    rows: Sequence[StudentSizing],
+    profile: DeviceProfile,
+    teacher_hidden: Sequence[int] | None = None,
+    rule: CapacityRule | None = None,
+) -> dict[str, Any]:
+    """The JSON-ready content of ``students/sizing.json``."""
+    rule = rule or CapacityRule()
+    return {
+        "schema_version": SIZING_SCHEMA_VERSION,
+        "profile": profile.name,
+        "target": profile.target,
+        "precision": profile.default_precision,
+        "bytes_per_param": profile.bytes_per_param,
+        "budget": {
+            "max_macs_per_agent": profile.budget.max_macs_per_agent,
+            "max_param_bytes_per_agent": profile.budget.max_param_bytes_per_agent,
+            "latency_budget_us": profile.budget.latency_budget_us,
+        },
+        "capacity_rule": {
+            "min_width": rule.min_width,
+            "max_width": rule.max_width,
+            "width_factor": rule.width_factor,
+            "two_layer_min_obs_dim": rule.two_layer_min_obs_dim,
+            "min_mac_reduction": rule.min_mac_reduction,
+        },
+        "teacher_hidden": None if teacher_hidden is None else list(teacher_hidden),
+        "macs_counted": MACS_COUNTED,
+        "agents": [row.to_dict() for row in rows],
+    }
+
+
+def write_sizing_json(
+    path: str | Path,
+    rows: Sequence[StudentSizing],
+    profile: DeviceProfile,
+    teacher_hidden: Sequence[int] | None = None,
+    rule: CapacityRule | None = None,
+) -> Path:
+    """Write ``RUN/students/sizing.json`` atomically (temporary file, then ``os.replace``).
+
+    Creates the parent folder. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(sizing_document(rows, profile, teacher_hidden, rule), indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_sizing_json(path: str | Path) -> list[StudentSizing]:
+    """Read the rows back from a ``sizing.json`` written by :func:`write_sizing_json`."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise KdxError(f"cannot read student sizing {path}: {exc.strerror or exc}.") from exc
+    except json.JSONDecodeError as exc:
+        raise KdxError(f"{path} is not valid JSON ({exc}); re-run `kdx distill` to rewrite it.") from exc
+    if not isinstance(doc, dict) or doc.get("schema_version") != SIZING_SCHEMA_VERSION:
+        found = doc.get("schema_version") if isinstance(doc, dict) else None
+        raise KdxError(
+            f"{path}: sizing schema version {found!r}, this kdx reads version "
+            f"{SIZING_SCHEMA_VERSION}; re-run `kdx distill` to rewrite it."
+        )
+    try:
+        return [StudentSizing.from_dict(row) for row in doc["agents"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KdxError(f"{path}: malformed agent entry ({exc!r}); re-run `kdx distill`.") from exc
