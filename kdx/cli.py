@@ -19,6 +19,7 @@ from kdx.errors import KdxError
 COMMAND_MODULES = (
     "kdx.envs.commands",
     "kdx.trainer.commands",
+    "kdx.trainer.distill_commands",
     "kdx.devices.commands",
     "kdx.export.commands",
     "kdx.report.commands",
