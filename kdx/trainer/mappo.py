@@ -1,0 +1,282 @@
+"""Stage 1: train a MAPPO teacher (CTDE), top to bottom.
+
+config -> env -> networks -> [rollout -> GAE -> PPO epochs -> log -> checkpoint] x updates.
+
+Reproducibility: network init uses the global torch RNG seeded with ``config.seed``; action
+sampling and minibatch shuffling use their own ``torch.Generator``s; the env owns a third. All
+three, the env's tensors and the last observation are saved at rollout boundaries, so on CPU a
+resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdx.envs.base import EnvStep
+from kdx.envs.registry import make
+from kdx.errors import KdxError
+from kdx.trainer.checkpoint import (
+    RunPaths,
+    atomic_write_text,
+    load_checkpoint,
+    load_optimizer_tensors,
+    load_teacher_tensors,
+    optimizer_tensors,
+    read_run_config,
+    save_checkpoint,
+    teacher_tensors,
+    write_run_config,
+)
+from kdx.trainer.config import TeacherConfig
+from kdx.trainer.gae import gae_advantages
+from kdx.trainer.ppo_losses import entropy, masked_log_probs, policy_loss, value_loss
+from kdx.trainer.progress import TrainProgress
+from kdx.trainer.rollout import RolloutBuffer, collect_rollout
+from kdx.trainer.teacher import Teacher
+
+# Metrics that depend on wall-clock time; everything else is reproducible from the seed.
+TIMING_METRICS = ("env_steps_per_s", "time_s")
+
+
+def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutBuffer,
+               advantages: torch.Tensor, returns: torch.Tensor, config: TeacherConfig,
+               generator: torch.Generator) -> dict[str, float]:
+    """``config.epochs`` passes of clipped PPO over the rollout, minibatches split by env."""
+    T, B, A = advantages.shape
+    adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    teacher.value_norm.update(returns)
+    target = teacher.value_norm.normalize(returns)
+    stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
+                                                        "clip_frac", "actor_grad_norm", "critic_grad_norm")}
+    for _ in range(config.epochs):
+        for mb in torch.randperm(B, generator=generator).chunk(config.minibatches):
+            obs, mask = buf.obs[:, mb], buf.masks[:, mb]
+            b = len(mb)
+            if teacher.actor.recurrent:  # replay the rollout from its first hidden state
+                hidden, steps = buf.hidden0[mb], []
+                for t in range(T):
+                    if t > 0:
+                        hidden = hidden.masked_fill(buf.done[t - 1, mb].view(-1, 1, 1), 0.0)
+                    out = teacher.actor(obs[t], hidden)
+                    hidden = out.hidden
+                    steps.append(out.logits)
+                logits = torch.stack(steps)
+            else:
+                logits = teacher.actor(obs.reshape(T * b, A, -1)).logits.reshape(T, b, A, -1)
+            log_probs = masked_log_probs(logits, mask)
+            new_logp = log_probs.gather(-1, buf.actions[:, mb].unsqueeze(-1)).squeeze(-1)
+            old_logp = buf.log_probs[:, mb]
+            new_v = teacher.critic(buf.states[:, mb].reshape(T * b, -1), obs.reshape(T * b, A, -1)).reshape(T, b, A)
+
+            pl = policy_loss(new_logp, old_logp, adv[:, mb], config.clip)
+            vl = value_loss(new_v, buf.old_values[:, mb], target[:, mb], config.clip, config.huber_delta)
+            ent = entropy(log_probs)
+            loss = pl - config.entropy_coef * ent + config.value_coef * vl
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            a_norm = nn.utils.clip_grad_norm_(teacher.actor.parameters(), config.max_grad_norm)
+            c_norm = nn.utils.clip_grad_norm_(teacher.critic.parameters(), config.max_grad_norm)
+            optimizer.step()
+
+            with torch.no_grad():
+                log_ratio = new_logp - old_logp
+                stats["approx_kl"].append(float(((log_ratio.exp() - 1) - log_ratio).mean()))
+                stats["clip_frac"].append(float(((log_ratio.exp() - 1).abs() > config.clip).float().mean()))
+            stats["policy_loss"].append(pl.item())
+            stats["value_loss"].append(vl.item())
+            stats["entropy"].append(ent.item())
+            stats["actor_grad_norm"].append(float(a_norm))
+            stats["critic_grad_norm"].append(float(c_norm))
+    return {k: sum(v) / len(v) for k, v in stats.items()}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _step_tensors(step: EnvStep) -> dict[str, torch.Tensor]:
+    out = {"step.state": step.state}
+    out.update({f"step.obs.{i}": o for i, o in enumerate(step.obs)})
+    out.update({f"step.mask.{i}": m for i, m in enumerate(step.action_mask)})
+    return out
+
+
+def _step_from_tensors(state: dict[str, torch.Tensor], n_agents: int, device: torch.device) -> EnvStep:
+    s = state["step.state"].to(device)
+    b = s.shape[0]
+    zeros = torch.zeros(b, dtype=torch.bool, device=device)
+    return EnvStep(
+        obs=tuple(state[f"step.obs.{i}"].to(device) for i in range(n_agents)),
+        action_mask=tuple(state[f"step.mask.{i}"].to(device) for i in range(n_agents)),
+        state=s, reward=torch.zeros(b, n_agents, device=device), terminated=zeros, truncated=zeros.clone(),
+    )
+
+
+def prepare_run(run_dir: str | Path, config: TeacherConfig | None, resume: bool,
+                total_steps: int | None = None) -> tuple[RunPaths, TeacherConfig]:
+    """Check the run folder and the config before any work: new runs never overwrite."""
+    paths = RunPaths(Path(run_dir))
+    if resume:
+        saved, _ = read_run_config(paths)
+        if total_steps is not None:
+            saved = replace(saved, total_steps=total_steps)
+        return paths, saved.validate()
+    if config is None:
+        raise KdxError("a new run needs a config")
+    if paths.teacher.exists() and any(paths.teacher.iterdir()):
+        raise KdxError(
+            f"{paths.run} already holds a teacher run; continue it with `kdx train --resume {paths.run}` "
+            "or choose another --out"
+        )
+    return paths, config.validate()
+
+
+def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool = False,
+          total_steps: int | None = None, show_progress: bool = True,
+          stop_after_updates: int | None = None) -> dict[str, Any]:
+    """Train (or resume) the teacher of ``run_dir``; returns the last metrics line.
+
+    ``stop_after_updates`` ends the process-local loop early (tests use it to emulate a stop
+    between checkpoints); the run stays resumable.
+    """
+    paths, config = prepare_run(run_dir, config, resume, total_steps)
+    torch.set_num_threads(config.threads or max(1, len(os.sched_getaffinity(0))))
+    device = torch.device(config.device)
+
+    # ---- env and networks
+    env = make(config.env, num_envs=config.num_envs, seed=config.seed, device=config.device)
+    env.check_actions = False  # actions come from masked distributions
+    spec = env.spec
+    torch.manual_seed(config.seed)
+    teacher = Teacher.build(config, spec)
+    optimizer = torch.optim.Adam(
+        [{"params": teacher.actor.parameters(), "lr": config.lr},
+         {"params": teacher.critic.parameters(), "lr": config.effective_critic_lr}],
+        eps=config.adam_eps,
+    )
+    sample_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    minibatch_gen = torch.Generator().manual_seed(config.seed + 2)
+
+    # ---- fresh start or resume at a rollout boundary
+    if resume:
+        ckpt = load_checkpoint(paths)
+        load_teacher_tensors(teacher, ckpt.weights, ckpt.path)
+        load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
+        env.load_state_dict({k[4:]: v for k, v in ckpt.state.items() if k.startswith("env.")})
+        step = _step_from_tensors(ckpt.state, spec.n_agents, device)
+        hidden = ckpt.state["hidden"].to(device) if "hidden" in ckpt.state else None
+        sample_gen.set_state(ckpt.state["rng.sample"])
+        minibatch_gen.set_state(ckpt.state["rng.minibatch"])
+        start_update = int(ckpt.progress["update"])
+        env_steps, episodes = int(ckpt.progress["env_steps"]), int(ckpt.progress["episodes"])
+        elapsed0 = float(ckpt.progress["time_s"])
+        _truncate_metrics(paths, start_update)
+    else:
+        write_run_config(paths, config, spec.to_json())
+        step = env.reset()
+        hidden = teacher.actor.initial_hidden(config.num_envs, device)
+        start_update, env_steps, episodes, elapsed0 = 0, 0, 0, 0.0
+
+    def checkpoint(update: int, elapsed: float) -> None:
+        state = {f"env.{k}": v for k, v in env.state_dict().items()}
+        state.update(_step_tensors(step))
+        if hidden is not None:
+            state["hidden"] = hidden
+        state["rng.sample"] = sample_gen.get_state()
+        state["rng.minibatch"] = minibatch_gen.get_state()
+        progress = {"update": update, "env_steps": env_steps, "episodes": episodes, "time_s": elapsed}
+        save_checkpoint(paths, update, teacher_tensors(teacher), optimizer_tensors(optimizer), state, progress)
+
+    # ---- the loop
+    tb = _tensorboard(paths)
+    t0 = time.perf_counter()
+    last: dict[str, Any] = {}
+    with TrainProgress(config, start_update, enabled=show_progress) as bar:
+        for update in range(start_update, config.num_updates):
+            if stop_after_updates is not None and update - start_update >= stop_after_updates:
+                break
+            frac = 1.0 - update / config.num_updates if config.lr_decay else 1.0
+            optimizer.param_groups[0]["lr"] = config.lr * frac
+            optimizer.param_groups[1]["lr"] = config.effective_critic_lr * frac
+
+            teacher.actor.train()
+            buf, step, hidden = collect_rollout(env, teacher, step, hidden, config.rollout_length, sample_gen)
+            advantages, returns = gae_advantages(buf.rewards, buf.values, buf.next_values, buf.terminated,
+                                                 buf.done, config.gamma, config.gae_lambda)
+            losses = ppo_update(teacher, optimizer, buf, advantages, returns, config, minibatch_gen)
+
+            env_steps += config.steps_per_update
+            episodes += len(buf.episode_returns)
+            elapsed = elapsed0 + time.perf_counter() - t0
+            metrics: dict[str, Any] = {
+                "update": update + 1,
+                "env_steps": env_steps,
+                "episodes": episodes,
+                "episode_return": _mean(buf.episode_returns),
+                "episode_length": _mean(buf.episode_lengths),
+                "win_rate": _mean(buf.episode_wins) if spec.has_win_flag else None,
+                "value_mean": float(buf.values.mean()),
+                "lr": optimizer.param_groups[0]["lr"],
+                **losses,
+                "env_steps_per_s": (env_steps - start_update * config.steps_per_update) / max(elapsed - elapsed0, 1e-9),
+                "time_s": elapsed,
+            }
+            last = metrics
+            if (update + 1) % config.log_every == 0 or update + 1 == config.num_updates:
+                _log(paths, tb, metrics)
+            bar.advance(metrics)
+            if (update + 1) % config.checkpoint_every == 0 or update + 1 == config.num_updates:
+                checkpoint(update + 1, elapsed)
+    if tb is not None:
+        tb.close()
+    env.close()
+    return last
+
+
+def _tensorboard(paths: RunPaths):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is in the [train] extra; metrics.jsonl is always written
+        return None
+    return SummaryWriter(str(paths.tensorboard))
+
+
+def _log(paths: RunPaths, tb, metrics: dict[str, Any]) -> None:
+    with open(paths.metrics, "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    if tb is not None:
+        for key, value in metrics.items():
+            if key not in ("update", "env_steps") and isinstance(value, (int, float)) and math.isfinite(value):
+                tb.add_scalar(f"teacher/{key}", value, metrics["env_steps"])
+
+
+def _truncate_metrics(paths: RunPaths, update: int) -> None:
+    """Drop metrics lines logged after the checkpoint a resume starts from (they will be redone)."""
+    if not paths.metrics.is_file():
+        return
+    kept = []
+    for line in paths.metrics.read_text().splitlines():
+        try:
+            if json.loads(line)["update"] <= update:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a line cut short by a kill: everything after it is newer
+    atomic_write_text(paths.metrics, "".join(line + "\n" for line in kept))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every metrics line of a run's teacher."""
+    path = RunPaths(Path(run_dir)).metrics
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

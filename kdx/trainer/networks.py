@@ -1,0 +1,210 @@
+"""Teacher networks: a shared (or per-group) actor and a centralised critic.
+
+Both are plain ``torch.nn`` modules built from Linear, LayerNorm, an activation and an optional
+GRU cell, so that export can wrap them per agent (``TeacherActor.agent_view(i)``).
+
+Shapes (batch-first, ``A`` agents, ``D`` = ``spec.max_obs_dim``, ``K`` = ``spec.max_actions``):
+
+- ``TeacherActor(obs [B, A, D], hidden [B, A, H] | None) -> ActorOutput`` with
+  ``logits [B, A, K]`` (padded actions get ``MASKED_LOGIT``), ``embedding [B, A, H]`` (the last
+  hidden layer, what distillation matches) and ``hidden [B, A, H] | None`` (the GRU state).
+- ``TeacherCritic(state [B, S], obs [B, A, D]) -> values [B, A]`` in normalised units: one head
+  per agent on the global state, or with ``agent_specific_state`` one shared head on
+  ``state + obs_i + one_hot(i)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from kdx.envs.base import EnvSpec
+
+MASKED_LOGIT = -1e9  # finite, so that masked entries give p = 0 and 0 * log p = 0 (no NaN)
+
+
+class ActorOutput(NamedTuple):
+    logits: torch.Tensor
+    embedding: torch.Tensor
+    hidden: torch.Tensor | None
+
+
+def _activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU, "tanh": nn.Tanh}[name]()
+
+
+def orthogonal_init(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp_trunk(in_dim: int, hidden: tuple[int, ...], activation: str) -> nn.Sequential:
+    """LayerNorm on the input (feature normalisation), then [Linear, activation, LayerNorm]."""
+    gain = nn.init.calculate_gain(activation)
+    layers: list[nn.Module] = [nn.LayerNorm(in_dim)]
+    width = in_dim
+    for h in hidden:
+        layers += [orthogonal_init(nn.Linear(width, h), gain), _activation(activation), nn.LayerNorm(h)]
+        width = h
+    return nn.Sequential(*layers)
+
+
+class ActorNet(nn.Module):
+    """One policy network: ``x [N, in_dim]`` (+ ``hidden [N, H]``) -> logits, embedding, hidden."""
+
+    def __init__(self, in_dim: int, n_actions: int, hidden: tuple[int, ...], activation: str,
+                 recurrent: bool) -> None:
+        super().__init__()
+        self.in_dim, self.n_actions, self.recurrent = in_dim, n_actions, recurrent
+        self.trunk = mlp_trunk(in_dim, hidden, activation)
+        width = hidden[-1]
+        self.hidden_dim = width
+        self.gru = nn.GRUCell(width, width) if recurrent else None
+        self.gru_norm = nn.LayerNorm(width) if recurrent else None
+        if self.gru is not None:
+            for name, p in self.gru.named_parameters():
+                if "weight" in name:
+                    nn.init.orthogonal_(p)
+                else:
+                    nn.init.zeros_(p)
+        self.head = orthogonal_init(nn.Linear(width, n_actions), 0.01)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> ActorOutput:
+        z = self.trunk(x)
+        if self.gru is not None:
+            if hidden is None:
+                hidden = z.new_zeros(z.shape[0], self.hidden_dim)
+            hidden = self.gru(z, hidden)
+            z = self.gru_norm(hidden)
+        return ActorOutput(self.head(z), z, hidden)
+
+
+class TeacherActor(nn.Module):
+    """Shared actor over all agents (agent id one-hot appended), or one actor per group.
+
+    Each group's network sees ``obs`` zero-padded to the group's widest observation plus the
+    ``n_agents``-wide one-hot of the agent's index, and outputs the group's widest action count.
+    """
+
+    def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], activation: str = "relu",
+                 recurrent: bool = False, per_group: bool = False) -> None:
+        super().__init__()
+        self.n_agents, self.max_obs_dim, self.max_actions = spec.n_agents, spec.max_obs_dim, spec.max_actions
+        names = spec.agent_names
+        groups = spec.groups if per_group else {"shared": list(names)}
+        self.group_agents: dict[str, list[int]] = {g: [names.index(n) for n in ms] for g, ms in groups.items()}
+        self.group_obs_dim = {g: max(spec.agents[i].obs_dim for i in idx) for g, idx in self.group_agents.items()}
+        self.group_actions = {g: max(spec.agents[i].n_actions for i in idx) for g, idx in self.group_agents.items()}
+        self.agent_group = {i: g for g, idx in self.group_agents.items() for i in idx}
+        self.nets = nn.ModuleDict({
+            g: ActorNet(self.group_obs_dim[g] + spec.n_agents, self.group_actions[g], hidden, activation, recurrent)
+            for g in self.group_agents
+        })
+        self.recurrent = recurrent
+        self.hidden_dim = hidden[-1]
+        self.register_buffer("agent_ids", torch.eye(spec.n_agents), persistent=False)
+
+    def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """Zero GRU state ``[batch, A, H]``, or None for a feed-forward actor."""
+        if not self.recurrent:
+            return None
+        return torch.zeros(batch, self.n_agents, self.hidden_dim, device=device)
+
+    def forward(self, obs: torch.Tensor, hidden: torch.Tensor | None = None) -> ActorOutput:
+        batch = obs.shape[0]
+        assert obs.shape[1:] == (self.n_agents, self.max_obs_dim), f"obs shape {tuple(obs.shape)}"
+        ids = self.agent_ids.expand(batch, -1, -1)
+        if len(self.nets) == 1:  # shared actor: one pass over all agents
+            net = next(iter(self.nets.values()))
+            x = torch.cat([obs, ids], dim=-1).reshape(batch * self.n_agents, -1)
+            h = None if hidden is None else hidden.reshape(batch * self.n_agents, -1)
+            out = net(x, h)
+            logits = out.logits.reshape(batch, self.n_agents, -1)
+            emb = out.embedding.reshape(batch, self.n_agents, -1)
+            new_h = None if out.hidden is None else out.hidden.reshape(batch, self.n_agents, -1)
+            return ActorOutput(logits, emb, new_h)
+        logits = obs.new_full((batch, self.n_agents, self.max_actions), MASKED_LOGIT)
+        emb = obs.new_zeros(batch, self.n_agents, self.hidden_dim)
+        new_h = obs.new_zeros(batch, self.n_agents, self.hidden_dim) if self.recurrent else None
+        for g, idx in self.group_agents.items():
+            d, k, n = self.group_obs_dim[g], self.group_actions[g], len(idx)
+            x = torch.cat([obs[:, idx, :d], ids[:, idx]], dim=-1).reshape(batch * n, -1)
+            h = None if hidden is None else hidden[:, idx].reshape(batch * n, -1)
+            out = self.nets[g](x, h)
+            logits[:, idx, :k] = out.logits.reshape(batch, n, k)
+            emb[:, idx] = out.embedding.reshape(batch, n, -1)
+            if new_h is not None:
+                new_h[:, idx] = out.hidden.reshape(batch, n, -1)
+        return ActorOutput(logits, emb, new_h)
+
+    def embed(self, obs: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden layer per agent, ``[B, A, H]``."""
+        return self.forward(obs, hidden).embedding
+
+    def agent_view(self, agent: int, n_actions: int, obs_dim: int) -> AgentActor:
+        """A module for one agent alone: its own ``obs [B, obs_dim]`` -> ``logits [B, n_actions]``."""
+        return AgentActor(self, agent, obs_dim, n_actions)
+
+
+class AgentActor(nn.Module):
+    """One agent's view of a ``TeacherActor`` (agent id fixed): what export wraps per agent.
+
+    ``forward(obs [B, obs_dim], hidden [B, H] | None) -> (logits [B, n_actions], hidden)``.
+    """
+
+    def __init__(self, actor: TeacherActor, agent: int, obs_dim: int, n_actions: int) -> None:
+        super().__init__()
+        self.group = actor.agent_group[agent]
+        self.net = actor.nets[self.group]
+        self.obs_dim, self.n_actions = obs_dim, n_actions
+        self.pad = actor.group_obs_dim[self.group] - obs_dim
+        self.register_buffer("agent_id", actor.agent_ids[agent].clone(), persistent=False)
+
+    def forward(self, obs: torch.Tensor, hidden: torch.Tensor | None = None):
+        batch = obs.shape[0]
+        parts = [obs]
+        if self.pad:
+            parts.append(obs.new_zeros(batch, self.pad))
+        parts.append(self.agent_id.expand(batch, -1))
+        out = self.net(torch.cat(parts, dim=-1), hidden)
+        return out.logits[:, : self.n_actions], out.hidden
+
+
+class TeacherCritic(nn.Module):
+    """Centralised critic: values ``[B, A]`` in normalised units (see the module docstring)."""
+
+    def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], activation: str = "relu",
+                 agent_specific: bool = False) -> None:
+        super().__init__()
+        self.n_agents, self.agent_specific = spec.n_agents, agent_specific
+        in_dim = spec.state_dim + (spec.max_obs_dim + spec.n_agents if agent_specific else 0)
+        self.trunk = mlp_trunk(in_dim, hidden, activation)
+        self.head = orthogonal_init(nn.Linear(hidden[-1], 1 if agent_specific else spec.n_agents), 1.0)
+        self.register_buffer("agent_ids", torch.eye(spec.n_agents), persistent=False)
+
+    def forward(self, state: torch.Tensor, obs: torch.Tensor | None = None) -> torch.Tensor:
+        batch = state.shape[0]
+        if not self.agent_specific:
+            return self.head(self.trunk(state))
+        assert obs is not None, "agent-specific critic needs the agents' observations"
+        x = torch.cat([state.unsqueeze(1).expand(-1, self.n_agents, -1), obs,
+                       self.agent_ids.expand(batch, -1, -1)], dim=-1)
+        return self.head(self.trunk(x)).squeeze(-1)
+
+
+def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Illegal (or padded) actions get ``MASKED_LOGIT`` so they are never sampled."""
+    return logits.masked_fill(~mask, MASKED_LOGIT)
+
+
+def sample_actions(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Sample ``long [...]`` from (already masked) ``logits [..., K]`` with ``generator``."""
+    probs = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
+    return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
