@@ -1,1 +1,9 @@
-"""kdx.devices"""
+"""kdx.devices: device profiles and resource-aware student sizing. Torch-free.
+
+- ``kdx.devices.registry``: ``PROFILES`` (name -> ``DeviceProfile``) loaded from
+  ``profiles/*.toml``, and ``get_profile(name_or_path)``.
+- ``kdx.devices.sizing``: ``size_students(agents, profile, overrides, teacher_hidden)``,
+  ``parse_overrides``, ``count_params`` / ``count_macs``, ``write_sizing_json`` /
+  ``read_sizing_json``.
+- ``kdx.devices.tables``: rich tables for the CLI (``sizing_table`` for ``kdx distill``).
+"""

@@ -133,6 +133,9 @@ _SPEC = {
 }
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+
+
 def _checked_table(table: dict[str, Any], section: str, where: str) -> dict[str, Any]:
     """Check keys and value types of one TOML table against ``_SPEC[section]``."""
     spec = _SPEC[section]
@@ -154,7 +157,7 @@ def _checked_table(table: dict[str, Any], section: str, where: str) -> dict[str,
         accepted = (int, float) if kind is float else kind
         if isinstance(value, bool) or not isinstance(value, accepted):
             raise KdxError(
-                f"{where}: '{key}' in {label} must be a {kind.__name__}, got {value!r}."
+                f"{where}: '{key}' in {label} must be {_KIND_NAMES[kind]}, got {value!r}."
             )
     return table
 

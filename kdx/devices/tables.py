@@ -97,7 +97,7 @@ def sizing_table(rows: Sequence[StudentSizing], profile: DeviceProfile) -> Table
     table.add_column("agent")
     for column in ("obs", "actions"):
         table.add_column(column, justify="right")
-    table.add_column("hidden")
+    table.add_column("hidden layers")
     for column in ("params", "MACs", "param memory"):
         table.add_column(column, justify="right")
     show_teacher = any(r.teacher_macs is not None for r in rows)

@@ -1,0 +1,69 @@
+"""students/sizing.json: written atomically, read back intact."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from kdx.devices.registry import PROFILES
+from kdx.devices.sizing import (
+    SIZING_SCHEMA_VERSION,
+    StudentArch,
+    read_sizing_json,
+    size_students,
+    write_sizing_json,
+)
+from kdx.errors import KdxError
+
+AGENTS = [("speaker_0", 3, 3), ("listener_0", 11, 5), ("agent_2", 80, 14)]
+
+
+def _rows():
+    return size_students(AGENTS, PROFILES["rpi5"], {"listener_0": StudentArch((24, 8))}, teacher_hidden=(256, 256, 256))
+
+
+def test_round_trip(tmp_path):
+    rows = _rows()
+    path = write_sizing_json(tmp_path / "run" / "students" / "sizing.json", rows, PROFILES["rpi5"], (256, 256, 256))
+    assert path.is_file()
+    assert read_sizing_json(path) == rows
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == SIZING_SCHEMA_VERSION
+    assert doc["profile"] == "rpi5" and doc["target"] == "rpi" and doc["precision"] == "int8"
+    assert doc["budget"]["max_macs_per_agent"] == 8192
+    assert doc["teacher_hidden"] == [256, 256, 256]
+    listener = doc["agents"][1]
+    assert listener["hidden"] == [24, 8] and listener["source"] == "override"
+    assert listener["macs"] == 11 * 24 + 24 * 8 + 8 * 5 and listener["flops"] == 2 * listener["macs"]
+
+
+def test_write_replaces_atomically_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    path = tmp_path / "sizing.json"
+    write_sizing_json(path, _rows(), PROFILES["rpi5"])
+    before = path.read_text()
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_sizing_json(path, _rows()[:1], PROFILES["rpi5"])
+    assert path.read_text() == before  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sizing.json"]
+
+
+def test_reading_a_bad_file_says_what_to_do(tmp_path):
+    path = tmp_path / "sizing.json"
+    with pytest.raises(KdxError, match="cannot read"):
+        read_sizing_json(path)
+    path.write_text("{not json")
+    with pytest.raises(KdxError, match="not valid JSON"):
+        read_sizing_json(path)
+    path.write_text(json.dumps({"schema_version": 99, "agents": []}))
+    with pytest.raises(KdxError, match="schema version 99"):
+        read_sizing_json(path)
+    path.write_text(json.dumps({"schema_version": SIZING_SCHEMA_VERSION, "agents": [{"agent": "a"}]}))
+    with pytest.raises(KdxError, match="malformed agent entry"):
+        read_sizing_json(path)
