@@ -1,0 +1,153 @@
+"""The one small backend interface: ``infer()`` checks inputs, ``_infer_impl()`` runs the model.
+
+Every backend runs over the same preallocated buffers (batch 1)::
+
+    obs_buf     float32 [1, obs_dim + id_one_hot_size]   model input ``obs``
+    mask_buf    bool    [1, n_actions]                   model input ``action_mask`` (True = legal)
+    h_in/h_out  float32 [1, hidden]                      recurrent state (None if not recurrent)
+    logits_buf  float32 [1, n_actions]                   model output ``logits`` after each call
+
+``infer`` copies the caller's observation into ``obs_buf`` (one copy, no allocation), checks it,
+calls the backend's ``_infer_impl() -> int``, applies the mask itself when the model has no
+``action_mask`` input, and carries the recurrent state. Backends bind the buffers once at load
+(IOBinding, device pointers) so the per-call path does no allocation.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from kdx.errors import KdxError
+from kdx.runtime.manifest import AgentEntry, FileEntry
+
+_INF = math.inf
+_FLOAT_OBS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Backend(ABC):
+    """A loaded model of one agent, ready for batch-1 decisions."""
+
+    name: ClassVar[str]
+    #: model file kinds this backend can run, in order of preference
+    file_kinds: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    @abstractmethod
+    def unavailable_reason(cls) -> str | None:
+        """``None`` if the backend's libraries are importable here, else why not."""
+
+    @classmethod
+    def unsupported_reason(cls, agent: AgentEntry) -> str | None:
+        """``None`` if this backend can run ``agent`` from its listed files, else why not."""
+        if agent.file_of_kind(*cls.file_kinds) is None:
+            return f"agent {agent.name!r} has no file of kind {'/'.join(cls.file_kinds)}"
+        return None
+
+    def __init__(self, agent: AgentEntry, bundle_dir: Path) -> None:
+        self.agent = agent
+        self.bundle_dir = Path(bundle_dir)
+        n, width = agent.n_actions, agent.model_input_dim
+        self.obs_buf = np.zeros((1, width), dtype=np.float32)
+        self.mask_buf = np.ones((1, n), dtype=np.bool_)
+        self.logits_buf = np.zeros((1, n), dtype=np.float32)
+        state = agent.recurrent_state_shape
+        self.h_in = np.zeros(state, dtype=np.float32) if state else None
+        self.h_out = np.zeros(state, dtype=np.float32) if state else None
+        self._load()  # may replace the buffers above with its own (same shapes)
+        self._check_buffers()
+        if agent.id_one_hot_size:
+            self.obs_buf[0, agent.obs_dim:] = 0.0
+            self.obs_buf[0, agent.obs_dim + agent.id_index] = 1.0
+        self._obs_view = self.obs_buf[0, : agent.obs_dim]
+        self._mask_view = self.mask_buf[0]
+        self._obs_shapes = ((agent.obs_dim,), (1, agent.obs_dim))
+        self._mask_shapes = ((n,), (1, n))
+        self._mask_in_graph = agent.inputs.action_mask is not None
+        self._mask_all_true = True
+
+    # --- to implement ---------------------------------------------------------------------
+    @abstractmethod
+    def _load(self) -> None:
+        """Open the model file and bind the buffers; raise KdxError naming the file on failure."""
+
+    @abstractmethod
+    def _infer_impl(self) -> int:
+        """One decision from the buffers; writes ``logits_buf`` (and ``h_out``), returns the
+        graph's action (argmax of the masked logits when the mask is in the graph)."""
+
+    # --- shared ----------------------------------------------------------------------------
+    def model_file(self) -> tuple[FileEntry, Path]:
+        entry = self.agent.file_of_kind(*self.file_kinds)
+        if entry is None:
+            raise KdxError(self.unsupported_reason(self.agent) or "no model file")
+        return entry, self.bundle_dir / entry.path
+
+    def _check_buffers(self) -> None:
+        a = self.agent
+        expected = {
+            "obs_buf": ((1, a.model_input_dim), np.float32),
+            "mask_buf": ((1, a.n_actions), np.bool_),
+            "logits_buf": ((1, a.n_actions), np.float32),
+        }
+        for key, (shape, dtype) in expected.items():
+            buf = getattr(self, key)
+            if buf.shape != shape or buf.dtype != dtype:  # a backend bug, not a user error
+                raise RuntimeError(f"{self.name}: {key} is {buf.shape} {buf.dtype}, want {shape}")
+
+    def reset(self) -> None:
+        """Start of an episode: zero the recurrent state."""
+        if self.h_in is not None:
+            self.h_in.fill(0.0)
+            self.h_out.fill(0.0)
+
+    def infer(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
+        """One decision. ``obs``: float32/float64 [obs_dim] or [1, obs_dim], finite;
+        ``mask``: bool or integer [n_actions] (nonzero = legal), at least one legal action."""
+        if not isinstance(obs, np.ndarray):
+            raise KdxError(f"observation must be a numpy array, got {type(obs).__name__}")
+        if obs.shape not in self._obs_shapes or obs.dtype not in _FLOAT_OBS:
+            raise KdxError(
+                f"agent {self.agent.name!r}: observation has shape {obs.shape} dtype {obs.dtype}; "
+                f"expected float32 [{self.agent.obs_dim}] (or [1, {self.agent.obs_dim}])"
+            )
+        view = self._obs_view
+        view[:] = obs
+        # One dot product catches NaN and inf (they propagate); the exact check runs only then,
+        # so very large finite values are not refused by overflow.
+        if not view.dot(view) < _INF and not np.isfinite(view).all():
+            raise KdxError(f"agent {self.agent.name!r}: observation contains NaN or inf")
+        if mask is None:
+            if not self._mask_all_true:
+                self._mask_view.fill(True)
+                self._mask_all_true = True
+            action = self._infer_impl()
+        else:
+            self._set_mask(mask)
+            action = self._infer_impl()
+            if not self._mask_in_graph:
+                action = int(np.argmax(np.where(self._mask_view, self.logits_buf[0], -_INF)))
+        if self.h_in is not None:
+            np.copyto(self.h_in, self.h_out)
+        return action
+
+    def _set_mask(self, mask: np.ndarray) -> None:
+        if not isinstance(mask, np.ndarray) or mask.shape not in self._mask_shapes \
+                or mask.dtype.kind not in "biu":
+            shape = getattr(mask, "shape", None)
+            raise KdxError(
+                f"agent {self.agent.name!r}: action mask must be a bool (or integer 0/1) array of "
+                f"shape [{self.agent.n_actions}], got {type(mask).__name__} {shape}"
+            )
+        np.not_equal(mask.reshape(-1), 0, out=self._mask_view)
+        self._mask_all_true = False
+        if not self._mask_view.any():
+            raise KdxError(f"agent {self.agent.name!r}: action mask has no legal action")
+
+    def logits(self) -> np.ndarray:
+        """A copy of the logits of the last decision, float32 [n_actions]."""
+        return self.logits_buf[0].copy()

@@ -1,0 +1,146 @@
+"""Loading a bundle: manifest validation, file checks (inside the folder, size, sha256), and
+per-agent policies on a chosen backend (``"auto"`` measures the candidates and keeps the fastest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdx.errors import KdxError
+from kdx.runtime.backends import BACKENDS, Backend, available_backends
+from kdx.runtime.manifest import MANIFEST_NAME, AgentEntry, Manifest, load_manifest
+from kdx.runtime.policy import Policy
+
+AUTO = "auto"
+_AUTO_WARMUP, _AUTO_ITERS = 100, 400
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Every listed file exists inside ``bundle_dir`` (symlinks included), has the listed size
+    and sha256; otherwise KdxError naming the file and what is wrong."""
+    root = bundle_dir.resolve()
+    for entry in manifest.files():
+        path = bundle_dir / entry.path
+        resolved = path.resolve()
+        if root not in resolved.parents:
+            raise KdxError(f"{path}: resolves to {resolved}, outside the bundle folder {root}; "
+                           "refusing to load")
+        if not resolved.is_file():
+            raise KdxError(f"{path}: listed in {MANIFEST_NAME} but missing; copy the whole bundle")
+        size = resolved.stat().st_size
+        if entry.size_bytes is not None and size != entry.size_bytes:
+            raise KdxError(f"{path}: {size} bytes but the manifest says {entry.size_bytes} "
+                           "(truncated or replaced?); copy the bundle again")
+        actual = _sha256(resolved)
+        if actual != entry.sha256:
+            raise KdxError(f"{path}: sha256 {actual[:16]}... does not match the manifest's "
+                           f"{entry.sha256[:16]}... (corrupt or modified); copy the bundle again")
+
+
+@dataclass
+class Bundle:
+    """A validated bundle folder. Build policies with :meth:`policy`."""
+
+    path: Path
+    manifest: Manifest
+    load_seconds: float = 0.0
+    #: per (role, agent): what ``auto`` measured, backend -> p50 µs (float) or why skipped (str)
+    auto_choices: dict[tuple[str, str], dict[str, float | str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Bundle:
+        """Validate ``path`` (the bundle folder or its manifest.json) and every file's sha256."""
+        start = time.perf_counter()
+        folder = Path(path)
+        if folder.is_file() and folder.name == MANIFEST_NAME:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise KdxError(f"{path}: not a bundle folder (expected a folder with {MANIFEST_NAME})")
+        manifest = load_manifest(folder)
+        verify_files(folder, manifest)
+        return cls(folder, manifest, load_seconds=time.perf_counter() - start)
+
+    @property
+    def agent_names(self) -> list[str]:
+        return [a.name for a in self.manifest.agents]
+
+    @property
+    def has_teacher(self) -> bool:
+        return bool(self.manifest.teacher)
+
+    def policy(self, agent: str, backend: str = AUTO, role: str = "student") -> Policy:
+        """The policy of ``agent`` (``role`` "student" or "teacher") on ``backend``
+        ("auto", or a name from :data:`kdx.runtime.backends.BACKENDS`)."""
+        entry = self.manifest.agent(agent, role)
+        if backend == AUTO:
+            chosen, measured = self._auto(entry)
+            self.auto_choices[(role, agent)] = measured
+            return Policy(entry, chosen, selection=measured)
+        return Policy(entry, self.open_backend(entry, backend))
+
+    def open_backend(self, entry: AgentEntry, name: str) -> Backend:
+        """Load ``entry`` on backend ``name``; KdxError saying why if it cannot run here."""
+        if name not in BACKENDS:
+            raise KdxError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKENDS)}")
+        cls = BACKENDS[name]
+        reason = cls.unavailable_reason() or cls.unsupported_reason(entry)
+        if reason:
+            raise KdxError(f"backend {name} cannot run agent {entry.name!r}: {reason}")
+        return cls(entry, self.path)
+
+    def _auto(self, entry: AgentEntry) -> tuple[Backend, dict[str, float | str]]:
+        """Load every usable backend, time batch-1 decisions on random observations, keep the
+        fastest (median). Reasons for skipped backends are kept for ``info``/``bench``."""
+        measured: dict[str, float | str] = {}
+        best: tuple[float, Backend] | None = None
+        obs = np.random.default_rng(0).standard_normal((16, entry.obs_dim)).astype(np.float32)
+        for name, cls in BACKENDS.items():
+            reason = cls.unavailable_reason() or cls.unsupported_reason(entry)
+            if reason:
+                measured[name] = reason
+                continue
+            try:
+                candidate = cls(entry, self.path)
+            except KdxError as exc:
+                measured[name] = f"failed to load: {exc}"
+                continue
+            p50_us = _median_decision_us(candidate, obs)
+            candidate.reset()
+            measured[name] = p50_us
+            if best is None or p50_us < best[0]:
+                best = (p50_us, candidate)
+        if best is None:
+            details = "; ".join(f"{k}: {v}" for k, v in measured.items())
+            raise KdxError(f"no backend can run agent {entry.name!r} here ({details})")
+        return best[1], measured
+
+
+def _median_decision_us(backend: Backend, obs: np.ndarray) -> float:
+    clock = time.perf_counter_ns
+    for i in range(_AUTO_WARMUP):
+        backend.infer(obs[i % len(obs)])
+    samples = np.empty(_AUTO_ITERS, dtype=np.int64)
+    for i in range(_AUTO_ITERS):
+        start = clock()
+        backend.infer(obs[i % len(obs)])
+        samples[i] = clock() - start
+    return float(np.median(samples)) / 1e3
+
+
+def backends_here() -> dict[str, str | None]:
+    """Backend name -> None if usable on this machine, else why not (for ``info``)."""
+    return available_backends()

@@ -1,0 +1,323 @@
+"""The ``.npz`` MLP weights sidecar and its pure-numpy forward pass (torch-free, onnx-free).
+
+The exporter writes one sidecar beside each agent's ONNX (manifest file kind ``"npz"``) so that
+the numpy backend can run a policy on a base install, where the ``onnx`` package is absent.
+Loaded with ``allow_pickle=False``: every entry is a plain numeric or unicode array.
+
+Format (``kdx_mlp_format`` = 1)
+-------------------------------
+==========================  ==============================================================
+key                         value
+==========================  ==============================================================
+``kdx_mlp_format``          int scalar, 1
+``layer_kinds``             unicode [L]: ``"dense"`` | ``"layernorm"`` | ``"gru"``
+``layer_activations``       unicode [L]: activation applied after layer i, one of
+                            :data:`ACTIVATIONS` (``"identity"`` for none)
+``layer{i}.weight``         dense: float32 [in, out] (``y = x @ weight + bias``)
+``layer{i}.bias``           dense: float32 [out]; layernorm: float32 [n] (beta)
+``layer{i}.scale``          layernorm: float32 [n] (gamma)
+``layer{i}.epsilon``        layernorm: float scalar
+``layer{i}.alpha``          optional float scalar: ELU alpha (default 1) / LeakyReLU slope
+                            (default 0.01)
+``layer{i}.weight_ih``      gru: float32 [in, 3h], gate blocks in order r, z, n (torch)
+``layer{i}.weight_hh``      gru: float32 [h, 3h]
+``layer{i}.bias_ih``        gru: float32 [3h]
+``layer{i}.bias_hh``        gru: float32 [3h]
+``input.mean``              optional float32 [obs]: observation normalisation not folded
+``input.std``               optional float32 [obs]: applied as ``(obs - mean) / std``
+==========================  ==============================================================
+
+The last layer is ``dense`` with ``identity`` activation and ``n_actions`` outputs: the logits.
+A ``gru`` layer (at most one) reads ``h_in`` and writes ``h_out`` (torch GRUCell semantics:
+``n = tanh(x W_in + b_in + r * (h W_hn + b_hn))``, ``h' = (1 - z) * n + z * h``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdx.errors import KdxError
+
+FORMAT_VERSION = 1
+LAYER_KINDS = ("dense", "layernorm", "gru")
+ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "elu", "leaky_relu")
+
+
+@dataclass
+class MlpLayer:
+    """One layer of the sidecar; ``params`` holds the arrays named in the format table."""
+
+    kind: str
+    activation: str = "identity"
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class MlpWeights:
+    """A whole sidecar: the layers and the optional unfolded observation normalisation."""
+
+    layers: list[MlpLayer]
+    input_mean: np.ndarray | None = None
+    input_std: np.ndarray | None = None
+
+    @property
+    def in_dim(self) -> int:
+        first = self.layers[0]
+        if first.kind == "dense":
+            return int(first.params["weight"].shape[0])
+        if first.kind == "gru":
+            return int(first.params["weight_ih"].shape[0])
+        return int(first.params["scale"].shape[0])
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.layers[-1].params["weight"].shape[1])
+
+    @property
+    def state_size(self) -> int | None:
+        for layer in self.layers:
+            if layer.kind == "gru":
+                return int(layer.params["weight_hh"].shape[0])
+        return None
+
+
+_REQUIRED = {
+    "dense": ("weight", "bias"),
+    "layernorm": ("scale", "bias", "epsilon"),
+    "gru": ("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+}
+
+
+def save_mlp_npz(path: str | os.PathLike[str], weights: MlpWeights) -> Path:
+    """Write ``weights`` atomically in the sidecar format (validated by reading it back)."""
+    arrays: dict[str, np.ndarray] = {
+        "kdx_mlp_format": np.array(FORMAT_VERSION, dtype=np.int64),
+        "layer_kinds": np.array([layer.kind for layer in weights.layers], dtype=np.str_),
+        "layer_activations": np.array([layer.activation for layer in weights.layers], dtype=np.str_),
+    }
+    for i, layer in enumerate(weights.layers):
+        for key, value in layer.params.items():
+            arrays[f"layer{i}.{key}"] = np.asarray(value, dtype=np.float32)
+    if weights.input_mean is not None:
+        arrays["input.mean"] = np.asarray(weights.input_mean, dtype=np.float32)
+        arrays["input.std"] = np.asarray(weights.input_std, dtype=np.float32)
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".npz.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        _parse(arrays, str(target))  # refuse to write what the runtime would refuse to read
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_mlp_npz(path: str | os.PathLike[str]) -> MlpWeights:
+    """Read and check a sidecar; any problem raises KdxError naming the file and the key."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise KdxError(f"{path}: not a readable npz weights file ({exc})") from None
+    return _parse(arrays, str(path))
+
+
+def _parse(arrays: dict[str, np.ndarray], source: str) -> MlpWeights:
+    def get(key: str) -> np.ndarray:
+        if key not in arrays:
+            raise KdxError(f"{source}: npz sidecar lacks {key!r}")
+        return arrays[key]
+
+    version = get("kdx_mlp_format")
+    if version.shape != () or not np.issubdtype(version.dtype, np.integer) or int(version) != 1:
+        raise KdxError(f"{source}: kdx_mlp_format {version!r} unsupported (supported: 1)")
+    kinds, activations = get("layer_kinds"), get("layer_activations")
+    if kinds.dtype.kind != "U" or activations.dtype.kind != "U" or kinds.ndim != 1 \
+            or kinds.shape != activations.shape or kinds.size == 0:
+        raise KdxError(f"{source}: layer_kinds/layer_activations must be equal-length strings")
+    layers = []
+    for i, (kind, activation) in enumerate(zip(kinds.tolist(), activations.tolist())):
+        if kind not in LAYER_KINDS:
+            raise KdxError(f"{source}: layer {i} kind {kind!r} not one of {LAYER_KINDS}")
+        if activation not in ACTIVATIONS:
+            raise KdxError(f"{source}: layer {i} activation {activation!r} not one of {ACTIVATIONS}")
+        params = {}
+        for key in (*_REQUIRED[kind], "alpha"):
+            full = f"layer{i}.{key}"
+            if key == "alpha" and full not in arrays:
+                continue
+            value = get(full)
+            if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
+                raise KdxError(f"{source}: {full} must be finite floats")
+            params[key] = value.astype(np.float32)
+        layers.append(MlpLayer(kind, activation, params))
+    weights = MlpWeights(layers)
+    if "input.mean" in arrays:
+        weights.input_mean = get("input.mean").astype(np.float32)
+        weights.input_std = get("input.std").astype(np.float32)
+    _check_shapes(weights, source)
+    return weights
+
+
+def _check_shapes(weights: MlpWeights, source: str) -> None:
+    width = None
+    grus = 0
+    for i, layer in enumerate(weights.layers):
+        p = layer.params
+        if layer.kind == "dense":
+            w, b = p["weight"], p["bias"]
+            if w.ndim != 2 or b.shape != (w.shape[1],) or (width is not None and w.shape[0] != width):
+                raise KdxError(f"{source}: layer {i} dense shapes {w.shape}/{b.shape} do not chain")
+            width = w.shape[1]
+        elif layer.kind == "layernorm":
+            n = p["scale"].shape
+            if len(n) != 1 or p["bias"].shape != n or (width is not None and n[0] != width) \
+                    or p["epsilon"].shape != ():
+                raise KdxError(f"{source}: layer {i} layernorm shapes do not chain")
+            width = n[0]
+        else:
+            grus += 1
+            wih, whh = p["weight_ih"], p["weight_hh"]
+            h = whh.shape[0] if whh.ndim == 2 else -1
+            if wih.ndim != 2 or whh.shape != (h, 3 * h) or wih.shape[1] != 3 * h \
+                    or p["bias_ih"].shape != (3 * h,) or p["bias_hh"].shape != (3 * h,) \
+                    or (width is not None and wih.shape[0] != width):
+                raise KdxError(f"{source}: layer {i} gru shapes do not chain")
+            width = h
+    last = weights.layers[-1]
+    if last.kind != "dense" or last.activation != "identity":
+        raise KdxError(f"{source}: the last layer must be dense with identity activation (logits)")
+    if grus > 1:
+        raise KdxError(f"{source}: at most one gru layer is supported")
+    if weights.input_mean is not None:
+        if weights.input_mean.shape != (weights.in_dim,) or weights.input_std.shape != (weights.in_dim,) \
+                or not np.all(weights.input_std > 0):
+            raise KdxError(f"{source}: input.mean/input.std must be [{weights.in_dim}], std > 0")
+
+
+def _activation(name: str, alpha: float | None) -> Callable[[np.ndarray], None] | None:
+    """In-place activation on a float32 view (``None`` for identity)."""
+    if name == "relu":
+        return lambda v: np.maximum(v, 0.0, out=v)
+    if name == "tanh":
+        return lambda v: np.tanh(v, out=v)
+    if name == "sigmoid":
+        def sigmoid(v: np.ndarray) -> None:
+            np.negative(v, out=v)
+            np.exp(v, out=v)
+            v += 1.0
+            np.reciprocal(v, out=v)
+        return sigmoid
+    if name == "elu":
+        a = 1.0 if alpha is None else float(alpha)
+        return lambda v: np.copyto(v, np.where(v > 0, v, a * np.expm1(np.minimum(v, 0.0))))
+    if name == "leaky_relu":
+        s = 0.01 if alpha is None else float(alpha)
+        return lambda v: np.copyto(v, np.where(v > 0, v, s * v))
+    return None
+
+
+class MlpProgram:
+    """A sidecar compiled into steps over preallocated buffers: no allocation per dense layer.
+
+    Dense layers use an augmented input (a trailing constant 1) so that ``x @ W + b`` is a single
+    ``np.dot`` into a preallocated output. ``input`` is the float32 [in_dim] view the caller
+    fills; ``state_in``/``state_out`` are float32 [h] views (recurrent only); after
+    :meth:`run`, ``logits`` holds float32 [n_actions].
+    """
+
+    def __init__(self, weights: MlpWeights) -> None:
+        layers = list(weights.layers)
+        first = layers[0].params
+        mean, std = weights.input_mean, weights.input_std
+        self._pre: Callable[[], None] | None = None
+        if mean is not None and layers[0].kind == "dense":
+            # Fold (x - mean) / std into the first dense layer: W' = W / std, b' = b - (mean/std) W.
+            w = first["weight"] / std[:, None]
+            b = first["bias"] - (mean / std) @ first["weight"]
+            layers[0] = MlpLayer("dense", layers[0].activation,
+                                 {**first, "weight": w.astype(np.float32), "bias": b.astype(np.float32)})
+            mean = std = None
+        self.in_dim = weights.in_dim
+        self.state_size = weights.state_size
+        self._input_aug = np.ones(self.in_dim + 1, dtype=np.float32)
+        self.input = self._input_aug[: self.in_dim]
+        if mean is not None:  # the caller's buffer stays raw; the normalised copy feeds layer 0
+            self.input = np.zeros(self.in_dim, dtype=np.float32)
+        self.state_in = np.zeros(self.state_size or 0, dtype=np.float32)
+        self.state_out = np.zeros(self.state_size or 0, dtype=np.float32)
+        if mean is not None:
+            inv_std, shift = (1.0 / std).astype(np.float32), mean.astype(np.float32)
+            raw, view = self.input, self._input_aug[: self.in_dim]
+
+            def normalise() -> None:
+                np.subtract(raw, shift, out=view)
+                np.multiply(view, inv_std, out=view)
+            self._pre = normalise
+        steps: list[Callable[[], None]] = []
+        src_aug = self._input_aug
+        for layer in layers:
+            step, src_aug = self._compile(layer, src_aug)
+            steps.append(step)
+        self.logits = src_aug[:-1]
+        self._steps = tuple(steps)
+
+    def _compile(self, layer: MlpLayer, src_aug: np.ndarray) -> tuple[Callable[[], None], np.ndarray]:
+        p = layer.params
+        act = _activation(layer.activation, float(p["alpha"]) if "alpha" in p else None)
+        src = src_aug[:-1]
+        if layer.kind == "dense":
+            w_aug = np.ascontiguousarray(np.vstack([p["weight"], p["bias"][None, :]]), dtype=np.float32)
+            dst_aug = np.ones(w_aug.shape[1] + 1, dtype=np.float32)
+            dst = dst_aug[:-1]
+            dot = np.dot
+
+            def dense() -> None:
+                dot(src_aug, w_aug, out=dst)
+                if act is not None:
+                    act(dst)
+            return dense, dst_aug
+        dst_aug = np.ones(src.shape[0] + 1 if layer.kind == "layernorm" else self.state_size + 1,
+                          dtype=np.float32)
+        dst = dst_aug[:-1]
+        if layer.kind == "layernorm":
+            scale, bias, eps = p["scale"], p["bias"], float(p["epsilon"])
+
+            def layernorm() -> None:
+                centred = src - src.mean()
+                np.multiply(centred, scale / np.sqrt((centred * centred).mean() + eps), out=dst)
+                np.add(dst, bias, out=dst)
+                if act is not None:
+                    act(dst)
+            return layernorm, dst_aug
+        w_ih, w_hh, b_ih, b_hh = p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+        h_in, h_out, n = self.state_in, self.state_out, self.state_size
+
+        def gru() -> None:
+            gi = src @ w_ih + b_ih
+            gh = h_in @ w_hh + b_hh
+            r = 1.0 / (1.0 + np.exp(-(gi[:n] + gh[:n])))
+            z = 1.0 / (1.0 + np.exp(-(gi[n:2 * n] + gh[n:2 * n])))
+            cand = np.tanh(gi[2 * n:] + r * gh[2 * n:])
+            np.copyto(h_out, (1.0 - z) * cand + z * h_in)
+            np.copyto(dst, h_out)
+            if act is not None:
+                act(dst)
+        return gru, dst_aug
+
+    def run(self) -> np.ndarray:
+        """Forward pass from ``input`` (and ``state_in``); returns the ``logits`` view."""
+        if self._pre is not None:
+            self._pre()
+        for step in self._steps:
+            step()
+        return self.logits
