@@ -39,7 +39,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,7 @@ class StudentSizing:
     param_bytes: int  # params x bytes per parameter at the profile's default precision
     source: str  # "auto" (capacity rule) or "override" (--student)
     preferred: StudentArch  # what the capacity rule wanted before budgets (== arch for overrides)
-    limited_by: tuple[str, ...] = ()  # constraints that shrank the preferred student
+    limited_by: tuple[str, ...] = ()  # what the preferred student broke: "MACs", "memory", "teacher ratio"
     within_budget: bool = True  # False only for an override that exceeds the device budget
     teacher_macs: int | None = None
 
@@ -321,6 +321,8 @@ def size_students(
     overrides: Mapping[str, StudentArch] | None = None,
     teacher_hidden: Sequence[int] | None = None,
     rule: CapacityRule | None = None,
+    activation: str = "relu",
+    layer_norm: bool = False,
 ) -> list[StudentSizing]:
     """Choose each agent's student: the capacity rule's pick, shrunk to fit ``profile``.
 
@@ -329,9 +331,19 @@ def size_students(
     (e.g. ``(256, 256, 256)``) adds the rule's minimum MAC reduction against the teacher's actor
     as a further cap and fills ``teacher_macs``. Raises :class:`KdxError` when the profile cannot
     fit even the smallest student of an automatically sized agent, saying by how much.
+
+    ``teacher_macs`` counts a plain MLP ``obs_dim -> teacher_hidden -> n_actions``; a shared
+    teacher actor that also reads an agent id or padded observations costs slightly more, so
+    the ratio is conservative. ``activation`` and ``layer_norm`` apply to every student (auto
+    and overridden), so that the parameter counts match the networks distillation builds.
     """
+    if activation not in ACTIVATIONS:
+        raise KdxError(f"unknown student activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
     rule = rule or CapacityRule()
-    overrides = dict(overrides or {})
+    overrides = {
+        name: replace(arch, activation=activation, layer_norm=layer_norm)
+        for name, arch in (overrides or {}).items()
+    }
     shapes = agent_shapes(agents)
     unknown = sorted(set(overrides) - {s.name for s in shapes})
     if unknown:
@@ -339,7 +351,7 @@ def size_students(
             f"student override(s) for unknown agent(s) {', '.join(unknown)}; "
             f"agents: {', '.join(s.name for s in shapes)}."
         )
-    smallest = StudentArch((rule.min_width,))
+    smallest = StudentArch((rule.min_width,), activation, layer_norm)
     too_big = [
         _shortfall_message(s, smallest, profile)
         for s in shapes
@@ -362,8 +374,11 @@ def size_students(
             arch = overrides[agent.name]
             rows.append(_row(agent, arch, profile, "override", arch, teacher_macs=teacher_macs))
             continue
-        preferred = rule.preferred(agent.obs_dim, agent.n_actions)
-        fitting = [a for a in rule.candidates(preferred) if _fits(a, agent, profile)]
+        preferred = replace(rule.preferred(agent.obs_dim, agent.n_actions), activation=activation, layer_norm=layer_norm)
+        fitting = [
+            replace(a, activation=activation, layer_norm=layer_norm) for a in rule.candidates(preferred)
+        ]
+        fitting = [a for a in fitting if _fits(a, agent, profile)]
         if teacher_macs is not None:
             ratio_cap = teacher_macs / rule.min_mac_reduction
             # If even the smallest student misses the ratio, keep the smallest that fits the device.
@@ -392,7 +407,6 @@ def _limits(agent, preferred, chosen, profile, teacher_macs, rule) -> list[str]:
     if teacher_macs is not None and macs > teacher_macs / rule.min_mac_reduction:
         out.append("teacher ratio")
     return out
-
 
 
 # --- sizing.json ----------------------------------------------------------------------------

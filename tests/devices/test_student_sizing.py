@@ -237,3 +237,16 @@ def test_bad_agent_descriptions_are_rejected():
         size_students([("a", 0, 3)], PROFILES["rpi4"])
     with pytest.raises(KdxError, match="at least one agent"):
         size_students([], PROFILES["rpi4"])
+
+
+def test_layer_norm_and_activation_apply_to_every_student():
+    agents = [("a", 80, 14), ("b", 18, 5)]
+    plain = {r.agent: r for r in size_students(agents, PROFILES["x86-cpu"])}
+    rows = size_students(agents, PROFILES["x86-cpu"], {"b": StudentArch((32,))}, activation="tanh", layer_norm=True)
+    for row in rows:
+        assert row.arch.activation == "tanh" and row.arch.layer_norm
+        assert row.params == count_params(row.arch, row.obs_dim, row.n_actions)
+    assert rows[0].arch.hidden == plain["a"].arch.hidden
+    assert rows[0].params == plain["a"].params + 2 * sum(plain["a"].arch.hidden)
+    with pytest.raises(KdxError, match="relu, tanh"):
+        size_students(agents, PROFILES["x86-cpu"], activation="gelu")
