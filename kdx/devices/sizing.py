@@ -1,19 +1,8 @@
 """Resource-aware student sizing: one small MLP per agent, matched to its observation and
 capped by the device profile's budget.
 
-The student of an agent maps its observation to action logits through fully connected layers,
-``obs_dim -> hidden[0] -> ... -> hidden[-1] -> n_actions``, with an activation after each
-hidden layer (and optionally a LayerNorm).
-
-What is counted (the same everywhere in kdx, so numbers in sizing.json, eval.json and the
-report agree):
-
-- **MACs**: multiply-accumulates of the Linear layers at batch 1, ``sum(in * out)``. Bias
-  additions, activations and LayerNorm are not counted (they are ``O(width)``, negligible next
-  to the ``O(width^2)`` matrix products, and FLOP counters disagree about them). FLOPs are
-  reported elsewhere as ``2 x MACs``.
-- **Parameters**: Linear weights and biases, plus LayerNorm gain and bias (``2 x width`` per
-  hidden layer) when the architecture has LayerNorm.
+Architectures and their parameter/MAC counts live in :mod:`kdx.devices.mlp` (re-exported
+here).
 
 The capacity rule (``CapacityRule``): width ``= factor * sqrt(obs_dim * n_actions)``, rounded to
 the nearest power of two in log space and clamped to ``[min_width, max_width]``; a second
@@ -43,34 +32,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kdx.devices.mlp import ACTIVATIONS, StudentArch, count_macs, count_params, layer_shapes
 from kdx.devices.profile import DeviceProfile
 from kdx.errors import KdxError
 
-ACTIVATIONS = ("relu", "tanh")
+__all__ = [
+    "ACTIVATIONS", "AgentShape", "CapacityRule", "StudentArch", "StudentSizing", "agent_shapes",
+    "count_macs", "count_params", "layer_shapes", "parse_overrides", "read_sizing_json",
+    "size_students", "sizing_document", "write_sizing_json",
+]
+
 OVERRIDE_SYNTAX = "AGENT=W or AGENT=W1xW2 (hidden widths, e.g. listener_0=16 or agent_1=64x64)"
 MAX_OVERRIDE_WIDTH = 4096
 MAX_OVERRIDE_LAYERS = 8
-
-
-@dataclass(frozen=True)
-class StudentArch:
-    """A student MLP's hidden layers, e.g. ``StudentArch((64, 64))``; input/output come from the agent."""
-
-    hidden: tuple[int, ...]
-    activation: str = "relu"
-    layer_norm: bool = False
-
-    def __post_init__(self) -> None:
-        # Internal invariant: user input is validated by parse_overrides before reaching here.
-        if not self.hidden or any(int(w) != w or w < 1 for w in self.hidden):
-            raise ValueError(f"hidden sizes must be positive integers, got {self.hidden!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-
-    @property
-    def label(self) -> str:
-        """The override syntax for this architecture, e.g. ``"64x64"``."""
-        return "x".join(str(w) for w in self.hidden)
 
 
 @dataclass(frozen=True)
@@ -80,24 +54,6 @@ class AgentShape:
     name: str
     obs_dim: int
     n_actions: int
-
-
-def layer_shapes(arch: StudentArch, obs_dim: int, n_actions: int) -> list[tuple[int, int]]:
-    """``(in_features, out_features)`` of each Linear layer, input to output."""
-    dims = [obs_dim, *arch.hidden, n_actions]
-    return list(zip(dims[:-1], dims[1:]))
-
-
-def count_macs(arch: StudentArch, obs_dim: int, n_actions: int) -> int:
-    """Multiply-accumulates of one forward pass at batch 1 (Linear layers only, no bias)."""
-    return sum(i * o for i, o in layer_shapes(arch, obs_dim, n_actions))
-
-
-def count_params(arch: StudentArch, obs_dim: int, n_actions: int) -> int:
-    """Trainable parameters: Linear weights and biases, plus LayerNorm gain/bias if present."""
-    linear = sum(i * o + o for i, o in layer_shapes(arch, obs_dim, n_actions))
-    norm = sum(2 * w for w in arch.hidden) if arch.layer_norm else 0
-    return linear + norm
 
 
 @dataclass(frozen=True)

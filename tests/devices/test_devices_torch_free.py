@@ -44,7 +44,7 @@ def test_kdx_devices_imports_and_sizes_without_torch():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK")
-    for module in ("profile", "registry", "sizing", "commands", "tables"):
+    for module in ("mlp", "profile", "registry", "sizing", "commands", "tables"):
         assert f"kdx.devices.{module}" in result.stdout
 
 
