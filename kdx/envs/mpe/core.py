@@ -61,21 +61,27 @@ class MpeEnv(BatchedEnv):
         self.spec = self._make_spec()
         super().__init__(num_envs, seed=seed, device=device, check_actions=check_actions)
         self.dtype = resolve_dtype(dtype)
-        b, a = num_envs, self.spec.n_agents
+        self._obs_cache: tuple[torch.Tensor, ...] | None = None
+        self._state_cache: torch.Tensor | None = None
+        self._allocate_state()
+        b = num_envs
+        # MPE has no illegal actions; one constant set of all-True masks serves every step.
+        self._masks = tuple(
+            torch.ones(b, s.n_actions, dtype=torch.bool, device=self.device) for s in self.spec.agents
+        )
+
+    # ------------------------------------------------------------------ scenario hooks
+    def _allocate_state(self) -> None:
+        """Create the world tensors (all zeros). Scenarios with a packed layout override this
+        and expose the same names as properties."""
+        b, a = self.num_envs, self.spec.n_agents
         f = {"dtype": self.dtype, "device": self.device}
         self.agent_pos = torch.zeros(b, a, 2, **f)
         self.agent_vel = torch.zeros(b, a, 2, **f)
         self.landmark_pos = torch.zeros(b, self.n_landmarks, 2, **f)
         self.comm = torch.zeros(b, a, self.dim_c, **f)
         self.goal = torch.zeros(b, self.n_goals, dtype=torch.long, device=self.device)
-        # MPE has no illegal actions; one constant set of all-True masks serves every step.
-        self._masks = tuple(
-            torch.ones(b, s.n_actions, dtype=torch.bool, device=self.device) for s in self.spec.agents
-        )
-        self._obs_cache: tuple[torch.Tensor, ...] | None = None
-        self._state_cache: torch.Tensor | None = None
 
-    # ------------------------------------------------------------------ scenario hooks
     def _make_spec(self) -> EnvSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -172,7 +178,8 @@ class MpeEnv(BatchedEnv):
         ):
             if value is None:
                 continue
-            target = getattr(self, name)
+            # Read-modify-write through the attribute, so that packed layouts (properties) work.
+            target = getattr(self, name).clone()
             t = torch.as_tensor(value, dtype=target.dtype, device=self.device)
             if tuple(t.shape) != tuple(target.shape[1:]):
                 raise KdxError(
@@ -182,6 +189,7 @@ class MpeEnv(BatchedEnv):
             if name == "goal" and bool(((t < 0) | (t >= self.n_landmarks)).any()):
                 raise KdxError(f"{self.spec.name}.set_state: goals must be landmark indices 0..{self.n_landmarks - 1}")
             target[env_index] = t
+            setattr(self, name, target)
         self._invalidate()
 
     def load_state_from_mpe2(self, world: Any, env_index: int) -> None:

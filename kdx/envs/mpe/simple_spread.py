@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
@@ -43,7 +44,15 @@ class SpreadConfig:
 
 class SimpleSpread(MpeEnv):
     """Vectorised simple_spread. The global state is the concatenation of all agents'
-    observations (what MAPPO uses for MPE), ``[num_envs, N * obs_dim]``."""
+    observations (what MAPPO uses for MPE), ``[num_envs, N * obs_dim]``.
+
+    For speed the world lives in one packed buffer ``[num_envs, 4N + 2L + 1]`` with coordinate
+    planes ``x_agents | y_agents | vx | vy | x_landmarks | y_landmarks | 0``; every
+    observation entry and pairwise offset is then "column a minus column b" of that buffer
+    (the last column is a constant zero), i.e. two ``index_select`` and one subtraction, which
+    is exact (no sums or products are formed, so the float64 path equals mpe2's numbers).
+    ``agent_pos``, ``agent_vel`` and ``landmark_pos`` are ``[num_envs, n, 2]`` properties.
+    """
 
     dim_c = 2
     n_goals = 0
@@ -51,15 +60,94 @@ class SimpleSpread(MpeEnv):
     def __init__(self, config: SpreadConfig, num_envs: int, **kwargs) -> None:
         self.n_landmarks = config.n_agents
         super().__init__(config, num_envs, **kwargs)
-        n = config.n_agents
-        self._move_force = physics.move_force_table(physics.WORLD.sensitivity, self.dtype, self.device)
-        # others[i] = the agents other than i, in index order (mpe2's observation order).
-        self._others = torch.tensor(
-            [[k for k in range(n) if k != i] for i in range(n)], dtype=torch.long, device=self.device
-        ).reshape(n, max(n - 1, 0))
-        self._rows = torch.arange(n, device=self.device)[:, None]
-        self._not_self = ~torch.eye(n, dtype=torch.bool, device=self.device)
+        self._pair_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._build_index_tables()
+        k, c = physics.WORLD.contact_margin, physics.WORLD
+        self._inv_margin = 1.0 / k
+        self._cf = c.contact_force
+        self._move_force = physics.move_force_table(c.sensitivity, self.dtype, self.device)  # [5, 2]
 
+    # ------------------------------------------------------------------ packed storage
+    def _allocate_state(self) -> None:
+        n, L = self.config.n_agents, self.n_landmarks
+        self._w = torch.zeros(self.num_envs, 4 * n + 2 * L + 1, dtype=self.dtype, device=self.device)
+        self.comm = torch.zeros(self.num_envs, n, self.dim_c, dtype=self.dtype, device=self.device)
+        self.goal = torch.zeros(self.num_envs, 0, dtype=torch.long, device=self.device)
+
+    def _planes(self, first: int, count: int) -> torch.Tensor:
+        return torch.stack((self._w[:, first : first + count], self._w[:, first + count : first + 2 * count]), dim=-1)
+
+    def _set_planes(self, first: int, count: int, value: torch.Tensor) -> None:
+        value = torch.as_tensor(value, dtype=self.dtype, device=self.device)
+        self._w[:, first : first + count] = value[..., 0]
+        self._w[:, first + count : first + 2 * count] = value[..., 1]
+        self._invalidate()
+
+    @property
+    def agent_pos(self) -> torch.Tensor:
+        return self._planes(0, self.config.n_agents)
+
+    @agent_pos.setter
+    def agent_pos(self, value: torch.Tensor) -> None:
+        self._set_planes(0, self.config.n_agents, value)
+
+    @property
+    def agent_vel(self) -> torch.Tensor:
+        return self._planes(2 * self.config.n_agents, self.config.n_agents)
+
+    @agent_vel.setter
+    def agent_vel(self, value: torch.Tensor) -> None:
+        self._set_planes(2 * self.config.n_agents, self.config.n_agents, value)
+
+    @property
+    def landmark_pos(self) -> torch.Tensor:
+        return self._planes(4 * self.config.n_agents, self.n_landmarks)
+
+    @landmark_pos.setter
+    def landmark_pos(self, value: torch.Tensor) -> None:
+        self._set_planes(4 * self.config.n_agents, self.n_landmarks, value)
+
+    def _invalidate(self) -> None:
+        super()._invalidate()
+        self._pair_cache = None
+
+    def _build_index_tables(self) -> None:
+        n, L = self.config.n_agents, self.n_landmarks
+        zero = 4 * n + 2 * L
+
+        def x(i):  # column of agent i's x; its y is x(i) + n
+            return i
+
+        def vx(i):
+            return 2 * n + i
+
+        def lx(j):
+            return 4 * n + j
+
+        others = [[k for k in range(n) if k != i] for i in range(n)]
+        # Observation of agent i, entry by entry as (plus column, minus column), mpe2's order.
+        plus, minus = [], []
+        for i in range(n):
+            entries = [(vx(i), zero), (vx(i) + n, zero), (x(i), zero), (x(i) + n, zero)]
+            for j in range(L):
+                entries += [(lx(j), x(i)), (lx(j) + L, x(i) + n)]
+            for k in others[i]:
+                entries += [(x(k), x(i)), (x(k) + n, x(i) + n)]
+            entries += [(zero, zero)] * (self.dim_c * (n - 1))  # silent: comm slots stay 0
+            plus += [a for a, _ in entries]
+            minus += [b for _, b in entries]
+        # Distances after a move: agent-landmark pairs [i][l], then ordered agent pairs [m][i]
+        # (agent i and its m-th other agent); x offsets for all of them first, then y.
+        pairs = [(x(i), lx(j), L) for i in range(n) for j in range(L)]
+        pairs += [(x(i), x(others[i][m]), 0) for m in range(n - 1) for i in range(n)]
+        dist_plus = [a for a, _, _ in pairs] + [a + n for a, _, _ in pairs]
+        dist_minus = [b for _, b, _ in pairs] + [b + (L if yl else n) for _, b, yl in pairs]
+        as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
+        self._obs_plus, self._obs_minus = as_index(plus), as_index(minus)
+        self._dist_plus, self._dist_minus = as_index(dist_plus), as_index(dist_minus)
+        self._n_al = n * L
+
+    # ------------------------------------------------------------------ spec and step
     def _make_spec(self) -> EnvSpec:
         n = self.config.n_agents
         obs_dim = 4 + 2 * n + 4 * (n - 1)
@@ -70,40 +158,59 @@ class SimpleSpread(MpeEnv):
             episode_limit=self.config.max_cycles,
         )
 
-    def _step_envs(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        force = self._move_force[actions]  # [B, N, 2]
-        force = force + physics.contact_forces(self.agent_pos, 2 * AGENT_SIZE)
-        self.agent_pos, self.agent_vel = physics.integrate(self.agent_pos, self.agent_vel, force)
-        self._invalidate()
-        return self._rewards(), torch.zeros(self.num_envs, dtype=torch.bool, device=self.device), None
+    def _distances(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Agent-landmark distances ``[B, N*L]`` ([i][l]), ordered agent-pair offsets
+        ``[B, 2, N(N-1)]`` (x, y; pairs [m][i], offset = pos_i - pos_other) and their distances."""
+        off = self._w.index_select(1, self._dist_plus) - self._w.index_select(1, self._dist_minus)
+        half = off.shape[1] // 2
+        dx, dy = off[:, :half], off[:, half:]
+        dist = (dx * dx + dy * dy).sqrt()  # mpe2's sqrt(sum(square(delta)))
+        pair_off = off.view(self.num_envs, 2, half)[:, :, self._n_al :]
+        return dist[:, : self._n_al], pair_off, dist[:, self._n_al :]
 
-    def _rewards(self) -> torch.Tensor:
-        pos = self.agent_pos
-        to_landmarks = (pos[:, :, None, :] - self.landmark_pos[:, None, :, :]).square().sum(-1).sqrt()
-        global_reward = -to_landmarks.amin(dim=1).sum(dim=1)  # [B]
-        agent_dist = physics.pairwise_offsets(pos).square().sum(-1).sqrt()
-        collisions = ((agent_dist < 2 * AGENT_SIZE) & self._not_self).sum(dim=2)  # [B, N]
+    def _step_envs(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        n, b = self.config.n_agents, self.num_envs
+        c = physics.WORLD
+        move = F.embedding(actions, self._move_force).transpose(1, 2)  # [B, 2, N]: x row, y row
+        if n > 1:
+            if self._pair_cache is None:
+                _, pair_off, pair_dist = self._distances()
+            else:
+                pair_off, pair_dist = self._pair_cache
+            # Soft contact (mpe2 World.get_collision_force): k * log(1 + exp((d_min - d) / k)).
+            penetration = F.softplus(2 * AGENT_SIZE - pair_dist, beta=self._inv_margin, threshold=50.0)
+            push = pair_off * (penetration * self._cf / pair_dist)[:, None, :]  # [B, 2, N(N-1)]
+            contact = push[:, :, :n]
+            for m in range(1, n - 1):
+                contact = contact + push[:, :, m * n : (m + 1) * n]
+            force = (move + contact).reshape(b, 2 * n)
+        else:
+            force = move.reshape(b, 2 * n)
+        pos, vel = self._w[:, : 2 * n], self._w[:, 2 * n : 4 * n]
+        pos.add_(vel * c.dt)
+        vel.mul_(1.0 - c.damping).add_(force * c.dt)
+        self._invalidate()
+        to_landmarks, pair_off, pair_dist = self._distances()
+        self._pair_cache = (pair_off, pair_dist)  # the next step's contact forces start here
+        return self._rewards(to_landmarks, pair_dist), torch.zeros(b, dtype=torch.bool, device=self.device), None
+
+    def _rewards(self, to_landmarks: torch.Tensor, pair_dist: torch.Tensor) -> torch.Tensor:
+        n, L = self.config.n_agents, self.n_landmarks
+        nearest = to_landmarks[:, :L]
+        for i in range(1, n):
+            nearest = torch.minimum(nearest, to_landmarks[:, i * L : (i + 1) * L])
+        global_reward = -nearest.sum(dim=1)  # [B]
+        collided = (pair_dist < 2 * AGENT_SIZE).to(self.dtype)  # [B, N(N-1)], pairs [m][i]
+        collisions = torch.zeros_like(global_reward)[:, None].expand(-1, n)
+        for m in range(n - 1):
+            collisions = collisions + collided[:, m * n : (m + 1) * n]
         lr = self.config.local_ratio
-        return (global_reward[:, None] * (1.0 - lr) - collisions.to(self.dtype) * lr).to(self.dtype)
+        return global_reward[:, None] * (1.0 - lr) - collisions * lr
 
     def _compute_observations(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         b, n = self.num_envs, self.config.n_agents
-        pos = self.agent_pos
-        rel_landmarks = self.landmark_pos[:, None, :, :] - pos[:, :, None, :]  # [B, N, L, 2]
-        rel_agents = pos[:, None, :, :] - pos[:, :, None, :]  # [b, i, k] = pos_k - pos_i
-        rel_others = rel_agents[:, self._rows, self._others]  # [B, N, N-1, 2]
-        comm_others = self.comm[:, self._others]  # [B, N, N-1, dim_c]
-        all_obs = torch.cat(
-            (
-                self.agent_vel,
-                pos,
-                rel_landmarks.reshape(b, n, -1),
-                rel_others.reshape(b, n, -1),
-                comm_others.reshape(b, n, -1),
-            ),
-            dim=2,
-        )
-        return all_obs.unbind(dim=1), all_obs.reshape(b, -1)
+        flat = self._w.index_select(1, self._obs_plus) - self._w.index_select(1, self._obs_minus)
+        return flat.view(b, n, -1).unbind(dim=1), flat
 
 
 def make_simple_spread(
