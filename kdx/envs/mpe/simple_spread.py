@@ -136,15 +136,15 @@ class SimpleSpread(MpeEnv):
             entries += [(zero, zero)] * (self.dim_c * (n - 1))  # silent: comm slots stay 0
             plus += [a for a, _ in entries]
             minus += [b for _, b in entries]
-        # Distances after a move: agent-landmark pairs [i][l], then ordered agent pairs [m][i]
-        # (agent i and its m-th other agent); x offsets for all of them first, then y.
-        pairs = [(x(i), lx(j), L) for i in range(n) for j in range(L)]
-        pairs += [(x(i), x(others[i][m]), 0) for m in range(n - 1) for i in range(n)]
-        dist_plus = [a for a, _, _ in pairs] + [a + n for a, _, _ in pairs]
-        dist_minus = [b for _, b, _ in pairs] + [b + (L if yl else n) for _, b, yl in pairs]
+        # Distances are read off the observations, which hold every offset they need: agent i's
+        # landmark offsets (pairs [i][l]) and its offsets to the other agents (pairs [m][i], the
+        # m-th other agent of i, offset = pos_other - pos_i); all x columns first, then all y.
+        d = len(entries)
+        x_cols = [i * d + 4 + 2 * j for i in range(n) for j in range(L)]
+        x_cols += [i * d + 4 + 2 * L + 2 * m for m in range(n - 1) for i in range(n)]
         as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
         self._obs_plus, self._obs_minus = as_index(plus), as_index(minus)
-        self._dist_plus, self._dist_minus = as_index(dist_plus), as_index(dist_minus)
+        self._dist_cols = as_index(x_cols + [c + 1 for c in x_cols])
         self._n_al = n * L
 
     # ------------------------------------------------------------------ spec and step
@@ -160,8 +160,8 @@ class SimpleSpread(MpeEnv):
 
     def _distances(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Agent-landmark distances ``[B, N*L]`` ([i][l]), ordered agent-pair offsets
-        ``[B, 2, N(N-1)]`` (x, y; pairs [m][i], offset = pos_i - pos_other) and their distances."""
-        off = self._w.index_select(1, self._dist_plus) - self._w.index_select(1, self._dist_minus)
+        ``[B, 2, N(N-1)]`` (x, y; pairs [m][i], offset = pos_other - pos_i) and their distances."""
+        off = self._global_state().index_select(1, self._dist_cols)
         half = off.shape[1] // 2
         dx, dy = off[:, :half], off[:, half:]
         dist = (dx * dx + dy * dy).sqrt()  # mpe2's sqrt(sum(square(delta)))
@@ -179,7 +179,8 @@ class SimpleSpread(MpeEnv):
                 pair_off, pair_dist = self._pair_cache
             # Soft contact (mpe2 World.get_collision_force): k * log(1 + exp((d_min - d) / k)).
             penetration = F.softplus(2 * AGENT_SIZE - pair_dist, beta=self._inv_margin, threshold=50.0)
-            push = pair_off * (penetration * self._cf / pair_dist)[:, None, :]  # [B, 2, N(N-1)]
+            # The push on agent i points away from the other agent: -(pos_other - pos_i).
+            push = pair_off * (penetration * -self._cf / pair_dist)[:, None, :]  # [B, 2, N(N-1)]
             contact = push[:, :, :n]
             for m in range(1, n - 1):
                 contact = contact + push[:, :, m * n : (m + 1) * n]
