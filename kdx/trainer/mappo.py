@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -143,11 +144,13 @@ def prepare_run(run_dir: str | Path, config: TeacherConfig | None, resume: bool,
 
 def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool = False,
           total_steps: int | None = None, show_progress: bool = True,
-          stop_after_updates: int | None = None) -> dict[str, Any]:
+          stop_after_updates: int | None = None,
+          callback: Callable[[dict[str, Any], Teacher], bool] | None = None) -> dict[str, Any]:
     """Train (or resume) the teacher of ``run_dir``; returns the last metrics line.
 
     ``stop_after_updates`` ends the process-local loop early (tests use it to emulate a stop
-    between checkpoints); the run stays resumable.
+    between checkpoints); the run stays resumable. ``callback(metrics, teacher)`` runs after
+    every update (benchmarks evaluate there); returning True stops training after a checkpoint.
     """
     paths, config = prepare_run(run_dir, config, resume, total_steps)
     torch.set_num_threads(config.threads or max(1, len(os.sched_getaffinity(0))))
@@ -172,6 +175,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
         ckpt = load_checkpoint(paths)
         load_teacher_tensors(teacher, ckpt.weights, ckpt.path)
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
+        env.reset()  # creates every state tensor, then overwritten with the saved ones
         env.load_state_dict({k[4:]: v for k, v in ckpt.state.items() if k.startswith("env.")})
         step = _step_from_tensors(ckpt.state, spec.n_agents, device)
         hidden = ckpt.state["hidden"].to(device) if "hidden" in ckpt.state else None
@@ -235,8 +239,11 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
             if (update + 1) % config.log_every == 0 or update + 1 == config.num_updates:
                 _log(paths, tb, metrics)
             bar.advance(metrics)
-            if (update + 1) % config.checkpoint_every == 0 or update + 1 == config.num_updates:
+            stop = callback is not None and bool(callback(metrics, teacher))
+            if stop or (update + 1) % config.checkpoint_every == 0 or update + 1 == config.num_updates:
                 checkpoint(update + 1, elapsed)
+            if stop:
+                break
     if tb is not None:
         tb.close()
     env.close()

@@ -1,0 +1,103 @@
+"""``kdx train`` and ``kdx evaluate``.
+
+``kdx train``'s options are generated from ``TeacherConfig``'s fields (one option per field, its
+one-line description as help), so the config and the CLI never drift apart.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import MISSING, fields
+from typing import Optional
+
+import typer
+
+from kdx.errors import KdxError
+from kdx.trainer.config import TeacherConfig
+
+# Fields with a dedicated, shorter option name.
+_RENAMED = {"total_steps": "steps"}
+
+
+def _config_parameters() -> list[inspect.Parameter]:
+    hints = typing.get_type_hints(TeacherConfig)
+    params = []
+    for f in fields(TeacherConfig):
+        name = _RENAMED.get(f.name, f.name)
+        flag = "--" + name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        decls = [f"{flag}/--no-{name.replace('_', '-')}"] if hints[f.name] is bool else [flag]
+        option = typer.Option(None, *decls, help=f"{f.metadata['help']} [default: {default}]", show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=Optional[hints[f.name]]))  # noqa: UP045 (typer needs Optional)
+    return params
+
+
+def train_command(out: str | None, resume: str | None, quiet: bool, **options) -> None:
+    """Train a MAPPO teacher (stage 1): `kdx train --env ENV --steps N --out RUN`, or `--resume RUN`."""
+    from kdx.trainer.mappo import train
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if resume:
+        if out:
+            raise KdxError("give either --out (new run) or --resume RUN (continue a run), not both")
+        extra = sorted(set(given) - {"steps"})
+        if extra:
+            raise KdxError(
+                f"--resume continues the run with its saved config; only --steps may change (got {extra}). "
+                "Start a new run to change other settings."
+            )
+        last = train(resume, resume=True, total_steps=given.get("steps"), show_progress=not quiet)
+        run = resume
+    else:
+        if not out:
+            raise KdxError("say where the run goes: --out RUN (or continue one with --resume RUN)")
+        config_kwargs = {f.name: given[_RENAMED.get(f.name, f.name)] for f in fields(TeacherConfig)
+                         if _RENAMED.get(f.name, f.name) in given}
+        try:
+            config = TeacherConfig(**config_kwargs)
+        except TypeError as exc:
+            raise KdxError(f"bad teacher option: {exc}") from None
+        last = train(out, config, show_progress=not quiet)
+        run = out
+    from rich.console import Console
+
+    ret = last.get("episode_return")
+    Console().print(
+        f"teacher saved in {run}/teacher (updates {last.get('update')}, env steps {last.get('env_steps'):,}, "
+        f"last return {ret if ret is None else round(ret, 3)}). Next: `kdx evaluate {run}`"
+        if last else f"nothing to do: {run} already finished its steps (raise --steps to continue)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    def train(**kwargs) -> None:
+        train_command(**kwargs)
+
+    base = [
+        inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                          default=typer.Option(None, "--out", help="New run folder (refuses to overwrite a run).")),
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                          default=typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint.")),
+        inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--quiet", help="No progress bar.")),
+    ]
+    params = base + _config_parameters()
+    train.__signature__ = inspect.Signature(params)
+    train.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    train.__doc__ = train_command.__doc__
+    app.command("train")(train)
+
+    @app.command("evaluate")
+    def evaluate(
+        run: str = typer.Argument(..., help="Run folder holding a trained teacher."),
+        episodes: int = typer.Option(100, "--episodes", help="Episodes per policy."),
+        seed: int = typer.Option(10_000, "--seed", help="First evaluation seed (every policy meets the same ones)."),
+        device: str = typer.Option("cpu", "--device", help="torch device."),
+    ) -> None:
+        """Evaluate the teacher (greedy and sampled) against random/scripted references; writes RUN/eval.json."""
+        from kdx.trainer.evaluate import evaluate_run, print_eval_table
+
+        result = evaluate_run(run, episodes=episodes, seed=seed, device=device)
+        print_eval_table(result)

@@ -1,0 +1,91 @@
+"""Short MAPPO runs: learning on the toy env, resume equivalence, run-folder rules, load_teacher."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kdx.errors import KdxError
+from kdx.trainer.checkpoint import RunPaths, complete_checkpoints, load_teacher
+from kdx.trainer.config import TeacherConfig
+from kdx.trainer.mappo import TIMING_METRICS, read_metrics, train
+
+TINY = TeacherConfig(env="toy/match", num_envs=16, rollout_length=8, hidden="32,32", epochs=4,
+                     minibatches=2, lr=3e-3, threads=1, checkpoint_every=3, lr_decay=True)
+
+
+def _deterministic(lines):
+    return [{k: v for k, v in m.items() if k not in TIMING_METRICS} for m in lines]
+
+
+def test_toy_env_is_learned_and_teacher_loads(tmp_path):
+    config = replace(TINY, total_steps=16 * 8 * 25, per_group_actors=True)
+    last = train(tmp_path / "run", config, show_progress=False)
+    metrics = read_metrics(tmp_path / "run")
+    assert len(metrics) == 25 and last["update"] == 25
+    first_return = metrics[0]["episode_return"]
+    assert last["episode_return"] > first_return + 1.0, (first_return, last["episode_return"])
+    paths = RunPaths(tmp_path / "run")
+    assert paths.weights.is_file() and paths.optimizer.is_file() and paths.config.is_file()
+    assert any(paths.tensorboard.iterdir())
+    teacher = load_teacher(tmp_path / "run")
+    assert not any(p.requires_grad for p in teacher.actor.parameters())
+    obs = torch.zeros(4, 2, 5)
+    out = teacher.forward_actor(obs)
+    assert out.logits.shape == (4, 2, 4) and out.embedding.shape == (4, 2, 32)
+    assert teacher.values(torch.zeros(4, 6), obs).shape == (4, 2)
+    with pytest.raises(KdxError, match="not for 'mpe/simple_spread'"):
+        load_teacher(tmp_path / "run", env="mpe/simple_spread")
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path, recurrent):
+    config = replace(TINY, total_steps=16 * 8 * 8, recurrent=recurrent)
+    train(tmp_path / "full", config, show_progress=False)
+    # interrupted after 5 updates: the newest checkpoint is at update 3, so updates 4-5 are redone
+    train(tmp_path / "cut", config, show_progress=False, stop_after_updates=5)
+    assert [p.name for p in complete_checkpoints(RunPaths(tmp_path / "cut"))] == ["000003"]
+    assert len(read_metrics(tmp_path / "cut")) == 5
+    train(tmp_path / "cut", resume=True, show_progress=False)
+    full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
+    assert [m["update"] for m in cut] == list(range(1, 9))
+    assert _deterministic(cut) == _deterministic(full)
+    w_full = load_file(str(RunPaths(tmp_path / "full").weights))
+    w_cut = load_file(str(RunPaths(tmp_path / "cut").weights))
+    assert w_full.keys() == w_cut.keys()
+    assert all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
+
+
+def test_existing_run_is_never_overwritten_and_bad_input_fails_before_work(tmp_path):
+    config = replace(TINY, total_steps=16 * 8 * 2)
+    train(tmp_path / "run", config, show_progress=False)
+    before = RunPaths(tmp_path / "run").metrics.read_text()
+    with pytest.raises(KdxError, match="already holds a teacher run"):
+        train(tmp_path / "run", config, show_progress=False)
+    assert RunPaths(tmp_path / "run").metrics.read_text() == before
+    with pytest.raises(KdxError, match="unknown environment"):
+        train(tmp_path / "other", replace(config, env="nope/nothing"), show_progress=False)
+    assert not (tmp_path / "other" / "teacher").exists()
+    with pytest.raises(KdxError, match="--lr must be positive"):
+        train(tmp_path / "other2", replace(config, lr=-1.0), show_progress=False)
+    assert not (tmp_path / "other2").exists()
+    with pytest.raises(KdxError, match="not a kdx run"):
+        train(tmp_path / "missing", resume=True, show_progress=False)
+
+
+def test_load_teacher_rejects_missing_or_corrupt_weights(tmp_path):
+    config = replace(TINY, total_steps=16 * 8 * 2)
+    train(tmp_path / "run", config, show_progress=False)
+    paths = RunPaths(tmp_path / "run")
+    paths.weights.write_bytes(b"\x00" * 100)
+    with pytest.raises(KdxError, match="corrupt"):
+        load_teacher(tmp_path / "run")
+    paths.weights.unlink()
+    with pytest.raises(KdxError, match="missing"):
+        load_teacher(tmp_path / "run")
+    data = json.loads(paths.config.read_text())
+    assert data["teacher"]["env"] == "toy/match" and data["env_spec"]["agents"][1]["obs_dim"] == 5
