@@ -26,8 +26,8 @@ class Policy:
         self.backend = backend
         #: what backend="auto" measured (backend -> p50 µs or why skipped); None if chosen by name
         self.selection = selection
-        # Bound once: act() is on the per-decision path, so no extra attribute lookups.
-        self._infer = backend.infer
+        # act() is the backend's infer(), bound once: the per-decision path gets no extra frame.
+        self.act = backend.infer  # type: ignore[method-assign]
 
     @property
     def name(self) -> str:
@@ -46,8 +46,10 @@ class Policy:
         return self.agent.n_actions
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
-        """The action for ``obs`` (KdxError on wrong shape/dtype, NaN or inf)."""
-        return self._infer(obs, mask)
+        """The action for ``obs`` (KdxError on wrong shape/dtype, NaN or inf).
+
+        Replaced in ``__init__`` by the backend's ``infer`` (same signature and checks)."""
+        return self.backend.infer(obs, mask)
 
     def reset(self) -> None:
         """Start of an episode: zero the recurrent state (no-op for feed-forward policies)."""

@@ -26,7 +26,14 @@ from kdx.errors import KdxError
 from kdx.runtime.manifest import AgentEntry, FileEntry
 
 _INF = math.inf
-_FLOAT_OBS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32 = np.dtype(np.float32)  # identity check first: the common case costs one comparison
+_FLOAT_OBS = (_F32, np.dtype(np.float64))
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {list(value.shape)} dtype {value.dtype}"
+    return f"a {type(value).__name__}"
 
 
 class Backend(ABC):
@@ -108,12 +115,15 @@ class Backend(ABC):
     def infer(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
         """One decision. ``obs``: float32/float64 [obs_dim] or [1, obs_dim], finite;
         ``mask``: bool or integer [n_actions] (nonzero = legal), at least one legal action."""
-        if not isinstance(obs, np.ndarray):
-            raise KdxError(f"observation must be a numpy array, got {type(obs).__name__}")
-        if obs.shape not in self._obs_shapes or obs.dtype not in _FLOAT_OBS:
+        try:  # attribute checks inside try: free when they pass (this is the per-decision path)
+            dtype = obs.dtype
+            bad = obs.shape not in self._obs_shapes or (dtype is not _F32 and dtype not in _FLOAT_OBS)
+        except AttributeError:
+            bad = True
+        if bad or not isinstance(obs, np.ndarray):
             raise KdxError(
-                f"agent {self.agent.name!r}: observation has shape {obs.shape} dtype {obs.dtype}; "
-                f"expected float32 [{self.agent.obs_dim}] (or [1, {self.agent.obs_dim}])"
+                f"agent {self.agent.name!r}: observation is {_describe(obs)}; expected a numpy "
+                f"float32 array of shape [{self.agent.obs_dim}] (or [1, {self.agent.obs_dim}])"
             )
         view = self._obs_view
         view[:] = obs

@@ -1,0 +1,205 @@
+"""``kdx-runtime`` subcommands: info, bench, run, serve. Formatting lives here and only here."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdx.errors import KdxError
+
+ROLE_CHOICES = ("student", "teacher", "all")
+
+
+def _write_json(path: Path, data: object) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".kdx.", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(tmp, path)
+
+
+def _roles(role: str) -> tuple[str, ...]:
+    if role not in ROLE_CHOICES:
+        raise KdxError(f"--role must be one of {', '.join(ROLE_CHOICES)}, got {role!r}")
+    return ("student", "teacher") if role == "all" else (role,)
+
+
+def _deadline(deadline_us: float | None, fallback_action: int | None):
+    from kdx.runtime.policy import Deadline
+
+    if deadline_us is None:
+        if fallback_action is not None:
+            raise KdxError("--fallback-action needs --deadline-us")
+        return None
+    return Deadline(deadline_us, fallback_action)
+
+
+def _backend_lines(console: Console) -> None:
+    from kdx.runtime.backends import available_backends
+
+    usable = [name for name, why in available_backends().items() if why is None]
+    console.print(f"backends available here: {', '.join(usable)}")
+    for name, why in available_backends().items():
+        if why is not None:
+            console.print(f"  {name}: not available ({why})", highlight=False)
+    if usable == ["numpy"]:
+        console.print("  running on the numpy backend (neither onnxruntime nor TensorRT is present)")
+
+
+def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds manifest.json).")) -> None:
+    """Agents, sizes, precision, files of a bundle, and the backends available here."""
+    from kdx.runtime.bundle import Bundle
+
+    bundle = Bundle.load(bundle_path)
+    m = bundle.manifest
+    console = Console()
+    console.print(f"bundle {bundle.path}: schema {m.schema_version}, target {m.target}, precision "
+                  f"{m.precision}, env {m.env or '?'}, kdx {m.kdx_version or '?'}, created "
+                  f"{m.created_at or '?'}; checksums verified in {bundle.load_seconds * 1e3:.1f} ms",
+                  highlight=False)
+    table = Table(title="policies")
+    for column in ("agent", "role", "obs", "actions", "hidden", "params", "MACs", "precision",
+                   "recurrent", "mask input", "files"):
+        table.add_column(column)
+    for e in m.entries():
+        files = ", ".join(f"{f.path} ({f.kind}, {(bundle.path / f.path).stat().st_size / 1024:.1f} KiB)"
+                          for f in e.files)
+        table.add_row(e.name, e.role, str(e.obs_dim), str(e.n_actions),
+                      "x".join(map(str, e.hidden_sizes)) or "-", f"{e.params:,}", f"{e.macs:,}",
+                      e.precision, str(e.recurrent_state_shape or "-"),
+                      "yes" if e.inputs.action_mask else "no", files)
+    console.print(table)
+    total = sum((bundle.path / f.path).stat().st_size for f in m.files())
+    console.print(f"{len(m.files())} files, {total / 1024:.1f} KiB in total")
+    _backend_lines(console)
+
+
+def bench(
+    bundle_path: Path = typer.Argument(..., help="Bundle folder."),
+    agent: str | None = typer.Option(None, "--agent", help="Only this agent (default: all)."),
+    backend: str = typer.Option("auto", "--backend", help="auto (fastest measured), onnxruntime, tensorrt or numpy."),
+    role: str = typer.Option("all", "--role", help="student, teacher or all (teacher only if the bundle has it)."),
+    iters: int = typer.Option(10_000, "--iters", min=10, help="Timed decisions per agent."),
+    warmup: int = typer.Option(1_000, "--warmup", min=0, help="Untimed decisions first."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write results, raw samples, device info here."),
+) -> None:
+    """Per-agent decision latency (p50/p90/p99/max/mean/std µs, decisions/s), load time, peak RSS."""
+    from kdx.runtime.bench import bench_bundle, bench_json
+    from kdx.runtime.bundle import Bundle
+
+    bundle = Bundle.load(bundle_path)
+    report = bench_bundle(bundle, [agent] if agent else None, backend, _roles(role), iters, warmup)
+    console = Console()
+    table = Table(title=f"kdx-runtime bench: {bundle.path} ({iters} decisions each, batch 1)")
+    for column in ("agent", "role", "backend", "params", "p50 µs", "p90 µs", "p99 µs", "max µs",
+                   "mean µs", "std µs", "decisions/s", "load ms"):
+        table.add_column(column, justify="right" if column not in ("agent", "role", "backend") else "left")
+    for e in report["entries"]:
+        s = e.stats
+        table.add_row(e.agent, e.role, e.backend, f"{e.params:,}", f"{s.p50_us:.2f}", f"{s.p90_us:.2f}",
+                      f"{s.p99_us:.2f}", f"{s.max_us:.1f}", f"{s.mean_us:.2f}", f"{s.std_us:.2f}",
+                      f"{s.decisions_per_s:,.0f}", f"{e.load_ms:.1f}")
+    console.print(table)
+    for name, ratio in report["teacher_over_student_p50"].items():
+        console.print(f"{name}: teacher p50 / student p50 = {ratio:.2f}x")
+    d = report["device"]
+    console.print(f"peak RSS {report['peak_rss_mib']:.1f} MiB; bundle load {report['bundle_load_ms']:.1f} ms; "
+                  f"{d['cpu_model']} ({d['machine']}), numpy {d['numpy']}, onnxruntime {d['onnxruntime']}, "
+                  f"tensorrt {d['tensorrt']}", highlight=False)
+    if json_out is not None:
+        _write_json(json_out, bench_json(report, bundle))
+        console.print(f"wrote {json_out}")
+
+
+def run(
+    bundle_path: Path = typer.Argument(..., help="Bundle folder."),
+    env: str = typer.Option(..., "--env", help="pettingzoo:<module>.<env>, e.g. pettingzoo:mpe2.simple_spread_v3."),
+    episodes: int = typer.Option(10, "--episodes", min=1, help="Episodes to play."),
+    backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or numpy."),
+    role: str = typer.Option("student", "--role", help="student or teacher policies."),
+    seed: int = typer.Option(0, "--seed", help="Env seed of the first episode (then +1 per episode)."),
+    max_cycles: int | None = typer.Option(None, "--max-cycles", help="Episode length, where the env takes it."),
+    deadline_us: float | None = typer.Option(None, "--deadline-us", help="Per-decision budget; decisions over it are counted."),
+    fallback_action: int | None = typer.Option(None, "--fallback-action", help="Action used instead of a late decision."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the summary here."),
+) -> None:
+    """Closed loop on a PettingZoo env: each agent acts from its own observation only."""
+    from kdx.runtime.bundle import Bundle
+    from kdx.runtime.closed_loop import make_parallel_env, run_episodes
+
+    if role not in ("student", "teacher"):
+        raise KdxError(f"--role must be student or teacher, got {role!r}")
+    bundle = Bundle.load(bundle_path)
+    environment = make_parallel_env(env, max_cycles)
+    try:
+        # Missing agents raise KdxError listing the bundle's names.
+        policies = {name: bundle.policy(name, backend, role) for name in environment.possible_agents}
+        result = run_episodes(environment, policies, episodes, seed, _deadline(deadline_us, fallback_action))
+    finally:
+        environment.close()
+    summary = result.summary()
+    s = result.latency
+    console = Console()
+    console.print(f"{env}: {episodes} episodes, {result.steps} steps, backends "
+                  f"{sorted({p.backend_name for p in policies.values()})}", highlight=False)
+    console.print(f"team return {summary['team_return_mean']:.3f} ± {summary['team_return_std']:.3f}; "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in summary["agent_return_mean"].items()), highlight=False)
+    console.print(f"per-decision latency: p50 {s.p50_us:.2f} µs, p90 {s.p90_us:.2f}, p99 {s.p99_us:.2f}, "
+                  f"max {s.max_us:.1f}, mean {s.mean_us:.2f} ± {s.std_us:.2f} ({s.n} decisions)", highlight=False)
+    if result.deadline is not None:
+        d = result.deadline
+        console.print(f"deadline {d['deadline_us']:.1f} µs: {d['late']} of {d['decisions']} decisions late, "
+                      f"fallback used {d['fallbacks_used']} times", highlight=False)
+    if json_out is not None:
+        _write_json(json_out, {**summary, "env": env, "role": role,
+                               "latency_samples_ns": result.latency_samples_ns.tolist()})
+        console.print(f"wrote {json_out}")
+
+
+def serve(
+    bundle_path: Path = typer.Argument(..., help="Bundle folder."),
+    agent: str = typer.Option(..., "--agent", help="The agent to serve."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (keep it loopback)."),
+    port: int = typer.Option(7301, "--port", min=0, max=65535, help="TCP port (0: any free port)."),
+    backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or numpy."),
+    role: str = typer.Option("student", "--role", help="student or teacher policy."),
+    deadline_us: float | None = typer.Option(None, "--deadline-us", help="Per-decision budget; late decisions are counted (flag in the reply)."),
+    fallback_action: int | None = typer.Option(None, "--fallback-action", help="Action returned instead of a late decision."),
+) -> None:
+    """Serve one agent over TCP (protocol: kdx.runtime.protocol; float32 obs in, action out)."""
+    from kdx.runtime.bundle import Bundle
+    from kdx.runtime.protocol import PROTOCOL_VERSION
+    from kdx.runtime.serve import PolicyServer
+
+    bundle = Bundle.load(bundle_path)
+    policy = bundle.policy(agent, backend, role)
+    server = PolicyServer(policy, host, port, _deadline(deadline_us, fallback_action))
+    console = Console()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"warning: listening on {host}: the protocol has no authentication", style="yellow")
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    # This line is parsed by tools and tests: keep its form.
+    print(f"serving {policy.name} ({role}, backend {policy.backend_name}, obs_dim {policy.obs_dim}, "
+          f"n_actions {policy.n_actions}) on {server.host}:{server.port} protocol {PROTOCOL_VERSION}",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.shutdown()
+    print("stopped; " + json.dumps(server.stats()), flush=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add info, bench, run and serve to the ``kdx-runtime`` app."""
+    app.command("info")(info)
+    app.command("bench")(bench)
+    app.command("run")(run)
+    app.command("serve")(serve)

@@ -1,0 +1,199 @@
+"""The ``kdx-runtime serve`` wire protocol (version 1): a tiny binary request/reply protocol over
+TCP, for robots whose control loop lives in another process or language.
+
+Every message, in both directions, is an 8-byte header followed by a payload. All integers
+and floats are little-endian.
+
+Header ``<2sBBI``::
+
+    magic    2 bytes  b"KX"
+    version  u8       1
+    code     u8       request: message type; reply: status (0 = OK, 1 = ERROR)
+    length   u32      payload length in bytes (at most MAX_PAYLOAD)
+
+Requests (code = type):
+
+    1 ACT    payload = obs as float32 x obs_dim                       (4*obs_dim bytes)
+             or obs followed by the action mask, one byte per action, (4*obs_dim + n_actions)
+             nonzero = legal
+    2 RESET  empty: start of an episode (zeroes the recurrent state)
+    3 INFO   empty: reply is UTF-8 JSON (agent, obs_dim, n_actions, backend, protocol)
+    4 STATS  empty: reply is UTF-8 JSON counters (requests, errors, late decisions, ...)
+
+Replies: status 0 with, for ACT, payload ``<iIB``: action (int32), server-side decision time in
+ns (uint32, saturating), flags (bit 0: over the deadline, bit 1: fallback action used); empty for
+RESET; JSON for INFO/STATS. Status 1 carries a UTF-8 error message; the server keeps serving.
+After a header it cannot trust (bad magic or version, payload over MAX_PAYLOAD) the server sends
+an error reply and closes that connection, since the stream can no longer be framed.
+
+A C client needs only ``send``/``recv`` and a 8-byte struct; see :class:`Client` for Python.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdx.errors import KdxError
+
+PROTOCOL_VERSION = 1
+MAGIC = b"KX"
+HEADER = struct.Struct("<2sBBI")
+HEADER_SIZE = HEADER.size
+ACT_REPLY = struct.Struct("<iIB")
+MAX_PAYLOAD = 1 << 20
+
+ACT, RESET, INFO, STATS = 1, 2, 3, 4
+REQUEST_TYPES = {ACT: "ACT", RESET: "RESET", INFO: "INFO", STATS: "STATS"}
+OK, ERROR = 0, 1
+FLAG_LATE, FLAG_FALLBACK = 1, 2
+_U32_MAX = 0xFFFFFFFF
+
+
+class ProtocolError(KdxError):
+    """A malformed message. ``fatal``: the connection cannot be re-framed and must close."""
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+@dataclass(frozen=True)
+class Header:
+    code: int
+    length: int
+
+
+def encode(code: int, payload: bytes = b"") -> bytes:
+    """One message: header with ``code`` then ``payload``."""
+    return HEADER.pack(MAGIC, PROTOCOL_VERSION, code, len(payload)) + payload
+
+
+def decode_header(data: bytes | bytearray | memoryview) -> Header:
+    """Parse an 8-byte header; ProtocolError (fatal) if it cannot be trusted."""
+    if len(data) != HEADER_SIZE:
+        raise ProtocolError(f"header must be {HEADER_SIZE} bytes, got {len(data)}", fatal=True)
+    magic, version, code, length = HEADER.unpack(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}", fatal=True)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version} unsupported (server speaks "
+                            f"{PROTOCOL_VERSION})", fatal=True)
+    if length > MAX_PAYLOAD:
+        raise ProtocolError(f"payload of {length} bytes exceeds {MAX_PAYLOAD}", fatal=True)
+    return Header(code, length)
+
+
+def encode_act(obs: np.ndarray, mask: np.ndarray | None = None) -> bytes:
+    """An ACT request for ``obs`` (cast to float32) and an optional mask."""
+    payload = np.ascontiguousarray(obs, dtype="<f4").tobytes()
+    if mask is not None:
+        payload += np.ascontiguousarray(mask, dtype=np.uint8).tobytes()
+    return encode(ACT, payload)
+
+
+def decode_act(payload: bytes | bytearray | memoryview, obs_dim: int,
+               n_actions: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The observation (float32 [obs_dim]) and mask (uint8 [n_actions] or None) of an ACT
+    payload; ProtocolError (not fatal) if its length fits neither form."""
+    size = len(payload)
+    if size == 4 * obs_dim:
+        return np.frombuffer(payload, dtype="<f4"), None
+    if size == 4 * obs_dim + n_actions:
+        view = memoryview(payload)
+        return (np.frombuffer(view[: 4 * obs_dim], dtype="<f4"),
+                np.frombuffer(view[4 * obs_dim:], dtype=np.uint8))
+    raise ProtocolError(f"ACT payload is {size} bytes; expected {4 * obs_dim} (obs_dim "
+                        f"{obs_dim} float32) or {4 * obs_dim + n_actions} (with a mask)")
+
+
+def encode_act_reply(action: int, elapsed_ns: int, late: bool, fallback: bool) -> bytes:
+    flags = (FLAG_LATE if late else 0) | (FLAG_FALLBACK if fallback else 0)
+    return encode(OK, ACT_REPLY.pack(action, min(elapsed_ns, _U32_MAX), flags))
+
+
+def encode_error(message: str) -> bytes:
+    return encode(ERROR, message.encode("utf-8", errors="replace")[:4096])
+
+
+def encode_json(obj: object) -> bytes:
+    return encode(OK, json.dumps(obj).encode("utf-8"))
+
+
+def recv_exactly(sock: socket.socket, buffer: bytearray | memoryview, size: int) -> bool:
+    """Fill ``buffer[:size]`` from ``sock``; False if the peer closed before sending anything,
+    ConnectionError if it closed midway."""
+    view = memoryview(buffer)[:size]
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if n == 0:
+            if got == 0:
+                return False
+            raise ConnectionError(f"peer closed after {got} of {size} bytes")
+        got += n
+    return True
+
+
+@dataclass(frozen=True)
+class ActReply:
+    action: int
+    server_ns: int
+    late: bool
+    fallback: bool
+
+
+class Client:
+    """A blocking Python client (TCP_NODELAY) for one served agent."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._header = bytearray(HEADER_SIZE)
+        self._payload = bytearray(MAX_PAYLOAD)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, message: bytes) -> tuple[int, bytes]:
+        """Send one raw message; ``(status, payload)`` of the reply."""
+        self.sock.sendall(message)
+        if not recv_exactly(self.sock, self._header, HEADER_SIZE):
+            raise ConnectionError("server closed the connection")
+        header = decode_header(self._header)
+        if header.length and not recv_exactly(self.sock, self._payload, header.length):
+            raise ConnectionError("server closed the connection")
+        return header.code, bytes(self._payload[: header.length])
+
+    def _ok(self, message: bytes) -> bytes:
+        status, payload = self.request(message)
+        if status != OK:
+            raise KdxError(f"server error: {payload.decode('utf-8', errors='replace')}")
+        return payload
+
+    def act_reply(self, obs: np.ndarray, mask: np.ndarray | None = None) -> ActReply:
+        action, server_ns, flags = ACT_REPLY.unpack(self._ok(encode_act(obs, mask)))
+        return ActReply(action, server_ns, bool(flags & FLAG_LATE), bool(flags & FLAG_FALLBACK))
+
+    def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
+        """The served agent's action for ``obs``; KdxError carrying the server's message."""
+        return self.act_reply(obs, mask).action
+
+    def reset(self) -> None:
+        self._ok(encode(RESET))
+
+    def info(self) -> dict:
+        return json.loads(self._ok(encode(INFO)))
+
+    def stats(self) -> dict:
+        return json.loads(self._ok(encode(STATS)))
