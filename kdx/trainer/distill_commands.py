@@ -1,0 +1,95 @@
+"""``kdx distill RUN --device PROFILE [--student AGENT=WxW ...] [--steps N] [--resume]``.
+
+Every other option is generated from ``DistillConfig``'s fields (its one-line description is the
+help), so the config and the CLI never drift apart. ``--device`` names the *device profile*
+that sizes the students; the torch device is ``--torch-device``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import MISSING, fields
+from typing import Optional
+
+import typer
+
+from kdx.errors import KdxError
+
+# Fields with a dedicated option name; fields set by the fixed options are not generated.
+_RENAMED = {"total_steps": "steps", "device": "torch_device", "device_profile": "device"}
+_FIXED = ("device_profile", "students")
+
+
+def _config_parameters() -> list[inspect.Parameter]:
+    from kdx.trainer.distill import DistillConfig
+
+    hints = typing.get_type_hints(DistillConfig)
+    params = []
+    for f in fields(DistillConfig):
+        if f.name in _FIXED:
+            continue
+        name = _RENAMED.get(f.name, f.name)
+        flag = "--" + name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        decls = [f"{flag}/--no-{name.replace('_', '-')}"] if hints[f.name] is bool else [flag]
+        option = typer.Option(None, *decls, help=f"{f.metadata['help']} [default: {default}]", show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=Optional[hints[f.name]]))  # noqa: UP045 (typer needs Optional)
+    return params
+
+
+def distill_command(run: str, device: str | None, student: list[str] | None, resume: bool, quiet: bool,
+                    **options) -> None:
+    """Distil the teacher of RUN into one small student per agent, sized for a device profile (stage 2)."""
+    from rich.console import Console
+
+    from kdx.trainer.distill import DistillConfig, distill
+
+    console = Console()
+    given = {k: v for k, v in options.items() if v is not None}
+    if resume:
+        extra = sorted(set(given) - {"steps"}) + (["device"] if device else []) + (["student"] if student else [])
+        if extra:
+            raise KdxError(f"--resume continues with the saved config; only --steps may change (got {extra}). "
+                           "Start over (delete RUN/students) to change other settings.")
+        last = distill(run, resume=True, total_steps=given.get("steps"), show_progress=not quiet, console=console)
+    else:
+        if not device:
+            from kdx.devices.registry import profile_names
+
+            raise KdxError(f"say which device the students are for: --device PROFILE (one of {', '.join(profile_names())}, "
+                           "or a path to a profile .toml)")
+        kwargs = {f.name: given[_RENAMED.get(f.name, f.name)] for f in fields(DistillConfig)
+                  if _RENAMED.get(f.name, f.name) in given and f.name not in _FIXED}
+        config = DistillConfig(device_profile=device, students=tuple(student or ()), **kwargs)
+        last = distill(run, config, show_progress=not quiet, console=console)
+    if last:
+        agree = last.get("teacher_agreement")
+        console.print(f"students saved in {run}/students (updates {last['update']}, env steps {last['env_steps']:,}, "
+                      f"teacher agreement {agree if agree is None else round(agree, 3)}). Next: `kdx evaluate {run}`")
+    else:
+        console.print(f"nothing to do: {run}/students already finished its steps (raise --steps to continue)")
+
+
+def register(app: typer.Typer) -> None:
+    def distill_cmd(**kwargs) -> None:
+        distill_command(**kwargs)
+
+    base = [
+        inspect.Parameter("run", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                          default=typer.Argument(..., help="Run folder holding a trained teacher.")),
+        inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                          default=typer.Option(None, "--device", help="Device profile that sizes the students (`kdx devices list`).")),
+        inspect.Parameter("student", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],  # noqa: UP045
+                          default=typer.Option(None, "--student", help="Override one agent's student: AGENT=W or AGENT=W1xW2 (repeatable).")),
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--resume", help="Continue RUN's distillation from its last checkpoint.")),
+        inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--quiet", help="No progress bar or sizing table.")),
+    ]
+    params = base + _config_parameters()
+    distill_cmd.__signature__ = inspect.Signature(params)
+    distill_cmd.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    distill_cmd.__doc__ = distill_command.__doc__
+    app.command("distill")(distill_cmd)

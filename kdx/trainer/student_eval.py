@@ -1,0 +1,141 @@
+"""Teacher vs students on the same seeds: score with 95% CI, retention, params and MACs per agent.
+
+``evaluate_with_students(run)`` runs the teacher and (when ``RUN/students/`` exists) the student
+team, greedy and sampled, plus the random/scripted references, all through
+``kdx.trainer.evaluate`` on the same env seeds, and adds a ``students`` section to ``eval.json``:
+
+- ``retention``: student / teacher in the same action mode. On envs with a win flag (SMAC-like)
+  the ratio of win rates; otherwise the ratio of returns measured from the uniform-random policy,
+  ``(student - random) / (teacher - random)``, which on MPE equals the ratio of normalised scores
+  (0 = random, 1 = scripted oracle). The headline uses the mode in which the teacher scores best.
+- ``cost``: per agent, parameters and MACs of the teacher actor's view of that agent and of its
+  student, counted by ``kdx.report.flops.count_network_cost`` (ptflops, Linear multiply-adds +
+  bias adds at batch 1), and their ratio.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdx.envs.base import BatchedEnv, EnvStep
+from kdx.trainer.checkpoint import atomic_write_text, load_teacher
+from kdx.trainer.distill_rollout import team_forward
+from kdx.trainer.evaluate import EVAL_SEED, Policy, evaluate_run
+from kdx.trainer.networks import sample_actions
+from kdx.trainer.ppo_losses import masked_log_probs
+from kdx.trainer.student_io import StudentPaths, load_students
+from kdx.trainer.students import StudentPolicy
+from kdx.trainer.teacher import Teacher
+
+MODES = ("greedy", "sampled")
+
+
+class StudentTeamPolicy:
+    """Each agent's student acts on that agent's own observation (decentralised), greedy or sampled."""
+
+    def __init__(self, students: dict[str, StudentPolicy], greedy: bool) -> None:
+        self.students, self.greedy = list(students.values()), greedy
+        self.name = "students_greedy" if greedy else "students_sampled"
+        self.generator = torch.Generator()
+
+    def reset(self, env: BatchedEnv) -> None:
+        self.generator = torch.Generator(device=env.device).manual_seed(env.seed + 7)
+
+    @torch.no_grad()
+    def act(self, step: EnvStep) -> torch.Tensor:
+        mask = step.padded_action_mask()
+        logits, _ = team_forward(self.students, step.padded_obs(), mask.shape[-1])
+        logp = masked_log_probs(logits, mask)
+        return logp.argmax(-1) if self.greedy else sample_actions(logp, self.generator)
+
+
+def network_costs(teacher: Teacher, students: dict[str, StudentPolicy]) -> dict[str, dict[str, Any]]:
+    """Per agent: teacher actor (that agent's view) vs student params and MACs, and the ratios."""
+    from kdx.report.flops import count_network_cost
+
+    out = {}
+    for i, agent in enumerate(teacher.spec.agents):
+        student = students[agent.name]
+        t_cost = count_network_cost(teacher.actor.agent_view(i, agent.n_actions, agent.obs_dim).cpu(), agent.obs_dim)
+        s_cost = count_network_cost(student.cpu(), agent.obs_dim)
+        out[agent.name] = {
+            "student_hidden": list(student.hidden),
+            "teacher_params": t_cost.params, "teacher_macs": t_cost.macs,
+            "student_params": s_cost.params, "student_macs": s_cost.macs,
+            "param_ratio": t_cost.params / s_cost.params, "mac_ratio": t_cost.macs / s_cost.macs,
+        }
+    return out
+
+
+def _score(result: dict[str, Any], name: str) -> float | None:
+    r = result["policies"][name]
+    if r["win_rate"] is not None:
+        return r["win_rate"]
+    return r["mean_return"] - result["reference"]["random_return"]
+
+
+def retention(result: dict[str, Any]) -> dict[str, Any]:
+    """Student / teacher per action mode, and the headline (the teacher's best mode)."""
+    has_win = result["policies"]["teacher_greedy"]["win_rate"] is not None
+    per_mode: dict[str, float | None] = {}
+    teacher_score: dict[str, float] = {}
+    for mode in MODES:
+        t, s = _score(result, f"teacher_{mode}"), _score(result, f"students_{mode}")
+        teacher_score[mode] = t
+        per_mode[mode] = s / t if t > 0 else None
+    best = max(MODES, key=lambda m: teacher_score[m])
+    return {
+        "measure": "win rate ratio" if has_win else "(return - random) ratio (= normalised score ratio on MPE)",
+        "per_mode": per_mode,
+        "mode": best,
+        "retention": per_mode[best],
+    }
+
+
+def evaluate_with_students(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED,
+                           device: str = "cpu") -> dict[str, Any]:
+    """Evaluate teacher, students (if distilled) and references on the same seeds; write ``RUN/eval.json``."""
+    run_dir = Path(run_dir)
+    if not StudentPaths(run_dir).config.is_file():
+        return evaluate_run(run_dir, episodes, seed, device)
+    students = load_students(run_dir, device)
+    policies: dict[str, Policy] = {f"students_{m}": StudentTeamPolicy(students, greedy=(m == "greedy")) for m in MODES}
+    result = evaluate_run(run_dir, episodes, seed, device, extra_policies=policies)
+    teacher = load_teacher(run_dir, device="cpu")
+    result["students"] = {
+        **retention(result),
+        "cost": network_costs(teacher, load_students(run_dir, "cpu")),
+        "cost_counted": "ptflops MACs (Linear multiply-adds + bias adds, batch 1; LayerNorm/activations excluded)",
+    }
+    atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
+    return result
+
+
+def print_students_table(result: dict[str, Any], console=None) -> None:
+    """Retention and per-agent cost as rich tables (formatting happens only here)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    s = result.get("students")
+    if s is None:
+        return
+    head = Table(title=f"retention ({s['measure']})")
+    for col in ("mode", "retention"):
+        head.add_column(col)
+    for mode, value in s["per_mode"].items():
+        label = f"{mode} (headline)" if mode == s["mode"] else mode
+        head.add_row(label, "-" if value is None else f"{value:.1%}")
+    console.print(head)
+    table = Table(title="cost per agent: teacher actor vs student")
+    for col in ("agent", "student", "teacher params", "student params", "params ratio", "teacher MACs",
+                "student MACs", "MACs ratio"):
+        table.add_column(col, justify="left" if col in ("agent", "student") else "right")
+    for agent, c in s["cost"].items():
+        table.add_row(agent, "x".join(map(str, c["student_hidden"])), f"{c['teacher_params']:,}", f"{c['student_params']:,}",
+                      f"{c['param_ratio']:.1f}x", f"{c['teacher_macs']:,}", f"{c['student_macs']:,}", f"{c['mac_ratio']:.1f}x")
+    console.print(table)
