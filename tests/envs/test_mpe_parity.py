@@ -27,19 +27,44 @@ CASES = {
 }
 
 
-def _mpe2_envs(ctor, kwargs, seeds):
+def _mpe2_envs(ctor, kwargs, seeds, cluster):
     envs, first_obs = [], []
     for seed in seeds:
         env = ctor(continuous_actions=False, **kwargs)
         obs, _ = env.reset(seed=int(seed))
+        if cluster:
+            # Put the agents on a small ring, neighbours 0.28 apart (they collide below 0.3):
+            # shallow overlaps push gently, so contacts and collision penalties keep recurring.
+            world = env.unwrapped.world
+            n = len(world.agents)
+            radius = 0.28 / (2 * np.sin(np.pi / n))
+            centre = world.agents[0].state.p_pos.copy()
+            for i, agent in enumerate(world.agents):
+                angle = 2 * np.pi * i / n + seed
+                agent.state.p_pos = centre + radius * np.array([np.cos(angle), np.sin(angle)])
+            obs = {a: env.unwrapped.observe(a) for a in env.agents}
         envs.append(env)
         first_obs.append(obs)
     return envs, first_obs
 
 
-def run_parity(name, kwargs, ctor, seeds, dtype=torch.float64, atol=ATOL, corrupt_actions=False):
-    """Play one whole episode on both sides and assert they agree; returns the steps compared."""
-    envs, first_obs = _mpe2_envs(ctor, kwargs, seeds)
+def _huddle_moves(envs):
+    """``[k, n_agents]`` moves (0..4) towards the agents' centroid along the longer axis."""
+    moves = []
+    for env in envs:
+        pos = np.stack([a.state.p_pos for a in env.unwrapped.world.agents])
+        to_centre = pos.mean(axis=0) - pos
+        along_x = np.abs(to_centre[:, 0]) >= np.abs(to_centre[:, 1])
+        x_move = np.where(to_centre[:, 0] < 0, 1, 2)
+        y_move = np.where(to_centre[:, 1] < 0, 3, 4)
+        moves.append(np.where(along_x, x_move, y_move))
+    return np.stack(moves)
+
+
+def run_parity(name, kwargs, ctor, seeds, dtype=torch.float64, atol=ATOL, corrupt_actions=False, cluster=False):
+    """Play one whole episode on both sides and assert they agree; returns the number of steps
+    in which some agent was penalised for a collision (spread)."""
+    envs, first_obs = _mpe2_envs(ctor, kwargs, seeds, cluster)
     k = len(seeds)
     ours = make(name, num_envs=k, seed=999, dtype=dtype, **kwargs)
     ours.reset()
@@ -62,14 +87,18 @@ def run_parity(name, kwargs, ctor, seeds, dtype=torch.float64, atol=ATOL, corrup
     n_actions = [ours.spec.agents[a].n_actions for a in range(len(names))]
     limit = ours.spec.episode_limit
     returns = np.zeros(k)
+    collision_steps = 0
     for t in range(limit):
         acts = np.stack([rng.integers(0, n, size=k) for n in n_actions], axis=1)  # [k, n_agents]
+        if cluster:
+            acts = np.where(rng.random(acts.shape) < 0.7, _huddle_moves(envs), acts)
         results = [env.step({agent: int(acts[i, a]) for a, agent in enumerate(names)}) for i, env in enumerate(envs)]
         sent = (acts + 1) % np.array(n_actions) if corrupt_actions else acts
         step = ours.step(torch.as_tensor(sent, dtype=torch.long))
         their_rewards = np.array([[r[1][agent] for agent in names] for r in results])
         np.testing.assert_allclose(step.reward.numpy(), their_rewards, atol=atol, rtol=0, err_msg=f"reward t={t}")
         returns += their_rewards.sum(axis=1)
+        collision_steps += int((their_rewards.max(axis=1) - their_rewards.min(axis=1) > 1e-9).sum())
         their_trunc = np.array([all(r[3][agent] for agent in names) for r in results])
         assert not any(any(r[2].values()) for r in results), "mpe2 MPE episodes never terminate"
         assert step.terminated.numpy().tolist() == [False] * k
@@ -86,14 +115,23 @@ def run_parity(name, kwargs, ctor, seeds, dtype=torch.float64, atol=ATOL, corrup
             np.testing.assert_allclose(step.info["episode_return"].numpy(), returns, atol=1e-4, rtol=0)
             # The slot has auto-reset: a fresh episode at t = 0 with zero velocities.
             assert ours.t.numpy().tolist() == [0] * k
-    return limit
+    return collision_steps
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_whole_episodes_match_mpe2(case):
     name, kwargs, ctor = CASES[case]
     for seeds in ([0, 1, 2, 3], [17, 41, 1234]):
-        assert run_parity(name, kwargs, ctor, seeds) == kwargs.get("max_cycles", 25)
+        run_parity(name, kwargs, ctor, seeds)
+
+
+@pytest.mark.parametrize("case", ["spread_default", "spread_n4"])
+def test_crowded_spread_episodes_match_mpe2(case):
+    # Random play rarely collides; a crowded start and moves that mostly huddle towards the
+    # agents' centroid exercise the contact forces and the collision penalty all episode.
+    name, kwargs, ctor = CASES[case]
+    collision_steps = run_parity(name, kwargs, ctor, [21, 22, 23, 24], cluster=True)
+    assert collision_steps >= 10
 
 
 @pytest.mark.parametrize("case", ["spread_default", "reference"])
