@@ -1,0 +1,71 @@
+"""Teacher-vs-student evaluation and the `kdx distill` command (toy env, random-weight teacher)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdx.cli import main
+from kdx.trainer.distill import DistillConfig, distill
+from kdx.trainer.student_eval import evaluate_with_students, retention
+from kdx.trainer.student_io import StudentPaths
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_distill import TOY, make_teacher_run  # noqa: E402
+
+
+def test_eval_json_compares_teacher_and_students_on_cost_and_score(tmp_path):
+    make_teacher_run(tmp_path)  # teacher 32x32, shared actor: input 3 (padded to 5) + 2 agent ids
+    distill(tmp_path, DistillConfig(total_steps=16 * 4 * 2, students=("a0=8", "a1=8"), **TOY), show_progress=False)
+    result = evaluate_with_students(tmp_path, episodes=12)
+    assert set(result["policies"]) >= {"teacher_greedy", "teacher_sampled", "students_greedy", "students_sampled", "random"}
+    assert json.loads((tmp_path / "eval.json").read_text())["students"] == result["students"]
+    cost = result["students"]["cost"]["a0"]
+    # ptflops MACs = Linear multiply-adds + bias adds. Student 3->8->3; teacher 7->32->32->4.
+    assert cost["student_macs"] == 3 * 8 + 8 + 8 * 3 + 3
+    assert cost["teacher_macs"] == 7 * 32 + 32 + 32 * 32 + 32 + 32 * 4 + 4
+    assert cost["mac_ratio"] == pytest.approx(cost["teacher_macs"] / cost["student_macs"])
+    assert result["students"]["mode"] in ("greedy", "sampled")
+    assert result["students"]["measure"].startswith("win rate")
+
+
+def _result(win_t, win_s, ret_t=0.0, ret_s=0.0, rand=0.0):
+    def pol(win, ret):
+        return {"win_rate": win, "mean_return": ret}
+
+    return {"reference": {"random_return": rand},
+            "policies": {"teacher_greedy": pol(win_t[0], ret_t), "teacher_sampled": pol(win_t[1], ret_t),
+                         "students_greedy": pol(win_s[0], ret_s), "students_sampled": pol(win_s[1], ret_s)}}
+
+
+def test_retention_uses_win_rates_or_returns_above_random():
+    r = retention(_result((0.8, 0.6), (0.6, 0.6)))
+    assert r["per_mode"] == {"greedy": pytest.approx(0.75), "sampled": pytest.approx(1.0)}
+    assert r["mode"] == "greedy" and r["retention"] == pytest.approx(0.75)
+    # no win flag: (student - random) / (teacher - random) = ratio of normalised scores
+    r = retention(_result((None, None), (None, None), ret_t=-20.0, ret_s=-30.0, rand=-60.0))
+    assert r["retention"] == pytest.approx(30 / 40)
+    # a teacher no better than random leaves retention undefined rather than dividing by ~0
+    assert retention(_result((0.0, 0.0), (0.5, 0.5)))["retention"] is None
+
+
+def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys):
+    make_teacher_run(tmp_path)
+    common = ["--steps", "64", "--num-envs", "16", "--rollout-length", "4", "--threads", "1", "--obs-norm-steps", "2"]
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", str(tmp_path), *common, "--quiet"])
+    assert exc.value.code == 2 and "--device PROFILE" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", str(tmp_path), "--device", "rpi4", "--student", "nobody=16", *common, "--quiet"])
+    assert exc.value.code == 2 and "agents: a0, a1" in " ".join(capsys.readouterr().err.split())
+    main(["distill", str(tmp_path), "--device", "rpi4", "--student", "a1=16x16", "--w-rel", "0", *common])
+    out = capsys.readouterr().out
+    assert "students for rpi4" in out and "a1" in out  # the sizing table
+    saved = json.loads(StudentPaths(tmp_path).config.read_text())
+    assert saved["distill"]["w_rel"] == 0.0 and saved["agents"]["a1"]["hidden"] == [16, 16]
+    main(["distill", str(tmp_path), "--resume", "--steps", "128", "--quiet"])
+    lines = (tmp_path / "students/metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["env_steps"] == 128
