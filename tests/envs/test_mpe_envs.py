@@ -112,6 +112,10 @@ def test_spread_parameters_pass_through_make():
         make("mpe/simple_spread", local_ratio=1.5)
     with pytest.raises(KdxError, match="dtype"):
         make("mpe/simple_reference", dtype="float16")
+    with pytest.raises(KdxError, match="no parameter"):
+        make("mpe/simple_spread", n_agents=4)  # mpe2's name is N
+    with pytest.raises(KdxError, match="no parameter"):
+        make("mpe/simple_speaker_listener", local_ratio=0.5)  # mpe2 has none here
 
 
 def test_set_state_rejects_wrong_shapes():

@@ -220,6 +220,14 @@ class MpeEnv(BatchedEnv):
         self._episode_return[env_index] = 0.0
 
 
+def reject_unknown_params(env_name: str, unknown: dict, allowed: tuple[str, ...]) -> None:
+    """Refuse keyword arguments a scenario does not have (a typo must not pass silently)."""
+    if unknown:
+        raise KdxError(
+            f"{env_name} has no parameter(s) {', '.join(sorted(unknown))}; it accepts: {', '.join(allowed)}"
+        )
+
+
 def agent_spec(name: str, obs_dim: int, n_actions: int, group: str) -> AgentSpec:
     """Shorthand used by the scenario modules."""
     return AgentSpec(name=name, obs_dim=obs_dim, n_actions=n_actions, group=group)

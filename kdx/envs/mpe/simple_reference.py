@@ -19,7 +19,7 @@ import torch
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import MpeEnv, agent_spec, landmark_index
+from kdx.envs.mpe.core import MpeEnv, agent_spec, landmark_index, reject_unknown_params
 from kdx.errors import KdxError
 
 LANDMARK_COLORS = ((0.75, 0.25, 0.25), (0.25, 0.75, 0.25), (0.25, 0.25, 0.75))
@@ -103,7 +103,9 @@ def make_simple_reference(
     dtype: torch.dtype | str = torch.float32,
     local_ratio: float = 0.5,
     max_cycles: int = 25,
+    **unknown: object,
 ) -> SimpleReference:
     """Factory for the registry; keyword names follow mpe2."""
+    reject_unknown_params("mpe/simple_reference", unknown, ("local_ratio", "max_cycles", "check_actions", "dtype"))
     config = ReferenceConfig(local_ratio=local_ratio, max_cycles=max_cycles)
     return SimpleReference(config, num_envs, seed=seed, device=device, check_actions=check_actions, dtype=dtype)

@@ -18,7 +18,7 @@ import torch
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import MpeEnv, agent_spec, landmark_index
+from kdx.envs.mpe.core import MpeEnv, agent_spec, landmark_index, reject_unknown_params
 from kdx.errors import KdxError
 
 LANDMARK_COLORS = ((0.65, 0.15, 0.15), (0.15, 0.65, 0.15), (0.15, 0.15, 0.65))
@@ -99,8 +99,10 @@ def make_simple_speaker_listener(
     check_actions: bool = True,
     dtype: torch.dtype | str = torch.float32,
     max_cycles: int = 25,
+    **unknown: object,
 ) -> SimpleSpeakerListener:
     """Factory for the registry."""
+    reject_unknown_params("mpe/simple_speaker_listener", unknown, ("max_cycles", "check_actions", "dtype"))
     config = SpeakerListenerConfig(max_cycles=max_cycles)
     return SimpleSpeakerListener(
         config, num_envs, seed=seed, device=device, check_actions=check_actions, dtype=dtype

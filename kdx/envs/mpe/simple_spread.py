@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import MpeEnv, agent_spec
+from kdx.envs.mpe.core import MpeEnv, agent_spec, reject_unknown_params
 from kdx.errors import KdxError
 
 AGENT_SIZE = 0.15
@@ -223,7 +223,9 @@ def make_simple_spread(
     N: int = 3,
     local_ratio: float = 0.5,
     max_cycles: int = 25,
+    **unknown: object,
 ) -> SimpleSpread:
     """Factory for the registry; keyword names follow mpe2 (``N``, ``local_ratio``, ``max_cycles``)."""
+    reject_unknown_params("mpe/simple_spread", unknown, ("N", "local_ratio", "max_cycles", "check_actions", "dtype"))
     config = SpreadConfig(n_agents=N, local_ratio=local_ratio, max_cycles=max_cycles)
     return SimpleSpread(config, num_envs, seed=seed, device=device, check_actions=check_actions, dtype=dtype)
