@@ -84,6 +84,8 @@ FILE_KINDS = {
     "npz": "numpy MLP weights sidecar (kdx.runtime.mlp_npz)",
     "calib": "int8 calibration observations (npz)",
     "json": "auxiliary JSON (parity report, sizing)",
+    "script": "shell script (build_engines.sh: trtexec commands equivalent to build-engines)",
+    "timing-cache": "TensorRT timing cache shared by the engine builds on this device",
 }
 MODEL_FILE_KINDS = ("onnx", "onnx-dynamic", "engine", "npz")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
