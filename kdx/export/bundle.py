@@ -1,0 +1,309 @@
+"""``kdx export``: a run's students (and teacher actor) -> a deployment bundle for one target.
+
+Layout of ``RUN/bundles/<target>/`` (the manifest lists every file with its sha256)::
+
+    manifest.json                  schema: kdx.runtime.manifest
+    <agent>.<precision>.onnx       students, static batch 1 (+ .dynamic.onnx with --dynamic-batch)
+    <agent>.npz                    students' numpy sidecar (fp32 weights, numpy backend)
+    teacher/<agent>.<precision>.onnx   the teacher actor seen from each agent
+    calib.npz                      >= 1000 observations per agent recorded from rollouts
+    parity.json                    onnxruntime vs torch for every model
+    build_engines.sh               jetson: trtexec commands (kdx-runtime build-engines does more)
+
+and ``RUN/bundles/<target>.tar.gz`` holding the folder. The bundle is built in a temporary
+folder beside the destination and renamed into place at the end, so a failure part-way leaves
+nothing behind; an existing bundle is replaced only with ``force``.
+
+Precision: fp16 and int8 models must pass their parity bar (``kdx.export.parity``). For int8
+the exporter first quantises every matrix multiply, then, if that misses the bar, keeps the
+first layer (the one reading raw observations) in float; an agent that still misses it is
+shipped in fp32 with a warning (per agent; the manifest records the precision of each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdx import __version__
+from kdx.errors import KdxError
+from kdx.export.calib import MIN_PARITY_SAMPLES, CalibData, record_rollouts
+from kdx.export.parity import ParityResult, measure_parity
+from kdx.export.sources import PolicySource, RunPolicies, load_run_policies, sha256_of
+from kdx.export.targets import ExportTarget, get_target, resolve_precision
+from kdx.runtime.manifest import (
+    AgentEntry,
+    FileEntry,
+    InputNames,
+    Manifest,
+    OutputNames,
+    write_manifest,
+)
+
+BUNDLES_DIR = "bundles"
+CALIB_NAME = "calib.npz"
+PARITY_NAME = "parity.json"
+SCRIPT_NAME = "build_engines.sh"
+
+
+@dataclass
+class ExportConfig:
+    """What ``kdx export`` does."""
+
+    run_dir: Path
+    target: str
+    precision: str | None = None  # None: the target's default
+    force: bool = False  # replace an existing bundle
+    dynamic_batch: bool = False  # also write a dynamic-batch ONNX per agent
+    include_teacher: bool = True  # export the teacher actor per agent too (if the run has one)
+    calib_samples: int = 1024  # observations recorded per agent (>= 1000 for the parity checks)
+    calib_envs: int = 16  # envs stepped together while recording
+    seed: int = 20_000  # seed of the recording rollouts (differs from train/eval seeds)
+
+    @property
+    def bundles_dir(self) -> Path:
+        return Path(self.run_dir) / BUNDLES_DIR
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and measured. Numbers, no formatting."""
+
+    bundle_dir: Path
+    tarball: Path
+    manifest: Manifest
+    parity: list[ParityResult]
+    warnings: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Tiny batch-1 models: extra torch threads only fight other processes for the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _file_entry(root: Path, rel: str, kind: str) -> FileEntry:
+    path = root / rel
+    return FileEntry(rel, sha256_of(path), kind, path.stat().st_size)
+
+
+def _agent_cost(source: PolicySource) -> tuple[int, int]:
+    from kdx.report.flops import count_network_cost
+
+    cost = count_network_cost(source.module, source.obs_dim)
+    return cost.params, cost.macs
+
+
+class _AgentExporter:
+    """Exports one policy at the requested precision, with the fallbacks described above."""
+
+    def __init__(self, root: Path, scratch: Path, target: ExportTarget, calib: CalibData,
+                 dynamic_batch: bool, warn: Callable[[str], None]) -> None:
+        self.root, self.scratch, self.target = root, scratch, target
+        self.calib, self.dynamic_batch, self.warn = calib, dynamic_batch, warn
+
+    def rel(self, source: PolicySource, precision: str, dynamic: bool = False) -> str:
+        prefix = "teacher/" if source.role == "teacher" else ""
+        return f"{prefix}{source.name}.{precision}{'.dynamic' if dynamic else ''}.onnx"
+
+    def _write(self, source: PolicySource, precision: str, dynamic: bool, float_nodes: list[str] | None) -> str:
+        from kdx.export.onnx_export import export_onnx
+        from kdx.export.quantize import quantize_int8
+
+        rel = self.rel(source, precision, dynamic)
+        out = self.root / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if precision == "int8":
+            fp32 = self.scratch / f"{source.role}-{source.name}{'-dyn' if dynamic else ''}.fp32.onnx"
+            if not fp32.is_file():
+                export_onnx(source, fp32, "fp32", dynamic, self.target.name)
+            quantize_int8(fp32, out, self.calib.inputs(source), exclude_nodes=float_nodes)
+        else:
+            export_onnx(source, out, precision, dynamic, self.target.name)
+        return rel
+
+    def _attempts(self, source: PolicySource, precision: str) -> list[tuple[str, list[str] | None]]:
+        if precision != "int8":
+            return [(precision, None)]
+        from kdx.export.onnx_export import export_onnx
+        from kdx.export.quantize import matmul_nodes
+
+        fp32 = self.scratch / f"{source.role}-{source.name}.fp32.onnx"
+        export_onnx(source, fp32, "fp32", False, self.target.name)
+        first = matmul_nodes(fp32)[:1]
+        return [("int8", []), ("int8", first)] if first else [("int8", [])]
+
+    def export(self, source: PolicySource, precision: str) -> tuple[AgentEntry, list[ParityResult]]:
+        inputs = self.calib.inputs(source)
+        results: list[ParityResult] = []
+        chosen: tuple[str, list[str] | None, str, ParityResult] | None = None
+        for attempt_precision, float_nodes in self._attempts(source, precision):
+            rel = self._write(source, attempt_precision, False, float_nodes)
+            result = measure_parity(source, self.root / rel, attempt_precision, inputs)
+            if result.passed:
+                chosen = (attempt_precision, float_nodes, rel, result)
+                break
+            (self.root / rel).unlink()
+        if chosen is None:
+            if precision == "fp32":
+                raise KdxError(
+                    f"{source.role} {source.name!r}: the fp32 model misses its parity bar (agreement "
+                    f"{result.action_agreement:.4f}, max |dlogit| {result.max_abs_logit_diff:.3g}); "
+                    "this is a bug in the exporter, please report it")
+            if not self.target.fallback_to_fp32:
+                raise KdxError(f"{source.role} {source.name!r}: the {precision} model misses its parity "
+                               f"bar (agreement {result.action_agreement:.4f}); export in fp32 instead")
+            self.warn(f"{source.role} {source.name}: {precision} greedy-action agreement "
+                      f"{result.action_agreement:.2%} < {result.required_agreement:.1%}; "
+                      "shipping this agent in fp32")
+            results.append(result)
+            rel = self._write(source, "fp32", False, None)
+            fp32_result = measure_parity(source, self.root / rel, "fp32", inputs)
+            if not fp32_result.passed:
+                raise KdxError(f"{source.role} {source.name!r}: the fp32 model misses its parity "
+                               "bar; this is a bug in the exporter, please report it")
+            chosen = ("fp32", None, rel, fp32_result)
+        shipped_precision, float_nodes, rel, result = chosen
+        results.append(result)
+        files = [_file_entry(self.root, rel, "onnx")]
+        if self.dynamic_batch:
+            dyn = self._write(source, shipped_precision, True, float_nodes)
+            dyn_result = measure_parity(source, self.root / dyn, shipped_precision, inputs)
+            results.append(dyn_result)
+            files.append(_file_entry(self.root, dyn, "onnx-dynamic"))
+        from kdx.export.onnx_export import INPUT_H, OUTPUT_H, write_student_npz
+
+        if source.role == "student":
+            npz_rel = f"{source.name}.npz"
+            if write_student_npz(source, self.root / npz_rel) is not None:
+                files.append(_file_entry(self.root, npz_rel, "npz"))
+        params, macs = _agent_cost(source)
+        parity = result.manifest_parity()
+        if float_nodes:
+            parity["float_nodes"] = ",".join(float_nodes)
+        recurrent = source.recurrent_size is not None
+        entry = AgentEntry(
+            name=source.name, role=source.role, obs_dim=source.obs_dim, n_actions=source.n_actions,
+            files=files, hidden_sizes=list(source.hidden_sizes), params=params, macs=macs,
+            inputs=InputNames(obs="obs", action_mask="action_mask", h_in=INPUT_H if recurrent else None),
+            outputs=OutputNames(logits="logits", action="action", h_out=OUTPUT_H if recurrent else None),
+            recurrent_state_shape=[1, source.recurrent_size] if recurrent else None,
+            precision=shipped_precision, normalisation_folded=True, parity=parity,
+        )
+        return entry, results
+
+
+def _write_tarball(folder: Path, arcname: str, tmp_path: Path) -> None:
+    with tarfile.open(tmp_path, "w:gz") as tar:
+        tar.add(folder, arcname=arcname)
+    with open(tmp_path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _publish(tmp_dir: Path, dest: Path, tmp_tar: Path, tarball: Path) -> None:
+    """Rename the finished folder and tarball into place (the old bundle goes last)."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".old-{dest.name}-{os.getpid()}")
+        os.rename(dest, old)
+    os.rename(tmp_dir, dest)
+    os.replace(tmp_tar, tarball)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
+                  log: Callable[[str], None] = lambda message: None) -> ExportResult:
+    """Export ``config.run_dir`` for ``config.target``; see the module docstring."""
+    started = time.perf_counter()
+    target = get_target(config.target)
+    precision = resolve_precision(target, config.precision)
+    if config.calib_samples < MIN_PARITY_SAMPLES:
+        raise KdxError(f"calib_samples must be >= {MIN_PARITY_SAMPLES} (parity is measured on them)")
+    bundles = config.bundles_dir
+    dest, tarball = bundles / target.name, bundles / f"{target.name}.tar.gz"
+    if (dest.exists() or tarball.exists()) and not config.force:
+        raise KdxError(f"{dest} already exists; pass --force to replace it")
+    seconds: dict[str, float] = {}
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        log(f"warning: {message}")
+
+    with _torch_threads(1):
+        t = time.perf_counter()
+        if policies is None:
+            policies = load_run_policies(config.run_dir, config.include_teacher)
+        teacher = policies.teacher if config.include_teacher else []
+        seconds["load"] = time.perf_counter() - t
+        bundles.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=bundles))
+        tmp_tar = bundles / f".{tmp_dir.name}.tar.gz"
+        scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=bundles))
+        try:
+            t = time.perf_counter()
+            calib = record_rollouts(policies.env, policies.students, teacher,
+                                    config.calib_samples, config.calib_envs, config.seed)
+            calib.save(tmp_dir / CALIB_NAME)
+            seconds["record"] = time.perf_counter() - t
+            log(f"recorded {calib.n_samples} observations per agent from {policies.env}")
+            exporter = _AgentExporter(tmp_dir, scratch, target, calib, config.dynamic_batch, warn)
+            t = time.perf_counter()
+            parity: list[ParityResult] = []
+            students, teachers = [], []
+            for source in [*policies.students, *teacher]:
+                entry, results = exporter.export(source, precision)
+                (students if source.role == "student" else teachers).append(entry)
+                parity += results
+                log(f"exported {source.role} {source.name} ({entry.precision})")
+            seconds["export_and_parity"] = time.perf_counter() - t
+            t = time.perf_counter()
+            manifest = Manifest(
+                agents=students, teacher=teachers, target=target.name, precision=precision,
+                env=policies.env, kdx_version=__version__,
+                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            parity_doc = {
+                "target": target.name, "precision": precision, "env": policies.env,
+                "samples": calib.n_samples, "results": [r.to_json() for r in parity],
+            }
+            (tmp_dir / PARITY_NAME).write_text(json.dumps(parity_doc, indent=2) + "\n")
+            shared = [_file_entry(tmp_dir, CALIB_NAME, "calib"), _file_entry(tmp_dir, PARITY_NAME, "json")]
+            if target.engine_build_on_device:
+                from kdx.export.tensorrt import trtexec_script
+
+                script = tmp_dir / SCRIPT_NAME
+                script.write_text(trtexec_script(manifest))
+                script.chmod(0o755)
+                shared.append(_file_entry(tmp_dir, SCRIPT_NAME, "script"))
+            for entry in manifest.entries():
+                entry.files.extend(shared)
+            write_manifest(tmp_dir, manifest)
+            _write_tarball(tmp_dir, target.name, tmp_tar)
+            _publish(tmp_dir, dest, tmp_tar, tarball)
+            seconds["write"] = time.perf_counter() - t
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            tmp_tar.unlink(missing_ok=True)
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    seconds["total"] = time.perf_counter() - started
+    return ExportResult(dest, tarball, manifest, parity, warnings, seconds)

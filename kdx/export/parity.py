@@ -1,0 +1,129 @@
+"""Parity of an exported model with its torch source, on recorded observations.
+
+The reference is the *original* torch module (normalisation not folded, full fp32), so the
+check covers the folding and the export as well as the precision. Bars (issue 6):
+
+    fp32  max |logit difference| <= 1e-4 and 100% greedy-action agreement
+    fp16  >= 99.5% greedy-action agreement
+    int8  >= 99% greedy-action agreement
+
+Greedy action = argmax of the masked logits (illegal actions never chosen), ties to the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdx.errors import KdxError
+from kdx.export.calib import MIN_PARITY_SAMPLES
+from kdx.export.onnx_export import MASKED_LOGIT
+from kdx.export.sources import PolicySource
+
+
+@dataclass(frozen=True)
+class ParityBar:
+    """What a model of one precision must reach; ``max_abs_logit_diff`` None = not checked."""
+
+    min_action_agreement: float
+    max_abs_logit_diff: float | None = None
+
+
+PARITY_BARS: dict[str, ParityBar] = {
+    "fp32": ParityBar(min_action_agreement=1.0, max_abs_logit_diff=1e-4),
+    "fp16": ParityBar(min_action_agreement=0.995),
+    "int8": ParityBar(min_action_agreement=0.99),
+}
+
+
+@dataclass
+class ParityResult:
+    """Measured parity of one model. Numbers, no formatting."""
+
+    agent: str
+    role: str
+    precision: str
+    model: str
+    samples: int
+    max_abs_logit_diff: float
+    mean_abs_logit_diff: float
+    action_agreement: float
+    required_agreement: float
+    required_max_abs_logit_diff: float | None
+    passed: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def manifest_parity(self) -> dict[str, float | int | bool | str]:
+        """The flat dict stored in the manifest's ``parity`` field (no nulls)."""
+        out = {k: v for k, v in asdict(self).items() if v is not None and k not in ("agent", "role", "model")}
+        return out
+
+
+def greedy_actions(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``int64 [N]``: argmax over legal actions of ``logits [N, K]`` (``mask`` bool [N, K])."""
+    return np.argmax(np.where(mask, logits, MASKED_LOGIT), axis=-1).astype(np.int64)
+
+
+@torch.no_grad()
+def torch_reference(source: PolicySource, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``[N, K]`` and greedy actions ``[N]`` of the torch source, in fp32."""
+    obs = torch.from_numpy(inputs["obs"]).float()
+    if source.recurrent_size is not None:
+        out = source.module(obs, torch.from_numpy(inputs["h_in"]).float())
+    else:
+        out = source.module(obs)
+    logits = (out[0] if isinstance(out, tuple) else out).float().numpy()
+    return logits, greedy_actions(logits, inputs["action_mask"])
+
+
+def onnx_outputs(path: str | Path, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and actions of an ONNX model under onnxruntime (CPU), one row per call when the
+    model has a static batch of 1."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise KdxError(f"{path}: the model needs inputs {missing} that the recorded data lacks")
+    n = inputs["obs"].shape[0]
+    static = session.get_inputs()[0].shape[0] == 1
+    if not static:
+        logits, actions = session.run(["logits", "action"], {k: inputs[k] for k in names})[:2]
+        return logits, actions.reshape(-1)
+    logits = np.empty((n, session.get_outputs()[0].shape[-1]), dtype=np.float32)
+    actions = np.empty(n, dtype=np.int64)
+    for row in range(n):
+        out = session.run(["logits", "action"], {k: inputs[k][row:row + 1] for k in names})
+        logits[row], actions[row] = out[0][0], out[1].reshape(-1)[0]
+    return logits, actions
+
+
+def measure_parity(source: PolicySource, model_path: str | Path, precision: str,
+                   inputs: dict[str, np.ndarray], min_samples: int = MIN_PARITY_SAMPLES) -> ParityResult:
+    """Compare the ONNX model at ``model_path`` with ``source`` on ``inputs`` (>= min_samples rows)."""
+    n = inputs["obs"].shape[0]
+    if n < min_samples:
+        raise KdxError(f"parity needs at least {min_samples} recorded observations, got {n}")
+    bar = PARITY_BARS[precision]
+    ref_logits, ref_actions = torch_reference(source, inputs)
+    logits, actions = onnx_outputs(model_path, inputs)
+    diff = np.abs(logits.astype(np.float64) - ref_logits.astype(np.float64))
+    agreement = float(np.mean(actions == ref_actions))
+    max_diff = float(diff.max())
+    passed = agreement >= bar.min_action_agreement
+    if bar.max_abs_logit_diff is not None:
+        passed = passed and max_diff <= bar.max_abs_logit_diff
+    return ParityResult(
+        agent=source.name, role=source.role, precision=precision, model=Path(model_path).name, samples=n,
+        max_abs_logit_diff=max_diff, mean_abs_logit_diff=float(diff.mean()),
+        action_agreement=agreement, required_agreement=bar.min_action_agreement,
+        required_max_abs_logit_diff=bar.max_abs_logit_diff, passed=bool(passed),
+    )

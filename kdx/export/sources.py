@@ -1,0 +1,167 @@
+"""What an export reads from a run folder: the students, the teacher actor, their checksums.
+
+Students live in ``RUN/students/``: ``config.json`` (architecture per agent) and
+``<agent>.safetensors``. ``kdx.trainer.distill.load_students`` is used when present; otherwise
+the files are read here following the same conventions. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdx.errors import KdxError
+
+STUDENTS_DIR = "students"
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class PolicySource:
+    """One torch policy to export, seen from one agent.
+
+    ``module`` maps ``obs [B, obs_dim]`` (and ``hidden [B, H]`` if ``recurrent_size``) to
+    ``logits [B, n_actions]`` (first element if it returns a tuple); it holds its own input
+    normalisation, which export folds into the graph.
+    """
+
+    name: str
+    role: str  # "student" | "teacher"
+    module: Any  # torch.nn.Module
+    obs_dim: int
+    n_actions: int
+    hidden_sizes: list[int]
+    checkpoint_sha256: str
+    recurrent_size: int | None = None
+    extra_metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunPolicies:
+    """Everything ``kdx export`` exports from one run."""
+
+    run_dir: Path
+    env: str
+    students: list[PolicySource]
+    teacher: list[PolicySource]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise KdxError(f"{path}: not valid JSON ({exc}); re-run `kdx distill`") from None
+    if not isinstance(data, dict):
+        raise KdxError(f"{path}: expected a JSON object; re-run `kdx distill`")
+    return data
+
+
+def _student_archs(config: dict, path: Path) -> dict[str, dict]:
+    """Agent name -> ``StudentPolicy.arch_json()`` from the students' config.json."""
+    for key in ("students", "agents", "architectures"):
+        value = config.get(key)
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        if isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value):
+            return {str(v["name"]): v.get("arch", v) for v in value}
+    raise KdxError(f"{path}: lists no student architectures (expected a 'students' object); "
+                   "re-run `kdx distill`")
+
+
+def load_students(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """``({agent: StudentPolicy}, env name or None)`` from ``RUN/students`` (eval mode)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from kdx.trainer.students import StudentPolicy
+
+    folder = run_dir / STUDENTS_DIR
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise KdxError(f"{run_dir} has no students ({config_path} is missing); "
+                       f"run `kdx distill {run_dir}` first")
+    config = _read_json(config_path)
+    students = {}
+    for name, arch in _student_archs(config, config_path).items():
+        weights = folder / f"{name}.safetensors"
+        if not weights.is_file():
+            raise KdxError(f"{weights} is missing: the students of {run_dir} are incomplete; "
+                           "re-run `kdx distill`")
+        student = StudentPolicy.from_arch_json(arch)
+        try:
+            tensors = load_file(str(weights))
+            student.load_state_dict(tensors, strict=True)
+        except (OSError, SafetensorError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise KdxError(f"{weights} is corrupt or does not fit config.json ({first}); "
+                           "re-run `kdx distill`") from None
+        students[name] = student.eval()
+    env = config.get("env")
+    return students, env if isinstance(env, str) else None
+
+
+def student_sources(students: dict[str, Any], run_dir: Path | None) -> list[PolicySource]:
+    """Wrap ``StudentPolicy`` modules as export sources (checksums from their safetensors)."""
+    sources = []
+    for name, student in students.items():
+        weights = None if run_dir is None else run_dir / STUDENTS_DIR / f"{name}.safetensors"
+        sha = sha256_of(weights) if weights is not None and weights.is_file() else "0" * 64
+        sources.append(PolicySource(
+            name=name, role="student", module=student, obs_dim=student.obs_dim,
+            n_actions=student.n_actions, hidden_sizes=list(student.hidden), checkpoint_sha256=sha,
+            extra_metadata={"activation": student.activation},
+        ))
+    return sources
+
+
+def teacher_sources(teacher: Any, checkpoint_sha256: str) -> list[PolicySource]:
+    """One ``AgentActor`` view of the teacher's actor per agent (agent id and padding baked in)."""
+    spec = teacher.spec
+    sources = []
+    for index, agent in enumerate(spec.agents):
+        view = teacher.actor.agent_view(index, agent.n_actions, agent.obs_dim).eval()
+        sources.append(PolicySource(
+            name=agent.name, role="teacher", module=view, obs_dim=agent.obs_dim,
+            n_actions=agent.n_actions, hidden_sizes=list(teacher.config.hidden_sizes),
+            checkpoint_sha256=checkpoint_sha256,
+            recurrent_size=teacher.actor.hidden_dim if teacher.actor.recurrent else None,
+        ))
+    return sources
+
+
+def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunPolicies:
+    """Students (required) and the teacher actor (if the run has one and it is wanted)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise KdxError(f"run folder {run} does not exist; pass the folder `kdx train --out` wrote")
+    students, env = load_students(run)
+    teacher: list[PolicySource] = []
+    teacher_weights = run / "teacher" / "weights.safetensors"
+    if include_teacher and (run / "teacher" / "config.json").is_file():
+        from kdx.trainer.checkpoint import load_teacher
+
+        loaded = load_teacher(run)
+        teacher = teacher_sources(loaded, sha256_of(teacher_weights))
+        env = env or loaded.config.env
+        names = [a.name for a in loaded.spec.agents]
+        unknown = sorted(set(students) - set(names))
+        if unknown:
+            raise KdxError(f"students {', '.join(unknown)} are not agents of {loaded.config.env} "
+                           f"({', '.join(names)}); the run folder is inconsistent")
+    if env is None:
+        raise KdxError(f"{run}: cannot tell which environment the students were trained on "
+                       "(no 'env' in students/config.json and no teacher); re-run `kdx distill`")
+    return RunPolicies(run, env, student_sources(students, run), teacher)

@@ -1,0 +1,114 @@
+"""Export targets: what ``kdx export --target T`` produces for each kind of device (torch-free).
+
+``TARGETS`` is the registry, filled here and nowhere else. Device profiles
+(``kdx/devices/profiles/*.toml``) name their target in their ``target`` field; the capability
+table of ``kdx export --list-targets`` joins the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdx.errors import KdxError
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """One deployment target.
+
+    Attributes:
+        name: the ``--target`` value (also the manifest's ``target``).
+        default_precision: precision used when ``--precision`` is not given.
+        precisions: precisions this target accepts.
+        backends: runtime backends that can run the bundle there, best first.
+        engine_build_on_device: TensorRT engines are built on the device
+            (``kdx-runtime build-engines``), never by ``kdx export``.
+        fallback_to_fp32: an agent whose quantised model misses the parity bar is shipped in
+            fp32 instead (with a warning), rather than failing the export.
+        description: one line for the capability table.
+    """
+
+    name: str
+    default_precision: str
+    precisions: tuple[str, ...]
+    backends: tuple[str, ...]
+    engine_build_on_device: bool
+    fallback_to_fp32: bool
+    description: str
+
+
+TARGETS: dict[str, ExportTarget] = {
+    "jetson": ExportTarget(
+        name="jetson",
+        default_precision="fp16",
+        precisions=("fp32", "fp16", "int8"),
+        backends=("tensorrt", "onnxruntime", "numpy"),
+        engine_build_on_device=True,
+        fallback_to_fp32=True,
+        description="NVIDIA Jetson: ONNX + calibration data; TensorRT engines built on the device",
+    ),
+    "rpi": ExportTarget(
+        name="rpi",
+        default_precision="int8",
+        precisions=("fp32", "fp16", "int8"),
+        backends=("onnxruntime", "numpy"),
+        engine_build_on_device=False,
+        fallback_to_fp32=True,
+        description="Raspberry Pi / ARM CPU: int8 static QDQ (onnxruntime), fp32 per agent as fallback",
+    ),
+    "x86": ExportTarget(
+        name="x86",
+        default_precision="fp32",
+        precisions=("fp32", "fp16", "int8"),
+        backends=("onnxruntime", "numpy"),
+        engine_build_on_device=False,
+        fallback_to_fp32=True,
+        description="Any x86-64 Linux box: fp32 ONNX",
+    ),
+}
+
+
+
+def get_target(name: str) -> ExportTarget:
+    """The target ``name``; KdxError listing the valid targets otherwise."""
+    if name not in TARGETS:
+        raise KdxError(f"unknown export target {name!r}; valid targets: {', '.join(TARGETS)} "
+                       "(see `kdx export --list-targets`)")
+    return TARGETS[name]
+
+
+def resolve_precision(target: ExportTarget, precision: str | None) -> str:
+    """``precision`` if the target accepts it, the target's default if ``None``; else KdxError."""
+    if precision is None:
+        return target.default_precision
+    if precision not in target.precisions:
+        raise KdxError(f"unknown precision {precision!r} for target {target.name!r}; valid "
+                       f"precisions: {', '.join(target.precisions)}")
+    return precision
+
+
+def profiles_by_target() -> dict[str, list[str]]:
+    """Device profile names grouped by the target they export to."""
+    from kdx.devices.registry import PROFILES
+
+    grouped: dict[str, list[str]] = {name: [] for name in TARGETS}
+    for profile_name, profile in PROFILES.items():
+        grouped.setdefault(profile.target, []).append(profile_name)
+    return grouped
+
+
+def capability_rows() -> list[dict[str, object]]:
+    """One row per target for ``--list-targets``: plain data, formatted by the CLI."""
+    grouped = profiles_by_target()
+    return [
+        {
+            "target": t.name,
+            "default_precision": t.default_precision,
+            "precisions": list(t.precisions),
+            "backends": list(t.backends),
+            "engine_build_on_device": t.engine_build_on_device,
+            "profiles": grouped.get(t.name, []),
+            "description": t.description,
+        }
+        for t in TARGETS.values()
+    ]

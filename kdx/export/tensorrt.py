@@ -1,0 +1,313 @@
+"""TensorRT engines from a bundle's ONNX, built on the device (torch-free; TensorRT imported lazily).
+
+``kdx-runtime build-engines BUNDLE`` runs :func:`build_engines` on a Jetson: one engine per
+agent (students and teacher), written as a plain serialized plan (``trtexec --loadEngine`` can
+read it) with its metadata in a JSON file beside it, plus one shared timing cache; the manifest
+then lists them (kinds ``engine``, ``json``, ``timing-cache``) and is rewritten atomically.
+
+Versions (``kdx/devices`` profiles name them; see /work/shared/REFERENCE.md):
+
+* TensorRT 8.x (JetPack 4.6: 8.2, JetPack 5: 8.5): networks need the ``EXPLICIT_BATCH``
+  creation flag; precision by builder flags (``FP16``; ``INT8`` for the Q/DQ models);
+  workspace by ``set_memory_pool_limit`` from 8.4 (``max_workspace_size`` before).
+* TensorRT 10.x (JetPack 6): explicit batch only (``create_network(0)``), builder flags as above.
+* TensorRT 11.x (JetPack 7): no FP16/INT8 builder flags and no calibrator; the network is
+  strongly typed and the precision comes from the ONNX itself (fp16 weights, or Q/DQ nodes).
+
+Only symbolic enum names are used: their numeric values changed between versions.
+The dispatch (:func:`plan_build`), the manifest bookkeeping and ``build_engines.sh`` are plain
+Python and tested without TensorRT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kdx import __version__
+from kdx.errors import KdxError
+from kdx.runtime.manifest import AgentEntry, FileEntry, Manifest, load_manifest, write_manifest
+
+TENSORRT_MISSING = "TensorRT not found: build engines on the Jetson (JetPack ships it)"
+ENGINE_DIR = "engines"
+TIMING_CACHE = f"{ENGINE_DIR}/timing.cache"
+ENGINE_KINDS = ("engine", "timing-cache")
+MIN_VERSION = (8, 2)
+
+
+@dataclass(frozen=True)
+class TrtBuildPlan:
+    """How to build with one TensorRT version at one precision (no TensorRT objects in here).
+
+    ``network_flags`` and ``builder_flags`` are symbolic names of
+    ``trt.NetworkDefinitionCreationFlag`` and ``trt.BuilderFlag``.
+    """
+
+    tensorrt_version: str
+    major: int
+    precision: str
+    network_flags: tuple[str, ...]
+    builder_flags: tuple[str, ...]
+    workspace_api: str  # "set_memory_pool_limit" | "max_workspace_size"
+
+    @property
+    def strongly_typed(self) -> bool:
+        return "STRONGLY_TYPED" in self.network_flags
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """``"10.3.0.30"`` -> ``(10, 3)``; KdxError for anything else."""
+    parts = str(version).split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        raise KdxError(f"cannot read the TensorRT version {version!r}") from None
+
+
+def plan_build(tensorrt_version: str, precision: str) -> TrtBuildPlan:
+    """The build recipe for ``precision`` (fp32/fp16/int8) with TensorRT ``tensorrt_version``."""
+    major, minor = parse_version(tensorrt_version)
+    if (major, minor) < MIN_VERSION:
+        raise KdxError(f"TensorRT {tensorrt_version} is too old: kdx needs >= 8.2 "
+                       "(JetPack 4.6 or newer)")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise KdxError(f"unknown precision {precision!r}; valid precisions: fp32, fp16, int8")
+    if major >= 11:
+        # Strongly typed: layer precisions follow the ONNX types (fp16 weights, Q/DQ nodes).
+        return TrtBuildPlan(tensorrt_version, major, precision, ("STRONGLY_TYPED",), (),
+                            "set_memory_pool_limit")
+    network_flags = ("EXPLICIT_BATCH",) if major < 10 else ()
+    # INT8 enables the int8 kernels the explicit Q/DQ nodes ask for (no calibrator needed).
+    builder_flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]
+    workspace = "set_memory_pool_limit" if (major, minor) >= (8, 4) else "max_workspace_size"
+    return TrtBuildPlan(tensorrt_version, major, precision, network_flags, builder_flags, workspace)
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or KdxError saying where engines are built."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise KdxError(TENSORRT_MISSING) from None
+    return tensorrt
+
+
+def build_engine_bytes(trt: Any, onnx_bytes: bytes, plan: TrtBuildPlan, source: str,
+                       timing_cache: bytes = b"", workspace_mib: int = 256) -> tuple[bytes, bytes]:
+    """Parse the ONNX and build a serialized engine; returns ``(plan bytes, timing cache bytes)``."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    for name in plan.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise KdxError(f"{source}: TensorRT {plan.tensorrt_version} cannot parse the ONNX ({errors})")
+    config = builder.create_builder_config()
+    if plan.workspace_api == "set_memory_pool_limit":
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    else:
+        config.max_workspace_size = workspace_mib << 20
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    cache = config.create_timing_cache(timing_cache)
+    config.set_timing_cache(cache, False)
+    dynamic = [network.get_input(i) for i in range(network.num_inputs)
+               if any(d < 0 for d in network.get_input(i).shape)]
+    if dynamic:  # a dynamic-batch model is built for batch 1, the runtime's shape
+        profile = builder.create_optimization_profile()
+        for tensor in dynamic:
+            shape = tuple(1 if d < 0 else d for d in tensor.shape)
+            profile.set_shape(tensor.name, shape, shape, shape)
+        config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise KdxError(f"{source}: TensorRT {plan.tensorrt_version} failed to build an engine "
+                       "(see its log above)")
+    return bytes(serialized), bytes(config.get_timing_cache().serialize())
+
+
+# ------------------------------------------------------------------ bundle bookkeeping
+@dataclass
+class EngineRecord:
+    """One built engine, as listed beside it (``<engine>.json``) and in the manifest."""
+
+    agent: str
+    role: str
+    onnx: str
+    onnx_sha256: str
+    engine: str
+    engine_sha256: str
+    size_bytes: int
+    precision: str
+    tensorrt_version: str
+    network_flags: list[str]
+    builder_flags: list[str]
+    build_seconds: float
+    host: str
+    built_at: str
+    kdx_version: str = __version__
+
+    @property
+    def metadata_path(self) -> str:
+        return self.engine + ".json"
+
+
+def engine_path_for(onnx_path: str) -> str:
+    """``teacher/agent_0.fp16.onnx`` -> ``engines/teacher/agent_0.fp16.engine``."""
+    pure = PurePosixPath(onnx_path)
+    return str(PurePosixPath(ENGINE_DIR) / pure.with_suffix(".engine"))
+
+
+def engine_source(entry: AgentEntry) -> FileEntry:
+    """The static batch-1 ONNX an agent's engine is built from."""
+    source = entry.file_of_kind("onnx")
+    if source is None:
+        raise KdxError(f"{entry.role} {entry.name!r} has no static ONNX model to build an engine from")
+    return source
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp name in the same folder and rename (an engine is never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def store_engine(bundle_dir: Path, entry: AgentEntry, plan: TrtBuildPlan, engine: bytes,
+                 build_seconds: float) -> EngineRecord:
+    """Write an engine and its metadata JSON beside it; return the record."""
+    source = engine_source(entry)
+    record = EngineRecord(
+        agent=entry.name, role=entry.role, onnx=source.path, onnx_sha256=source.sha256,
+        engine=engine_path_for(source.path), engine_sha256=_sha256_bytes(engine),
+        size_bytes=len(engine), precision=entry.precision, tensorrt_version=plan.tensorrt_version,
+        network_flags=list(plan.network_flags), builder_flags=list(plan.builder_flags),
+        build_seconds=build_seconds, host=f"{platform.node()} ({platform.machine()})",
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    _write_bytes(bundle_dir / record.engine, engine)
+    _write_bytes(bundle_dir / record.metadata_path, (json.dumps(asdict(record), indent=2) + "\n").encode())
+    return record
+
+
+def with_engines(manifest: Manifest, bundle_dir: Path, records: list[EngineRecord],
+                 timing_cache: str | None) -> Manifest:
+    """A copy of ``manifest`` whose agents list their engine, its metadata and the timing cache
+    (earlier engine entries of those agents are replaced)."""
+    by_key = {(r.role, r.agent): r for r in records}
+    cache_entry = None
+    if timing_cache is not None:
+        data = (bundle_dir / timing_cache).read_bytes()
+        cache_entry = FileEntry(timing_cache, _sha256_bytes(data), "timing-cache", len(data))
+
+    def updated(entry: AgentEntry) -> AgentEntry:
+        record = by_key.get((entry.role, entry.name))
+        if record is None:
+            return entry
+        meta = (bundle_dir / record.metadata_path).read_bytes()
+        stale = {record.engine, record.metadata_path}
+        files = [f for f in entry.files if f.kind not in ENGINE_KINDS and f.path not in stale]
+        files.append(FileEntry(record.engine, record.engine_sha256, "engine", record.size_bytes))
+        files.append(FileEntry(record.metadata_path, _sha256_bytes(meta), "json", len(meta)))
+        if cache_entry is not None:
+            files.append(cache_entry)
+        return replace(entry, files=files)
+
+    return replace(manifest, agents=[updated(e) for e in manifest.agents],
+                   teacher=[updated(e) for e in manifest.teacher])
+
+
+def build_engines(bundle_dir: str | Path, workspace_mib: int = 256, agents: list[str] | None = None,
+                  trt: Any = None, log: Any = print) -> list[EngineRecord]:
+    """Build one engine per agent of the bundle on this device and list them in its manifest."""
+    from kdx.runtime.bundle import verify_files
+
+    bundle = Path(bundle_dir)
+    manifest = load_manifest(bundle)
+    trt = trt or import_tensorrt()
+    verify_files(bundle, manifest)
+    entries = [e for e in manifest.entries() if agents is None or e.name in agents]
+    if agents is not None:
+        unknown = sorted(set(agents) - {e.name for e in manifest.entries()})
+        if unknown:
+            names = ", ".join(sorted({e.name for e in manifest.entries()}))
+            raise KdxError(f"bundle has no agent(s) {', '.join(unknown)}; it has: {names}")
+    cache_path = bundle / TIMING_CACHE
+    cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    records = []
+    for entry in entries:
+        source = engine_source(entry)
+        plan = plan_build(trt.__version__, entry.precision)
+        log(f"building {entry.role} {entry.name} ({entry.precision}, TensorRT {plan.tensorrt_version}) "
+            f"from {source.path}")
+        start = time.perf_counter()
+        engine, cache = build_engine_bytes(trt, (bundle / source.path).read_bytes(), plan,
+                                           str(bundle / source.path), cache, workspace_mib)
+        records.append(store_engine(bundle, entry, plan, engine, time.perf_counter() - start))
+    _write_bytes(cache_path, cache)
+    write_manifest(bundle, with_engines(manifest, bundle, records, TIMING_CACHE))
+    return records
+
+
+# ------------------------------------------------------------------ trtexec script
+def trtexec_script(manifest: Manifest) -> str:
+    """``build_engines.sh``: the ``trtexec`` commands equivalent to ``build-engines``.
+
+    It reads the TensorRT major version on the device and passes ``--stronglyTyped`` on 11+
+    (no precision flags there), ``--fp16``/``--int8`` before. It does not edit the manifest:
+    ``kdx-runtime build-engines`` does that.
+    """
+    lines = [
+        "#!/bin/sh",
+        "# TensorRT engines for this bundle with trtexec: the equivalent of",
+        "#   kdx-runtime build-engines .",
+        "# Engines only run on the GPU and TensorRT version that built them: run this ON the device.",
+        "# (kdx-runtime build-engines also lists the engines in manifest.json; this script does not.)",
+        "set -eu",
+        'cd "$(dirname "$0")"',
+        'TRTEXEC="${TRTEXEC:-/usr/src/tensorrt/bin/trtexec}"',
+        '[ -x "$TRTEXEC" ] || TRTEXEC=trtexec',
+        'TRT_MAJOR="${TRT_MAJOR:-$(python3 -c \'import tensorrt; print(tensorrt.__version__.split(".")[0])\')}"',
+        'if [ "$TRT_MAJOR" -ge 11 ]; then',
+        "  # TensorRT 11: no precision flags; strongly typed, precision from the ONNX",
+        '  FP32="--stronglyTyped"; FP16="--stronglyTyped"; INT8="--stronglyTyped"',
+        "else",
+        '  FP32=""; FP16="--fp16"; INT8="--int8"',
+        "fi",
+        f"mkdir -p {ENGINE_DIR}",
+    ]
+    variables = {"fp32": "$FP32", "fp16": "$FP16", "int8": "$INT8"}
+    for entry in manifest.entries():
+        source = engine_source(entry)
+        engine = engine_path_for(source.path)
+        parent = str(PurePosixPath(engine).parent)
+        if parent != ENGINE_DIR:
+            lines.append(f"mkdir -p {shlex.quote(parent)}")
+        lines.append(
+            f'"$TRTEXEC" --onnx={shlex.quote(source.path)} --saveEngine={shlex.quote(engine)} '
+            f"--timingCacheFile={TIMING_CACHE} {variables[entry.precision]}"
+        )
+    lines.append('echo "engines written to ' + ENGINE_DIR + '/"')
+    return "\n".join(lines) + "\n"
