@@ -42,12 +42,23 @@ def make_parallel_env(name: str, max_cycles: int | None = None) -> Any:
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         accepted = {}
+    # PettingZoo's parallel_wrapper_fn hides the arguments behind **kwargs: offer them then too.
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     kwargs: dict[str, Any] = {}
-    if "continuous_actions" in accepted:
+    if "continuous_actions" in accepted or open_ended:
         kwargs["continuous_actions"] = False
-    if max_cycles is not None and "max_cycles" in accepted:
+    if max_cycles is not None and ("max_cycles" in accepted or open_ended):
         kwargs["max_cycles"] = max_cycles
-    return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        if not open_ended or "continuous_actions" in accepted:
+            raise KdxError(f"env {name!r}: cannot create it with {kwargs} ({exc})") from None
+    kwargs.pop("continuous_actions")  # a discrete-only env that forwards **kwargs strictly
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise KdxError(f"env {name!r}: cannot create it with {kwargs} ({exc})") from None
 
 
 @dataclass

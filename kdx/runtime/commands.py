@@ -42,6 +42,12 @@ def _deadline(deadline_us: float | None, fallback_action: int | None):
     return Deadline(deadline_us, fallback_action)
 
 
+def _console() -> Console:
+    """Terminal width on a terminal; wide enough for the tables when piped or captured."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def _backend_lines(console: Console) -> None:
     from kdx.runtime.backends import available_backends
 
@@ -60,7 +66,7 @@ def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds mani
 
     bundle = Bundle.load(bundle_path)
     m = bundle.manifest
-    console = Console()
+    console = _console()
     console.print(f"bundle {bundle.path}: schema {m.schema_version}, target {m.target}, precision "
                   f"{m.precision}, env {m.env or '?'}, kdx {m.kdx_version or '?'}, created "
                   f"{m.created_at or '?'}; checksums verified in {bundle.load_seconds * 1e3:.1f} ms",
@@ -97,7 +103,7 @@ def bench(
 
     bundle = Bundle.load(bundle_path)
     report = bench_bundle(bundle, [agent] if agent else None, backend, _roles(role), iters, warmup)
-    console = Console()
+    console = _console()
     table = Table(title=f"kdx-runtime bench: {bundle.path} ({iters} decisions each, batch 1)")
     for column in ("agent", "role", "backend", "params", "p50 µs", "p90 µs", "p99 µs", "max µs",
                    "mean µs", "std µs", "decisions/s", "load ms"):
@@ -147,7 +153,7 @@ def run(
         environment.close()
     summary = result.summary()
     s = result.latency
-    console = Console()
+    console = _console()
     console.print(f"{env}: {episodes} episodes, {result.steps} steps, backends "
                   f"{sorted({p.backend_name for p in policies.values()})}", highlight=False)
     console.print(f"team return {summary['team_return_mean']:.3f} ± {summary['team_return_std']:.3f}; "
@@ -182,7 +188,7 @@ def serve(
     bundle = Bundle.load(bundle_path)
     policy = bundle.policy(agent, backend, role)
     server = PolicyServer(policy, host, port, _deadline(deadline_us, fallback_action))
-    console = Console()
+    console = _console()
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"warning: listening on {host}: the protocol has no authentication", style="yellow")
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())

@@ -71,6 +71,7 @@ class Backend(ABC):
             self.obs_buf[0, agent.obs_dim:] = 0.0
             self.obs_buf[0, agent.obs_dim + agent.id_index] = 1.0
         self._obs_view = self.obs_buf[0, : agent.obs_dim]
+        self._ones = np.ones(agent.obs_dim, dtype=np.float32)
         self._mask_view = self.mask_buf[0]
         self._obs_shapes = ((agent.obs_dim,), (1, agent.obs_dim))
         self._mask_shapes = ((n,), (1, n))
@@ -127,9 +128,10 @@ class Backend(ABC):
             )
         view = self._obs_view
         view[:] = obs
-        # One dot product catches NaN and inf (they propagate); the exact check runs only then,
-        # so very large finite values are not refused by overflow.
-        if not view.dot(view) < _INF and not np.isfinite(view).all():
+        # One dot product with ones (the sum) catches NaN and inf: they propagate, and inf - inf
+        # is NaN. It costs less than np.isfinite().all(); the exact check runs only if it fires,
+        # so a sum overflowing on huge finite values is not refused.
+        if not -_INF < view.dot(self._ones) < _INF and not np.isfinite(view).all():
             raise KdxError(f"agent {self.agent.name!r}: observation contains NaN or inf")
         if mask is None:
             if not self._mask_all_true:

@@ -1,0 +1,127 @@
+"""Bundle.load refuses anything it should not run, saying which file and why."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdx.errors import KdxError
+from kdx.runtime.bundle import Bundle
+
+MODEL = "agent_0.fp32.onnx"
+SIDECAR = "agent_0.fp32.npz"
+
+
+def _manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def _save(bundle: Path, data: dict) -> None:
+    (bundle / "manifest.json").write_text(json.dumps(data))
+
+
+def _relist(bundle: Path, rel: str) -> None:
+    """Make the manifest agree with the file's current bytes (a corrupt file that checks out)."""
+    data = _manifest(bundle)
+    blob = (bundle / rel).read_bytes()
+    for agent in data["agents"]:
+        for f in agent["files"]:
+            if f["path"] == rel:
+                f["sha256"], f["size_bytes"] = hashlib.sha256(blob).hexdigest(), len(blob)
+    _save(bundle, data)
+
+
+def _refused(bundle: Path, *fragments: str, backend: str | None = None) -> str:
+    with pytest.raises(KdxError) as info:
+        loaded = Bundle.load(bundle)
+        if backend is not None:
+            loaded.policy("agent_0", backend)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_a_good_bundle_loads(fresh_bundle: Path) -> None:
+    bundle = Bundle.load(fresh_bundle)
+    assert bundle.agent_names == ["agent_0", "agent_1"]
+    assert Bundle.load(fresh_bundle / "manifest.json").path == fresh_bundle
+
+
+def test_flipped_byte_fails_the_checksum(fresh_bundle: Path) -> None:
+    blob = bytearray((fresh_bundle / MODEL).read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (fresh_bundle / MODEL).write_bytes(bytes(blob))
+    _refused(fresh_bundle, MODEL, "sha256", "does not match")
+
+
+def test_truncated_file_is_named(fresh_bundle: Path) -> None:
+    blob = (fresh_bundle / SIDECAR).read_bytes()
+    (fresh_bundle / SIDECAR).write_bytes(blob[:100])
+    _refused(fresh_bundle, SIDECAR, "100 bytes", "truncated")
+
+
+def test_missing_file_is_named(fresh_bundle: Path) -> None:
+    (fresh_bundle / MODEL).unlink()
+    _refused(fresh_bundle, MODEL, "missing")
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    _refused(tmp_path, "manifest.json", "missing")
+    _refused(tmp_path / "nope", "not a bundle folder")
+
+
+def test_unknown_schema_version(fresh_bundle: Path) -> None:
+    data = _manifest(fresh_bundle)
+    data["schema_version"] = 2
+    _save(fresh_bundle, data)
+    _refused(fresh_bundle, "schema_version 2", "supported: 1")
+
+
+def test_path_leaving_the_bundle(fresh_bundle: Path) -> None:
+    data = _manifest(fresh_bundle)
+    data["agents"][0]["files"][0]["path"] = "../" + MODEL
+    _save(fresh_bundle, data)
+    _refused(fresh_bundle, "../" + MODEL, "leaves the bundle")
+
+
+def test_symlink_leaving_the_bundle(fresh_bundle: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((fresh_bundle / MODEL).read_bytes())
+    (fresh_bundle / MODEL).unlink()
+    os.symlink(outside, fresh_bundle / MODEL)
+    _refused(fresh_bundle, MODEL, "outside the bundle folder")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "numpy"])
+def test_corrupt_onnx_whose_checksum_matches(fresh_bundle: Path, backend: str) -> None:
+    pytest.importorskip("onnxruntime" if backend == "onnxruntime" else "onnx")
+    blob = (fresh_bundle / MODEL).read_bytes()
+    (fresh_bundle / MODEL).write_bytes(blob[: len(blob) // 3])
+    _relist(fresh_bundle, MODEL)
+    data = _manifest(fresh_bundle)  # numpy would prefer the sidecar: drop it for this agent
+    data["agents"][0]["files"] = [f for f in data["agents"][0]["files"] if f["kind"] != "npz"]
+    _save(fresh_bundle, data)
+    _refused(fresh_bundle, MODEL, "ONNX", backend=backend)
+
+
+def test_corrupt_npz_whose_checksum_matches(fresh_bundle: Path) -> None:
+    (fresh_bundle / SIDECAR).write_bytes(b"PK\x03\x04 definitely not a zip")
+    _relist(fresh_bundle, SIDECAR)
+    _refused(fresh_bundle, SIDECAR, "npz", backend="numpy")
+
+
+def test_model_that_disagrees_with_the_manifest(fresh_bundle: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    data = _manifest(fresh_bundle)
+    data["agents"][0]["obs_dim"] = 19
+    _save(fresh_bundle, data)
+    bundle = Bundle.load(fresh_bundle)
+    for backend in ("onnxruntime", "numpy"):
+        with pytest.raises(KdxError, match="agent_0"):
+            bundle.policy("agent_0", backend).act(np.zeros(19, np.float32))
