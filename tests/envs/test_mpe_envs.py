@@ -128,23 +128,14 @@ def test_set_state_rejects_wrong_shapes():
         env.set_state(2, goal=[0, 1])
 
 
-def test_contact_forces_match_a_pairwise_loop():
-    gen = torch.Generator().manual_seed(0)
-    pos = torch.rand(4, 4, 2, generator=gen, dtype=torch.float64) * 0.6
-    got = physics.contact_forces(pos, 0.3)
+def test_contact_scale_matches_mpe2_formula_in_a_loop():
     c = physics.WORLD
-    for b in range(4):
-        for i in range(4):
-            total = torch.zeros(2, dtype=torch.float64)
-            for j in range(4):
-                if j == i:
-                    continue
-                delta = pos[b, i] - pos[b, j]
-                dist = math.sqrt(float(delta.square().sum()))
-                x = -(dist - 0.3) / c.contact_margin
-                penetration = (max(x, 0.0) + math.log1p(math.exp(-abs(x)))) * c.contact_margin
-                total += c.contact_force * delta / dist * penetration
-            torch.testing.assert_close(got[b, i], total, atol=1e-9, rtol=1e-9)
+    dist = torch.linspace(0.05, 0.6, 200, dtype=torch.float64)
+    got = physics.contact_scale(dist, 0.3)
+    for d, g in zip(dist.tolist(), got.tolist()):
+        x = -(d - 0.3) / c.contact_margin
+        penetration = (max(x, 0.0) + math.log1p(math.exp(-abs(x)))) * c.contact_margin  # logaddexp(0, x) * k
+        assert g == pytest.approx(c.contact_force * penetration / d, rel=1e-9, abs=1e-300)
 
 
 def test_reference_action_is_word_times_five_plus_move():

@@ -41,29 +41,18 @@ def move_force_table(sensitivity: float, dtype: torch.dtype, device: torch.devic
     return torch.tensor(MOVE_DIRECTIONS, dtype=dtype, device=device) * sensitivity
 
 
-def pairwise_offsets(pos: torch.Tensor) -> torch.Tensor:
-    """``[B, n, n, 2]`` with ``out[b, i, j] = pos[b, i] - pos[b, j]``."""
-    return pos[:, :, None, :] - pos[:, None, :, :]
+def contact_scale(dist: torch.Tensor, radius_sum: float, c: WorldConstants = WORLD) -> torch.Tensor:
+    """Soft-contact push per unit offset for particle pairs at distance ``dist`` (any shape).
 
-
-def contact_forces(pos: torch.Tensor, radius_sum: float, c: WorldConstants = WORLD) -> torch.Tensor:
-    """Soft-contact forces between every pair of equal colliding particles, ``[B, n, 2]``.
-
-    For a pair at distance ``d`` with ``d_min = size_a + size_b`` mpe2 uses
-    ``penetration = k * log(1 + exp(-(d - d_min) / k))`` and pushes ``a`` by
-    ``contact_force * (pos_a - pos_b) / d * penetration`` (and ``b`` by its negative).
-    Summing over ``j`` gives each particle's total; the self-pair is masked out.
+    mpe2 (``World.get_collision_force``) pushes ``a`` away from ``b`` with
+    ``contact_force * (pos_a - pos_b) / d * penetration``, where ``penetration =
+    k * log(1 + exp(-(d - d_min) / k))``, ``d_min = size_a + size_b``, ``k = contact_margin``.
+    This returns ``contact_force * penetration / d``: multiply by ``pos_a - pos_b`` for the force.
     """
-    delta = pairwise_offsets(pos)
-    n = pos.shape[1]
-    eye = torch.eye(n, dtype=torch.bool, device=pos.device)
-    dist = delta.square().sum(-1).sqrt()
-    # The self-pair has d = 0; a dummy distance of 1 avoids 0/0 before it is masked out.
-    dist = dist.masked_fill(eye, 1.0)
-    k = c.contact_margin
-    penetration = F.softplus((radius_sum - dist) / k, threshold=50.0) * k
-    scale = (c.contact_force * penetration / dist).masked_fill(eye, 0.0)
-    return (delta * scale[..., None]).sum(dim=2)
+    # softplus(x, beta=1/k) = k * log(1 + exp(x / k)); linear beyond 50 (exp(-50) is below
+    # float64 resolution there).
+    penetration = F.softplus(radius_sum - dist, beta=1.0 / c.contact_margin, threshold=50.0)
+    return penetration * c.contact_force / dist
 
 
 def integrate(

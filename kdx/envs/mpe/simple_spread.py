@@ -62,10 +62,7 @@ class SimpleSpread(MpeEnv):
         super().__init__(config, num_envs, **kwargs)
         self._pair_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._build_index_tables()
-        k, c = physics.WORLD.contact_margin, physics.WORLD
-        self._inv_margin = 1.0 / k
-        self._cf = c.contact_force
-        self._move_force = physics.move_force_table(c.sensitivity, self.dtype, self.device)  # [5, 2]
+        self._move_force = physics.move_force_table(physics.WORLD.sensitivity, self.dtype, self.device)  # [5, 2]
 
     # ------------------------------------------------------------------ packed storage
     def _allocate_state(self) -> None:
@@ -139,7 +136,7 @@ class SimpleSpread(MpeEnv):
         # Distances are read off the observations, which hold every offset they need: agent i's
         # landmark offsets (pairs [i][l]) and its offsets to the other agents (pairs [m][i], the
         # m-th other agent of i, offset = pos_other - pos_i); all x columns first, then all y.
-        d = len(entries)
+        d = self.spec.agents[0].obs_dim
         x_cols = [i * d + 4 + 2 * j for i in range(n) for j in range(L)]
         x_cols += [i * d + 4 + 2 * L + 2 * m for m in range(n - 1) for i in range(n)]
         as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
@@ -177,10 +174,8 @@ class SimpleSpread(MpeEnv):
                 _, pair_off, pair_dist = self._distances()
             else:
                 pair_off, pair_dist = self._pair_cache
-            # Soft contact (mpe2 World.get_collision_force): k * log(1 + exp((d_min - d) / k)).
-            penetration = F.softplus(2 * AGENT_SIZE - pair_dist, beta=self._inv_margin, threshold=50.0)
             # The push on agent i points away from the other agent: -(pos_other - pos_i).
-            push = pair_off * (penetration * -self._cf / pair_dist)[:, None, :]  # [B, 2, N(N-1)]
+            push = pair_off * -physics.contact_scale(pair_dist, 2 * AGENT_SIZE)[:, None, :]  # [B, 2, N(N-1)]
             contact = push[:, :, :n]
             for m in range(1, n - 1):
                 contact = contact + push[:, :, m * n : (m + 1) * n]
