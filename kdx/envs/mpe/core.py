@@ -196,7 +196,8 @@ class MpeEnv(BatchedEnv):
         """Copy an mpe2 world (``parallel_env(...).unwrapped.world``) into env ``env_index``.
 
         The mpe2 env must be the same scenario with the same agents; positions, velocities,
-        utterances and goals are copied, so both envs continue identically.
+        utterances and goals are copied, so both envs continue identically. The env's episode
+        clock and return restart at 0, as after mpe2's ``reset``.
         """
         names = tuple(a.name for a in world.agents)
         if names != self.spec.agent_names:
