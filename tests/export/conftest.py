@@ -76,3 +76,13 @@ def spread_students() -> dict[str, StudentPolicy]:
 def spread_run(tmp_path: Path, spread_students) -> Path:
     """A simple_spread run (3 agents) with trained students and a recurrent teacher."""
     return save_run(tmp_path / "run", "mpe/simple_spread", spread_students, recurrent_teacher=True)
+
+
+@pytest.fixture(scope="module")
+def rpi_export(tmp_path_factory, spread_students):
+    """One int8 (rpi) export of a 3-agent run with a recurrent teacher and dynamic-batch models."""
+    from kdx.export.bundle import ExportConfig, export_bundle
+
+    run = save_run(tmp_path_factory.mktemp("rpi") / "run", "mpe/simple_spread", spread_students,
+                   recurrent_teacher=True)
+    return export_bundle(ExportConfig(run, "rpi", dynamic_batch=True))

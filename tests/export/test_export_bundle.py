@@ -1,0 +1,182 @@
+"""Bundles: manifest round trip and validation, tar.gz contents, atomicity, --force, bad input,
+and the runtime loading what the exporter wrote."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kdx.errors import KdxError
+from kdx.export import bundle as bundle_module
+from kdx.export.bundle import ExportConfig, export_bundle
+from kdx.export.calib import CalibData
+from kdx.export.onnx_export import read_metadata
+from kdx.export.sources import sha256_of
+from kdx.runtime.bundle import Bundle, verify_files
+from kdx.runtime.manifest import Manifest, load_manifest
+
+
+def test_manifest_round_trip_and_files(rpi_export) -> None:
+    result = rpi_export
+    manifest = load_manifest(result.bundle_dir)
+    assert manifest == result.manifest
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    assert manifest.target == "rpi" and manifest.precision == "int8"
+    assert manifest.env == "mpe/simple_spread"
+    assert [a.name for a in manifest.agents] == ["agent_0", "agent_1", "agent_2"]
+    assert [a.name for a in manifest.teacher] == ["agent_0", "agent_1", "agent_2"]
+    verify_files(result.bundle_dir, manifest)  # every listed file exists with its sha256
+    listed = {f.path for f in manifest.files()} | {"manifest.json"}
+    on_disk = {str(p.relative_to(result.bundle_dir)) for p in result.bundle_dir.rglob("*") if p.is_file()}
+    assert on_disk == listed  # and nothing unlisted was shipped
+    for entry in manifest.agents:
+        assert entry.precision == "int8"  # trained students keep the int8 bar
+        assert entry.parity["action_agreement"] >= 0.99 and entry.parity["passed"] is True
+        kinds = {f.kind for f in entry.files}
+        assert {"onnx", "onnx-dynamic", "npz", "calib", "json"} <= kinds
+        assert entry.params > 0 and entry.macs > 0
+        assert entry.inputs.action_mask == "action_mask" and entry.recurrent_state_shape is None
+    for entry in manifest.teacher:
+        assert entry.recurrent_state_shape == [1, 32]
+        assert entry.inputs.h_in == "h_in" and entry.outputs.h_out == "h_out"
+        assert entry.precision in ("int8", "fp32")  # an untrained teacher may fall back
+
+
+def test_fallback_to_fp32_is_warned_and_recorded(rpi_export) -> None:
+    fallen = [e for e in rpi_export.manifest.teacher if e.precision == "fp32"]
+    assert len(rpi_export.warnings) == len(fallen)
+    for entry in fallen:
+        assert any(entry.name in w and "fp32" in w for w in rpi_export.warnings)
+        assert entry.file_of_kind("onnx").path == f"teacher/{entry.name}.fp32.onnx"
+
+
+def test_parity_json_and_checkpoint_metadata(rpi_export, spread_students) -> None:
+    doc = json.loads((rpi_export.bundle_dir / "parity.json").read_text())
+    assert doc["samples"] >= 1000 and doc["target"] == "rpi"
+    static = [r for r in doc["results"] if r["role"] == "student" and "dynamic" not in r["model"]]
+    assert len(static) == 3 and all(r["passed"] for r in static)
+    run = rpi_export.bundle_dir.parent.parent
+    meta = read_metadata(rpi_export.bundle_dir / "agent_0.int8.onnx")
+    assert meta["checkpoint_sha256"] == sha256_of(run / "students" / "agent_0.safetensors")
+    assert meta["precision"] == "int8" and meta["agent"] == "agent_0"
+
+
+def test_tarball_holds_the_bundle(rpi_export) -> None:
+    folder = rpi_export.bundle_dir
+    with tarfile.open(rpi_export.tarball) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        expected = {f"rpi/{p.relative_to(folder)}" for p in folder.rglob("*") if p.is_file()}
+        assert set(members) == expected
+        data = tar.extractfile(members["rpi/manifest.json"]).read()
+    assert data == (folder / "manifest.json").read_bytes()
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_runtime_runs_the_bundle_like_torch(rpi_export, spread_students) -> None:
+    bundle = Bundle.load(rpi_export.bundle_dir)
+    calib = CalibData.load(rpi_export.bundle_dir / "calib.npz")
+    obs, mask = calib.obs["agent_1"][:300], calib.action_mask["agent_1"][:300]
+    with torch.no_grad():
+        expected = spread_students["agent_1"](torch.from_numpy(obs))[0].argmax(-1).numpy()
+    for backend in ("numpy", "onnxruntime"):
+        policy = bundle.policy("agent_1", backend)
+        actions = np.array([policy.act(o, m) for o, m in zip(obs, mask)])
+        assert np.mean(actions == expected) >= 0.99, backend
+
+
+def test_existing_bundle_needs_force(spread_run: Path) -> None:
+    config = ExportConfig(spread_run, "x86", include_teacher=False)
+    first = export_bundle(config)
+    before = sha256_of(first.tarball)
+    with pytest.raises(KdxError, match="--force"):
+        export_bundle(config)
+    assert sha256_of(first.tarball) == before
+    (first.bundle_dir / "stray.txt").write_text("from the old bundle")
+    again = export_bundle(ExportConfig(spread_run, "x86", include_teacher=False, force=True, precision="fp16"))
+    assert not (again.bundle_dir / "stray.txt").exists()
+    assert load_manifest(again.bundle_dir).precision == "fp16"
+    assert sorted(p.name for p in again.bundle_dir.parent.iterdir()) == ["x86", "x86.tar.gz"]
+
+
+def test_failure_mid_export_leaves_nothing(spread_run: Path, monkeypatch) -> None:
+    calls = []
+    real = bundle_module.measure_parity
+
+    def fail_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("injected failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "measure_parity", fail_on_third)
+    with pytest.raises(RuntimeError, match="injected"):
+        export_bundle(ExportConfig(spread_run, "jetson", include_teacher=False))
+    assert len(calls) == 3
+    bundles = spread_run / "bundles"
+    assert list(bundles.iterdir()) == []
+
+
+def test_failure_keeps_the_previous_bundle(spread_run: Path, monkeypatch) -> None:
+    first = export_bundle(ExportConfig(spread_run, "x86", include_teacher=False))
+    manifest_before = (first.bundle_dir / "manifest.json").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(bundle_module, "_write_tarball", broken)
+    with pytest.raises(RuntimeError):
+        export_bundle(ExportConfig(spread_run, "x86", include_teacher=False, force=True))
+    assert (first.bundle_dir / "manifest.json").read_bytes() == manifest_before
+    assert sorted(p.name for p in (spread_run / "bundles").iterdir()) == ["x86", "x86.tar.gz"]
+
+
+def test_jetson_bundle_has_the_trtexec_script(spread_run: Path) -> None:
+    result = export_bundle(ExportConfig(spread_run, "jetson", include_teacher=False))
+    script = (result.bundle_dir / "build_engines.sh").read_text()
+    for entry in result.manifest.agents:
+        assert entry.precision == "fp16"
+        assert f"--onnx={entry.name}.fp16.onnx --saveEngine=engines/{entry.name}.fp16.engine" in script
+        assert any(f.kind == "script" for f in entry.files)
+
+
+def test_bad_input(tmp_path: Path, spread_run: Path) -> None:
+    with pytest.raises(KdxError, match="valid targets: jetson, rpi, x86"):
+        export_bundle(ExportConfig(spread_run, "esp32"))
+    with pytest.raises(KdxError, match="valid precisions"):
+        export_bundle(ExportConfig(spread_run, "rpi", precision="int4"))
+    with pytest.raises(KdxError, match="does not exist"):
+        export_bundle(ExportConfig(tmp_path / "nope", "x86"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KdxError, match="kdx distill"):
+        export_bundle(ExportConfig(tmp_path / "empty", "x86"))
+    weights = spread_run / "students" / "agent_1.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(KdxError, match="agent_1.safetensors is corrupt"):
+        export_bundle(ExportConfig(spread_run, "x86"))
+    weights.unlink()
+    with pytest.raises(KdxError, match="agent_1.safetensors is missing"):
+        export_bundle(ExportConfig(spread_run, "x86"))
+    assert not (spread_run / "bundles").exists() or list((spread_run / "bundles").iterdir()) == []
+
+
+def test_cli_export_and_list_targets(spread_run: Path) -> None:
+    from kdx.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "250"})  # rich wraps the table to the terminal width
+    listed = runner.invoke(app, ["export", "--list-targets"])
+    assert listed.exit_code == 0, listed.output
+    for name in ("jetson", "rpi", "x86", "rpi5", "jetson-orin-nano"):
+        assert name in listed.output
+    out = runner.invoke(app, ["export", str(spread_run), "--target", "x86", "--no-teacher"])
+    assert out.exit_code == 0, out.output
+    assert "agent_2" in out.output and "100.00%" in out.output
+    assert (spread_run / "bundles" / "x86" / "manifest.json").is_file()
+    again = runner.invoke(app, ["export", str(spread_run), "--target", "x86"])
+    assert again.exit_code != 0 and "--force" in str(again.exception)

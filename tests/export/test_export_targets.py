@@ -1,0 +1,43 @@
+"""The export target registry and the capability table."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdx.devices.registry import PROFILES
+from kdx.errors import KdxError
+from kdx.export.targets import TARGETS, capability_rows, get_target, resolve_precision
+from kdx.runtime.manifest import PRECISIONS
+from kdx.runtime.manifest import TARGETS as MANIFEST_TARGETS
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_every_target_is_consistent(name: str) -> None:
+    target = TARGETS[name]
+    assert target.name == name and name in MANIFEST_TARGETS
+    assert target.default_precision in target.precisions
+    assert set(target.precisions) <= set(PRECISIONS)
+    assert resolve_precision(target, None) == target.default_precision
+    for precision in target.precisions:
+        assert resolve_precision(target, precision) == precision
+
+
+def test_issue_defaults() -> None:
+    assert TARGETS["jetson"].default_precision == "fp16" and TARGETS["jetson"].engine_build_on_device
+    assert TARGETS["rpi"].default_precision == "int8" and "tensorrt" not in TARGETS["rpi"].backends
+    assert TARGETS["x86"].default_precision == "fp32"
+
+
+def test_unknown_target_and_precision_name_the_choices() -> None:
+    with pytest.raises(KdxError, match="valid targets: jetson, rpi, x86"):
+        get_target("esp32")
+    with pytest.raises(KdxError, match="valid precisions: fp32, fp16, int8"):
+        resolve_precision(TARGETS["rpi"], "int4")
+
+
+def test_capability_rows_map_every_profile_to_its_target() -> None:
+    rows = {row["target"]: row for row in capability_rows()}
+    assert set(rows) == set(TARGETS)
+    for name, profile in PROFILES.items():
+        assert name in rows[profile.target]["profiles"]
+    assert sum(len(r["profiles"]) for r in rows.values()) == len(PROFILES)
