@@ -81,17 +81,18 @@ class RandomPolicy:
 
 
 class ScriptedPolicy:
-    """A script ``fn(env) -> long [num_envs, n_agents]`` with privileged access to the env."""
+    """A script with privileged access to the env: ``fn(env)`` (MPE oracles) or, with
+    ``takes_step``, ``fn(env, step)`` (skirmish scripts) ``-> long [num_envs, n_agents]``."""
 
-    def __init__(self, name: str, fn: Callable[[BatchedEnv], torch.Tensor]) -> None:
-        self.name, self.fn = name, fn
+    def __init__(self, name: str, fn: Callable[..., torch.Tensor], takes_step: bool = False) -> None:
+        self.name, self.fn, self.takes_step = name, fn, takes_step
         self.env: BatchedEnv | None = None
 
     def reset(self, env: BatchedEnv) -> None:
         self.env = env
 
     def act(self, step: EnvStep) -> torch.Tensor:
-        return self.fn(self.env)
+        return self.fn(self.env, step) if self.takes_step else self.fn(self.env)
 
 
 @dataclass
@@ -168,7 +169,8 @@ def reference_policies(env_name: str) -> dict[str, Policy]:
         except ImportError:
             SCRIPTED_POLICIES = {}
         for name, fn in SCRIPTED_POLICIES.items():
-            refs[f"scripted_{name}"] = ScriptedPolicy(f"scripted_{name}", fn)
+            if name != "random":  # uniform random is already the "random" reference
+                refs[f"scripted_{name}"] = ScriptedPolicy(f"scripted_{name}", fn, takes_step=True)
     return refs
 
 
