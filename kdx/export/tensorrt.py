@@ -56,6 +56,7 @@ class TrtBuildPlan:
     network_flags: tuple[str, ...]
     builder_flags: tuple[str, ...]
     workspace_api: str  # "set_memory_pool_limit" | "max_workspace_size"
+    cleared_flags: tuple[str, ...] = ()  # BuilderFlags switched off (TF32 for true fp32)
 
     @property
     def strongly_typed(self) -> bool:
@@ -87,7 +88,10 @@ def plan_build(tensorrt_version: str, precision: str) -> TrtBuildPlan:
     # INT8 enables the int8 kernels the explicit Q/DQ nodes ask for (no calibrator needed).
     builder_flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]
     workspace = "set_memory_pool_limit" if (major, minor) >= (8, 4) else "max_workspace_size"
-    return TrtBuildPlan(tensorrt_version, major, precision, network_flags, builder_flags, workspace)
+    # TF32 is on by default on Ampere (Orin): fp32 would then not match the fp32 parity check.
+    cleared = ("TF32",) if precision == "fp32" else ()
+    return TrtBuildPlan(tensorrt_version, major, precision, network_flags, builder_flags, workspace,
+                        cleared)
 
 
 def import_tensorrt() -> Any:
@@ -119,6 +123,9 @@ def build_engine_bytes(trt: Any, onnx_bytes: bytes, plan: TrtBuildPlan, source: 
         config.max_workspace_size = workspace_mib << 20
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.cleared_flags:
+        if hasattr(trt.BuilderFlag, name):
+            config.clear_flag(getattr(trt.BuilderFlag, name))
     cache = config.create_timing_cache(timing_cache)
     config.set_timing_cache(cache, False)
     dynamic = [network.get_input(i) for i in range(network.num_inputs)
@@ -139,10 +146,13 @@ def build_engine_bytes(trt: Any, onnx_bytes: bytes, plan: TrtBuildPlan, source: 
 # ------------------------------------------------------------------ bundle bookkeeping
 @dataclass
 class EngineRecord:
-    """One built engine, as listed beside it (``<engine>.json``) and in the manifest."""
+    """One built engine, as listed beside it (``<engine>.json``) and in the manifest.
 
-    agent: str
-    role: str
+    ``users`` are the ``[role, agent]`` pairs whose model it is (agents sharing one ONNX file,
+    like a shared teacher actor with a runtime-appended agent id, share one engine).
+    """
+
+    users: list[list[str]]
     onnx: str
     onnx_sha256: str
     engine: str
@@ -195,12 +205,14 @@ def _write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def store_engine(bundle_dir: Path, entry: AgentEntry, plan: TrtBuildPlan, engine: bytes,
+def store_engine(bundle_dir: Path, entries: list[AgentEntry], plan: TrtBuildPlan, engine: bytes,
                  build_seconds: float) -> EngineRecord:
-    """Write an engine and its metadata JSON beside it; return the record."""
+    """Write an engine built from the ONNX of ``entries`` (one file) and its metadata JSON
+    beside it; return the record."""
+    entry = entries[0]
     source = engine_source(entry)
     record = EngineRecord(
-        agent=entry.name, role=entry.role, onnx=source.path, onnx_sha256=source.sha256,
+        users=[[e.role, e.name] for e in entries], onnx=source.path, onnx_sha256=source.sha256,
         engine=engine_path_for(source.path), engine_sha256=_sha256_bytes(engine),
         size_bytes=len(engine), precision=entry.precision, tensorrt_version=plan.tensorrt_version,
         network_flags=list(plan.network_flags), builder_flags=list(plan.builder_flags),
@@ -216,7 +228,7 @@ def with_engines(manifest: Manifest, bundle_dir: Path, records: list[EngineRecor
                  timing_cache: str | None) -> Manifest:
     """A copy of ``manifest`` whose agents list their engine, its metadata and the timing cache
     (earlier engine entries of those agents are replaced)."""
-    by_key = {(r.role, r.agent): r for r in records}
+    by_key = {(role, agent): r for r in records for role, agent in r.users}
     cache_entry = None
     if timing_cache is not None:
         data = (bundle_dir / timing_cache).read_bytes()
@@ -257,18 +269,31 @@ def build_engines(bundle_dir: str | Path, workspace_mib: int = 256, agents: list
     cache_path = bundle / TIMING_CACHE
     cache = cache_path.read_bytes() if cache_path.is_file() else b""
     records = []
-    for entry in entries:
-        source = engine_source(entry)
-        plan = plan_build(trt.__version__, entry.precision)
-        log(f"building {entry.role} {entry.name} ({entry.precision}, TensorRT {plan.tensorrt_version}) "
-            f"from {source.path}")
+    for onnx_path, users in group_by_source(entries).items():
+        precision = users[0].precision
+        plan = plan_build(trt.__version__, precision)
+        who = ", ".join(f"{e.role} {e.name}" for e in users)
+        log(f"building {who} ({precision}, TensorRT {plan.tensorrt_version}) from {onnx_path}")
         start = time.perf_counter()
-        engine, cache = build_engine_bytes(trt, (bundle / source.path).read_bytes(), plan,
-                                           str(bundle / source.path), cache, workspace_mib)
-        records.append(store_engine(bundle, entry, plan, engine, time.perf_counter() - start))
+        engine, cache = build_engine_bytes(trt, (bundle / onnx_path).read_bytes(), plan,
+                                           str(bundle / onnx_path), cache, workspace_mib)
+        records.append(store_engine(bundle, users, plan, engine, time.perf_counter() - start))
     _write_bytes(cache_path, cache)
     write_manifest(bundle, with_engines(manifest, bundle, records, TIMING_CACHE))
     return records
+
+
+def group_by_source(entries: list[AgentEntry]) -> dict[str, list[AgentEntry]]:
+    """Entries grouped by the ONNX file their engine is built from (one build per file)."""
+    groups: dict[str, list[AgentEntry]] = {}
+    for entry in entries:
+        groups.setdefault(engine_source(entry).path, []).append(entry)
+    for path, users in groups.items():
+        precisions = {e.precision for e in users}
+        if len(precisions) > 1:
+            raise KdxError(f"{path} is listed with precisions {sorted(precisions)}; the manifest "
+                           "is inconsistent, re-export the bundle")
+    return groups
 
 
 # ------------------------------------------------------------------ trtexec script
@@ -299,15 +324,14 @@ def trtexec_script(manifest: Manifest) -> str:
         f"mkdir -p {ENGINE_DIR}",
     ]
     variables = {"fp32": "$FP32", "fp16": "$FP16", "int8": "$INT8"}
-    for entry in manifest.entries():
-        source = engine_source(entry)
-        engine = engine_path_for(source.path)
+    for onnx_path, users in group_by_source(manifest.entries()).items():
+        engine = engine_path_for(onnx_path)
         parent = str(PurePosixPath(engine).parent)
         if parent != ENGINE_DIR:
             lines.append(f"mkdir -p {shlex.quote(parent)}")
         lines.append(
-            f'"$TRTEXEC" --onnx={shlex.quote(source.path)} --saveEngine={shlex.quote(engine)} '
-            f"--timingCacheFile={TIMING_CACHE} {variables[entry.precision]}"
+            f'"$TRTEXEC" --onnx={shlex.quote(onnx_path)} --saveEngine={shlex.quote(engine)} '
+            f"--timingCacheFile={TIMING_CACHE} {variables[users[0].precision]}"
         )
     lines.append('echo "engines written to ' + ENGINE_DIR + '/"')
     return "\n".join(lines) + "\n"
