@@ -34,6 +34,7 @@ A ``gru`` layer (at most one) reads ``h_in`` and writes ``h_out`` (torch GRUCell
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import zipfile
@@ -291,11 +292,20 @@ class MlpProgram:
         dst = dst_aug[:-1]
         if layer.kind == "layernorm":
             scale, bias, eps = p["scale"], p["bias"], float(p["epsilon"])
+            n = src.shape[0]
+            inv_n = np.float32(1.0 / n)
+            ones = np.ones(n, dtype=np.float32)
+            gain = np.empty(n, dtype=np.float32)
+            multiply, add, subtract = np.multiply, np.add, np.subtract
 
             def layernorm() -> None:
-                centred = src - src.mean()
-                np.multiply(centred, scale / np.sqrt((centred * centred).mean() + eps), out=dst)
-                np.add(dst, bias, out=dst)
+                # Dot products for the sums and preallocated outputs: ~4x faster than mean()/var()
+                # on the short vectors of a policy.
+                subtract(src, src.dot(ones) * inv_n, out=dst)
+                inv_std = 1.0 / math.sqrt(float(dst.dot(dst) * inv_n) + eps)
+                multiply(scale, inv_std, out=gain)
+                multiply(dst, gain, out=dst)
+                add(dst, bias, out=dst)
                 if act is not None:
                     act(dst)
             return layernorm, dst_aug

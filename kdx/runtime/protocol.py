@@ -62,19 +62,14 @@ class ProtocolError(KdxError):
         self.fatal = fatal
 
 
-@dataclass(frozen=True)
-class Header:
-    code: int
-    length: int
-
-
 def encode(code: int, payload: bytes = b"") -> bytes:
     """One message: header with ``code`` then ``payload``."""
     return HEADER.pack(MAGIC, PROTOCOL_VERSION, code, len(payload)) + payload
 
 
-def decode_header(data: bytes | bytearray | memoryview) -> Header:
-    """Parse an 8-byte header; ProtocolError (fatal) if it cannot be trusted."""
+def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """``(code, payload length)`` of an 8-byte header; ProtocolError (fatal) if it cannot be
+    trusted."""
     if len(data) != HEADER_SIZE:
         raise ProtocolError(f"header must be {HEADER_SIZE} bytes, got {len(data)}", fatal=True)
     magic, version, code, length = HEADER.unpack(data)
@@ -85,7 +80,7 @@ def decode_header(data: bytes | bytearray | memoryview) -> Header:
                             f"{PROTOCOL_VERSION})", fatal=True)
     if length > MAX_PAYLOAD:
         raise ProtocolError(f"payload of {length} bytes exceeds {MAX_PAYLOAD}", fatal=True)
-    return Header(code, length)
+    return code, length
 
 
 def encode_act(obs: np.ndarray, mask: np.ndarray | None = None) -> bytes:
@@ -124,19 +119,44 @@ def encode_json(obj: object) -> bytes:
     return encode(OK, json.dumps(obj).encode("utf-8"))
 
 
-def recv_exactly(sock: socket.socket, buffer: bytearray | memoryview, size: int) -> bool:
-    """Fill ``buffer[:size]`` from ``sock``; False if the peer closed before sending anything,
-    ConnectionError if it closed midway."""
-    view = memoryview(buffer)[:size]
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got)
-        if n == 0:
+class MessageReader:
+    """Frames messages from a stream socket into one preallocated buffer: in the common case a
+    message costs one ``recv`` (header and payload arrive together), not one per part."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray(HEADER_SIZE + MAX_PAYLOAD)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0
+
+    def read(self) -> tuple[int, memoryview] | None:
+        """The next ``(code, payload)`` (the payload view is valid until the next read), or None
+        when the peer closed between messages. ProtocolError (fatal) for a header that cannot be
+        trusted; ConnectionError if the peer closed mid-message."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        if not self._fill(HEADER_SIZE):
+            return None
+        start = self._start
+        code, length = decode_header(self._view[start: start + HEADER_SIZE])
+        total = HEADER_SIZE + length
+        self._fill(total)
+        self._start = start + total
+        return code, self._view[start + HEADER_SIZE: start + total]
+
+    def _fill(self, need: int) -> bool:
+        while self._end - self._start < need:
+            if self._start + need > len(self._buf):  # move the partial message to the front
+                n = self._end - self._start
+                self._buf[:n] = self._buf[self._start: self._end]
+                self._start, self._end = 0, n
+            got = self._sock.recv_into(self._view[self._end:])
             if got == 0:
-                return False
-            raise ConnectionError(f"peer closed after {got} of {size} bytes")
-        got += n
-    return True
+                if self._end == self._start:
+                    return False
+                raise ConnectionError("peer closed in the middle of a message")
+            self._end += got
+        return True
 
 
 @dataclass(frozen=True)
@@ -153,8 +173,7 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 5.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._header = bytearray(HEADER_SIZE)
-        self._payload = bytearray(MAX_PAYLOAD)
+        self._reader = MessageReader(self.sock)
 
     def close(self) -> None:
         self.sock.close()
@@ -168,12 +187,10 @@ class Client:
     def request(self, message: bytes) -> tuple[int, bytes]:
         """Send one raw message; ``(status, payload)`` of the reply."""
         self.sock.sendall(message)
-        if not recv_exactly(self.sock, self._header, HEADER_SIZE):
+        reply = self._reader.read()
+        if reply is None:
             raise ConnectionError("server closed the connection")
-        header = decode_header(self._header)
-        if header.length and not recv_exactly(self.sock, self._payload, header.length):
-            raise ConnectionError("server closed the connection")
-        return header.code, bytes(self._payload[: header.length])
+        return reply[0], bytes(reply[1])
 
     def _ok(self, message: bytes) -> bytes:
         status, payload = self.request(message)

@@ -18,20 +18,17 @@ from kdx.errors import KdxError
 from kdx.runtime.policy import Deadline, Policy
 from kdx.runtime.protocol import (
     ACT,
-    HEADER_SIZE,
     INFO,
-    MAX_PAYLOAD,
     PROTOCOL_VERSION,
     RESET,
     STATS,
+    MessageReader,
     ProtocolError,
     decode_act,
-    decode_header,
     encode,
     encode_act_reply,
     encode_error,
     encode_json,
-    recv_exactly,
 )
 
 
@@ -110,22 +107,19 @@ class PolicyServer:
     def _serve_connection(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(None)
-        header = bytearray(HEADER_SIZE)
-        payload = bytearray(MAX_PAYLOAD)
+        reader = MessageReader(conn)
         try:
             with conn:
                 while not self._stopping.is_set():
-                    if not recv_exactly(conn, header, HEADER_SIZE):
-                        return
                     try:
-                        parsed = decode_header(header)
+                        message = reader.read()
                     except ProtocolError as exc:
                         self._count_error(protocol=True)
                         conn.sendall(encode_error(str(exc)))
                         return  # framing lost: this connection cannot continue
-                    if parsed.length and not recv_exactly(conn, payload, parsed.length):
+                    if message is None:
                         return
-                    conn.sendall(self.handle(parsed.code, memoryview(payload)[: parsed.length]))
+                    conn.sendall(self.handle(*message))
         except (ConnectionError, OSError):
             return  # the client went away; the server carries on
 

@@ -37,22 +37,32 @@ def random_mlp_weights(
     layernorm: bool = False,
     recurrent: bool = False,
     normalisation: bool = False,
+    mappo: bool = False,
 ) -> MlpWeights:
     """Random weights: dense+activation per hidden size (LayerNorm after each if asked), a GRU
-    after the first hidden layer if ``recurrent``, then the logits layer."""
+    after the first hidden layer if ``recurrent``, then the logits layer.
+
+    ``layernorm``: Linear -> LayerNorm -> activation. ``mappo``: the kdx teacher's actor trunk
+    (MAPPO reference): LayerNorm on the input, then Linear -> activation -> LayerNorm per layer.
+    """
     rng = np.random.default_rng(seed)
     layers: list[MlpLayer] = []
     width = in_dim
+
+    def norm(size: int, act: str) -> MlpLayer:
+        return MlpLayer("layernorm", act, {
+            "scale": rng.uniform(0.5, 1.5, size).astype(np.float32),
+            "bias": rng.normal(0, 0.1, size).astype(np.float32),
+            "epsilon": np.array(1e-5, dtype=np.float32)})
+    if mappo:
+        layers.append(norm(in_dim, "identity"))
     for i, size in enumerate(hidden):
         scale = 1.0 / np.sqrt(width)
         layers.append(MlpLayer("dense", "identity" if layernorm else activation, {
             "weight": rng.normal(0, scale, (width, size)).astype(np.float32),
             "bias": rng.normal(0, 0.1, size).astype(np.float32)}))
-        if layernorm:
-            layers.append(MlpLayer("layernorm", activation, {
-                "scale": rng.uniform(0.5, 1.5, size).astype(np.float32),
-                "bias": rng.normal(0, 0.1, size).astype(np.float32),
-                "epsilon": np.array(1e-5, dtype=np.float32)}))
+        if layernorm or mappo:
+            layers.append(norm(size, activation if layernorm else "identity"))
         width = size
         if recurrent and i == 0:
             s = 1.0 / np.sqrt(size)
@@ -197,21 +207,25 @@ def make_test_bundle(
     with_npz: bool = True,
     seed: int = 0,
     env: str = "pettingzoo:mpe2.simple_spread_v3",
+    student_activation: str = "relu",
+    teacher_mappo: bool = False,
 ) -> Path:
     """A bundle folder with ``n_agents`` students ``agent_<i>`` and (unless ``teacher_hidden`` is
-    None) one shared teacher actor that takes the observation plus a one-hot agent id."""
+    None) one shared teacher actor that takes the observation plus a one-hot agent id
+    (``teacher_mappo``: with the MAPPO LayerNorm trunk of kdx's teacher)."""
     bundle_dir = Path(path)
     bundle_dir.mkdir(parents=True, exist_ok=True)
     agents = []
     for i in range(n_agents):
         w = random_mlp_weights(obs_dim, n_actions, student_hidden, seed=seed + i, layernorm=layernorm,
-                               recurrent=recurrent, normalisation=normalisation)
+                               recurrent=recurrent, normalisation=normalisation,
+                               activation=student_activation)
         agents.append(write_agent(bundle_dir, f"agent_{i}", w, with_mask=with_mask,
                                   with_onnx=with_onnx, with_npz=with_npz))
     teacher = []
     if teacher_hidden is not None:
         w = random_mlp_weights(obs_dim + n_agents, n_actions, teacher_hidden, seed=seed + 1000,
-                               activation="tanh")
+                               activation="relu" if teacher_mappo else "tanh", mappo=teacher_mappo)
         for i in range(n_agents):
             teacher.append(write_agent(bundle_dir, f"agent_{i}", w, role="teacher", file_stem="teacher.fp32",
                                        with_mask=with_mask, with_onnx=with_onnx, with_npz=with_npz,

@@ -11,8 +11,9 @@ from kdx.runtime.testing import make_test_bundle
 
 @pytest.fixture(scope="session")
 def spread_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 students (obs 18, actions 5, hidden 32x32) and a shared 3 x 256 teacher, ONNX + npz."""
-    return make_test_bundle(tmp_path_factory.mktemp("spread"), teacher_hidden=(256, 256, 256))
+    """3 students (obs 18, actions 5, hidden 32x32) and a shared 3 x 256 MAPPO-style teacher
+    (LayerNorm trunk, one-hot agent id), ONNX + npz."""
+    return make_test_bundle(tmp_path_factory.mktemp("spread"), teacher_hidden=(256, 256, 256), teacher_mappo=True)
 
 
 @pytest.fixture(scope="session")

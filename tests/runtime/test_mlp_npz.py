@@ -50,12 +50,13 @@ def _loop_forward(w: MlpWeights, x: list[float], h: list[float] | None) -> tuple
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "elu", "leaky_relu"])
-@pytest.mark.parametrize(("layernorm", "recurrent", "normalisation"),
-                         [(False, False, False), (True, False, True), (False, True, False), (True, True, True)])
+@pytest.mark.parametrize(("layernorm", "recurrent", "normalisation", "mappo"),
+                         [(False, False, False, False), (True, False, True, False),
+                          (False, True, False, False), (True, True, True, False), (False, False, True, True)])
 def test_program_matches_plain_loops(tmp_path: Path, activation: str, layernorm: bool, recurrent: bool,
-                                     normalisation: bool) -> None:
+                                     normalisation: bool, mappo: bool) -> None:
     weights = random_mlp_weights(7, 4, (6, 5), seed=3, activation=activation, layernorm=layernorm,
-                                 recurrent=recurrent, normalisation=normalisation)
+                                 recurrent=recurrent, normalisation=normalisation, mappo=mappo)
     save_mlp_npz(tmp_path / "w.npz", weights)
     program = MlpProgram(load_mlp_npz(tmp_path / "w.npz"))
     rng = np.random.default_rng(0)
