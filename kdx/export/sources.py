@@ -1,14 +1,13 @@
 """What an export reads from a run folder: the students, the teacher actor, their checksums.
 
-Students live in ``RUN/students/``: ``config.json`` (architecture per agent) and
-``<agent>.safetensors``. ``kdx.trainer.distill.load_students`` is used when present; otherwise
-the files are read here following the same conventions. Nothing is unpickled.
+Students live in ``RUN/students/`` (``config.json`` + ``<agent>.safetensors``, read by
+``kdx.trainer.student_io.load_students``); the teacher in ``RUN/teacher/`` (read by
+``kdx.trainer.checkpoint.load_teacher``). Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,60 +56,14 @@ class RunPolicies:
     teacher: list[PolicySource]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
-    except ValueError as exc:
-        raise KdxError(f"{path}: not valid JSON ({exc}); re-run `kdx distill`") from None
-    if not isinstance(data, dict):
-        raise KdxError(f"{path}: expected a JSON object; re-run `kdx distill`")
-    return data
-
-
-def _student_archs(config: dict, path: Path) -> dict[str, dict]:
-    """Agent name -> ``StudentPolicy.arch_json()`` from the students' config.json."""
-    for key in ("students", "agents", "architectures"):
-        value = config.get(key)
-        if isinstance(value, dict):
-            return {str(k): v for k, v in value.items()}
-        if isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value):
-            return {str(v["name"]): v.get("arch", v) for v in value}
-    raise KdxError(f"{path}: lists no student architectures (expected a 'students' object); "
-                   "re-run `kdx distill`")
-
-
 def load_students(run_dir: Path) -> tuple[dict[str, Any], str | None]:
-    """``({agent: StudentPolicy}, env name or None)`` from ``RUN/students`` (eval mode)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """``({agent: StudentPolicy}, env name or None)`` from ``RUN/students`` (eval mode), read by
+    the trainer's own loader (safetensors + config.json; KdxError when missing or corrupt)."""
+    from kdx.trainer.student_io import load_students as trainer_load_students
+    from kdx.trainer.student_io import read_students_config
 
-    from kdx.trainer.students import StudentPolicy
-
-    folder = run_dir / STUDENTS_DIR
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise KdxError(f"{run_dir} has no students ({config_path} is missing); "
-                       f"run `kdx distill {run_dir}` first")
-    config = _read_json(config_path)
-    students = {}
-    for name, arch in _student_archs(config, config_path).items():
-        weights = folder / f"{name}.safetensors"
-        if not weights.is_file():
-            raise KdxError(f"{weights} is missing: the students of {run_dir} are incomplete; "
-                           "re-run `kdx distill`")
-        student = StudentPolicy.from_arch_json(arch)
-        try:
-            tensors = load_file(str(weights))
-            student.load_state_dict(tensors, strict=True)
-        except (OSError, SafetensorError, RuntimeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise KdxError(f"{weights} is corrupt or does not fit config.json ({first}); "
-                           "re-run `kdx distill`") from None
-        students[name] = student.eval()
-    env = config.get("env")
-    return students, env if isinstance(env, str) else None
+    env = read_students_config(run_dir).get("env")
+    return trainer_load_students(run_dir), env if isinstance(env, str) else None
 
 
 def student_sources(students: dict[str, Any], run_dir: Path | None) -> list[PolicySource]:

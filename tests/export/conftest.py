@@ -4,7 +4,6 @@ request), saved the way `kdx distill` and `kdx train` save them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from kdx.envs.mpe.oracles import ORACLES
 from kdx.envs.registry import make
 from kdx.trainer.checkpoint import RunPaths, atomic_save_tensors, teacher_tensors, write_run_config
 from kdx.trainer.config import TeacherConfig
+from kdx.trainer.student_io import StudentPaths, publish_students, write_students_config
 from kdx.trainer.students import StudentPolicy
 from kdx.trainer.teacher import Teacher
 
@@ -50,19 +50,17 @@ def train_students(env_name: str, hidden: tuple[int, ...] = (32,), steps: int = 
 
 def save_run(run: Path, env_name: str, students: dict[str, StudentPolicy], recurrent_teacher: bool) -> Path:
     """Write RUN/students/ and RUN/teacher/ as the trainer does."""
-    folder = run / "students"
-    folder.mkdir(parents=True)
-    for name, student in students.items():
-        atomic_save_tensors(folder / f"{name}.safetensors", student.state_dict())
-    config = {"env": env_name, "students": {n: s.arch_json() for n, s in students.items()}}
-    (folder / "config.json").write_text(json.dumps(config))
+    paths = StudentPaths(run)
+    config = {"env": env_name, "distill": {}, "agents": {n: s.arch_json() for n, s in students.items()}}
+    write_students_config(paths, config)
+    publish_students(paths, students)
     torch.manual_seed(1)
     spec = make(env_name, num_envs=1, seed=0).spec
     teacher_config = TeacherConfig(env=env_name, hidden="32,32", recurrent=recurrent_teacher)
     teacher = Teacher.build(teacher_config, spec)
-    paths = RunPaths(run)
-    write_run_config(paths, teacher_config, spec.to_json())
-    atomic_save_tensors(paths.weights, teacher_tensors(teacher))
+    run_paths = RunPaths(run)
+    write_run_config(run_paths, teacher_config, spec.to_json())
+    atomic_save_tensors(run_paths.weights, teacher_tensors(teacher))
     return run
 
 
