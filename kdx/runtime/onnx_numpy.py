@@ -142,6 +142,18 @@ def _gru(xs: list, a: dict) -> list:
     return [y, h[None]]
 
 
+def _constant_of_shape(xs: list, a: dict) -> list:
+    from onnx import numpy_helper
+
+    value = numpy_helper.to_array(a["value"]).reshape(-1)[:1] if "value" in a else np.zeros(1, np.float32)
+    return [np.full([int(d) for d in np.asarray(xs[0]).reshape(-1)], value[0], dtype=value.dtype)]
+
+
+def _expand(xs: list, a: dict) -> list:
+    shape = np.broadcast_shapes(xs[0].shape, tuple(int(d) for d in np.asarray(xs[1]).reshape(-1)))
+    return [np.broadcast_to(xs[0], shape).copy()]
+
+
 _ONNX_TO_NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_,
                   10: np.float16, 11: np.float64}
 
@@ -208,6 +220,8 @@ OPS: dict[str, Op] = {
     "Slice": _slice,
     "Split": _split,
     "Shape": lambda xs, a: [np.array(xs[0].shape, dtype=np.int64)],
+    "ConstantOfShape": _constant_of_shape,
+    "Expand": _expand,
     "QuantizeLinear": _quantize,
     "DequantizeLinear": _dequantize,
     "GRU": _gru,
