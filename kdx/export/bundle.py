@@ -133,7 +133,8 @@ class _AgentExporter:
             fp32 = self.scratch / f"{source.role}-{source.name}{'-dyn' if dynamic else ''}.fp32.onnx"
             if not fp32.is_file():
                 export_onnx(source, fp32, "fp32", dynamic, self.target.name)
-            quantize_int8(fp32, out, self.calib.inputs(source), exclude_nodes=float_nodes)
+            quantize_int8(fp32, out, self.calib.inputs(source), exclude_nodes=float_nodes,
+                          symmetric_activations=self.target.symmetric_int8_activations)
         else:
             export_onnx(source, out, precision, dynamic, self.target.name)
         return rel

@@ -53,11 +53,12 @@ def matmul_nodes(path: str | Path) -> list[str]:
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, inputs: dict[str, np.ndarray],
                   per_channel: bool = True, max_rows: int = 1024,
-                  exclude_nodes: list[str] | None = None) -> Path:
+                  exclude_nodes: list[str] | None = None, symmetric_activations: bool = False) -> Path:
     """Write the int8 QDQ version of the fp32 ONNX model at ``fp32_path`` to ``int8_path``.
 
     ``exclude_nodes`` stay in float (the exporter keeps the first layer, which reads the raw
     observation, in fp32 when fully quantised models miss the parity bar).
+    ``symmetric_activations``: activation zero points 0, as TensorRT requires.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -79,7 +80,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, inputs: dict[str
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=["Gemm", "MatMul"], nodes_to_exclude=list(exclude_nodes or []),
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
         )
     finally:
         root.setLevel(level)

@@ -25,6 +25,8 @@ class ExportTarget:
             (``kdx-runtime build-engines``), never by ``kdx export``.
         fallback_to_fp32: an agent whose quantised model misses the parity bar is shipped in
             fp32 instead (with a warning), rather than failing the export.
+        symmetric_int8_activations: int8 activations quantised with zero point 0 (TensorRT
+            accepts only symmetric Q/DQ; onnxruntime on a CPU does better with asymmetric).
         description: one line for the capability table.
     """
 
@@ -34,6 +36,7 @@ class ExportTarget:
     backends: tuple[str, ...]
     engine_build_on_device: bool
     fallback_to_fp32: bool
+    symmetric_int8_activations: bool
     description: str
 
 
@@ -45,6 +48,7 @@ TARGETS: dict[str, ExportTarget] = {
         backends=("tensorrt", "onnxruntime", "numpy"),
         engine_build_on_device=True,
         fallback_to_fp32=True,
+        symmetric_int8_activations=True,
         description="NVIDIA Jetson: ONNX + calibration data; TensorRT engines built on the device",
     ),
     "rpi": ExportTarget(
@@ -54,6 +58,7 @@ TARGETS: dict[str, ExportTarget] = {
         backends=("onnxruntime", "numpy"),
         engine_build_on_device=False,
         fallback_to_fp32=True,
+        symmetric_int8_activations=False,
         description="Raspberry Pi / ARM CPU: int8 static QDQ (onnxruntime), fp32 per agent as fallback",
     ),
     "x86": ExportTarget(
@@ -63,6 +68,7 @@ TARGETS: dict[str, ExportTarget] = {
         backends=("onnxruntime", "numpy"),
         engine_build_on_device=False,
         fallback_to_fp32=True,
+        symmetric_int8_activations=False,
         description="Any x86-64 Linux box: fp32 ONNX",
     ),
 }

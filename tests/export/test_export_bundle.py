@@ -180,3 +180,20 @@ def test_cli_export_and_list_targets(spread_run: Path) -> None:
     assert (spread_run / "bundles" / "x86" / "manifest.json").is_file()
     again = runner.invoke(app, ["export", str(spread_run), "--target", "x86"])
     assert again.exit_code != 0 and "--force" in str(again.exception)
+
+
+def test_jetson_int8_uses_symmetric_activations(spread_run: Path) -> None:
+    """TensorRT accepts only zero-point-0 Q/DQ: the jetson int8 models must have them."""
+    import onnx
+    from onnx import numpy_helper
+
+    result = export_bundle(ExportConfig(spread_run, "jetson", precision="int8", include_teacher=False))
+    shipped_int8 = [e for e in result.manifest.agents if e.precision == "int8"]
+    assert shipped_int8, result.warnings
+    for entry in shipped_int8:
+        model = onnx.load(str(result.bundle_dir / entry.file_of_kind("onnx").path))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        zero_points = [inits[n.input[2]] for n in model.graph.node
+                       if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+        assert zero_points and all(np.all(z == 0) for z in zero_points)
+        assert f"--onnx={entry.name}.int8.onnx" in (result.bundle_dir / "build_engines.sh").read_text()
