@@ -29,12 +29,15 @@ class BenchEntry:
     macs: int
     samples_ns: np.ndarray = field(repr=False)
     selection: dict[str, float | str] | None = None
+    source: str = ""
+    precision: str = ""
 
     def to_dict(self, with_samples: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "agent": self.agent, "role": self.role, "backend": self.backend,
             **self.stats.to_dict(), "load_ms": self.load_ms, "params": self.params,
-            "macs": self.macs, "auto_selection": self.selection,
+            "macs": self.macs, "auto_selection": self.selection, "source": self.source,
+            "precision": self.precision,
         }
         if with_samples:
             out["samples_ns"] = self.samples_ns.tolist()
@@ -72,7 +75,7 @@ def bench_bundle(bundle: Bundle, agents: list[str] | None = None, backend: str =
             stats, samples = bench_policy(policy, iters, warmup)
             entries.append(BenchEntry(name, role, policy.backend_name, stats, load_ms,
                                       policy.agent.params, policy.agent.macs, samples,
-                                      policy.selection))
+                                      policy.selection, policy.backend.source, policy.agent.precision))
     ratios = {}
     for entry in entries:
         if entry.role == "teacher":

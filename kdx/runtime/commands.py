@@ -105,12 +105,12 @@ def bench(
     report = bench_bundle(bundle, [agent] if agent else None, backend, _roles(role), iters, warmup)
     console = _console()
     table = Table(title=f"kdx-runtime bench: {bundle.path} ({iters} decisions each, batch 1)")
-    for column in ("agent", "role", "backend", "params", "p50 µs", "p90 µs", "p99 µs", "max µs",
+    for column in ("agent", "role", "backend", "runs", "params", "p50 µs", "p90 µs", "p99 µs", "max µs",
                    "mean µs", "std µs", "decisions/s", "load ms"):
-        table.add_column(column, justify="right" if column not in ("agent", "role", "backend") else "left")
+        table.add_column(column, justify="left" if column in ("agent", "role", "backend", "runs") else "right")
     for e in report["entries"]:
         s = e.stats
-        table.add_row(e.agent, e.role, e.backend, f"{e.params:,}", f"{s.p50_us:.2f}", f"{s.p90_us:.2f}",
+        table.add_row(e.agent, e.role, e.backend, e.source, f"{e.params:,}", f"{s.p50_us:.2f}", f"{s.p90_us:.2f}",
                       f"{s.p99_us:.2f}", f"{s.max_us:.1f}", f"{s.mean_us:.2f}", f"{s.std_us:.2f}",
                       f"{s.decisions_per_s:,.0f}", f"{e.load_ms:.1f}")
     console.print(table)

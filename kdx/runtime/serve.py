@@ -125,7 +125,8 @@ class PolicyServer:
 
     def handle(self, code: int, payload: memoryview) -> bytes:
         """The reply to one framed request. Never raises for any request content."""
-        self.counters.requests += 1
+        with self._lock:
+            self.counters.requests += 1
         try:
             if code == ACT:
                 return self._act(payload)

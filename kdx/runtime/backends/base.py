@@ -65,7 +65,10 @@ class Backend(ABC):
         state = agent.recurrent_state_shape
         self.h_in = np.zeros(state, dtype=np.float32) if state else None
         self.h_out = np.zeros(state, dtype=np.float32) if state else None
+        #: what this backend runs (file, and for the numpy sidecar its float32 weights)
+        self.source = ""
         self._load()  # may replace the buffers above with its own (same shapes)
+        self.source = self.source or self.model_file()[0].path
         self._check_buffers()
         if agent.id_one_hot_size:
             self.obs_buf[0, agent.obs_dim:] = 0.0

@@ -68,6 +68,8 @@ class NumpyBackend(Backend):
         if weights.state_size != state:
             raise KdxError(f"{path}: recurrent state size {weights.state_size} but manifest {state}")
         program = MlpProgram(weights)
+        # The sidecar holds float32 weights whatever the agent's ONNX precision (int8/fp16).
+        self.source = f"{rel_path} (float32 weights)"
         self.obs_buf = program.input.reshape(1, -1)
         self.logits_buf = program.logits.reshape(1, -1)
         if state:
@@ -85,6 +87,7 @@ class NumpyBackend(Backend):
         except OSError as exc:
             raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
         self._graph = OnnxNumpyGraph(data, str(path))
+        self.source = f"{entry.path} (ONNX graph, interpreted)"
         names = self.agent.inputs
         self._feeds = {names.obs: self.obs_buf}
         if names.action_mask is not None:

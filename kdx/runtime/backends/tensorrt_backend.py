@@ -75,12 +75,14 @@ def build_engine(onnx_bytes: bytes, precision: str, source: str, workspace_mib: 
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):
         config.set_flag(trt.BuilderFlag.INT8)
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        shape = tuple(1 if d < 0 else d for d in tensor.shape)  # batch 1 everywhere
-        profile.set_shape(tensor.name, shape, shape, shape)
-    config.add_optimization_profile(profile)
+    dynamic = [network.get_input(i) for i in range(network.num_inputs)
+               if any(d < 0 for d in network.get_input(i).shape)]
+    if dynamic:  # "onnx-dynamic" models: pin every symbolic dimension to batch 1
+        profile = builder.create_optimization_profile()
+        for tensor in dynamic:
+            shape = tuple(1 if d < 0 else d for d in tensor.shape)
+            profile.set_shape(tensor.name, shape, shape, shape)
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise KdxError(f"{source}: TensorRT failed to build an engine (see the log above)")
