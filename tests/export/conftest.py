@@ -21,6 +21,7 @@ from kdx.trainer.teacher import Teacher
 def train_students(env_name: str, hidden: tuple[int, ...] = (32,), steps: int = 150,
                    seed: int = 0) -> dict[str, StudentPolicy]:
     """Behaviour-clone the env's oracle into one StudentPolicy per agent (~1 s, one thread)."""
+    torch.set_num_threads(1)  # tiny matrices: a second thread only contends with other processes
     torch.manual_seed(seed)
     env = make(env_name, num_envs=64, seed=seed)
     step = env.reset()

@@ -197,3 +197,22 @@ def test_jetson_int8_uses_symmetric_activations(spread_run: Path) -> None:
                        if n.op_type == "QuantizeLinear" and len(n.input) > 2]
         assert zero_points and all(np.all(z == 0) for z in zero_points)
         assert f"--onnx={entry.name}.int8.onnx" in (result.bundle_dir / "build_engines.sh").read_text()
+
+
+def test_heterogeneous_agents(tmp_path: Path) -> None:
+    """speaker (obs 3, 3 actions) and listener (obs 11, 5 actions): sizes per agent, and the
+    shared teacher actor's zero padding and agent id baked into each agent's graph."""
+    from conftest import save_run, train_students
+
+    students = train_students("mpe/simple_speaker_listener", steps=60)
+    run = save_run(tmp_path / "run", "mpe/simple_speaker_listener", students, recurrent_teacher=False)
+    result = export_bundle(ExportConfig(run, "x86"))
+    sizes = {(e.role, e.name): (e.obs_dim, e.n_actions) for e in result.manifest.entries()}
+    assert sizes == {("student", "speaker_0"): (3, 3), ("student", "listener_0"): (11, 5),
+                     ("teacher", "speaker_0"): (3, 3), ("teacher", "listener_0"): (11, 5)}
+    assert all(r.passed and r.max_abs_logit_diff <= 1e-4 for r in result.parity)
+    bundle = Bundle.load(result.bundle_dir)
+    calib = CalibData.load(result.bundle_dir / "calib.npz")
+    assert calib.obs["speaker_0"].shape == (1024, 3) and calib.obs["listener_0"].shape == (1024, 11)
+    policy = bundle.policy("speaker_0", "onnxruntime", role="teacher")
+    assert 0 <= policy.act(calib.obs["speaker_0"][0]) < 3
