@@ -301,8 +301,10 @@ def _validate_agent(entry: AgentEntry, role: str, where: str) -> None:
     if not any(f.kind in MODEL_FILE_KINDS for f in entry.files):
         raise KdxError(f"{where}: no model file (kinds {', '.join(MODEL_FILE_KINDS)})")
     for key, value in entry.parity.items():
-        if not isinstance(key, str) or not isinstance(value, (int, float, str, bool)):
-            raise KdxError(f"{where}: parity[{key!r}] must map a name to a number/bool/string")
+        if not isinstance(key, str) or not isinstance(value, (int, float, str, bool)) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            raise KdxError(f"{where}: parity[{key!r}] must map a name to a finite number, a "
+                           "bool or a string")
 
 
 def _validate_io(entry: AgentEntry, where: str) -> None:

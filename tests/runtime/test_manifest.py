@@ -58,6 +58,13 @@ def test_write_manifest_is_atomic_and_readable(tmp_path: Path) -> None:
     assert load_manifest(tmp_path) == _manifest()
 
 
+def test_non_finite_parity_is_refused_on_write_as_on_read() -> None:
+    bad = _manifest()
+    bad.agents[0].parity["max_abs_logit_diff"] = float("nan")
+    with pytest.raises(KdxError, match="parity"):
+        bad.to_json()
+
+
 def test_write_refuses_an_invalid_manifest(tmp_path: Path) -> None:
     bad = _manifest()
     bad.agents[0].obs_dim = 0
