@@ -91,7 +91,7 @@ class Deadline:
         start = time.perf_counter_ns()
         action = policy.act(obs, mask)
         elapsed = time.perf_counter_ns() - start
-        return (*self.record(action, elapsed),)
+        return self.record(action, elapsed)
 
     def record(self, action: int, elapsed_ns: int) -> tuple[int, int, bool]:
         """Count one decision that took ``elapsed_ns``; returns the action to use."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kdx.errors import KdxError
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.cli import main
 from kdx.runtime.protocol import Client
@@ -116,3 +117,19 @@ def test_serve_subprocess_over_loopback(masked_bundle: Path) -> None:
     assert process.returncode == 0, err
     stats = json.loads(out.split("stopped; ", 1)[1])
     assert stats["decisions"] == 21 and stats["errors"] == 1 and stats["late"] == 0
+
+
+def test_run_with_a_deadline_nobody_meets_uses_the_fallback(spread_bundle: Path) -> None:
+    pytest.importorskip("mpe2")
+    from kdx.runtime.closed_loop import make_parallel_env, run_episodes
+    from kdx.runtime.policy import Deadline
+
+    bundle = Bundle.load(spread_bundle)
+    policies = {a: bundle.policy(a, "numpy") for a in bundle.agent_names}
+    deadline = Deadline(budget_us=0.001, fallback_action=0)  # 1 ns: every decision is late
+    result = run_episodes(make_parallel_env("pettingzoo:mpe2.simple_spread_v3", 4), policies, 1,
+                          deadline=deadline)
+    assert result.deadline["late"] == result.deadline["fallbacks_used"] == 12
+    with pytest.raises(KdxError, match="fallback action 9"):
+        run_episodes(make_parallel_env("pettingzoo:mpe2.simple_spread_v3", 4), policies, 1,
+                     deadline=Deadline(budget_us=1.0, fallback_action=9))
