@@ -70,11 +70,18 @@ class RunResult:
     agent_returns: dict[str, list[float]]
     steps: int
     latency_samples_ns: np.ndarray = field(repr=False)
+    step_samples_ns: np.ndarray = field(repr=False)
     deadline: dict[str, Any] | None = None
 
     @property
     def latency(self) -> LatencyStats:
+        """Per decision (one agent's ``act``)."""
         return LatencyStats.from_samples_ns(self.latency_samples_ns)
+
+    @property
+    def step_latency(self) -> LatencyStats:
+        """Per env step: all agents' decisions of that step, one after the other."""
+        return LatencyStats.from_samples_ns(self.step_samples_ns)
 
     def summary(self) -> dict[str, Any]:
         returns = np.asarray(self.team_returns, dtype=np.float64)
@@ -85,6 +92,7 @@ class RunResult:
             "team_return_std": float(returns.std()),
             "agent_return_mean": {k: float(np.mean(v)) for k, v in self.agent_returns.items()},
             "latency": self.latency.to_dict(),
+            "step_latency": self.step_latency.to_dict(),
             "deadline": self.deadline,
         }
 
@@ -116,6 +124,7 @@ def run_episodes(env: Any, policies: dict[str, Policy], episodes: int, seed: int
             deadline.check_fallback(policies[agent].n_actions)
     clock = time.perf_counter_ns
     samples: list[int] = []
+    step_samples: list[int] = []
     team_returns: list[float] = []
     agent_returns: dict[str, list[float]] = {a: [] for a in env_agents}
     steps = 0
@@ -126,6 +135,7 @@ def run_episodes(env: Any, policies: dict[str, Policy], episodes: int, seed: int
         totals = dict.fromkeys(env_agents, 0.0)
         while env.agents:
             actions = {}
+            step_ns = 0
             for agent in env.agents:
                 obs, mask = _split_obs(observations[agent])
                 start = clock()
@@ -134,7 +144,9 @@ def run_episodes(env: Any, policies: dict[str, Policy], episodes: int, seed: int
                 if deadline is not None:
                     action, _, _ = deadline.record(action, elapsed)
                 samples.append(elapsed)
+                step_ns += elapsed
                 actions[agent] = action
+            step_samples.append(step_ns)
             observations, rewards, _, _, _ = env.step(actions)
             steps += 1
             for agent, reward in rewards.items():
@@ -143,5 +155,5 @@ def run_episodes(env: Any, policies: dict[str, Policy], episodes: int, seed: int
             agent_returns[agent].append(totals[agent])
         team_returns.append(float(sum(totals.values())))
     return RunResult(episodes, team_returns, agent_returns, steps,
-                     np.asarray(samples, dtype=np.int64),
+                     np.asarray(samples, dtype=np.int64), np.asarray(step_samples, dtype=np.int64),
                      deadline.summary() if deadline is not None else None)

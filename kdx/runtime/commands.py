@@ -160,6 +160,9 @@ def run(
                   + ", ".join(f"{k} {v:.3f}" for k, v in summary["agent_return_mean"].items()), highlight=False)
     console.print(f"per-decision latency: p50 {s.p50_us:.2f} µs, p90 {s.p90_us:.2f}, p99 {s.p99_us:.2f}, "
                   f"max {s.max_us:.1f}, mean {s.mean_us:.2f} ± {s.std_us:.2f} ({s.n} decisions)", highlight=False)
+    st = result.step_latency
+    console.print(f"per-step latency (all {len(policies)} agents): p50 {st.p50_us:.2f} µs, p99 {st.p99_us:.2f}, "
+                  f"max {st.max_us:.1f}", highlight=False)
     if result.deadline is not None:
         d = result.deadline
         console.print(f"deadline {d['deadline_us']:.1f} µs: {d['late']} of {d['decisions']} decisions late, "

@@ -70,6 +70,9 @@ def test_run_closed_loop_on_mpe2(spread_bundle: Path, tmp_path: Path, capsys: py
     data = json.loads(out_json.read_text())
     assert data["episodes"] == 2 and data["steps"] == 20
     assert len(data["latency_samples_ns"]) == 60  # 3 agents x 10 steps x 2 episodes
+    assert data["step_latency"]["n"] == 20
+    assert data["step_latency"]["mean_us"] == pytest.approx(3 * data["latency"]["mean_us"])
+    assert "per-step latency" in printed
     assert data["deadline"]["decisions"] == 60 and data["deadline"]["late"] == 0
     assert np.isfinite(data["team_return_mean"])
 
