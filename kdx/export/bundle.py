@@ -157,6 +157,7 @@ class _AgentExporter:
         for attempt_precision, float_nodes in self._attempts(source, precision):
             rel = self._write(source, attempt_precision, False, float_nodes)
             result = measure_parity(source, self.root / rel, attempt_precision, inputs)
+            result.model = rel
             if result.passed:
                 chosen = (attempt_precision, float_nodes, rel, result)
                 break
@@ -176,16 +177,19 @@ class _AgentExporter:
             results.append(result)
             rel = self._write(source, "fp32", False, None)
             fp32_result = measure_parity(source, self.root / rel, "fp32", inputs)
+            fp32_result.model = rel
             if not fp32_result.passed:
                 raise KdxError(f"{source.role} {source.name!r}: the fp32 model misses its parity "
                                "bar; this is a bug in the exporter, please report it")
             chosen = ("fp32", None, rel, fp32_result)
+        failed = results[-1] if results else None
         shipped_precision, float_nodes, rel, result = chosen
         results.append(result)
         files = [_file_entry(self.root, rel, "onnx")]
         if self.dynamic_batch:
             dyn = self._write(source, shipped_precision, True, float_nodes)
             dyn_result = measure_parity(source, self.root / dyn, shipped_precision, inputs)
+            dyn_result.model = dyn
             results.append(dyn_result)
             files.append(_file_entry(self.root, dyn, "onnx-dynamic"))
         from kdx.export.onnx_export import INPUT_H, OUTPUT_H, write_student_npz
@@ -196,6 +200,9 @@ class _AgentExporter:
                 files.append(_file_entry(self.root, npz_rel, "npz"))
         params, macs = _agent_cost(source)
         parity = result.manifest_parity()
+        if failed is not None:  # shipped in fp32 because the requested precision missed its bar
+            parity["fallback_from"] = failed.precision
+            parity["fallback_from_action_agreement"] = failed.action_agreement
         if float_nodes:
             parity["float_nodes"] = ",".join(float_nodes)
         recurrent = source.recurrent_size is not None
@@ -223,7 +230,12 @@ def _publish(tmp_dir: Path, dest: Path, tmp_tar: Path, tarball: Path) -> None:
     if dest.exists():
         old = dest.with_name(f".old-{dest.name}-{os.getpid()}")
         os.rename(dest, old)
-    os.rename(tmp_dir, dest)
+    try:
+        os.rename(tmp_dir, dest)
+    except BaseException:
+        if old is not None:  # put the previous bundle back
+            os.rename(old, dest)
+        raise
     os.replace(tmp_tar, tarball)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

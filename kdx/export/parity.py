@@ -46,7 +46,7 @@ class ParityResult:
     agent: str
     role: str
     precision: str
-    model: str
+    model: str  # the model file (path inside the bundle once exported)
     samples: int
     max_abs_logit_diff: float
     mean_abs_logit_diff: float
