@@ -85,3 +85,14 @@ def rpi_export(tmp_path_factory, spread_students):
     run = save_run(tmp_path_factory.mktemp("rpi") / "run", "mpe/simple_spread", spread_students,
                    recurrent_teacher=True)
     return export_bundle(ExportConfig(run, "rpi", dynamic_batch=True))
+
+
+@pytest.fixture
+def make_bc_run(tmp_path: Path):
+    """``make_bc_run(env_name, steps=..., recurrent_teacher=...) -> run folder`` for other envs."""
+
+    def make_run(env_name: str, steps: int = 150, recurrent_teacher: bool = False) -> Path:
+        students = train_students(env_name, steps=steps)
+        return save_run(tmp_path / env_name.replace("/", "_"), env_name, students, recurrent_teacher)
+
+    return make_run

@@ -208,13 +208,10 @@ def test_jetson_int8_uses_symmetric_activations(spread_run: Path) -> None:
         assert f"--onnx={entry.name}.int8.onnx" in (result.bundle_dir / "build_engines.sh").read_text()
 
 
-def test_heterogeneous_agents(tmp_path: Path) -> None:
+def test_heterogeneous_agents(make_bc_run) -> None:
     """speaker (obs 3, 3 actions) and listener (obs 11, 5 actions): sizes per agent, and the
     shared teacher actor's zero padding and agent id baked into each agent's graph."""
-    from conftest import save_run, train_students
-
-    students = train_students("mpe/simple_speaker_listener", steps=60)
-    run = save_run(tmp_path / "run", "mpe/simple_speaker_listener", students, recurrent_teacher=False)
+    run = make_bc_run("mpe/simple_speaker_listener", steps=60)
     result = export_bundle(ExportConfig(run, "x86"))
     sizes = {(e.role, e.name): (e.obs_dim, e.n_actions) for e in result.manifest.entries()}
     assert sizes == {("student", "speaker_0"): (3, 3), ("student", "listener_0"): (11, 5),
