@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     runtime[(backend, role, agent)] = bench_policy(policy, args.iters, args.warmup)
         serve_stats, serve_samples, server_counters = serve_round_trip(bundle_dir, args.iters, args.warmup, "onnxruntime")
         memory = memory_growth(bundle, "onnxruntime", args.memory_decisions)
+        memory_numpy = memory_growth(bundle, "numpy", args.memory_decisions)
     load_after = os.getloadavg()
 
     table = Table(title=f"kdx runtime latency, batch 1 ({args.iters} timed calls per row after {args.warmup} warm-up)")
@@ -180,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
          max(a / b for a, b in zip(np_students, ort_students)),
          max(a / b for a, b in zip(np_students, ort_students)) <= 1.5),
         ("serve round trip p50 <= 50 µs", serve_stats.p50_us, serve_stats.p50_us <= 50),
-        (f"RSS growth over {memory['decisions']:,} decisions < 1 MiB", memory["growth_mib"], memory["growth_mib"] < 1.0),
+        (f"RSS growth over {memory['decisions']:,} decisions < 1 MiB (onnxruntime)", memory["growth_mib"],
+         memory["growth_mib"] < 1.0),
+        (f"RSS growth over {memory_numpy['decisions']:,} decisions < 1 MiB (numpy)", memory_numpy["growth_mib"],
+         memory_numpy["growth_mib"] < 1.0),
     ]
     verdicts = Table(title="targets")
     for column in ("target", "measured", "met"):
@@ -191,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     info = device_info()
     console.print(f"{info['cpu_model']} ({info['machine']}, {info['cpu_count']} CPUs), numpy {info['numpy']}, "
                   f"onnxruntime {info['onnxruntime']}; load average {load_before[0]:.1f} before, "
-                  f"{load_after[0]:.1f} after; 1M decisions took {memory['seconds']:.1f} s", highlight=False)
+                  f"{load_after[0]:.1f} after; {memory['decisions']:,} decisions took {memory['seconds']:.1f} s "
+                  f"(onnxruntime), {memory_numpy['seconds']:.1f} s (numpy)", highlight=False)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                        for (b, r, a), (s, x) in runtime.items()],
         "serve_round_trip": {**serve_stats.to_dict(), "samples_ns": serve_samples.tolist(),
                              "server_counters": server_counters},
-        "memory": memory,
+        "memory": {"onnxruntime": memory, "numpy": memory_numpy},
         "targets": [{"target": n, "measured": float(v), "met": bool(ok)} for n, v, ok in targets],
     }
     tmp = args.out.with_suffix(".tmp")
