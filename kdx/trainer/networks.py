@@ -41,10 +41,10 @@ def orthogonal_init(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
-def mlp_trunk(in_dim: int, hidden: tuple[int, ...], activation: str) -> nn.Sequential:
-    """LayerNorm on the input (feature normalisation), then [Linear, activation, LayerNorm]."""
+def mlp_trunk(in_dim: int, hidden: tuple[int, ...], activation: str, input_norm: bool = True) -> nn.Sequential:
+    """LayerNorm on the input (feature normalisation, optional), then [Linear, activation, LayerNorm]."""
     gain = nn.init.calculate_gain(activation)
-    layers: list[nn.Module] = [nn.LayerNorm(in_dim)]
+    layers: list[nn.Module] = [nn.LayerNorm(in_dim)] if input_norm else []
     width = in_dim
     for h in hidden:
         layers += [orthogonal_init(nn.Linear(width, h), gain), _activation(activation), nn.LayerNorm(h)]
@@ -56,10 +56,10 @@ class ActorNet(nn.Module):
     """One policy network: ``x [N, in_dim]`` (+ ``hidden [N, H]``) -> logits, embedding, hidden."""
 
     def __init__(self, in_dim: int, n_actions: int, hidden: tuple[int, ...], activation: str,
-                 recurrent: bool) -> None:
+                 recurrent: bool, input_norm: bool = True) -> None:
         super().__init__()
         self.in_dim, self.n_actions, self.recurrent = in_dim, n_actions, recurrent
-        self.trunk = mlp_trunk(in_dim, hidden, activation)
+        self.trunk = mlp_trunk(in_dim, hidden, activation, input_norm)
         width = hidden[-1]
         self.hidden_dim = width
         self.gru = nn.GRUCell(width, width) if recurrent else None
@@ -90,7 +90,7 @@ class TeacherActor(nn.Module):
     """
 
     def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], activation: str = "relu",
-                 recurrent: bool = False, per_group: bool = False) -> None:
+                 recurrent: bool = False, per_group: bool = False, input_norm: bool = True) -> None:
         super().__init__()
         self.n_agents, self.max_obs_dim, self.max_actions = spec.n_agents, spec.max_obs_dim, spec.max_actions
         names = spec.agent_names
@@ -100,7 +100,8 @@ class TeacherActor(nn.Module):
         self.group_actions = {g: max(spec.agents[i].n_actions for i in idx) for g, idx in self.group_agents.items()}
         self.agent_group = {i: g for g, idx in self.group_agents.items() for i in idx}
         self.nets = nn.ModuleDict({
-            g: ActorNet(self.group_obs_dim[g] + spec.n_agents, self.group_actions[g], hidden, activation, recurrent)
+            g: ActorNet(self.group_obs_dim[g] + spec.n_agents, self.group_actions[g], hidden, activation, recurrent,
+                        input_norm)
             for g in self.group_agents
         })
         self.recurrent = recurrent
@@ -177,11 +178,11 @@ class TeacherCritic(nn.Module):
     """Centralised critic: values ``[B, A]`` in normalised units (see the module docstring)."""
 
     def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], activation: str = "relu",
-                 agent_specific: bool = False) -> None:
+                 agent_specific: bool = False, input_norm: bool = True) -> None:
         super().__init__()
         self.n_agents, self.agent_specific = spec.n_agents, agent_specific
         in_dim = spec.state_dim + (spec.max_obs_dim + spec.n_agents if agent_specific else 0)
-        self.trunk = mlp_trunk(in_dim, hidden, activation)
+        self.trunk = mlp_trunk(in_dim, hidden, activation, input_norm)
         self.head = orthogonal_init(nn.Linear(hidden[-1], 1 if agent_specific else spec.n_agents), 1.0)
         self.register_buffer("agent_ids", torch.eye(spec.n_agents), persistent=False)
 

@@ -36,8 +36,10 @@ class Teacher:
     @classmethod
     def build(cls, config: TeacherConfig, spec: EnvSpec) -> Teacher:
         """Fresh networks (initialised from the global torch RNG: seed it first)."""
-        actor = TeacherActor(spec, config.hidden_sizes, config.activation, config.recurrent, config.per_group_actors)
-        critic = TeacherCritic(spec, config.hidden_sizes, config.activation, config.agent_specific_state)
+        actor = TeacherActor(spec, config.hidden_sizes, config.activation, config.recurrent,
+                             config.per_group_actors, config.input_norm)
+        critic = TeacherCritic(spec, config.hidden_sizes, config.activation, config.agent_specific_state,
+                               config.input_norm)
         teacher = cls(config, spec, actor, critic, ValueNormalizer(config.value_norm))
         return teacher.to(config.device)
 

@@ -56,8 +56,10 @@ def test_critic_global_and_agent_specific(toy_step):
     env, step = toy_step
     obs = step.padded_obs()
     for agent_specific in (False, True):
-        critic = TeacherCritic(env.spec, (16,), agent_specific=agent_specific)
-        assert critic(step.state, obs).shape == (6, 2)
+        for input_norm in (False, True):
+            critic = TeacherCritic(env.spec, (16,), agent_specific=agent_specific, input_norm=input_norm)
+            assert critic(step.state, obs).shape == (6, 2)
+            assert isinstance(critic.trunk[0], torch.nn.LayerNorm) == input_norm
 
 
 def test_teacher_values_are_denormalised(toy_step):
