@@ -2,7 +2,8 @@
 
 Builds a bundle like the one `kdx export` writes for MPE simple_spread (3 students obs 18 ->
 32 -> 32 -> 5, tanh; a shared 3 x 256 MAPPO-style teacher with LayerNorm and a one-hot agent id)
-with random weights, then measures, batch 1, one process:
+with random weights (plus a one-hidden-layer 18 -> 32 -> 5 student), then measures, batch 1,
+one process:
 
 * bare onnxruntime IOBinding on the student model: the public ``run_with_iobinding`` call, and
   the C++ binding with a preallocated RunOptions (what the runtime uses), each with and without
@@ -142,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                 for agent in agents:
                     policy = bundle.policy(agent, backend, role)
                     runtime[(backend, role, agent)] = bench_policy(policy, args.iters, args.warmup)
+        # The same students with one hidden layer of 32 (the sizing's smallest MPE student).
+        small = Bundle.load(make_test_bundle(Path(tmp) / "small", student_hidden=(32,), student_activation="tanh",
+                                             teacher_hidden=None))
+        for backend in ("onnxruntime", "numpy"):
+            runtime[(backend, "student 18-32-5", "agent_0")] = bench_policy(
+                small.policy("agent_0", backend), args.iters, args.warmup)
         serve_stats, serve_samples, server_counters = serve_round_trip(bundle_dir, args.iters, args.warmup, "onnxruntime")
         memory = memory_growth(bundle, "onnxruntime", args.memory_decisions)
         memory_numpy = memory_growth(bundle, "numpy", args.memory_decisions)
@@ -175,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         ("  / bare C++ IOBinding call alone <= 1.3x", student_ort / bare_c_only, student_ort / bare_c_only <= 1.3),
         ("teacher / student p50, onnxruntime >= 5x", p50[("onnxruntime", "teacher", "agent_0")] / student_ort,
          p50[("onnxruntime", "teacher", "agent_0")] / student_ort >= 5),
+        ("teacher / 18-32-5 student p50, onnxruntime >= 5x",
+         p50[("onnxruntime", "teacher", "agent_0")] / p50[("onnxruntime", "student 18-32-5", "agent_0")],
+         p50[("onnxruntime", "teacher", "agent_0")] / p50[("onnxruntime", "student 18-32-5", "agent_0")] >= 5),
         ("teacher / student p50, numpy >= 5x", p50[("numpy", "teacher", "agent_0")] / np_students[0],
          p50[("numpy", "teacher", "agent_0")] / np_students[0] >= 5),
         ("numpy / onnxruntime p50, students (worst agent) <= 1.5x",
