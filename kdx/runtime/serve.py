@@ -31,6 +31,10 @@ from kdx.runtime.protocol import (
     encode_json,
 )
 
+# One thread and one 1 MiB receive buffer per connection: bounded so a runaway client cannot
+# exhaust the device's memory.
+MAX_CONNECTIONS = 32
+
 
 @dataclass
 class ServerCounters:
@@ -78,12 +82,24 @@ class PolicyServer:
                     if self._stopping.is_set():
                         break
                     raise
+                self._threads = [t for t in self._threads if t.is_alive()]
+                if len(self._threads) >= MAX_CONNECTIONS:
+                    self._refuse(conn)
+                    continue
                 self.counters.connections += 1
                 thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True)
                 thread.start()
-                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+                self._threads.append(thread)
         finally:
             self._listener.close()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        with conn:
+            self._count_error(protocol=True)
+            try:
+                conn.sendall(encode_error(f"server busy: {MAX_CONNECTIONS} connections already open"))
+            except OSError:
+                pass
 
     def start_in_thread(self) -> threading.Thread:
         """Run :meth:`serve_forever` in a daemon thread (tests, benchmarks)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +174,32 @@ def test_reply_layout_is_the_documented_one(server: PolicyServer) -> None:
     action, server_ns, flags = struct.unpack("<iIB", reply[8:17])
     assert (magic, version, status, length, flags) == (MAGIC, 1, OK, 9, 0)
     assert 0 <= action < 5 and server_ns > 0
+
+
+def test_connections_beyond_the_limit_are_refused_politely(masked_bundle: Path) -> None:
+    from kdx.runtime import serve as serve_module
+
+    policy = Bundle.load(masked_bundle).policy("agent_0", "numpy")
+    server = PolicyServer(policy, "127.0.0.1", 0)
+    thread = server.start_in_thread()
+    clients = []
+    try:
+        for _ in range(serve_module.MAX_CONNECTIONS):
+            clients.append(_client(server))
+            clients[-1].info()  # the connection is being served
+        with _client(server) as extra:
+            status, message = extra.request(encode(RESET))
+        assert status == ERROR and b"server busy" in message
+        clients.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # the freed slot is noticed at the next accept
+            with _client(server) as again:
+                status, _ = again.request(encode(RESET))
+            if status == OK or time.monotonic() > deadline:
+                break
+        assert status == OK
+    finally:
+        for client in clients:
+            client.close()
+        server.shutdown()
+        thread.join(timeout=5)
