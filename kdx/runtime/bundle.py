@@ -4,9 +4,14 @@ per-agent policies on a chosen backend (``"auto"`` measures the candidates and k
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
+import tarfile
+import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,10 +19,21 @@ import numpy as np
 
 from kdx.errors import KdxError
 from kdx.runtime.backends import BACKENDS, Backend, available_backends
-from kdx.runtime.manifest import MANIFEST_NAME, AgentEntry, Manifest, load_manifest
+from kdx.runtime.manifest import (
+    MANIFEST_NAME,
+    AgentEntry,
+    Manifest,
+    load_manifest,
+    validate_relative_path,
+)
 from kdx.runtime.policy import Policy
 
 AUTO = "auto"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_MAX_ARCHIVE_BYTES = 4 << 30
+# Python >= 3.11.4 / 3.12 has the "data" extraction filter; the member checks above already
+# enforce it, the filter is a second lock where available.
+_EXTRACT_KW = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _AUTO_WARMUP, _AUTO_ITERS = 100, 400
 
 
@@ -51,6 +67,42 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
                            f"{entry.sha256[:16]}... (corrupt or modified); copy the bundle again")
 
 
+def unpack_archive(archive: Path) -> Path:
+    """Extract a bundle archive (``kdx export`` writes ``<target>.tar.gz``) into a private
+    temporary folder, removed at exit, and return the folder holding ``manifest.json``.
+
+    Only regular files and folders with relative names inside the archive are accepted: a
+    member that is a link, a device, absolute, or climbs out with ``..`` refuses the archive.
+    """
+    destination = Path(tempfile.mkdtemp(prefix="kdx-bundle-"))
+    atexit.register(shutil.rmtree, destination, ignore_errors=True)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            total = 0
+            for member in members:
+                if not (member.isfile() or member.isdir()):
+                    raise KdxError(f"{archive}: member {member.name!r} is not a plain file or folder; "
+                                   "refusing the archive")
+                name = member.name.rstrip("/")
+                while name.startswith("./"):
+                    name = name[2:]
+                if name not in ("", ".") or not member.isdir():  # "." is the archive's root
+                    validate_relative_path(name, f"{archive}: member")
+                total += member.size
+            if total > _MAX_ARCHIVE_BYTES:
+                raise KdxError(f"{archive}: unpacks to {total} bytes, more than a bundle should")
+            for member in members:
+                tar.extract(member, destination, set_attrs=False, **_EXTRACT_KW)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise KdxError(f"{archive}: not a readable bundle archive ({exc})") from None
+    candidates = [destination, *(p for p in destination.iterdir() if p.is_dir())]
+    for candidate in candidates:
+        if (candidate / MANIFEST_NAME).is_file():
+            return candidate
+    raise KdxError(f"{archive}: no {MANIFEST_NAME} at its top level or in its top folder")
+
+
 @dataclass
 class Bundle:
     """A validated bundle folder. Build policies with :meth:`policy`."""
@@ -63,11 +115,14 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Bundle:
-        """Validate ``path`` (the bundle folder or its manifest.json) and every file's sha256."""
+        """Validate ``path`` (the bundle folder, its manifest.json, or a ``.tar.gz`` of it) and
+        every file's sha256."""
         start = time.perf_counter()
         folder = Path(path)
         if folder.is_file() and folder.name == MANIFEST_NAME:
             folder = folder.parent
+        elif folder.is_file() and folder.name.endswith(ARCHIVE_SUFFIXES):
+            folder = unpack_archive(folder)
         if not folder.is_dir():
             raise KdxError(f"{path}: not a bundle folder (expected a folder with {MANIFEST_NAME})")
         manifest = load_manifest(folder)

@@ -125,3 +125,55 @@ def test_model_that_disagrees_with_the_manifest(fresh_bundle: Path) -> None:
     for backend in ("onnxruntime", "numpy"):
         with pytest.raises(KdxError, match="agent_0"):
             bundle.policy("agent_0", backend).act(np.zeros(19, np.float32))
+
+
+# --- archives (kdx export writes <target>.tar.gz) -----------------------------------------------
+
+def _tar(path: Path, entries: list[tuple[str, bytes | None]], symlink: str | None = None) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        if symlink:
+            info = tarfile.TarInfo(symlink)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    return path
+
+
+def _bundle_entries(bundle: Path, prefix: str) -> list[tuple[str, bytes | None]]:
+    return [(prefix + p.name, p.read_bytes()) for p in sorted(bundle.iterdir())]
+
+
+@pytest.mark.parametrize("prefix", ["rpi/", "", "./"])
+def test_a_tar_gz_bundle_loads(fresh_bundle: Path, tmp_path: Path, prefix: str) -> None:
+    archive = _tar(tmp_path / "rpi.tar.gz", _bundle_entries(fresh_bundle, prefix))
+    bundle = Bundle.load(archive)
+    assert bundle.agent_names == ["agent_0", "agent_1"]
+    assert 0 <= bundle.policy("agent_1", "numpy").act(np.zeros(18, np.float32)) < 5
+
+
+@pytest.mark.parametrize(("extra", "symlink", "fragment"), [
+    ([("../evil.onnx", b"x")], None, "leaves the bundle"),
+    ([("/abs.onnx", b"x")], None, "absolute"),
+    ([], "rpi/link.onnx", "not a plain file"),
+])
+def test_archives_with_escaping_members_are_refused(fresh_bundle: Path, tmp_path: Path, extra, symlink,
+                                                    fragment: str) -> None:
+    archive = _tar(tmp_path / "bad.tar.gz", _bundle_entries(fresh_bundle, "rpi/") + extra, symlink)
+    _refused(archive, "bad.tar.gz", fragment)
+    assert not (tmp_path / "evil.onnx").exists()
+
+
+def test_truncated_archive_is_refused(fresh_bundle: Path, tmp_path: Path) -> None:
+    archive = _tar(tmp_path / "rpi.tar.gz", _bundle_entries(fresh_bundle, "rpi/"))
+    archive.write_bytes(archive.read_bytes()[:200])
+    _refused(archive, "rpi.tar.gz", "not a readable bundle archive")

@@ -85,3 +85,14 @@ def test_exported_students_run_closed_loop(exported: Path) -> None:
     policies = {name: bundle.policy(name) for name in bundle.agent_names}
     result = run_episodes(make_parallel_env("pettingzoo:mpe2.simple_spread_v3", 5), policies, 2)
     assert result.steps == 10 and len(result.latency_samples_ns) == 30
+
+
+def test_the_exported_tarball_loads_like_the_folder(exported: Path) -> None:
+    from kdx.runtime.bundle import Bundle
+
+    tarball = exported.parent / f"{exported.name}.tar.gz"
+    assert tarball.is_file()
+    from_tar, from_folder = Bundle.load(tarball), Bundle.load(exported)
+    assert from_tar.manifest == from_folder.manifest
+    obs = np.zeros(from_folder.manifest.agents[0].obs_dim, np.float32)
+    assert from_tar.policy("agent_0").act(obs) == from_folder.policy("agent_0").act(obs)
