@@ -60,7 +60,7 @@ def _backend_lines(console: Console) -> None:
         console.print("  running on the numpy backend (neither onnxruntime nor TensorRT is present)")
 
 
-def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds manifest.json).")) -> None:
+def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds manifest.json) or its .tar.gz.")) -> None:
     """Agents, sizes, precision, files of a bundle, and the backends available here."""
     from kdx.runtime.bundle import Bundle
 
@@ -89,7 +89,7 @@ def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds mani
 
 
 def bench(
-    bundle_path: Path = typer.Argument(..., help="Bundle folder."),
+    bundle_path: Path = typer.Argument(..., help="Bundle folder or its .tar.gz."),
     agent: str | None = typer.Option(None, "--agent", help="Only this agent (default: all)."),
     backend: str = typer.Option("auto", "--backend", help="auto (fastest measured), onnxruntime, tensorrt or numpy."),
     role: str = typer.Option("all", "--role", help="student, teacher or all (teacher only if the bundle has it)."),
@@ -126,7 +126,7 @@ def bench(
 
 
 def run(
-    bundle_path: Path = typer.Argument(..., help="Bundle folder."),
+    bundle_path: Path = typer.Argument(..., help="Bundle folder or its .tar.gz."),
     env: str = typer.Option(..., "--env", help="pettingzoo:<module>.<env>, e.g. pettingzoo:mpe2.simple_spread_v3."),
     episodes: int = typer.Option(10, "--episodes", min=1, help="Episodes to play."),
     backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or numpy."),
@@ -174,7 +174,7 @@ def run(
 
 
 def serve(
-    bundle_path: Path = typer.Argument(..., help="Bundle folder."),
+    bundle_path: Path = typer.Argument(..., help="Bundle folder or its .tar.gz."),
     agent: str = typer.Option(..., "--agent", help="The agent to serve."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (keep it loopback)."),
     port: int = typer.Option(7301, "--port", min=0, max=65535, help="TCP port (0: any free port)."),
