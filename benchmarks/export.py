@@ -28,6 +28,7 @@ from rich.table import Table
 from kdx.export.bundle import ExportConfig, export_bundle
 from kdx.runtime.bench import bench_policy
 from kdx.runtime.bundle import Bundle
+from kdx.runtime.manifest import load_manifest
 from kdx.runtime.profiler import device_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +107,43 @@ class BundlePolicy:
         return out
 
 
+class ForcedInt8Students:
+    """Every student quantised to int8 (every matmul), shipped or not: what int8 costs in the
+    closed loop even where the parity bar sent the bundle back to fp32."""
+
+    name = "students_int8_forced"
+
+    def __init__(self, x86_bundle: Path, calib_path: Path, folder: Path, sources: list) -> None:
+        import onnxruntime as ort
+
+        from kdx.export.calib import CalibData
+        from kdx.export.parity import measure_parity
+        from kdx.export.quantize import quantize_int8
+
+        calib = CalibData.load(calib_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.sessions, self.parity = [], {}
+        for source in sources:
+            out = folder / f"{source.name}.int8.onnx"
+            quantize_int8(x86_bundle / f"{source.name}.fp32.onnx", out, calib.inputs(source))
+            self.parity[source.name] = measure_parity(source, out, "int8", calib.inputs(source)).to_json()
+            self.sessions.append(ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]))
+
+    def reset(self, env) -> None:
+        pass
+
+    def act(self, step) -> torch.Tensor:
+        n = step.obs[0].shape[0]
+        out = torch.zeros(n, len(self.sessions), dtype=torch.long)
+        for i, session in enumerate(self.sessions):
+            obs = step.obs[i].numpy().astype(np.float32)
+            mask = step.action_mask[i].numpy()
+            for row in range(n):
+                feed = {"obs": obs[row:row + 1], "action_mask": mask[row:row + 1]}
+                out[row, i] = int(session.run(["action"], feed)[0].reshape(-1)[0])
+        return out
+
+
 class TorchStudents:
     """The fp32 torch students, greedy: the reference the int8 students are compared with."""
 
@@ -170,15 +208,19 @@ def main() -> None:
                                  "model_bytes": entry.file_of_kind("onnx").size_bytes, **stats.to_dict()})
     export_sum = sum(e["wall_s"] for e in exports.values())
 
-    from kdx.export.sources import load_students
+    from kdx.export.sources import load_students, student_sources
     from kdx.trainer.evaluate import evaluate_policies
 
     students, env_name = load_students(run)
     env_name = env_name or json.loads((run / "teacher" / "config.json").read_text())["teacher"]["env"]
+    forced = ForcedInt8Students(run / "bundles" / "x86", run / "bundles" / "rpi" / "calib.npz",
+                                scratch / "forced_int8", student_sources(students, None))
+    rpi_precisions = {e.name: e.precision for e in load_manifest(run / "bundles" / "rpi").agents}
     policies = {
         "students_fp32_torch": TorchStudents(students),
         "students_fp32_onnx_x86": BundlePolicy(Bundle.load(run / "bundles" / "x86"), "students_fp32_onnx_x86"),
-        "students_int8_onnx_rpi": BundlePolicy(Bundle.load(run / "bundles" / "rpi"), "students_int8_onnx_rpi"),
+        "students_rpi_bundle": BundlePolicy(Bundle.load(run / "bundles" / "rpi"), "students_rpi_bundle"),
+        "students_int8_forced": forced,
         "students_fp16_onnx_jetson": BundlePolicy(Bundle.load(run / "bundles" / "jetson"), "students_fp16_onnx_jetson"),
     }
     t = time.perf_counter()
@@ -202,16 +244,17 @@ def main() -> None:
     console.print(f"all three targets: {export_sum:.2f} s (target < 30 s on a 2-core machine)")
 
     table = Table(title="parity (onnxruntime vs torch, recorded observations) and batch-1 latency (onnxruntime)")
-    for col in ("target", "role", "agent", "model", "agreement", "max |Δlogit|", "passed", "shipped", "p50 µs", "p99 µs"):
+    for col in ("target", "role", "agent", "model", "how", "agreement", "max |Δlogit|", "passed", "shipped", "p50 µs", "p99 µs"):
         table.add_column(col, justify="left" if col in ("target", "role", "agent", "model") else "right")
     lat = {(r["target"], r["role"], r["agent"]): r for r in latency_rows}
     for r in parity_rows:
         if "dynamic" in r["model"]:
             continue
-        la = lat.get((r["target"], r["role"], r["agent"])) if r["shipped"] else None
-        table.add_row(r["target"], r["role"], r["agent"], r["model"], f"{r['action_agreement']:.2%}",
+        shipped = r["shipped"] and r["passed"]
+        la = lat.get((r["target"], r["role"], r["agent"])) if shipped else None
+        table.add_row(r["target"], r["role"], r["agent"], r["model"], r["note"], f"{r['action_agreement']:.2%}",
                       f"{r['max_abs_logit_diff']:.2e}", "yes" if r["passed"] else "no",
-                      "yes" if r["shipped"] else "no (fallback)",
+                      "yes" if shipped else "no",
                       f"{la['p50_us']:.1f}" if la else "-", f"{la['p99_us']:.1f}" if la else "-")
     console.print(table)
 
@@ -224,13 +267,22 @@ def main() -> None:
         table.add_row(name, f"{r['mean_return']:.2f} ± {r['return_ci95']:.2f}", score,
                       "-" if retention is None else f"{retention:.1%}")
     console.print(table)
+    console.print(f"rpi bundle precisions: {rpi_precisions}")
+    table = Table(title="int8 forced on every student (every matmul int8), parity on the rpi calibration set")
+    for col in ("agent", "agreement", "max |Δlogit|", "mean |Δlogit|"):
+        table.add_column(col, justify="left" if col == "agent" else "right")
+    for agent, r in forced.parity.items():
+        table.add_row(agent, f"{r['action_agreement']:.2%}", f"{r['max_abs_logit_diff']:.3f}",
+                      f"{r['mean_abs_logit_diff']:.4f}")
+    console.print(table)
     load_after = os.getloadavg()
     console.print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; cpus: {os.cpu_count()}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"source": source, "device": device_info(), "load_average_before": load_before,
            "load_average_after": load_after, "exports": exports, "export_total_s": export_sum,
-           "parity": parity_rows, "latency": latency_rows, "closed_loop": closed, "closed_loop_s": eval_s}
+           "parity": parity_rows, "latency": latency_rows, "closed_loop": closed, "closed_loop_s": eval_s,
+           "rpi_precisions": rpi_precisions, "forced_int8_parity": forced.parity}
     (RESULTS / "export.json").write_text(json.dumps(out, indent=2, default=str))
     console.print(f"wrote {RESULTS / 'export.json'}")
     shutil.rmtree(scratch, ignore_errors=True)

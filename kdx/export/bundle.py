@@ -158,9 +158,12 @@ class _AgentExporter:
             rel = self._write(source, attempt_precision, False, float_nodes)
             result = measure_parity(source, self.root / rel, attempt_precision, inputs)
             result.model = rel
+            if float_nodes is not None:
+                result.note = "first layer kept in float" if float_nodes else "every matmul int8"
             if result.passed:
                 chosen = (attempt_precision, float_nodes, rel, result)
                 break
+            results.append(result)  # a failed attempt stays in parity.json
             (self.root / rel).unlink()
         if chosen is None:
             if precision == "fp32":
@@ -174,22 +177,23 @@ class _AgentExporter:
             self.warn(f"{source.role} {source.name}: {precision} greedy-action agreement "
                       f"{result.action_agreement:.2%} < {result.required_agreement:.1%}; "
                       "shipping this agent in fp32")
-            results.append(result)
             rel = self._write(source, "fp32", False, None)
             fp32_result = measure_parity(source, self.root / rel, "fp32", inputs)
             fp32_result.model = rel
+            fp32_result.note = f"fallback: {precision} missed its bar"
             if not fp32_result.passed:
                 raise KdxError(f"{source.role} {source.name!r}: the fp32 model misses its parity "
                                "bar; this is a bug in the exporter, please report it")
             chosen = ("fp32", None, rel, fp32_result)
-        failed = results[-1] if results else None
         shipped_precision, float_nodes, rel, result = chosen
+        failed = results[-1] if shipped_precision != precision else None
         results.append(result)
         files = [_file_entry(self.root, rel, "onnx")]
         if self.dynamic_batch:
             dyn = self._write(source, shipped_precision, True, float_nodes)
             dyn_result = measure_parity(source, self.root / dyn, shipped_precision, inputs)
             dyn_result.model = dyn
+            dyn_result.note = result.note
             results.append(dyn_result)
             files.append(_file_entry(self.root, dyn, "onnx-dynamic"))
         from kdx.export.onnx_export import INPUT_H, OUTPUT_H, write_student_npz

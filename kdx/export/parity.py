@@ -54,13 +54,14 @@ class ParityResult:
     required_agreement: float
     required_max_abs_logit_diff: float | None
     passed: bool
+    note: str = ""  # how the model was made, when there were several attempts
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def manifest_parity(self) -> dict[str, float | int | bool | str]:
         """The flat dict stored in the manifest's ``parity`` field (no nulls)."""
-        out = {k: v for k, v in asdict(self).items() if v is not None and k not in ("agent", "role", "model")}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k not in ("agent", "role", "model", "note")}
         return out
 
 
