@@ -136,7 +136,8 @@ class Backend(ABC):
         # is NaN. It costs less than np.isfinite().all(); the exact check runs only if it fires,
         # so a sum overflowing on huge finite values is not refused.
         if not _isfinite(view.dot(self._ones)) and not np.isfinite(view).all():
-            raise KdxError(f"agent {self.agent.name!r}: observation contains NaN or inf")
+            raise KdxError(f"agent {self.agent.name!r}: observation contains NaN or inf (or "
+                           "float64 values beyond the float32 range)")
         if mask is None:
             if not self._mask_all_true:
                 self._mask_view.fill(True)
