@@ -7,15 +7,10 @@ happen inside the command bodies so that ``kdx --help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from kdx import __version__
-from kdx.errors import KdxError
+from kdx.cli_common import register_command_modules, run_app
 
 COMMAND_MODULES = (
     "kdx.envs.commands",
@@ -49,38 +44,12 @@ def _root(
     """kdx: train a MAPPO teacher, distil per-agent students, export them, run them on the device."""
 
 
-def _register_commands() -> None:
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # that feature has not landed yet
-            raise
-        module.register(app)
-
-
-_register_commands()
+register_command_modules(app, COMMAND_MODULES)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``kdx`` console script: user errors print one message, exit code 2."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except KdxError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    run_app(app, argv)
 
 
 if __name__ == "__main__":

@@ -1,80 +1,167 @@
-"""``kdx demo``: the whole pipeline end to end on a small setting, in the order a user runs it.
+"""``kdx demo``: the whole pipeline end to end on a small setting, as a user would type it.
 
-Each stage is a function in ``STAGES``; a stage whose feature is not installed in this version
-says so and the demo goes on with the rest. ``make demo`` calls ``kdx demo``.
+Every stage runs the real command (``kdx train``, ``kdx distill``, ..., ``kdx-runtime bench``)
+in this process and prints the command line first, so the demo doubles as a tutorial:
+
+1. ``kdx train``     a MAPPO teacher on ``mpe/simple_spread``
+2. ``kdx distill``   per-agent students sized for a Raspberry Pi 5
+3. ``kdx evaluate``  teacher vs students on the same seeds
+4. ``kdx export``    bundles for ``rpi`` (int8) and ``x86`` (fp32)
+5. ``kdx-runtime bench`` and ``kdx-runtime run``  (torch-free runtime, latency and closed loop)
+6. ``kdx report``    report.md + report.html
+
+A stage whose command is not in this version of kdx is reported as skipped; a stage that fails
+stops the demo with its error. ``make demo`` calls ``kdx demo``.
 """
 
 from __future__ import annotations
 
-import importlib
+import shlex
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.rule import Rule
+from rich.table import Table
+
+from kdx.errors import KdxError
 
 console = Console()
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of the end-to-end demo."""
+    """Settings of the end-to-end demo (sized to finish in minutes on a 2-core CPU)."""
 
     out: Path = Path("runs/demo")
     env: str = "mpe/simple_spread"
     seed: int = 0
-    rollout_envs: int = 1024
-    rollout_steps: int = 100
+    teacher_steps: int = 2_000_000
+    distill_steps: int = 600_000
+    device_profile: str = "rpi5"
+    targets: tuple[str, ...] = ("rpi", "x86")
+    eval_episodes: int = 100
+    bench_iters: int = 5_000
+    run_episodes: int = 20
+    fresh: bool = False
+    extra_train_args: tuple[str, ...] = field(default_factory=tuple)
 
 
 class StageUnavailable(Exception):
-    """A pipeline stage that this version of kdx does not ship yet."""
+    """A pipeline stage whose command this version of kdx does not ship."""
 
 
-def _require(module: str) -> None:
+def _invoke(program: str, args: list[str]) -> None:
+    """Run ``program args`` (``kdx`` or ``kdx-runtime``) in this process, echoing the command."""
+    from kdx.cli_common import exit_types
+
+    if program == "kdx":
+        from kdx.cli import app
+    else:
+        from kdx.runtime.cli import app
+    command = typer.main.get_command(app)
+    if args[0] not in getattr(command, "commands", {}):
+        raise StageUnavailable(f"`{program} {args[0]}` is not part of this version")
+    console.print(f"[bold cyan]$ {program} {shlex.join(args)}[/]")
     try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            raise StageUnavailable(f"{module} is not part of this version") from None
-        raise
+        rc = command.main(args=args, prog_name=program, standalone_mode=False)
+    except exit_types() as exc:
+        rc = exc.exit_code
+    if isinstance(rc, int) and rc != 0:
+        raise KdxError(f"`{program} {shlex.join(args)}` exited with code {rc}")
 
 
-def stage_rollout(cfg: DemoConfig) -> None:
-    """A random-policy rollout of the batched environment, to show the simulator runs."""
-    from kdx.envs.registry import available
-    from kdx.envs.rollout import print_rollout_summary, random_rollout
+def stage_train(cfg: DemoConfig) -> None:
+    teacher = cfg.out / "teacher" / "weights.safetensors"
+    if teacher.exists():
+        _invoke("kdx", ["train", "--resume", str(cfg.out), "--steps", str(cfg.teacher_steps)])
+        return
+    _invoke("kdx", ["train", "--env", cfg.env, "--steps", str(cfg.teacher_steps), "--seed", str(cfg.seed),
+                    "--out", str(cfg.out), *cfg.extra_train_args])
 
-    env = cfg.env if cfg.env in available() else "pettingzoo:mpe2.simple_spread_v3"
-    num_envs = cfg.rollout_envs if env == cfg.env else 8
-    summary = random_rollout(env, num_envs=num_envs, steps=cfg.rollout_steps, seed=cfg.seed)
-    print_rollout_summary(summary, console)
+
+def stage_distill(cfg: DemoConfig) -> None:
+    args = ["distill", str(cfg.out), "--device", cfg.device_profile, "--steps", str(cfg.distill_steps)]
+    if (cfg.out / "students" / "config.json").exists():
+        args.append("--resume")
+    _invoke("kdx", args)
+
+
+def stage_evaluate(cfg: DemoConfig) -> None:
+    _invoke("kdx", ["evaluate", str(cfg.out), "--episodes", str(cfg.eval_episodes)])
+
+
+def stage_export(cfg: DemoConfig) -> None:
+    for target in cfg.targets:
+        _invoke("kdx", ["export", str(cfg.out), "--target", target, "--force"])
+
+
+def _pettingzoo_name(env: str) -> str | None:
+    names = {"mpe/simple_spread": "pettingzoo:mpe2.simple_spread_v3",
+             "mpe/simple_speaker_listener": "pettingzoo:mpe2.simple_speaker_listener_v4",
+             "mpe/simple_reference": "pettingzoo:mpe2.simple_reference_v3"}
+    return names.get(env)
+
+
+def stage_runtime(cfg: DemoConfig) -> None:
+    bundle = cfg.out / "bundles" / cfg.targets[0]
+    devices = cfg.out / "devices"
+    devices.mkdir(parents=True, exist_ok=True)
+    _invoke("kdx-runtime", ["info", str(bundle)])
+    _invoke("kdx-runtime", ["bench", str(bundle), "--iters", str(cfg.bench_iters),
+                            "--json", str(devices / "this-host.json")])
+    env = _pettingzoo_name(cfg.env)
+    if env is None:
+        console.print(f"[yellow]no PettingZoo counterpart of {cfg.env}: closed-loop run skipped[/]")
+        return
+    _invoke("kdx-runtime", ["run", str(bundle), "--env", env, "--episodes", str(cfg.run_episodes)])
+
+
+def stage_report(cfg: DemoConfig) -> None:
+    _invoke("kdx", ["report", str(cfg.out)])
 
 
 STAGES: dict[str, Callable[[DemoConfig], None]] = {
-    "environment rollout": stage_rollout,
+    "1. train the teacher (MAPPO)": stage_train,
+    "2. distil students for the device": stage_distill,
+    "3. evaluate teacher vs students": stage_evaluate,
+    "4. export bundles": stage_export,
+    "5. on-device runtime: bench + closed loop": stage_runtime,
+    "6. report": stage_report,
 }
 
 
-def run_demo(cfg: DemoConfig) -> dict[str, str]:
-    """Run every stage in order; returns each stage's outcome ("ok", "skipped: ...")."""
-    outcomes: dict[str, str] = {}
+def run_demo(cfg: DemoConfig) -> dict[str, dict]:
+    """Run every stage in order; returns each stage's outcome and wall time in seconds."""
+    if cfg.fresh and cfg.out.exists():
+        shutil.rmtree(cfg.out)
+    outcomes: dict[str, dict] = {}
     start = time.perf_counter()
     for title, stage in STAGES.items():
         console.print(Rule(f"[bold]{title}"))
+        t0 = time.perf_counter()
         try:
             stage(cfg)
-            outcomes[title] = "ok"
+            outcome = "ok"
         except StageUnavailable as exc:
             console.print(f"[yellow]skipped:[/] {exc}")
-            outcomes[title] = f"skipped: {exc}"
-    console.print(Rule("[bold]demo finished"))
-    for title, outcome in outcomes.items():
-        console.print(f"  {title:<28} {outcome}")
-    console.print(f"  wall time {time.perf_counter() - start:.1f} s; outputs under {cfg.out}/")
+            outcome = f"skipped ({exc})"
+        outcomes[title] = {"outcome": outcome, "seconds": time.perf_counter() - t0}
+    total = time.perf_counter() - start
+    table = Table(title=f"kdx demo: {cfg.env}, students for {cfg.device_profile}")
+    table.add_column("stage")
+    table.add_column("outcome")
+    table.add_column("wall time", justify="right")
+    for title, o in outcomes.items():
+        table.add_row(title, o["outcome"], f"{o['seconds']:.1f} s")
+    table.add_row("total", "", f"{total:.1f} s")
+    console.print(table)
+    report = cfg.out / "report.html"
+    console.print(f"Run folder: [bold]{cfg.out}/[/]" + (f"  report: [bold]{report}[/]" if report.exists() else ""))
     return outcomes
 
 
@@ -83,6 +170,11 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Path = typer.Option(DemoConfig.out, help="Run folder for the demo's outputs."),
         seed: int = typer.Option(DemoConfig.seed, help="Random seed."),
+        teacher_steps: int = typer.Option(DemoConfig.teacher_steps, help="Teacher training env steps."),
+        distill_steps: int = typer.Option(DemoConfig.distill_steps, help="Distillation env steps."),
+        device: str = typer.Option(DemoConfig.device_profile, "--device", help="Device profile for the students."),
+        fresh: bool = typer.Option(False, "--fresh", help="Delete the demo run folder first (otherwise finished stages resume)."),
     ) -> None:
-        """Run the whole pipeline end to end on a small setting (what `make demo` runs)."""
-        run_demo(DemoConfig(out=out, seed=seed))
+        """Run the whole pipeline end to end on simple_spread (what `make demo` runs)."""
+        run_demo(DemoConfig(out=out, seed=seed, teacher_steps=teacher_steps, distill_steps=distill_steps,
+                            device_profile=device, fresh=fresh))

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from kdx import __version__
-from kdx.errors import KdxError
+from kdx.cli_common import register_command_modules, run_app
 
 # Modules that add runtime subcommands (info, bench, run, serve, build-engines), listed once.
 COMMAND_MODULES = (
@@ -45,38 +42,12 @@ def version() -> None:
     typer.echo(f"kdx-runtime {__version__}; backends: numpy" + "".join(f", {m}" for m in found))
 
 
-def _register_commands() -> None:
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(app)
-
-
-_register_commands()
+register_command_modules(app, COMMAND_MODULES)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``kdx-runtime`` console script."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except KdxError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    """Entry point of the ``kdx-runtime`` console script: user errors print one message, exit code 2."""
+    run_app(app, argv)
 
 
 if __name__ == "__main__":
