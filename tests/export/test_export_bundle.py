@@ -165,6 +165,12 @@ def test_bad_input(tmp_path: Path, spread_run: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(KdxError, match="kdx distill"):
         export_bundle(ExportConfig(tmp_path / "empty", "x86"))
+    teacher_weights = spread_run / "teacher" / "weights.safetensors"
+    good = teacher_weights.read_bytes()
+    teacher_weights.write_bytes(good[:64])
+    with pytest.raises(KdxError, match="weights.safetensors is corrupt"):
+        export_bundle(ExportConfig(spread_run, "x86"))
+    teacher_weights.write_bytes(good)
     weights = spread_run / "students" / "agent_1.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(KdxError, match="agent_1.safetensors is corrupt"):
