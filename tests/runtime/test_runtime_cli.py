@@ -15,10 +15,18 @@ import pytest
 
 from kdx.errors import KdxError
 from kdx.runtime.bundle import Bundle
-from kdx.runtime.cli import main
+from kdx.runtime.cli import main as cli_main
 from kdx.runtime.protocol import Client
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str]) -> None:
+    """Run ``kdx-runtime argv`` in-process; the entry point always exits, 0 on success."""
+    with pytest.raises(SystemExit) as info:
+        cli_main(argv)
+    if info.value.code not in (0, None):
+        raise SystemExit(info.value.code)
 
 
 def test_info_lists_agents_files_and_backends(spread_bundle: Path, capsys: pytest.CaptureFixture) -> None:
