@@ -244,7 +244,8 @@ def main() -> None:
     console.print(f"all three targets: {export_sum:.2f} s (target < 30 s on a 2-core machine)")
 
     table = Table(title="parity (onnxruntime vs torch, recorded observations) and batch-1 latency (onnxruntime)")
-    for col in ("target", "role", "agent", "model", "how", "agreement", "max |Δlogit|", "passed", "shipped", "p50 µs", "p99 µs"):
+    for col in ("target", "role", "agent", "model", "how", "agreement", "max |Δlogit|", "max gap flipped", "passed",
+                "shipped", "p50 µs", "p99 µs"):
         table.add_column(col, justify="left" if col in ("target", "role", "agent", "model") else "right")
     lat = {(r["target"], r["role"], r["agent"]): r for r in latency_rows}
     for r in parity_rows:
@@ -253,7 +254,8 @@ def main() -> None:
         shipped = r["shipped"] and r["passed"]
         la = lat.get((r["target"], r["role"], r["agent"])) if shipped else None
         table.add_row(r["target"], r["role"], r["agent"], r["model"], r["note"], f"{r['action_agreement']:.2%}",
-                      f"{r['max_abs_logit_diff']:.2e}", "yes" if r["passed"] else "no",
+                      f"{r['max_abs_logit_diff']:.2e}", f"{r['max_ref_gap_where_disagreeing']:.3f}",
+                      "yes" if r["passed"] else "no",
                       "yes" if shipped else "no",
                       f"{la['p50_us']:.1f}" if la else "-", f"{la['p99_us']:.1f}" if la else "-")
     console.print(table)
@@ -269,11 +271,11 @@ def main() -> None:
     console.print(table)
     console.print(f"rpi bundle precisions: {rpi_precisions}")
     table = Table(title="int8 forced on every student (every matmul int8), parity on the rpi calibration set")
-    for col in ("agent", "agreement", "max |Δlogit|", "mean |Δlogit|"):
+    for col in ("agent", "agreement", "max |Δlogit|", "mean |Δlogit|", "max gap flipped"):
         table.add_column(col, justify="left" if col == "agent" else "right")
     for agent, r in forced.parity.items():
         table.add_row(agent, f"{r['action_agreement']:.2%}", f"{r['max_abs_logit_diff']:.3f}",
-                      f"{r['mean_abs_logit_diff']:.4f}")
+                      f"{r['mean_abs_logit_diff']:.4f}", f"{r['max_ref_gap_where_disagreeing']:.3f}")
     console.print(table)
     load_after = os.getloadavg()
     console.print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; cpus: {os.cpu_count()}")

@@ -54,6 +54,9 @@ class ParityResult:
     required_agreement: float
     required_max_abs_logit_diff: float | None
     passed: bool
+    # Largest gap between the reference's best and second-best legal logit among the rows where
+    # the actions differ (0 if none): small values mean the model only flips near-ties.
+    max_ref_gap_where_disagreeing: float = 0.0
     note: str = ""  # how the model was made, when there were several attempts
 
     def to_json(self) -> dict:
@@ -119,6 +122,11 @@ def measure_parity(source: PolicySource, model_path: str | Path, precision: str,
     diff = np.abs(logits.astype(np.float64) - ref_logits.astype(np.float64))
     agreement = float(np.mean(actions == ref_actions))
     max_diff = float(diff.max())
+    legal = np.where(inputs["action_mask"], ref_logits, -np.inf)
+    top2 = np.sort(legal, axis=-1)[:, -2:]
+    gaps = np.where(np.isfinite(top2[:, 0]), top2[:, 1] - top2[:, 0], np.inf)
+    differ = actions != ref_actions
+    flip_gap = float(min(gaps[differ].max(), 1e9)) if differ.any() else 0.0  # JSON has no inf
     passed = agreement >= bar.min_action_agreement
     if bar.max_abs_logit_diff is not None:
         passed = passed and max_diff <= bar.max_abs_logit_diff
@@ -127,4 +135,5 @@ def measure_parity(source: PolicySource, model_path: str | Path, precision: str,
         max_abs_logit_diff=max_diff, mean_abs_logit_diff=float(diff.mean()),
         action_agreement=agreement, required_agreement=bar.min_action_agreement,
         required_max_abs_logit_diff=bar.max_abs_logit_diff, passed=bool(passed),
+        max_ref_gap_where_disagreeing=flip_gap,
     )

@@ -18,7 +18,13 @@ from kdx.export.onnx_export import (
     read_metadata,
     student_npz_weights,
 )
-from kdx.export.parity import PARITY_BARS, greedy_actions, measure_parity, onnx_outputs
+from kdx.export.parity import (
+    PARITY_BARS,
+    greedy_actions,
+    measure_parity,
+    onnx_outputs,
+    torch_reference,
+)
 from kdx.export.quantize import quantize_int8
 from kdx.export.sources import student_sources, teacher_sources
 from kdx.runtime.mlp_npz import MlpProgram
@@ -89,6 +95,15 @@ def test_parity_bars_on_trained_students(tmp_path: Path, spread_calib, precision
         bar = PARITY_BARS[precision]
         assert result.samples == 1024
         assert result.action_agreement >= bar.min_action_agreement, result
+        ref_logits, ref_actions = torch_reference(source, inputs)
+        _, actions = onnx_outputs(path, inputs)
+        differ = actions != ref_actions
+        assert result.action_agreement == pytest.approx(1 - differ.mean())
+        if differ.any():  # the reported gap is the reference's top-2 gap on a disagreeing row
+            top2 = np.sort(ref_logits[differ], axis=-1)[:, -2:]
+            assert result.max_ref_gap_where_disagreeing == pytest.approx(float((top2[:, 1] - top2[:, 0]).max()))
+        else:
+            assert result.max_ref_gap_where_disagreeing == 0.0
         if precision == "fp32":
             assert result.max_abs_logit_diff <= 1e-4
         else:  # reduced precision really changed the numbers: the check can see a difference
