@@ -1,0 +1,323 @@
+"""Everything the report shows, gathered from a run folder into plain data (no formatting).
+
+Each part is optional: a run without students, bundles or device files still gives a report;
+what is absent is listed in ``ReportData.missing`` and what is present but unreadable (a
+malformed device JSON, a corrupt bundle) in ``ReportData.problems``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdx.errors import KdxError
+
+DEVICES_DIR = "devices"
+BUNDLES_DIR = "bundles"
+ROLES = ("teacher", "student")
+
+
+@dataclass
+class AgentCost:
+    """Teacher actor (that agent's view) and student cost of one agent (``kdx.report.flops``)."""
+
+    agent: str
+    teacher: Any = None  # NetworkCost | None
+    student: Any = None  # NetworkCost | None
+    student_hidden: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OnnxFile:
+    """One exported ONNX model (static batch 1) of a bundle."""
+
+    bundle: str
+    role: str
+    agent: str
+    precision: str
+    size_bytes: int
+
+
+@dataclass
+class LatencyResult:
+    """Per-decision latency of one (agent, role) policy on one machine, microseconds."""
+
+    agent: str
+    role: str
+    backend: str
+    precision: str
+    p50_us: float
+    p99_us: float
+    macs: int | None
+    samples_us: np.ndarray | None = None
+
+
+@dataclass
+class LatencySet:
+    """Measurements from one machine for one bundle: this host (measured now) or a device file."""
+
+    label: str
+    kind: str  # "host" or "device"
+    source: str  # bundle folder or device JSON path
+    device: dict[str, Any]
+    bundle: dict[str, Any]
+    results: list[LatencyResult]
+
+    def result(self, agent: str, role: str) -> LatencyResult | None:
+        return next((r for r in self.results if r.agent == agent and r.role == role), None)
+
+
+@dataclass
+class ReportData:
+    """The report's content. ``missing``: parts the run does not have yet (and how to make
+    them); ``problems``: parts present but unusable (skipped)."""
+
+    run_dir: Path
+    env: str | None = None
+    agents: list[str] = field(default_factory=list)
+    costs: dict[str, AgentCost] = field(default_factory=dict)
+    eval: dict[str, Any] | None = None
+    onnx: list[OnnxFile] = field(default_factory=list)
+    host: list[LatencySet] = field(default_factory=list)
+    devices: list[LatencySet] = field(default_factory=list)
+    teacher_metrics: list[dict[str, Any]] = field(default_factory=list)
+    student_metrics: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def retention(self) -> float | None:
+        students = (self.eval or {}).get("students") or {}
+        value = students.get("retention")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def precisions(self) -> list[str]:
+        return sorted({f.precision for f in self.onnx}, key=["fp32", "fp16", "int8"].index)
+
+
+# ---------------------------------------------------------------- small readers
+def read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """JSON lines of ``path``; an unreadable line (a run killed mid-write) ends the read."""
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            problems.append(f"{path}: line {number} is not JSON; later lines ignored")
+            break
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: Path, problems: list[str]) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(f"{path}: not readable JSON ({exc}); skipped")
+        return None
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def parse_bench_json(doc: Any, label: str, source: str, kind: str = "device") -> LatencySet:
+    """A ``kdx-runtime bench --json`` document as a :class:`LatencySet`; ValueError saying what
+    is wrong when it does not have that form (``results``: list of objects with ``agent``,
+    ``role``, ``p50_us``, ``p99_us``; optional ``macs``, ``backend``, ``precision``, ``samples_ns``)."""
+    if not isinstance(doc, dict):
+        raise ValueError("top level is not a JSON object")
+    rows = doc.get("results")
+    if not isinstance(rows, list) or not rows:
+        raise ValueError("no 'results' list (is it the output of `kdx-runtime bench --json`?)")
+    results = []
+    for i, row in enumerate(rows):
+        where = f"results[{i}]"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where} is not an object")
+        agent, role = row.get("agent"), row.get("role")
+        if not isinstance(agent, str) or role not in ROLES:
+            raise ValueError(f"{where} needs 'agent' (text) and 'role' (student or teacher)")
+        macs = row.get("macs")
+        samples = row.get("samples_ns")
+        samples_us = None
+        if isinstance(samples, list) and samples:
+            try:
+                samples_us = np.asarray(samples, dtype=np.float64) / 1e3
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}.samples_ns is not a list of numbers") from None
+        results.append(LatencyResult(
+            agent, role, str(row.get("backend", "?")), str(row.get("precision", "") or "?"),
+            _number(row.get("p50_us"), f"{where}.p50_us"), _number(row.get("p99_us"), f"{where}.p99_us"),
+            int(macs) if isinstance(macs, int) and not isinstance(macs, bool) and macs > 0 else None,
+            samples_us))
+    device = doc.get("device") if isinstance(doc.get("device"), dict) else {}
+    bundle = doc.get("bundle") if isinstance(doc.get("bundle"), dict) else {}
+    return LatencySet(label, kind, source, device, bundle, results)
+
+
+def device_label(path: Path, device: dict[str, Any]) -> str:
+    """``<file stem> (<board or CPU model>)``."""
+    what = device.get("board_model") or device.get("cpu_model") or device.get("machine")
+    return f"{path.stem} ({what})" if what else path.stem
+
+
+def read_devices(run_dir: Path, problems: list[str]) -> list[LatencySet]:
+    """Every ``RUN/devices/*.json``; malformed files are reported in ``problems`` and skipped."""
+    folder = run_dir / DEVICES_DIR
+    sets = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        doc = _read_json(path, problems)
+        if doc is None:
+            continue
+        try:
+            parsed = parse_bench_json(doc, path.stem, str(path))
+        except ValueError as exc:
+            problems.append(f"{path}: not a `kdx-runtime bench --json` file ({exc}); skipped")
+            continue
+        parsed.label = device_label(path, parsed.device)
+        sets.append(parsed)
+    return sets
+
+
+# ---------------------------------------------------------------- bundles
+def bundle_dirs(run_dir: Path) -> list[Path]:
+    folder = run_dir / BUNDLES_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
+
+
+def onnx_files(bundle_dir: Path, problems: list[str]) -> list[OnnxFile]:
+    """The static-batch ONNX models a bundle's manifest lists, with their sizes."""
+    from kdx.runtime.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(bundle_dir)
+    except KdxError as exc:
+        problems.append(f"{bundle_dir}: {exc}; skipped")
+        return []
+    out = []
+    for entry in manifest.entries():
+        model = entry.file_of_kind("onnx")
+        if model is None:
+            continue
+        path = bundle_dir / model.path
+        size = path.stat().st_size if path.is_file() else model.size_bytes
+        if size is not None:
+            out.append(OnnxFile(bundle_dir.name, entry.role, entry.name, entry.precision, int(size)))
+    return out
+
+
+def measure_host(bundle_dir: Path, iters: int, warmup: int) -> LatencySet:
+    """Decision latency of every student and teacher of a bundle on this host, through the
+    runtime (``kdx.runtime.bench.bench_bundle``: backend auto, raw samples kept)."""
+    from kdx.runtime.bench import bench_bundle
+    from kdx.runtime.bundle import Bundle
+
+    bundle = Bundle.load(bundle_dir)
+    report = bench_bundle(bundle, roles=("student", "teacher"), iters=iters, warmup=warmup)
+    m = bundle.manifest
+    results = [LatencyResult(e.agent, e.role, e.backend, e.precision, e.stats.p50_us, e.stats.p99_us,
+                             e.macs or None, e.samples_ns.astype(np.float64) / 1e3) for e in report["entries"]]
+    return LatencySet(f"this host, {bundle_dir.name} bundle ({m.precision})", "host", str(bundle_dir),
+                      report["device"], {"target": m.target, "precision": m.precision}, results)
+
+
+# ---------------------------------------------------------------- networks
+def network_costs(run_dir: Path, missing: list[str], problems: list[str]) -> tuple[str | None, list[str], dict[str, AgentCost]]:
+    """Env name, agent names and per-agent costs of the teacher actor and the students."""
+    from kdx.report.flops import count_network_cost
+    from kdx.trainer.checkpoint import RunPaths, load_teacher
+    from kdx.trainer.student_io import StudentPaths, load_students, read_students_config
+
+    env, agents, costs = None, [], {}
+    teacher = None
+    if not RunPaths(run_dir).config.is_file():
+        missing.append(f"teacher: {RunPaths(run_dir).config} not found (train one with `kdx train --out {run_dir}`)")
+    else:
+        try:
+            teacher = load_teacher(run_dir)
+            env = teacher.config.env
+            agents = list(teacher.spec.agent_names)
+        except KdxError as exc:
+            problems.append(f"teacher: {exc}")
+    students = {}
+    if not StudentPaths(run_dir).config.is_file():
+        missing.append(f"students: {StudentPaths(run_dir).config} not found (distil them with `kdx distill {run_dir}`)")
+    else:
+        try:
+            students = load_students(run_dir)
+            env = env or read_students_config(run_dir).get("env")
+            agents = agents or list(students)
+        except KdxError as exc:
+            problems.append(f"students: {exc}")
+    for i, name in enumerate(agents):
+        cost = AgentCost(name)
+        if teacher is not None:
+            spec = teacher.spec.agents[i]
+            cost.teacher = count_network_cost(teacher.actor.agent_view(i, spec.n_actions, spec.obs_dim).cpu(), spec.obs_dim)
+        if name in students:
+            cost.student = count_network_cost(students[name], students[name].obs_dim)
+            cost.student_hidden = list(students[name].hidden)
+        costs[name] = cost
+    return env, agents, costs
+
+
+def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup: int | None = None) -> ReportData:
+    """Read (and, with ``measure``, benchmark on this host) everything the report shows."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KdxError(f"{run_dir}: no such run folder (the folder given to `kdx train --out`)")
+    data = ReportData(run_dir)
+    data.env, data.agents, data.costs = network_costs(run_dir, data.missing, data.problems)
+
+    eval_path = run_dir / "eval.json"
+    if eval_path.is_file():
+        doc = _read_json(eval_path, data.problems)
+        if isinstance(doc, dict) and isinstance(doc.get("policies"), dict):
+            data.eval = doc
+            data.env = data.env or doc.get("env")
+        elif doc is not None:
+            data.problems.append(f"{eval_path}: not an eval.json (no 'policies'); skipped")
+    else:
+        data.missing.append(f"evaluation: {eval_path} not found (run `kdx evaluate {run_dir}`)")
+    if data.eval is not None and not data.eval.get("students"):
+        data.missing.append(f"performance retained: {eval_path} has no students section "
+                            f"(run `kdx evaluate {run_dir}` after `kdx distill`)")
+
+    bundles = bundle_dirs(run_dir)
+    if not bundles:
+        data.missing.append(f"bundles: nothing in {run_dir / BUNDLES_DIR} (run `kdx export {run_dir} --target x86`); "
+                            "no ONNX sizes and no host latency")
+    for bundle_dir in bundles:
+        data.onnx += onnx_files(bundle_dir, data.problems)
+        if measure:
+            try:
+                data.host.append(measure_host(bundle_dir, iters, warmup if warmup is not None else max(20, iters // 10)))
+            except KdxError as exc:
+                data.problems.append(f"host latency of {bundle_dir}: {exc}; skipped")
+    if bundles and not measure:
+        data.missing.append("host latency: not measured (--no-measure)")
+
+    data.devices = read_devices(run_dir, data.problems)
+    if not data.devices:
+        data.missing.append(f"device latency: no `kdx-runtime bench --json` files in {run_dir / DEVICES_DIR} "
+                            "(copy them there from the devices)")
+    data.teacher_metrics = read_jsonl(run_dir / "teacher" / "metrics.jsonl", data.problems)
+    data.student_metrics = read_jsonl(run_dir / "students" / "metrics.jsonl", data.problems)
+    if not data.agents:
+        data.agents = sorted({f.agent for f in data.onnx} | {r.agent for s in data.devices for r in s.results})
+    return data

@@ -1,0 +1,241 @@
+"""The report's tables and text from :class:`ReportData`: the only place numbers are formatted
+(besides the rich console table, built from the same rows)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from kdx import __version__
+from kdx.report.collect import LatencySet, ReportData
+from kdx.report.document import Block, Bullets, Figure, Heading, Paragraph, TableBlock
+from kdx.report.estimates import ProfileEstimate
+from kdx.report.latency_model import ESTIMATE_NOTE
+
+LATENCY_NOTE = (
+    "Latency: per-decision time of one agent's policy at batch 1 (observation in, action out), "
+    "measured with time.perf_counter_ns around each call after warm-up, through the kdx runtime "
+    "(kdx.runtime.bench.bench_bundle, backend auto = the fastest measured here); p50/p99 of the "
+    "raw samples."
+)
+
+
+# ---------------------------------------------------------------- number formatting
+def fmt_int(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def fmt_us(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.1f}" if value >= 100 else f"{value:.2f}"
+
+
+def fmt_ratio(num: float | None, den: float | None) -> str:
+    if num is None or den is None or den == 0:
+        return "-"
+    return f"{num / den:.1f}x"
+
+
+def fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def fmt_kib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1024:.1f}"
+
+
+# ---------------------------------------------------------------- scores
+def team_scores(data: ReportData) -> dict[str, Any] | None:
+    """Teacher and student team score in the headline action mode, as formatted text."""
+    students = (data.eval or {}).get("students")
+    if not students:
+        return None
+    mode = students.get("mode", "greedy")
+    policies = data.eval["policies"]
+
+    def score(name: str) -> str:
+        r = policies.get(name) or {}
+        if r.get("win_rate") is not None:
+            return f"win {r['win_rate']:.1%} ± {r.get('win_rate_ci95') or 0:.1%}"
+        if r.get("normalized_score") is not None:
+            return f"norm. score {r['normalized_score']:.3f} ± {r.get('normalized_score_ci95') or 0:.3f}"
+        if r.get("mean_return") is not None:
+            return f"return {r['mean_return']:.2f} ± {r.get('return_ci95') or 0:.2f}"
+        return "-"
+
+    return {"mode": mode, "measure": students.get("measure", ""), "teacher": score(f"teacher_{mode}"),
+            "student": score(f"students_{mode}"), "retention": data.retention}
+
+
+def _onnx_size(data: ReportData, bundle: str, role: str, agent: str) -> int | None:
+    return next((f.size_bytes for f in data.onnx if f.bundle == bundle and f.role == role and f.agent == agent), None)
+
+
+def _bundles(data: ReportData) -> list[tuple[str, str]]:
+    """(bundle name, precision of its students) for each bundle seen."""
+    seen: dict[str, str] = {}
+    for f in data.onnx:
+        if f.role == "student" or f.bundle not in seen:
+            seen[f.bundle] = f.precision
+    return list(seen.items())
+
+
+# ---------------------------------------------------------------- tables
+def agent_table(data: ReportData, agent: str) -> TableBlock:
+    """Teacher vs student for one agent: cost, ONNX sizes, latencies, performance retained."""
+    cost = data.costs.get(agent)
+    t, s = (cost.teacher, cost.student) if cost else (None, None)
+    rows = [
+        ["parameters", fmt_int(t and t.params), fmt_int(s and s.params), fmt_ratio(t and t.params, s and s.params)],
+        ["MACs", fmt_int(t and t.macs), fmt_int(s and s.macs), fmt_ratio(t and t.macs, s and s.macs)],
+        ["FLOPs (2 x MACs)", fmt_int(t and t.flops), fmt_int(s and s.flops), fmt_ratio(t and t.flops, s and s.flops)],
+        ["FLOP counters agree", "-" if t is None else ("yes" if t.cross_check_ok else "NO"),
+         "-" if s is None else ("yes" if s.cross_check_ok else "NO"), ""],
+    ]
+    for bundle, _ in _bundles(data):
+        ts, ss = _onnx_size(data, bundle, "teacher", agent), _onnx_size(data, bundle, "student", agent)
+        precisions = {f.precision for f in data.onnx if f.bundle == bundle and f.agent == agent}
+        label = "/".join(sorted(precisions)) or "?"
+        rows.append([f"ONNX size KiB, {label} ({bundle} bundle)", fmt_kib(ts), fmt_kib(ss), fmt_ratio(ts, ss)])
+    for latency in [*data.host, *data.devices]:
+        tr, sr = latency.result(agent, "teacher"), latency.result(agent, "student")
+        if tr is None and sr is None:
+            continue
+        kind = "measured here" if latency.kind == "host" else "measured on device"
+        backend = (sr or tr).backend
+        rows.append([f"p50 / p99 µs, {latency.label} [{backend}] ({kind})",
+                     "-" if tr is None else f"{fmt_us(tr.p50_us)} / {fmt_us(tr.p99_us)}",
+                     "-" if sr is None else f"{fmt_us(sr.p50_us)} / {fmt_us(sr.p99_us)}",
+                     fmt_ratio(tr and tr.p50_us, sr and sr.p50_us)])
+    scores = team_scores(data)
+    if scores:
+        rows.append([f"team score, {scores['mode']} ({scores['measure']})", scores["teacher"], scores["student"],
+                     f"retained {fmt_pct(scores['retention'])}"])
+    else:
+        rows.append(["performance retained", "-", "-", "not evaluated"])
+    hidden = "x".join(map(str, cost.student_hidden)) if cost and cost.student_hidden else "?"
+    return TableBlock(["", "teacher actor", f"student ({hidden})", "teacher ÷ student"], rows,
+                      caption=f"{agent}: teacher vs student")
+
+
+def summary_table(data: ReportData) -> TableBlock:
+    """One row per agent: the headline numbers."""
+    host = data.host[0] if data.host else None
+    rows = []
+    for agent in data.agents:
+        cost = data.costs.get(agent)
+        t, s = (cost.teacher, cost.student) if cost else (None, None)
+        tr = host.result(agent, "teacher") if host else None
+        sr = host.result(agent, "student") if host else None
+        rows.append([agent, "x".join(map(str, cost.student_hidden)) if cost and cost.student_hidden else "-",
+                     fmt_int(t and t.params), fmt_int(s and s.params), fmt_int(t and t.macs), fmt_int(s and s.macs),
+                     fmt_ratio(t and t.macs, s and s.macs), fmt_us(tr and tr.p50_us), fmt_us(sr and sr.p50_us),
+                     fmt_ratio(tr and tr.p50_us, sr and sr.p50_us), fmt_pct(data.retention)])
+    where = host.label if host else "not measured"
+    return TableBlock(["agent", "student", "teacher params", "student params", "teacher MACs", "student MACs",
+                       "MACs ÷", "teacher p50 µs", "student p50 µs", "latency ÷", "retained (team)"], rows,
+                      caption=f"summary (latency: {where})")
+
+
+BENCH_HEADERS = ["machine", "model", "agent", "status", "size KiB", "params", "MACs", "FLOPs", "retained",
+                 "p50 µs", "p99 µs", "decisions/s (1/p50)"]
+
+
+def benchmark_rows(data: ReportData) -> list[list[str]]:
+    """Ultralytics-benchmark-style rows: one per (machine, bundle, role, agent)."""
+    rows = []
+    sets: list[tuple[str, str, LatencySet | None]] = []
+    for bundle, _ in _bundles(data):
+        host = next((s for s in data.host if s.source.rstrip("/").endswith("/" + bundle)), None)
+        sets.append(("this host", bundle, host))
+    for device in data.devices:
+        sets.append((device.label, str(device.bundle.get("target", "?")), device))
+    for machine, bundle, latency in sets:
+        for role in ("teacher", "student"):
+            for agent in data.agents:
+                cost = data.costs.get(agent)
+                net = getattr(cost, role, None) if cost else None
+                result = latency.result(agent, role) if latency else None
+                size = _onnx_size(data, bundle, role, agent) if latency is None or latency.kind == "host" else None
+                if result is None and size is None:
+                    continue
+                precision = result.precision if result else next(
+                    (f.precision for f in data.onnx if f.bundle == bundle and f.agent == agent and f.role == role), "?")
+                if result is not None:
+                    status = "✅"
+                else:
+                    status = "not measured" if not data.host else "❌ failed"
+                retained = "100% (ref)" if role == "teacher" else fmt_pct(data.retention)
+                rows.append([machine, f"{role} ONNX {precision} ({bundle})", agent, status, fmt_kib(size),
+                             fmt_int(net and net.params), fmt_int(net.macs if net else (result.macs if result else None)),
+                             fmt_int(net and net.flops), retained,
+                             fmt_us(result and result.p50_us), fmt_us(result and result.p99_us),
+                             f"{1e6 / result.p50_us:,.0f}" if result and result.p50_us > 0 else "-"])
+    return rows
+
+
+def estimate_table(estimates: list[ProfileEstimate]) -> TableBlock:
+    rows = []
+    for e in estimates:
+        basis = (f"fitted on {e.model.source} (measured on the device)" if e.basis == "device"
+                 else f"host fit x {e.factor:.2f} (CPU factor)")
+        by_agent: dict[str, dict[str, float]] = {}
+        for row in e.rows:
+            by_agent.setdefault(row.agent, {})[row.role] = row.p50_us
+        for agent, values in by_agent.items():
+            student = values.get("student")
+            within = "-" if student is None else ("yes" if student <= e.budget_us else "NO")
+            rows.append([e.profile, agent, fmt_us(values.get("teacher")), fmt_us(student), f"{e.budget_us:g}", within,
+                         f"{e.model.overhead_us:.2f} + {e.model.us_per_mac * 1e3:.3f} ns/MAC", basis])
+    return TableBlock(["profile", "agent", "teacher p50 µs (est.)", "student p50 µs (est.)", "budget µs",
+                       "student within budget", "model", "basis"], rows,
+                      caption="ESTIMATED latency per device profile (not measured)")
+
+
+def device_table(latency: LatencySet) -> TableBlock:
+    rows = [[r.agent, r.role, r.backend, r.precision, fmt_int(r.macs), fmt_us(r.p50_us), fmt_us(r.p99_us)]
+            for r in latency.results]
+    d = latency.device
+    caption = (f"{latency.label}: {d.get('cpu_model', '?')} ({d.get('machine', '?')}), onnxruntime "
+               f"{d.get('onnxruntime') or '-'}, tensorrt {d.get('tensorrt') or '-'}; bundle "
+               f"{latency.bundle.get('target', '?')} {latency.bundle.get('precision', '?')}; file {latency.source}")
+    return TableBlock(["agent", "role", "backend", "precision", "MACs", "p50 µs", "p99 µs"], rows, caption=caption)
+
+
+# ---------------------------------------------------------------- the document
+def build_blocks(data: ReportData, estimates: list[ProfileEstimate], figures: list[Figure]) -> list[Block]:
+    from kdx.report.flops import CONVENTION
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    blocks: list[Block] = [
+        Heading(f"kdx report: {data.run_dir.name}", 1),
+        Paragraph(f"Run {data.run_dir} - env {data.env or '?'} - agents {', '.join(data.agents) or '?'} - "
+                  f"generated {now} by kdx {__version__}."),
+    ]
+    if data.missing:
+        blocks += [Paragraph("Missing parts (the report shows what exists):", emphasis=True), Bullets(data.missing)]
+    if data.problems:
+        blocks += [Paragraph("Problems (these inputs were skipped):", emphasis=True), Bullets(data.problems)]
+    blocks += [Heading("Summary"), summary_table(data)]
+    rows = benchmark_rows(data)
+    if rows:
+        blocks += [Heading("Benchmark"), TableBlock(BENCH_HEADERS, rows, caption="every model on every machine")]
+    blocks.append(Heading("Teacher vs student, per agent"))
+    blocks += [agent_table(data, agent) for agent in data.agents]
+    if data.devices:
+        blocks.append(Heading("Measured on devices (RUN/devices/)"))
+        blocks += [device_table(latency) for latency in data.devices]
+    blocks.append(Heading("Estimated latency per device profile"))
+    if estimates:
+        blocks += [Paragraph(ESTIMATE_NOTE, emphasis=True), estimate_table(estimates)]
+    else:
+        blocks.append(Paragraph("No estimate: nothing measured to fit (no host measurement, no device file).",
+                                emphasis=True))
+    blocks.append(Heading("Plots"))
+    blocks += figures
+    blocks += [Heading("Conventions"), Bullets([f"Cost: {CONVENTION}", LATENCY_NOTE,
+               "Performance retained: team student score / teacher score on the same evaluation seeds "
+               "(RUN/eval.json, kdx evaluate); the same value for every agent, since agents are scored as a team."])]
+    return blocks

@@ -1,0 +1,113 @@
+"""``write_report(run)``: RUN/report.md (+ its PNGs in RUN/report_files/) and a self-contained
+RUN/report.html; ``benchmark_table(data)``: the same comparison as a rich console table."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdx.report.collect import ReportData, collect
+from kdx.report.content import BENCH_HEADERS, benchmark_rows, build_blocks
+from kdx.report.document import Figure, to_html, to_markdown
+from kdx.report.estimates import ProfileEstimate, estimate_profiles
+from kdx.report.plots import PLOTS
+
+MARKDOWN_NAME = "report.md"
+HTML_NAME = "report.html"
+IMAGES_DIR = "report_files"
+DEFAULT_ITERS = 2000
+
+_ABSENT = {
+    "retention_vs_macs": "needs RUN/eval.json with a students section and both teacher and students",
+    "latency_host": "no host measurement (no bundle, or --no-measure)",
+    "learning_curves": "no teacher/metrics.jsonl or students/metrics.jsonl",
+}
+
+
+@dataclass
+class ReportPaths:
+    """What ``write_report`` wrote, and the data it showed."""
+
+    markdown: Path
+    html: Path
+    images: list[Path]
+    data: ReportData
+    estimates: list[ProfileEstimate] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def missing(self) -> list[str]:
+        return self.data.missing
+
+    @property
+    def problems(self) -> list[str]:
+        return self.data.problems
+
+
+def _atomic_write(path: Path, content: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+    os.replace(tmp, path)
+
+
+def make_figures(data: ReportData) -> list[Figure]:
+    """Every plot of ``PLOTS`` (PNG bytes, or why it is absent)."""
+    figures = []
+    for name, (title, draw) in PLOTS.items():
+        png = draw(data)
+        figures.append(Figure(name, title, png, "" if png else _ABSENT[name]))
+    return figures
+
+
+def write_report(run_dir: str | Path, iters: int = DEFAULT_ITERS, measure: bool = True,
+                 warmup: int | None = None, profiles: dict | None = None) -> ReportPaths:
+    """Gather the run (measuring host latency of every bundle unless ``measure`` is False),
+    then write ``RUN/report.md``, ``RUN/report_files/*.png`` and ``RUN/report.html``.
+
+    Parts the run lacks are listed in the report (``ReportPaths.missing``), unreadable inputs
+    are skipped and listed (``ReportPaths.problems``). KdxError only when ``run_dir`` is not a folder.
+    """
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    data = collect(run_dir, measure=measure, iters=iters, warmup=warmup)
+    estimates = estimate_profiles(data, profiles)
+    figures = make_figures(data)
+    blocks = build_blocks(data, estimates, figures)
+    images = []
+    for figure in figures:
+        if figure.png is not None:
+            path = run_dir / IMAGES_DIR / f"{figure.name}.png"
+            _atomic_write(path, figure.png)
+            images.append(path)
+    markdown, page = run_dir / MARKDOWN_NAME, run_dir / HTML_NAME
+    _atomic_write(markdown, to_markdown(blocks, IMAGES_DIR))
+    _atomic_write(page, to_html(blocks, f"kdx report: {run_dir.name}"))
+    return ReportPaths(markdown, page, images, data, estimates, time.perf_counter() - start)
+
+
+def benchmark_table(data: ReportData):
+    """The Ultralytics-benchmark-style comparison as a rich ``Table``."""
+    from rich.table import Table
+
+    table = Table(title=f"kdx report: {data.run_dir.name} ({data.env or '?'})")
+    for header in BENCH_HEADERS:
+        table.add_column(header, justify="left" if header in ("machine", "model", "agent", "status") else "right")
+    for row in benchmark_rows(data):
+        table.add_row(*row)
+    return table
+
+
+def print_benchmark_table(data_or_run: ReportData | str | Path, console=None, measure: bool = True,
+                          iters: int = DEFAULT_ITERS) -> ReportData:
+    """Print the console table on its own (collecting the run first when given a path)."""
+    from rich.console import Console
+
+    data = data_or_run if isinstance(data_or_run, ReportData) else collect(data_or_run, measure, iters)
+    console = console or Console()
+    console.print(benchmark_table(data))
+    return data
