@@ -7,6 +7,8 @@ the critic's safetensors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -17,6 +19,9 @@ class ValueNormalizer(nn.Module):
     def __init__(self, enabled: bool = True, eps: float = 1e-5) -> None:
         super().__init__()
         self.enabled, self.eps = enabled, eps
+        # Data-parallel runs set this to fold every rank's batch into the statistics
+        # (``(n, mean, var) -> global (n, mean, var)``, see kdx.trainer.distributed).
+        self.moments_reducer: Callable[[float, torch.Tensor, torch.Tensor], tuple[float, torch.Tensor, torch.Tensor]] | None = None
         self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("var", torch.ones((), dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
@@ -27,6 +32,8 @@ class ValueNormalizer(nn.Module):
             return
         x = targets.detach().to(torch.float64).flatten()
         n, m, v = float(x.numel()), x.mean(), x.var(unbiased=False)
+        if self.moments_reducer is not None:
+            n, m, v = self.moments_reducer(n, m, v)
         total = self.count + n
         delta = m - self.mean
         self.var.copy_((self.var * self.count + v * n + delta**2 * self.count * n / total) / total)
