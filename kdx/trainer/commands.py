@@ -34,11 +34,17 @@ def _config_parameters() -> list[inspect.Parameter]:
     return params
 
 
-def train_command(out: str | None, resume: str | None, quiet: bool, **options) -> None:
+def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int = 1, **options) -> None:
     """Train a MAPPO teacher (stage 1): `kdx train --env ENV --steps N --out RUN`, or `--resume RUN`."""
     from kdx.trainer.mappo import train
 
     given = {k: v for k, v in options.items() if v is not None}
+    if nproc != 1:  # data-parallel: the same command in nproc processes under torchrun
+        from kdx.trainer.distributed import launch, option_args
+
+        where = ["--resume", resume] if resume else (["--out", out] if out else [])
+        launch(nproc, ["train", *where, *(["--quiet"] if quiet else []), *option_args(given)])
+        return
     if resume:
         if out:
             raise KdxError("give either --out (new run) or --resume RUN (continue a run), not both")
@@ -63,6 +69,10 @@ def train_command(out: str | None, resume: str | None, quiet: bool, **options) -
         run = out
     from rich.console import Console
 
+    from kdx.trainer.distributed import world_from_env
+
+    if world_from_env()[0] != 0:
+        return  # under torchrun only rank 0 reports
     ret = last.get("episode_return")
     Console().print(
         f"teacher saved in {run}/teacher (updates {last.get('update')}, env steps {last.get('env_steps'):,}, "
@@ -82,6 +92,9 @@ def register(app: typer.Typer) -> None:
                           default=typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint.")),
         inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                           default=typer.Option(False, "--quiet", help="No progress bar.")),
+        inspect.Parameter("nproc", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                          default=typer.Option(1, "--nproc", help="Data-parallel processes on this machine "
+                                               "(starts torchrun; --num-envs and the batch are per process).")),
     ]
     params = base + _config_parameters()
     train.__signature__ = inspect.Signature(params)

@@ -38,6 +38,7 @@ from kdx.trainer.checkpoint import (
     write_run_config,
 )
 from kdx.trainer.config import TeacherConfig
+from kdx.trainer.distributed import data_parallel
 from kdx.trainer.gae import gae_advantages
 from kdx.trainer.ppo_losses import entropy, masked_log_probs, policy_loss, value_loss
 from kdx.trainer.progress import TrainProgress
@@ -50,8 +51,11 @@ TIMING_METRICS = ("env_steps_per_s", "time_s")
 
 def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutBuffer,
                advantages: torch.Tensor, returns: torch.Tensor, config: TeacherConfig,
-               generator: torch.Generator) -> dict[str, float]:
-    """``config.epochs`` passes of clipped PPO over the rollout, minibatches split by env."""
+               generator: torch.Generator, grad_sync: Callable[[], None] | None = None) -> dict[str, float]:
+    """``config.epochs`` passes of clipped PPO over the rollout, minibatches split by env.
+
+    ``grad_sync()`` runs after each ``backward()`` (data-parallel runs average gradients there).
+    """
     T, B, A = advantages.shape
     adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     teacher.value_norm.update(returns)
@@ -85,6 +89,8 @@ def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutB
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_sync is not None:
+                grad_sync()
             a_norm = nn.utils.clip_grad_norm_(teacher.actor.parameters(), config.max_grad_norm)
             c_norm = nn.utils.clip_grad_norm_(teacher.critic.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -153,40 +159,47 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
     every update (benchmarks evaluate there); returning True stops training after a checkpoint.
     """
     paths, config = prepare_run(run_dir, config, resume, total_steps)
+    # torchrun ranks: seeds, gradient/statistics sync, rank-0-only I/O (a no-op in one process)
+    dp = data_parallel(config)
+    run_config, config = config, dp.rank_config(config)
     torch.set_num_threads(config.threads or max(1, len(os.sched_getaffinity(0))))
     device = torch.device(config.device)
 
     # ---- env and networks
-    env = make(config.env, num_envs=config.num_envs, seed=config.seed, device=config.device)
+    env = make(config.env, num_envs=config.num_envs, seed=dp.env_seed(config.seed), device=config.device)
     env.check_actions = False  # actions come from masked distributions
     spec = env.spec
     torch.manual_seed(config.seed)
     teacher = Teacher.build(config, spec)
+    dp.setup_teacher(teacher)
     optimizer = torch.optim.Adam(
         [{"params": teacher.actor.parameters(), "lr": config.lr},
          {"params": teacher.critic.parameters(), "lr": config.effective_critic_lr}],
         eps=config.adam_eps,
     )
-    sample_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    minibatch_gen = torch.Generator().manual_seed(config.seed + 2)
+    sample_gen = torch.Generator(device=device).manual_seed(dp.gen_seed(config.seed + 1))
+    minibatch_gen = torch.Generator().manual_seed(dp.gen_seed(config.seed + 2))
 
     # ---- fresh start or resume at a rollout boundary
     if resume:
         ckpt = load_checkpoint(paths)
         load_teacher_tensors(teacher, ckpt.weights, ckpt.path)
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
+        state = dp.rank_state(ckpt.state, ckpt.progress)  # this rank's env/RNG state
         env.reset()  # creates every state tensor, then overwritten with the saved ones
-        env.load_state_dict({k[4:]: v for k, v in ckpt.state.items() if k.startswith("env.")})
-        step = _step_from_tensors(ckpt.state, spec.n_agents, device)
-        hidden = ckpt.state["hidden"].to(device) if "hidden" in ckpt.state else None
-        sample_gen.set_state(ckpt.state["rng.sample"])
-        minibatch_gen.set_state(ckpt.state["rng.minibatch"])
+        env.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("env.")})
+        step = _step_from_tensors(state, spec.n_agents, device)
+        hidden = state["hidden"].to(device) if "hidden" in state else None
+        sample_gen.set_state(state["rng.sample"])
+        minibatch_gen.set_state(state["rng.minibatch"])
         start_update = int(ckpt.progress["update"])
-        env_steps, episodes = int(ckpt.progress["env_steps"]), int(ckpt.progress["episodes"])
+        env_steps, episodes = int(ckpt.progress["env_steps"]), dp.resume_episodes(state, ckpt.progress)
         elapsed0 = float(ckpt.progress["time_s"])
-        _truncate_metrics(paths, start_update)
+        if dp.is_main:
+            _truncate_metrics(paths, start_update)
     else:
-        write_run_config(paths, config, spec.to_json())
+        if dp.is_main:
+            write_run_config(paths, run_config, spec.to_json())
         step = env.reset()
         hidden = teacher.actor.initial_hidden(config.num_envs, device)
         start_update, env_steps, episodes, elapsed0 = 0, 0, 0, 0.0
@@ -198,14 +211,17 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
             state["hidden"] = hidden
         state["rng.sample"] = sample_gen.get_state()
         state["rng.minibatch"] = minibatch_gen.get_state()
-        progress = {"update": update, "env_steps": env_steps, "episodes": episodes, "time_s": elapsed}
-        save_checkpoint(paths, update, teacher_tensors(teacher), optimizer_tensors(optimizer), state, progress)
+        state = dp.gather_state(state, episodes)  # every rank's part, on rank 0
+        progress = {"update": update, "env_steps": env_steps, "episodes": episodes, "time_s": elapsed,
+                    **dp.progress_extra(env_steps)}
+        if dp.is_main:
+            save_checkpoint(paths, update, teacher_tensors(teacher), optimizer_tensors(optimizer), state, progress)
 
     # ---- the loop
-    tb = _tensorboard(paths)
+    tb = _tensorboard(paths) if dp.is_main else None
     t0 = time.perf_counter()
     last: dict[str, Any] = {}
-    with TrainProgress(config, start_update, enabled=show_progress) as bar:
+    with TrainProgress(config, start_update, enabled=show_progress and dp.is_main) as bar:
         for update in range(start_update, config.num_updates):
             if stop_after_updates is not None and update - start_update >= stop_after_updates:
                 break
@@ -217,7 +233,9 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
             buf, step, hidden = collect_rollout(env, teacher, step, hidden, config.rollout_length, sample_gen)
             advantages, returns = gae_advantages(buf.rewards, buf.values, buf.next_values, buf.terminated,
                                                  buf.done, config.gamma, config.gae_lambda)
-            losses = ppo_update(teacher, optimizer, buf, advantages, returns, config, minibatch_gen)
+            losses = ppo_update(teacher, optimizer, buf, advantages, returns, config, minibatch_gen,
+                                grad_sync=dp.grad_sync(teacher))
+            dp.after_update(paths, update + 1, teacher)
 
             env_steps += config.steps_per_update
             episodes += len(buf.episode_returns)
@@ -235,11 +253,12 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
                 "env_steps_per_s": (env_steps - start_update * config.steps_per_update) / max(elapsed - elapsed0, 1e-9),
                 "time_s": elapsed,
             }
+            metrics = dp.global_metrics(metrics, buf, spec.has_win_flag)
             last = metrics
-            if (update + 1) % config.log_every == 0 or update + 1 == config.num_updates:
+            if dp.is_main and ((update + 1) % config.log_every == 0 or update + 1 == config.num_updates):
                 _log(paths, tb, metrics)
             bar.advance(metrics)
-            stop = callback is not None and bool(callback(metrics, teacher))
+            stop = dp.agree(callback is not None and bool(callback(metrics, teacher)))
             if stop or (update + 1) % config.checkpoint_every == 0 or update + 1 == config.num_updates:
                 checkpoint(update + 1, elapsed)
             if stop:
@@ -247,6 +266,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
     if tb is not None:
         tb.close()
     env.close()
+    dp.close()
     return last
 
 
