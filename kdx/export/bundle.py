@@ -38,7 +38,7 @@ from kdx.errors import KdxError
 from kdx.export.calib import MIN_PARITY_SAMPLES, CalibData, record_rollouts
 from kdx.export.parity import ParityResult, measure_parity
 from kdx.export.sources import PolicySource, RunPolicies, load_run_policies, sha256_of
-from kdx.export.targets import ExportTarget, get_target, resolve_precision
+from kdx.export.targets import ExportTarget, default_precision, get_target, resolve_precision
 from kdx.runtime.manifest import (
     AgentEntry,
     FileEntry,
@@ -59,8 +59,8 @@ class ExportConfig:
     """What ``kdx export`` does."""
 
     run_dir: Path
-    target: str
-    precision: str | None = None  # None: the target's default
+    target: str  # jetson, rpi, x86, or a device profile name (exports to that profile's target)
+    precision: str | None = None  # None: the profile's or the target's default
     force: bool = False  # replace an existing bundle
     dynamic_batch: bool = False  # also write a dynamic-batch ONNX per agent
     include_teacher: bool = True  # export the teacher actor per agent too (if the run has one)
@@ -250,7 +250,7 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
     """Export ``config.run_dir`` for ``config.target``; see the module docstring."""
     started = time.perf_counter()
     target = get_target(config.target)
-    precision = resolve_precision(target, config.precision)
+    precision = resolve_precision(target, config.precision or default_precision(config.target))
     if config.calib_samples < MIN_PARITY_SAMPLES:
         raise KdxError(f"calib_samples must be >= {MIN_PARITY_SAMPLES} (parity is measured on them)")
     bundles = config.bundles_dir

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
         run: Path = typer.Argument(None, help="Run folder holding students/ (and teacher/)."),
-        target: str = typer.Option(None, "--target", "-t", help="Export target: jetson, rpi or x86 (see --list-targets)."),
+        target: str = typer.Option(None, "--target", "-t", help="Export target: jetson, rpi, x86, or a device profile such as rpi5 (see --list-targets)."),
         precision: str = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8; default: the target's."),
         force: bool = typer.Option(False, "--force", help="Replace an existing bundle for this target."),
         dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Also write a dynamic-batch ONNX per agent."),

@@ -76,11 +76,27 @@ TARGETS: dict[str, ExportTarget] = {
 
 
 def get_target(name: str) -> ExportTarget:
-    """The target ``name``; KdxError listing the valid targets otherwise."""
+    """The target ``name`` (or the target of the device profile ``name``); KdxError listing the
+    valid targets and profiles otherwise."""
+    if name in TARGETS:
+        return TARGETS[name]
+    from kdx.devices.registry import PROFILES
+
+    if name in PROFILES:
+        return TARGETS[PROFILES[name].target]
+    raise KdxError(f"unknown export target {name!r}; valid targets: {', '.join(TARGETS)}, or a device "
+                   f"profile ({', '.join(PROFILES)}); see `kdx export --list-targets`")
+
+
+def default_precision(name: str) -> str:
+    """The precision used without ``--precision``: the device profile's if ``name`` is a profile,
+    else the target's."""
     if name not in TARGETS:
-        raise KdxError(f"unknown export target {name!r}; valid targets: {', '.join(TARGETS)} "
-                       "(see `kdx export --list-targets`)")
-    return TARGETS[name]
+        from kdx.devices.registry import PROFILES
+
+        if name in PROFILES:
+            return PROFILES[name].default_precision
+    return get_target(name).default_precision
 
 
 def resolve_precision(target: ExportTarget, precision: str | None) -> str:

@@ -6,7 +6,13 @@ import pytest
 
 from kdx.devices.registry import PROFILES
 from kdx.errors import KdxError
-from kdx.export.targets import TARGETS, capability_rows, get_target, resolve_precision
+from kdx.export.targets import (
+    TARGETS,
+    capability_rows,
+    default_precision,
+    get_target,
+    resolve_precision,
+)
 from kdx.runtime.manifest import PRECISIONS
 from kdx.runtime.manifest import TARGETS as MANIFEST_TARGETS
 
@@ -29,10 +35,28 @@ def test_issue_defaults() -> None:
 
 
 def test_unknown_target_and_precision_name_the_choices() -> None:
-    with pytest.raises(KdxError, match="valid targets: jetson, rpi, x86"):
+    with pytest.raises(KdxError, match="valid targets: jetson, rpi, x86, or a device profile") as info:
         get_target("esp32")
+    assert "rpi5" in str(info.value)
     with pytest.raises(KdxError, match="valid precisions: fp32, fp16, int8"):
         resolve_precision(TARGETS["rpi"], "int4")
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_device_profiles_are_accepted_as_targets(name: str) -> None:
+    profile = PROFILES[name]
+    assert get_target(name) is TARGETS[profile.target]
+    assert default_precision(name) == profile.default_precision
+    assert profile.default_precision in TARGETS[profile.target].precisions
+
+
+@pytest.mark.parametrize("name", [n for n, p in PROFILES.items() if p.tensorrt])
+def test_every_jetson_profile_tensorrt_is_supported(name: str) -> None:
+    from kdx.export.tensorrt import plan_build
+
+    for precision in TARGETS["jetson"].precisions:
+        plan = plan_build(PROFILES[name].tensorrt, precision)
+        assert plan.major == int(PROFILES[name].tensorrt.split(".")[0])
 
 
 def test_capability_rows_map_every_profile_to_its_target() -> None:
