@@ -96,6 +96,8 @@ class SingleProcess:
         return None
 
     def rank_state(self, state: dict[str, torch.Tensor], progress: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """This rank's env/RNG state from a checkpoint (written by the same number of processes)."""
+        check_world_size(progress, self.world)
         return state
 
     def gather_state(self, state: dict[str, torch.Tensor], episodes: int) -> dict[str, torch.Tensor]:
@@ -184,12 +186,7 @@ class DataParallel(SingleProcess):
     # ---- checkpoints
     def rank_state(self, state: dict[str, torch.Tensor], progress: dict[str, Any]) -> dict[str, torch.Tensor]:
         """This rank's env/RNG state from a checkpoint written by rank 0 (same world size only)."""
-        saved_world = int(progress.get("world_size", 1))
-        if saved_world != self.world:
-            raise KdxError(
-                f"this checkpoint was written by {saved_world} process(es) but {self.world} are resuming it; "
-                f"resume with the same number of processes (--nproc {saved_world} / torchrun --nproc_per_node)"
-            )
+        check_world_size(progress, self.world)
         if self.rank == 0:
             return {k: v for k, v in state.items() if not k.startswith("rank")}
         prefix = f"rank{self.rank}."
@@ -288,6 +285,17 @@ def data_parallel(config: TeacherConfig) -> SingleProcess:
 
 
 # ------------------------------------------------------------------ pure helpers
+def check_world_size(progress: dict[str, Any], world: int) -> None:
+    """Refuse to resume a checkpoint written by a different number of processes."""
+    saved = int(progress.get("world_size", 1))
+    if saved != world:
+        raise KdxError(
+            f"this run's checkpoint was written by {saved} process(es) but {world} are resuming it: each "
+            f"process owns its own envs, so resume with the same number (`kdx train --resume RUN --nproc {saved}` "
+            f"or torchrun --nproc_per_node {saved} ... summed over nodes)"
+        )
+
+
 def combine_moments(counts: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Count, mean and population variance of the union of groups given theirs (Chan et al.)."""
