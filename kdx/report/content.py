@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kdx import __version__
-from kdx.report.collect import LatencySet, ReportData
+from kdx.report.collect import LatencySet, OnnxFile, ReportData
 from kdx.report.document import Block, Bullets, Figure, Heading, Paragraph, TableBlock
 from kdx.report.estimates import ProfileEstimate
 from kdx.report.latency_model import ESTIMATE_NOTE
@@ -69,8 +69,18 @@ def team_scores(data: ReportData) -> dict[str, Any] | None:
             "student": score(f"students_{mode}"), "retention": data.retention}
 
 
+def _onnx_file(data: ReportData, bundle: str, role: str, agent: str) -> OnnxFile | None:
+    return next((f for f in data.onnx if f.bundle == bundle and f.role == role and f.agent == agent), None)
+
+
 def _onnx_size(data: ReportData, bundle: str, role: str, agent: str) -> int | None:
-    return next((f.size_bytes for f in data.onnx if f.bundle == bundle and f.role == role and f.agent == agent), None)
+    found = _onnx_file(data, bundle, role, agent)
+    return found.size_bytes if found else None
+
+
+def _size_cell(found: OnnxFile | None) -> str:
+    # the precision per model: an agent whose int8 model missed the parity bar ships in fp32
+    return "-" if found is None else f"{fmt_kib(found.size_bytes)} ({found.precision})"
 
 
 def _bundles(data: ReportData) -> list[tuple[str, str]]:
@@ -95,10 +105,9 @@ def agent_table(data: ReportData, agent: str) -> TableBlock:
          "-" if s is None else ("yes" if s.cross_check_ok else "NO"), ""],
     ]
     for bundle, _ in _bundles(data):
-        ts, ss = _onnx_size(data, bundle, "teacher", agent), _onnx_size(data, bundle, "student", agent)
-        precisions = {f.precision for f in data.onnx if f.bundle == bundle and f.agent == agent}
-        label = "/".join(sorted(precisions)) or "?"
-        rows.append([f"ONNX size KiB, {label} ({bundle} bundle)", fmt_kib(ts), fmt_kib(ss), fmt_ratio(ts, ss)])
+        ts, ss = _onnx_file(data, bundle, "teacher", agent), _onnx_file(data, bundle, "student", agent)
+        rows.append([f"ONNX size KiB ({bundle} bundle)", _size_cell(ts), _size_cell(ss),
+                     fmt_ratio(ts and ts.size_bytes, ss and ss.size_bytes)])
     for latency in [*data.host, *data.devices]:
         tr, sr = latency.result(agent, "teacher"), latency.result(agent, "student")
         if tr is None and sr is None:
@@ -177,6 +186,7 @@ def benchmark_rows(data: ReportData) -> list[list[str]]:
 
 
 def estimate_table(estimates: list[ProfileEstimate]) -> TableBlock:
+    """One row per profile and group of agents with the same networks' MACs."""
     rows = []
     for e in estimates:
         basis = (f"fitted on {e.model.source} (measured on the device)" if e.basis == "device"
@@ -184,12 +194,14 @@ def estimate_table(estimates: list[ProfileEstimate]) -> TableBlock:
         by_agent: dict[str, dict[str, float]] = {}
         for row in e.rows:
             by_agent.setdefault(row.agent, {})[row.role] = row.p50_us
+        groups: dict[tuple, list[str]] = {}
         for agent, values in by_agent.items():
-            student = values.get("student")
+            groups.setdefault((values.get("teacher"), values.get("student")), []).append(agent)
+        for (teacher, student), agents in groups.items():
             within = "-" if student is None else ("yes" if student <= e.budget_us else "NO")
-            rows.append([e.profile, agent, fmt_us(values.get("teacher")), fmt_us(student), f"{e.budget_us:g}", within,
-                         f"{e.model.overhead_us:.2f} + {e.model.us_per_mac * 1e3:.3f} ns/MAC", basis])
-    return TableBlock(["profile", "agent", "teacher p50 µs (est.)", "student p50 µs (est.)", "budget µs",
+            rows.append([e.profile, ", ".join(agents), fmt_us(teacher), fmt_us(student), f"{e.budget_us:g}", within,
+                         f"{e.model.overhead_us:.2f} µs + {e.model.us_per_mac * 1e3:.3f} ns/MAC", basis])
+    return TableBlock(["profile", "agents", "teacher p50 µs (est.)", "student p50 µs (est.)", "budget µs",
                        "student within budget", "model", "basis"], rows,
                       caption="ESTIMATED latency per device profile (not measured)")
 

@@ -129,8 +129,10 @@ def learning_curves(data: ReportData) -> bytes | None:
     for ax, (title, curves) in zip(axes[0], panels):
         if "episode_return" in curves:
             ax.plot(*curves["episode_return"], color="C0", label="episode return")
+            ax.set_ylabel("episode return")
+        else:  # no finished episode logged (very short runs): only the fractions are drawn
+            ax.set_yticks([])
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("episode return")
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
         ratios = {k: v for k, v in curves.items() if k != "episode_return"}

@@ -52,6 +52,7 @@ def _atomic_write(path: Path, content: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "wb") as handle:
         handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be read
     os.replace(tmp, path)
 
 

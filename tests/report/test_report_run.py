@@ -1,0 +1,212 @@
+"""`kdx report` on a tiny real run: a teacher trained for two updates, students distilled for
+three, evaluated, exported (x86 fp32 and rpi int8), benchmarked through the runtime's own
+bench JSON for a device file. Checks the numbers against the artifacts they come from, the
+self-contained HTML, missing parts and malformed device files."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdx.errors import KdxError
+from kdx.report.content import fmt_int, fmt_kib, fmt_pct
+from kdx.report.flops import CONVENTION, count_network_cost
+from kdx.report.report import IMAGES_DIR, benchmark_table, write_report
+
+ITERS = 60  # timed decisions per model: enough for p50/p99, cheap in CI
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A complete run folder made with the project's own APIs (~5 s)."""
+    from kdx.export.bundle import ExportConfig, export_bundle
+    from kdx.trainer.config import TeacherConfig
+    from kdx.trainer.distill import DistillConfig, distill
+    from kdx.trainer.mappo import train
+    from kdx.trainer.student_eval import evaluate_with_students
+
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("report") / "run"
+    train(run, TeacherConfig(env="mpe/simple_spread", hidden="64,64", num_envs=8, rollout_length=25,
+                             total_steps=8 * 25 * 2, epochs=1, threads=1), show_progress=False)
+    distill(run, DistillConfig(total_steps=16 * 4 * 3, num_envs=16, rollout_length=4, threads=1, obs_norm_steps=4),
+            show_progress=False)
+    evaluate_with_students(run, episodes=8)
+    export_bundle(ExportConfig(run, "x86"))
+    export_bundle(ExportConfig(run, "rpi"))
+    return run
+
+
+class _Refs(HTMLParser):
+    """Every src/href attribute and the tags that could pull in outside resources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data", "action", "poster"):
+                self.refs.append((tag, name, value or ""))
+                if tag == "img" and name == "src":
+                    self.images.append(value or "")
+
+
+def _assert_self_contained(html_text: str) -> list[bytes]:
+    """No external reference anywhere; every image a base64 PNG that decodes. Returns the PNGs."""
+    import matplotlib.image
+
+    parser = _Refs()
+    parser.feed(html_text)
+    pngs = []
+    for tag, name, value in parser.refs:
+        assert tag == "img" and name == "src", f"external reference: <{tag} {name}={value[:60]}>"
+        assert value.startswith("data:image/png;base64,"), value[:60]
+        png = base64.b64decode(value.split(",", 1)[1], validate=True)
+        assert png.startswith(PNG_SIGNATURE)
+        pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
+        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+        pngs.append(png)
+    assert "url(" not in html_text and "@import" not in html_text
+    return pngs
+
+
+def _agent_table(markdown: str, agent: str) -> dict[str, list[str]]:
+    """The rows of ``agent``'s teacher-vs-student table: first cell -> the other cells."""
+    block = markdown.split(f"*{agent}: teacher vs student*", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in block.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_report_on_a_complete_run(tiny_run, tmp_path):
+    from kdx.runtime.bench import bench_bundle, bench_json
+    from kdx.runtime.bundle import Bundle
+    from kdx.runtime.manifest import load_manifest
+    from kdx.trainer.checkpoint import load_teacher
+    from kdx.trainer.student_io import load_students
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    devices = run / "devices"
+    devices.mkdir()
+    bundle = Bundle.load(run / "bundles" / "rpi")
+    device_doc = bench_json(bench_bundle(bundle, iters=40, warmup=5), bundle)
+    (devices / "rpi5.json").write_text(json.dumps(device_doc))
+    (devices / "broken.json").write_text("{not json")
+    (devices / "wrong.json").write_text(json.dumps({"results": [{"agent": "agent_0", "role": "student"}]}))
+
+    paths = write_report(run, iters=ITERS, warmup=10)
+    md = paths.markdown.read_text()
+    html_text = paths.html.read_text()
+
+    # costs: the numbers flops.py gives for the very networks of the run
+    teacher, students = load_teacher(run), load_students(run)
+    eval_doc = json.loads((run / "eval.json").read_text())
+    for i, agent in enumerate(teacher.spec.agents):
+        rows = _agent_table(md, agent.name)
+        t_cost = count_network_cost(teacher.actor.agent_view(i, agent.n_actions, agent.obs_dim), agent.obs_dim)
+        s_params = sum(p.numel() for p in students[agent.name].parameters())
+        assert rows["parameters"][:2] == [fmt_int(t_cost.params), fmt_int(s_params)]
+        assert rows["MACs"][0] == fmt_int(t_cost.macs)
+        assert rows["FLOPs (2 x MACs)"][0] == fmt_int(2 * t_cost.macs)
+        # ONNX sizes of both precisions, read from the files themselves
+        for target in ("x86", "rpi"):
+            # int8 falls back to fp32 per agent when it misses the parity bar: the manifest says which
+            entry = load_manifest(run / "bundles" / target).agent(agent.name)
+            size = (run / "bundles" / target / entry.file_of_kind("onnx").path).stat().st_size
+            assert rows[f"ONNX size KiB ({target} bundle)"][1] == f"{fmt_kib(size)} ({entry.precision})"
+        # host latency of both bundles and the device file, teacher and student
+        latency_rows = [v for k, v in rows.items() if k.startswith("p50 / p99")]
+        assert len(latency_rows) == 3
+        for values in latency_rows:
+            for cell in values[:2]:
+                p50, p99 = (float(x) for x in cell.split(" / "))
+                assert 0 < p50 <= p99
+        team = next(v for k, v in rows.items() if k.startswith("team score"))
+        assert team[2] == f"retained {fmt_pct(eval_doc['students']['retention'])}"
+    assert paths.data.retention == pytest.approx(eval_doc["students"]["retention"])
+
+    # the host measurement came through the runtime with the requested sample count
+    assert {s.bundle["target"] for s in paths.data.host} == {"x86", "rpi"}
+    for latency in paths.data.host:
+        assert len(latency.results) == 2 * len(teacher.spec.agents)
+        assert all(r.samples_us is not None and len(r.samples_us) == ITERS for r in latency.results)
+
+    # device files: the good one is shown and fits rpi5's estimate; the bad ones are named and skipped
+    assert [d.label.split(" ")[0] for d in paths.data.devices] == ["rpi5"]
+    assert "Measured on devices" in md
+    problems = "\n".join(paths.problems)
+    assert "broken.json" in problems and "wrong.json" in problems and "p50_us" in problems
+    by_profile = {e.profile: e for e in paths.estimates}
+    assert by_profile["rpi5"].basis == "device" and by_profile["rpi4"].basis == "scaled host"
+    assert "ESTIMATE, not a measurement" in md and "ESTIMATED latency per device profile" in html_text
+
+    # conventions, plots, and a self-contained HTML whose images decode as PNG
+    assert CONVENTION in md
+    assert len(paths.images) == 3 and all(p.parent == run / IMAGES_DIR for p in paths.images)
+    for image in paths.images:
+        assert f"]({IMAGES_DIR}/{image.name})" in md
+    pngs = _assert_self_contained(html_text)
+    assert sorted(pngs) == sorted(p.read_bytes() for p in paths.images)
+    assert paths.seconds < 60
+
+
+def test_report_of_a_run_without_students_or_bundles(tiny_run, tmp_path):
+    run = tmp_path / "teacher_only"
+    shutil.copytree(tiny_run / "teacher", run / "teacher")
+    paths = write_report(run, iters=ITERS)
+    md = paths.markdown.read_text()
+    missing = "\n".join(paths.missing)
+    for part in ("students:", "evaluation:", "bundles:", "device latency:"):
+        assert part in missing and part in md
+    assert "kdx distill" in missing and "kdx export" in missing
+    # what exists is still there: the teacher's cost and its learning curve
+    rows = _agent_table(md, "agent_0")
+    assert re.fullmatch(r"[\d,]+", rows["MACs"][0]) and rows["MACs"][1] == "-"
+    assert [p.name for p in paths.images] == ["learning_curves.png"]
+    assert "not drawn" in md
+    assert len(_assert_self_contained(paths.html.read_text())) == 1
+
+
+def test_report_of_an_empty_folder_and_of_no_folder(tmp_path):
+    paths = write_report(tmp_path, iters=ITERS)
+    assert paths.markdown.is_file() and paths.html.is_file() and paths.images == []
+    assert len(paths.missing) >= 4
+    with pytest.raises(KdxError, match="no such run folder"):
+        write_report(tmp_path / "nope")
+
+
+def test_cli_report_without_measuring_prints_the_table(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from kdx.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "report.md").unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["report", str(run), "--no-measure"])
+    assert result.exit_code == 0, result.output
+    assert "student ONNX fp32 (x86)" in result.output and "not measured" in result.output
+    assert "host latency: not measured (--no-measure)" in result.output
+    assert (run / "report.md").is_file() and (run / "report.html").is_file()
+    # the console table is available on its own, from the same data
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=250)
+    paths = write_report(run, measure=False)
+    console.print(benchmark_table(paths.data))
+    text = console.file.getvalue()
+    assert text.count("agent_1") == 4  # teacher + student, two bundles
