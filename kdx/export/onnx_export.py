@@ -69,27 +69,6 @@ def fold_student_normalisation(student: StudentPolicy) -> nn.Sequential:
     return nn.Sequential(*layers).eval()
 
 
-class Normalise(nn.Module):
-    """``(x - mean) * inv_std`` as explicit graph nodes (``inv_std`` 0 on constant features)."""
-
-    def __init__(self, mean: torch.Tensor, inv_std: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean.detach().float().clone())
-        self.register_buffer("inv_std", inv_std.detach().float().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) * self.inv_std
-
-
-def unfolded_student(student: StudentPolicy) -> nn.Sequential:
-    """The student with its normalisation as a leading ``Normalise`` layer (constant features
-    zeroed as in :func:`fold_student_normalisation`)."""
-    std = student.obs_std.detach()
-    inv_std = torch.where(std < CONSTANT_FEATURE_STD, torch.zeros_like(std), 1.0 / std)
-    layers = [copy.deepcopy(m) for m in student.body] + [copy.deepcopy(student.head)]
-    return nn.Sequential(Normalise(student.obs_mean, inv_std), *layers).eval()
-
-
 def constant_features(student: StudentPolicy) -> list[int]:
     """Indices of the observation features treated as constant when folding."""
     return [int(i) for i in torch.nonzero(student.obs_std < CONSTANT_FEATURE_STD).flatten()]
@@ -109,20 +88,20 @@ class _LogitsOnly(nn.Module):
         return out, None
 
 
-def policy_module(source: PolicySource, fold: bool = True) -> nn.Module:
-    """The module exported for ``source``: students folded (or with explicit normalisation
-    nodes when ``fold`` is False), anything else copied as is."""
+def policy_module(source: PolicySource) -> nn.Module:
+    """The module exported for ``source``: students with their normalisation folded, anything
+    else (the teacher's per-agent view, whose LayerNorm is part of the network) copied as is."""
     if isinstance(source.module, StudentPolicy):
-        return fold_student_normalisation(source.module) if fold else unfolded_student(source.module)
+        return fold_student_normalisation(source.module)
     return copy.deepcopy(source.module).eval()
 
 
 class ExportWrapper(nn.Module):
     """Inputs/outputs of the bundle conventions around one agent's policy (see module doc)."""
 
-    def __init__(self, source: PolicySource, half: bool = False, fold: bool = True) -> None:
+    def __init__(self, source: PolicySource, half: bool = False) -> None:
         super().__init__()
-        module = policy_module(source, fold)
+        module = policy_module(source)
         self.half_precision = half
         self.recurrent = source.recurrent_size is not None
         self.policy = _LogitsOnly(module.half() if half else module.float(), self.recurrent)
@@ -148,9 +127,11 @@ def io_names(recurrent: bool) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def model_metadata(source: PolicySource, precision: str, dynamic_batch: bool, target: str,
-                   fold: bool = True) -> dict[str, str]:
+def model_metadata(source: PolicySource, precision: str, dynamic_batch: bool, target: str) -> dict[str, str]:
     """String key/values stored in the model's ``metadata_props``."""
+    extra = dict(source.extra_metadata)
+    if isinstance(source.module, StudentPolicy):
+        extra["constant_features"] = json.dumps(constant_features(source.module))
     return {
         "kdx_version": __version__,
         "agent": source.name,
@@ -163,19 +144,19 @@ def model_metadata(source: PolicySource, precision: str, dynamic_batch: bool, ta
         "precision": precision,
         "target": target,
         "batch": "dynamic" if dynamic_batch else "1",
-        "normalisation_folded": "true" if fold else "false",
-        **source.extra_metadata,
+        "normalisation_folded": "true",
+        **extra,
     }
 
 
 def export_onnx(source: PolicySource, path: str | Path, precision: str = "fp32",
-                dynamic_batch: bool = False, target: str = "x86", fold: bool = True) -> Path:
+                dynamic_batch: bool = False, target: str = "x86") -> Path:
     """Export ``source`` to ``path`` as fp32 or fp16 ONNX (opset 17), metadata included."""
     if precision not in ("fp32", "fp16"):
         raise KdxError(f"export_onnx makes fp32 or fp16 models, not {precision!r} (int8 is quantised "
                        "from fp32 by kdx.export.quantize)")
     recurrent = source.recurrent_size is not None
-    wrapper = ExportWrapper(source, half=precision == "fp16", fold=fold).eval()
+    wrapper = ExportWrapper(source, half=precision == "fp16").eval()
     args: tuple[torch.Tensor, ...] = (torch.zeros(1, source.obs_dim), torch.ones(1, source.n_actions, dtype=torch.bool))
     if recurrent:
         args += (torch.zeros(1, source.recurrent_size),)
@@ -190,7 +171,7 @@ def export_onnx(source: PolicySource, path: str | Path, precision: str = "fp32",
     import onnx
 
     model = onnx.load_from_string(buffer.getvalue())
-    set_metadata(model, model_metadata(source, precision, dynamic_batch, target, fold))
+    set_metadata(model, model_metadata(source, precision, dynamic_batch, target))
     onnx.checker.check_model(model)
     path = Path(path)
     path.write_bytes(model.SerializeToString())

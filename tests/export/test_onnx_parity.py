@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,8 @@ def test_model_interface_and_metadata(tmp_path: Path, spread_calib) -> None:
     meta = read_metadata(path)
     assert meta["agent"] == "agent_0" and meta["precision"] == "fp16" and meta["obs_dim"] == "18"
     assert meta["checkpoint_sha256"] == "ab" * 32 and meta["kdx_version"]
+    # simple_spread's silent communication channels (last 4 features) were constant
+    assert json.loads(meta["constant_features"])[-4:] == [14, 15, 16, 17]
 
 
 def test_mask_is_applied_inside_the_graph(tmp_path: Path, spread_calib) -> None:
