@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "kdx.envs.commands",
     "kdx.trainer.commands",
     "kdx.trainer.distill_commands",
+    "kdx.trainer.sweep_commands",
     "kdx.devices.commands",
     "kdx.export.commands",
     "kdx.report.commands",
