@@ -131,7 +131,8 @@ def agent_table(data: ReportData, agent: str) -> TableBlock:
 
 def summary_table(data: ReportData) -> TableBlock:
     """One row per agent: the headline numbers."""
-    host = data.host[0] if data.host else None
+    # the fp32 bundle when there is one: the teacher-vs-student comparison without quantisation
+    host = next((s for s in data.host if s.bundle.get("precision") == "fp32"), data.host[0] if data.host else None)
     rows = []
     for agent in data.agents:
         cost = data.costs.get(agent)
@@ -173,9 +174,9 @@ def benchmark_rows(data: ReportData) -> list[list[str]]:
                 precision = result.precision if result else next(
                     (f.precision for f in data.onnx if f.bundle == bundle and f.agent == agent and f.role == role), "?")
                 if result is not None:
-                    status = "✅"
+                    status = "measured"
                 else:
-                    status = "not measured" if not data.host else "❌ failed"
+                    status = "not measured" if not data.host else "failed"
                 retained = "100% (ref)" if role == "teacher" else fmt_pct(data.retention)
                 rows.append([machine, f"{role} ONNX {precision} ({bundle})", agent, status, fmt_kib(size),
                              fmt_int(net and net.params), fmt_int(net.macs if net else (result.macs if result else None)),
@@ -190,7 +191,7 @@ def estimate_table(estimates: list[ProfileEstimate]) -> TableBlock:
     rows = []
     for e in estimates:
         basis = (f"fitted on {e.model.source} (measured on the device)" if e.basis == "device"
-                 else f"host fit x {e.factor:.2f} (CPU factor)")
+                 else f"{e.model.source} (host fit x CPU factor)")
         by_agent: dict[str, dict[str, float]] = {}
         for row in e.rows:
             by_agent.setdefault(row.agent, {})[row.role] = row.p50_us

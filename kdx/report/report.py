@@ -98,7 +98,10 @@ def benchmark_table(data: ReportData):
     table = Table(title=f"kdx report: {data.run_dir.name} ({data.env or '?'})")
     for header in BENCH_HEADERS:
         table.add_column(header, justify="left" if header in ("machine", "model", "agent", "status") else "right")
+    status = BENCH_HEADERS.index("status")
+    marks = {"measured": "✅ measured", "failed": "❌ failed"}
     for row in benchmark_rows(data):
+        row[status] = marks.get(row[status], row[status])
         table.add_row(*row)
     return table
 

@@ -210,3 +210,15 @@ def test_cli_report_without_measuring_prints_the_table(tiny_run, tmp_path):
     console.print(benchmark_table(paths.data))
     text = console.file.getvalue()
     assert text.count("agent_1") == 4  # teacher + student, two bundles
+
+
+def test_a_corrupt_bundle_is_reported_and_the_others_measured(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with open(run / "bundles" / "rpi" / "agent_0.npz", "ab") as handle:
+        handle.write(b"tampered")
+    paths = write_report(run, iters=ITERS, warmup=10)
+    assert [s.bundle["target"] for s in paths.data.host] == ["x86"]
+    problem = next(p for p in paths.problems if "host latency" in p)
+    assert "rpi" in problem and "agent_0.npz" in problem
+    assert "host latency of" in paths.markdown.read_text()
