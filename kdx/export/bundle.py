@@ -122,19 +122,35 @@ class _AgentExporter:
         prefix = "teacher/" if source.role == "teacher" else ""
         return f"{prefix}{source.name}.{precision}{'.dynamic' if dynamic else ''}.onnx"
 
+    def _fp32_dynamic(self, source: PolicySource) -> Path:
+        """The fp32 dynamic-batch model that int8 models are quantised from (made once)."""
+        from kdx.export.onnx_export import export_onnx
+
+        path = self.scratch / f"{source.role}-{source.name}.fp32.dynamic.onnx"
+        if not path.is_file():
+            export_onnx(source, path, "fp32", True, self.target.name)
+        return path
+
     def _write(self, source: PolicySource, precision: str, dynamic: bool, float_nodes: list[str] | None) -> str:
         from kdx.export.onnx_export import export_onnx
-        from kdx.export.quantize import quantize_int8
+        from kdx.export.quantize import quantize_int8, with_static_batch
 
         rel = self.rel(source, precision, dynamic)
         out = self.root / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         if precision == "int8":
-            fp32 = self.scratch / f"{source.role}-{source.name}{'-dyn' if dynamic else ''}.fp32.onnx"
-            if not fp32.is_file():
-                export_onnx(source, fp32, "fp32", dynamic, self.target.name)
-            quantize_int8(fp32, out, self.calib.inputs(source), exclude_nodes=float_nodes,
-                          symmetric_activations=self.target.symmetric_int8_activations)
+            # Quantised from the dynamic-batch model: calibration then runs as one batch instead
+            # of a thousand batch-1 calls; the static model is the same graph with batch 1.
+            key = "-".join(float_nodes or []).replace("/", "_")
+            quantized = self.scratch / f"{source.role}-{source.name}.int8.{len(float_nodes or [])}{key}.onnx"
+            if not quantized.is_file():
+                quantize_int8(self._fp32_dynamic(source), quantized, self.calib.inputs(source),
+                              exclude_nodes=float_nodes,
+                              symmetric_activations=self.target.symmetric_int8_activations)
+            if dynamic:
+                shutil.copyfile(quantized, out)
+            else:
+                with_static_batch(quantized, out)
         else:
             export_onnx(source, out, precision, dynamic, self.target.name)
         return rel
@@ -142,12 +158,9 @@ class _AgentExporter:
     def _attempts(self, source: PolicySource, precision: str) -> list[tuple[str, list[str] | None]]:
         if precision != "int8":
             return [(precision, None)]
-        from kdx.export.onnx_export import export_onnx
         from kdx.export.quantize import matmul_nodes
 
-        fp32 = self.scratch / f"{source.role}-{source.name}.fp32.onnx"
-        export_onnx(source, fp32, "fp32", False, self.target.name)
-        first = matmul_nodes(fp32)[:1]
+        first = matmul_nodes(self._fp32_dynamic(source))[:1]
         return [("int8", []), ("int8", first)] if first else [("int8", [])]
 
     def export(self, source: PolicySource, precision: str) -> tuple[AgentEntry, list[ParityResult]]:

@@ -91,3 +91,22 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, inputs: dict[str
                              "float_nodes": ",".join(exclude_nodes or [])})
     Path(int8_path).write_bytes(quantized.SerializeToString())
     return Path(int8_path)
+
+
+def with_static_batch(path: str | Path, out: str | Path, batch: int = 1) -> Path:
+    """Copy the model at ``path`` with the batch dimension of every graph input and output fixed
+    to ``batch`` (the graph itself is batch-agnostic: only its interface changes)."""
+    import onnx
+
+    from kdx.export.onnx_export import set_metadata
+
+    model = onnx.load(str(path))
+    for value in [*model.graph.input, *model.graph.output]:
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_value = batch
+    del model.graph.value_info[:]  # inferred shapes with a symbolic batch would now disagree
+    set_metadata(model, {"batch": str(batch)})
+    onnx.checker.check_model(model)
+    Path(out).write_bytes(model.SerializeToString())
+    return Path(out)

@@ -44,6 +44,14 @@ def test_manifest_round_trip_and_files(rpi_export) -> None:
         assert {"onnx", "onnx-dynamic", "npz", "calib", "json"} <= kinds
         assert entry.params > 0 and entry.macs > 0
         assert entry.inputs.action_mask == "action_mask" and entry.recurrent_state_shape is None
+    import onnx
+
+    for entry in manifest.entries():  # static models have batch 1, dynamic ones a symbolic batch
+        static = onnx.load(str(result.bundle_dir / entry.file_of_kind("onnx").path))
+        dynamic = onnx.load(str(result.bundle_dir / entry.file_of_kind("onnx-dynamic").path))
+        assert [d.dim_value for d in static.graph.input[0].type.tensor_type.shape.dim] == [1, 18]
+        assert dynamic.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+        assert [d.dim_value for d in static.graph.output[1].type.tensor_type.shape.dim] == [1]
     for entry in manifest.teacher:
         assert entry.recurrent_state_shape == [1, 32]
         assert entry.inputs.h_in == "h_in" and entry.outputs.h_out == "h_out"
