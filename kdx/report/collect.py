@@ -78,6 +78,7 @@ class ReportData:
 
     run_dir: Path
     env: str | None = None
+    sizing_profile: str | None = None  # device profile the students were sized for
     agents: list[str] = field(default_factory=list)
     costs: dict[str, AgentCost] = field(default_factory=dict)
     eval: dict[str, Any] | None = None
@@ -237,13 +238,15 @@ def measure_host(bundle_dir: Path, iters: int, warmup: int) -> LatencySet:
 
 
 # ---------------------------------------------------------------- networks
-def network_costs(run_dir: Path, missing: list[str], problems: list[str]) -> tuple[str | None, list[str], dict[str, AgentCost]]:
-    """Env name, agent names and per-agent costs of the teacher actor and the students."""
+def network_costs(run_dir: Path, missing: list[str],
+                  problems: list[str]) -> tuple[str | None, list[str], dict[str, AgentCost], str | None]:
+    """Env name, agent names, per-agent costs of the teacher actor and the students, and the
+    device profile the students were sized for."""
     from kdx.report.flops import count_network_cost
     from kdx.trainer.checkpoint import RunPaths, load_teacher
     from kdx.trainer.student_io import StudentPaths, load_students, read_students_config
 
-    env, agents, costs = None, [], {}
+    env, agents, costs, sizing_profile = None, [], {}, None
     teacher = None
     if not RunPaths(run_dir).config.is_file():
         missing.append(f"teacher: {RunPaths(run_dir).config} not found (train one with `kdx train --out {run_dir}`)")
@@ -261,6 +264,7 @@ def network_costs(run_dir: Path, missing: list[str], problems: list[str]) -> tup
         try:
             students = load_students(run_dir)
             env = env or read_students_config(run_dir).get("env")
+            sizing_profile = read_students_config(run_dir).get("device_profile")
             agents = agents or list(students)
         except KdxError as exc:
             problems.append(f"students: {exc}")
@@ -273,7 +277,7 @@ def network_costs(run_dir: Path, missing: list[str], problems: list[str]) -> tup
             cost.student = count_network_cost(students[name], students[name].obs_dim)
             cost.student_hidden = list(students[name].hidden)
         costs[name] = cost
-    return env, agents, costs
+    return env, agents, costs, sizing_profile
 
 
 def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup: int | None = None) -> ReportData:
@@ -282,7 +286,7 @@ def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup
     if not run_dir.is_dir():
         raise KdxError(f"{run_dir}: no such run folder (the folder given to `kdx train --out`)")
     data = ReportData(run_dir)
-    data.env, data.agents, data.costs = network_costs(run_dir, data.missing, data.problems)
+    data.env, data.agents, data.costs, data.sizing_profile = network_costs(run_dir, data.missing, data.problems)
 
     eval_path = run_dir / "eval.json"
     if eval_path.is_file():

@@ -207,6 +207,25 @@ def estimate_table(estimates: list[ProfileEstimate]) -> TableBlock:
                       caption="ESTIMATED latency per device profile (not measured)")
 
 
+def evaluation_table(data: ReportData) -> TableBlock:
+    """Every policy of eval.json (teacher, students, references) with its 95% intervals."""
+
+    def pm(value: Any, ci: Any, pct: bool = False) -> str:
+        if not isinstance(value, (int, float)):
+            return "-"
+        text = f"{value:.1%}" if pct else f"{value:.3f}"
+        if isinstance(ci, (int, float)) and math.isfinite(ci):
+            text += f" ± {ci:.1%}" if pct else f" ± {ci:.3f}"
+        return text
+
+    rows = [[name, str(r.get("episodes", "-")), pm(r.get("mean_return"), r.get("return_ci95")),
+             pm(r.get("win_rate"), r.get("win_rate_ci95"), pct=True),
+             pm(r.get("normalized_score"), r.get("normalized_score_ci95"))]
+            for name, r in (data.eval or {}).get("policies", {}).items() if isinstance(r, dict)]
+    return TableBlock(["policy", "episodes", "mean return", "win rate", "normalised score"], rows,
+                      caption=f"{(data.eval or {}).get('env', '?')}: same evaluation seeds for every policy (95% CI)")
+
+
 def device_table(latency: LatencySet) -> TableBlock:
     rows = [[r.agent, r.role, r.backend, r.precision, fmt_int(r.macs), fmt_us(r.p50_us), fmt_us(r.p99_us)]
             for r in latency.results]
@@ -231,12 +250,16 @@ def build_blocks(data: ReportData, estimates: list[ProfileEstimate], figures: li
         blocks += [Paragraph("Missing parts (the report shows what exists):", emphasis=True), Bullets(data.missing)]
     if data.problems:
         blocks += [Paragraph("Problems (these inputs were skipped):", emphasis=True), Bullets(data.problems)]
+    if data.sizing_profile:
+        blocks.append(Paragraph(f"Students sized for device profile {data.sizing_profile}."))
     blocks += [Heading("Summary"), summary_table(data)]
     rows = benchmark_rows(data)
     if rows:
         blocks += [Heading("Benchmark"), TableBlock(BENCH_HEADERS, rows, caption="every model on every machine")]
     blocks.append(Heading("Teacher vs student, per agent"))
     blocks += [agent_table(data, agent) for agent in data.agents]
+    if data.eval:
+        blocks += [Heading("Evaluation"), evaluation_table(data)]
     if data.devices:
         blocks.append(Heading("Measured on devices (RUN/devices/)"))
         blocks += [device_table(latency) for latency in data.devices]

@@ -138,6 +138,9 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
         team = next(v for k, v in rows.items() if k.startswith("team score"))
         assert team[2] == f"retained {fmt_pct(eval_doc['students']['retention'])}"
     assert paths.data.retention == pytest.approx(eval_doc["students"]["retention"])
+    oracle = eval_doc["policies"]["oracle"]
+    assert f"| oracle | 8 | {oracle['mean_return']:.3f} ± {oracle['return_ci95']:.3f} |" in md
+    assert "Students sized for device profile x86-cpu." in md
 
     # the host measurement came through the runtime with the requested sample count
     assert {s.bundle["target"] for s in paths.data.host} == {"x86", "rpi"}
