@@ -23,10 +23,10 @@ def _deterministic(lines):
 
 
 def test_toy_env_is_learned_and_teacher_loads(tmp_path):
-    config = replace(TINY, total_steps=16 * 8 * 25, per_group_actors=True)
+    config = replace(TINY, total_steps=16 * 8 * 20, per_group_actors=True)
     last = train(tmp_path / "run", config, show_progress=False)
     metrics = read_metrics(tmp_path / "run")
-    assert len(metrics) == 25 and last["update"] == 25
+    assert len(metrics) == 20 and last["update"] == 20
     first_return = metrics[0]["episode_return"]
     assert last["episode_return"] > first_return + 1.0, (first_return, last["episode_return"])
     paths = RunPaths(tmp_path / "run")
