@@ -1,0 +1,354 @@
+"""Combat rules of the skirmish simulator, vectorised over ``[env, unit]``, one game loop at a time.
+
+Units of both teams live in one unit axis: allies first (agent order), then enemies. Per-unit
+constants are a ``UnitTable`` of ``[U]`` / ``[U, U]`` tensors built once per map; the mutable
+battle is a ``Battle`` of ``[E, U]`` tensors. ``game_loop`` advances every env by one game loop:
+
+1. targets: agent orders are fixed for the agent step; units without an order (stop, or whose
+   target died) auto-acquire the closest enemy in weapon range, as idle StarCraft II units do;
+   the built-in enemy AI attack-moves (keeps its target while it is alive and in range,
+   otherwise picks the closest hittable ally and walks to it); healers heal the closest damaged
+   friendly ground unit (the enemy's medivac follows its team when nobody is hurt);
+2. units in range with their weapon ready fire (every shot of a loop lands at once); units out
+   of range of their target, or with a move order, walk at their speed;
+3. damage: shields absorb first, armour is subtracted from each hit that reaches health (at
+   least 0.5 per hit); banelings explode on their target (area damage, then die); a colossus
+   also hits enemies on a 2.8 x 0.3 line through its target; medivacs heal with energy;
+4. cooldowns run down, shields regenerate after 10 s without damage, zerg units regenerate.
+
+Collisions (push-apart of overlapping ground units) are resolved by ``push_apart``, which the env
+calls once per agent step (a modelling choice that keeps the per-loop work small; units move at
+most ~1.5 map units per agent step, less than two marine radii).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap
+from kdx.envs.skirmish.units import (
+    LOOPS_PER_SECOND,
+    MIN_HEALTH_DAMAGE_PER_HIT,
+    SHIELD_REGEN_DELAY_S,
+    SHIELD_REGEN_PER_S,
+    UnitType,
+)
+
+# Unit behaviours within a loop.
+IDLE, MOVE, CHASE, HOLD = 0, 1, 2, 3
+_FAR = 1.0e6
+
+
+def hit_damage(attacker: UnitType, target: UnitType) -> float:
+    """Damage of one hit of ``attacker`` on ``target`` before shields and armour."""
+    return (
+        attacker.damage
+        + attacker.bonus_vs_light * target.light
+        + attacker.bonus_vs_armoured * target.armoured
+    )
+
+
+def apply_hits(health: torch.Tensor, shield: torch.Tensor, armour: torch.Tensor,
+               raw_damage: torch.Tensor, n_hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply ``n_hits`` hits totalling ``raw_damage`` to units (all tensors broadcast together).
+
+    Shields absorb first and ignore armour; every hit that reaches health loses ``armour``
+    (never below 0.5 per hit). Hits landing in the same loop are resolved in any order: exact
+    when they are equal (the usual case: one unit type shooting), otherwise the number of hits
+    reaching health is estimated with the mean hit. Returns ``(health, shield)``.
+    """
+    absorbed = torch.minimum(shield, raw_damage)
+    rest = raw_damage - absorbed
+    mean_hit = raw_damage / n_hits.clamp(min=1)
+    fully_absorbed = torch.floor(shield / mean_hit.clamp(min=1e-6))
+    reaching = (n_hits - fully_absorbed).clamp(min=1)
+    loss = torch.maximum(rest - armour * reaching, MIN_HEALTH_DAMAGE_PER_HIT * reaching)
+    loss = torch.where(rest > 0, loss, torch.zeros_like(loss))
+    return health - loss, shield - absorbed
+
+
+@dataclass
+class UnitTable:
+    """Per-unit constants of one map, ``[U]`` tensors (``[U, U]`` for attacker x target)."""
+
+    n_allies: int
+    n_enemies: int
+    types: list[UnitType]
+    ally: torch.Tensor  # bool [U]
+    max_health: torch.Tensor
+    max_shield: torch.Tensor
+    armour: torch.Tensor
+    radius: torch.Tensor
+    range: torch.Tensor
+    speed: torch.Tensor  # per loop
+    cooldown: torch.Tensor  # loops
+    hits: torch.Tensor
+    healer: torch.Tensor  # bool
+    exploder: torch.Tensor  # bool
+    air: torch.Tensor  # bool
+    heal_per_loop: torch.Tensor
+    heal_per_energy: torch.Tensor
+    max_energy: torch.Tensor
+    start_energy: torch.Tensor
+    energy_per_loop: torch.Tensor
+    health_regen_per_loop: torch.Tensor
+    explode_radius: torch.Tensor
+    hit_damage: torch.Tensor  # [U, U] damage of one hit of i on j
+    can_target: torch.Tensor  # bool [U, U]: i may attack (or heal) j
+    has_healers: bool
+    has_exploders: bool
+    splash_units: list[int]  # colossi
+    splash_length: float
+    splash_width: float
+
+    @staticmethod
+    def build(game_map: SkirmishMap, device: torch.device) -> UnitTable:
+        allies, enemies = game_map.ally_types(), game_map.enemy_types()
+        types = allies + enemies
+        n_a = len(allies)
+        side = torch.tensor([i < n_a for i in range(len(types))], device=device)
+
+        def col(fn, dtype=torch.float32):
+            return torch.tensor([fn(t) for t in types], dtype=dtype, device=device)
+
+        dmg = torch.tensor([[hit_damage(a, b) for b in types] for a in types], device=device)
+        opposite = side[:, None] != side[None, :]
+        air = col(lambda t: t.air, torch.bool)
+        hits_air = col(lambda t: t.hits_air, torch.bool)
+        healer = col(lambda t: t.is_healer, torch.bool)
+        attack_ok = opposite & (hits_air[:, None] | ~air[None, :]) & ~healer[:, None]
+        heal_ok = ~opposite & healer[:, None] & ~air[None, :]
+        colossi = [i for i, t in enumerate(types) if t.splash_line[0] > 0]
+        line = types[colossi[0]].splash_line if colossi else (0.0, 0.0)
+        return UnitTable(
+            n_allies=n_a, n_enemies=len(enemies), types=types, ally=side,
+            max_health=col(lambda t: t.health), max_shield=col(lambda t: t.shield),
+            armour=col(lambda t: t.armour), radius=col(lambda t: t.radius),
+            range=col(lambda t: t.range), speed=col(lambda t: t.speed_per_loop),
+            cooldown=col(lambda t: t.cooldown_loops), hits=col(lambda t: float(t.hits)),
+            healer=healer, exploder=col(lambda t: t.is_exploder, torch.bool), air=air,
+            heal_per_loop=col(lambda t: t.heal_per_s / LOOPS_PER_SECOND),
+            heal_per_energy=col(lambda t: max(t.heal_per_energy, 1e-6)),
+            max_energy=col(lambda t: t.max_energy), start_energy=col(lambda t: t.start_energy),
+            energy_per_loop=col(lambda t: t.energy_regen_per_s / LOOPS_PER_SECOND),
+            health_regen_per_loop=col(lambda t: t.health_regen_per_s / LOOPS_PER_SECOND),
+            explode_radius=col(lambda t: t.explode_radius),
+            hit_damage=dmg, can_target=attack_ok | heal_ok,
+            has_healers=bool(healer.any()), has_exploders=any(t.is_exploder for t in types),
+            splash_units=colossi, splash_length=line[0], splash_width=line[1],
+        )
+
+
+@dataclass
+class Battle:
+    """The mutable battle of every env: ``[E, U]`` tensors (positions ``[E, U, 2]``)."""
+
+    pos: torch.Tensor
+    health: torch.Tensor
+    shield: torch.Tensor
+    cooldown: torch.Tensor  # loops until the weapon is ready
+    energy: torch.Tensor
+    since_damage: torch.Tensor  # loops since the last damage taken
+    enemy_target: torch.Tensor  # long [E, U]: the AI's kept target (unit index) per unit
+    order_kind: torch.Tensor  # long [E, U]: IDLE/MOVE/CHASE for allies this agent step
+    order_target: torch.Tensor  # long [E, U]
+    order_goal: torch.Tensor  # [E, U, 2]
+
+    @property
+    def alive(self) -> torch.Tensor:
+        return self.health > 0
+
+
+def _closest(score: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of the smallest ``score`` among ``valid`` along the last axis, and whether any."""
+    masked = torch.where(valid, score, torch.full_like(score, _FAR))
+    return masked.argmin(dim=-1), valid.any(dim=-1)
+
+
+def _healer_targets(table: UnitTable, b: Battle, alive: torch.Tensor, healers: torch.Tensor,
+                    friends: torch.Tensor, need_range: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closest damaged friendly ground unit for each healer index (``long [H]``) among
+    ``friends`` (``long [F]``). ``need_range``: only within heal range (idle ally medivacs);
+    otherwise the closest friend, preferring damaged ones (the enemy AI's medivac)."""
+    hp = b.pos[:, healers, None, :] - b.pos[:, None, friends, :]
+    edge = hp.norm(dim=-1) - table.radius[healers, None] - table.radius[friends]
+    damaged = b.health[:, friends] < table.max_health[friends]
+    valid = alive[:, friends].unsqueeze(1) & table.can_target[healers][:, friends]
+    if need_range:
+        valid = valid & damaged.unsqueeze(1) & (edge <= table.range[healers, None])
+        score = edge
+    else:
+        score = edge + 1000.0 * (~damaged).unsqueeze(1)
+    idx, has = _closest(score, valid)
+    return friends[idx], has
+
+
+def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each unit's behaviour (IDLE/MOVE/CHASE/HOLD, ``long [E, U]``) and target index this loop."""
+    n_a = table.n_allies
+    a_pos, e_pos = b.pos[:, :n_a], b.pos[:, n_a:]
+    cross = (a_pos.unsqueeze(2) - e_pos.unsqueeze(1)).norm(dim=-1)  # [E, nA, nE]
+    edge = cross - table.radius[:n_a, None] - table.radius[n_a:]
+    ally_alive, enemy_alive = alive[:, :n_a], alive[:, n_a:]
+
+    # Idle allies: closest hittable enemy already in weapon range (no chasing).
+    valid_a = enemy_alive.unsqueeze(1) & table.can_target[:n_a, n_a:] & (edge <= table.range[:n_a, None])
+    auto_a, has_a = _closest(edge, valid_a)
+    auto_a = auto_a + n_a
+
+    # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
+    edge_t = edge.transpose(1, 2)  # [E, nE, nA]
+    valid_e = ally_alive.unsqueeze(1) & table.can_target[n_a:, :n_a]
+    new_e, has_e = _closest(edge_t, valid_e)
+    cur = b.enemy_target[:, n_a:]
+    cur_edge = edge_t.gather(2, cur.unsqueeze(2)).squeeze(2)
+    keep = valid_e.gather(2, cur.unsqueeze(2)).squeeze(2) & (cur_edge <= table.range[n_a:])
+    tgt_e = torch.where(keep, cur, new_e)
+    b.enemy_target[:, n_a:] = tgt_e
+
+    # Allies' own orders; an attack order whose target died falls back to idle auto-acquire.
+    order_alive = alive.gather(1, b.order_target[:, :n_a])
+    chase = (b.order_kind[:, :n_a] == CHASE) & order_alive
+    kind_a = torch.where(chase, b.order_kind[:, :n_a],
+                         torch.where(b.order_kind[:, :n_a] == MOVE, MOVE,
+                                     torch.where(has_a, HOLD, IDLE)))
+    tgt_a = torch.where(chase, b.order_target[:, :n_a], auto_a)
+    kind_e = torch.where(has_e, CHASE, IDLE)
+
+    kind = torch.cat([kind_a, kind_e], dim=1)
+    target = torch.cat([tgt_a, tgt_e], dim=1)
+    if table.has_healers:
+        kind, target = _healer_behaviour(table, b, alive, kind, target)
+    return kind, target
+
+
+def _healer_behaviour(table: UnitTable, b: Battle, alive: torch.Tensor, kind: torch.Tensor,
+                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n_a, n_u = table.n_allies, len(table.types)
+    dev = kind.device
+    for lo, hi, is_ally in ((0, n_a, True), (n_a, n_u, False)):
+        healers = [i for i in range(lo, hi) if bool(table.healer[i])]
+        if not healers:
+            continue
+        h = torch.tensor(healers, device=dev)
+        friends = torch.arange(lo, hi, device=dev)
+        auto, has = _healer_targets(table, b, alive, h, friends, need_range=is_ally)
+        if is_ally:
+            ordered = kind[:, h] == CHASE
+            kind[:, h] = torch.where(ordered, kind[:, h],
+                                     torch.where(kind[:, h] == MOVE, MOVE,
+                                                 torch.where(has, HOLD, IDLE)))
+            target[:, h] = torch.where(ordered, target[:, h], auto)
+        else:
+            kind[:, h] = torch.where(has, CHASE, IDLE)
+            target[:, h] = auto
+    return kind, target
+
+
+def game_loop(table: UnitTable, b: Battle) -> None:
+    """Advance every env of ``b`` by one game loop, in place."""
+    alive = b.alive
+    kind, target = choose_targets(table, b, alive)
+    t_pos = b.pos.gather(1, target.unsqueeze(-1).expand(-1, -1, 2))
+    to_target = t_pos - b.pos
+    dist = to_target.norm(dim=-1)
+    edge = dist - table.radius - table.radius[target]
+    t_alive = alive.gather(1, target)
+    engaged = alive & ((kind == CHASE) | (kind == HOLD)) & t_alive & table.can_target[
+        torch.arange(target.shape[1], device=target.device), target]
+    in_range = edge <= table.range
+    ready = engaged & in_range
+    fire = ready & (b.cooldown <= 0) & ~table.healer
+
+    # Movement (units that fire or hold in range stand still).
+    walk_to_target = engaged & ~in_range & (kind == CHASE)
+    walking = alive & ((kind == MOVE) | walk_to_target)
+    goal = torch.where(walk_to_target.unsqueeze(-1), t_pos, b.order_goal)
+    to_goal = goal - b.pos
+    goal_dist = to_goal.norm(dim=-1)
+    wanted = torch.where(walk_to_target, edge - table.range + 1e-3, goal_dist)
+    step = torch.minimum(table.speed.expand_as(wanted), wanted).clamp(min=0)
+    step = torch.where(walking, step / goal_dist.clamp(min=1e-6), torch.zeros_like(step))
+
+    # Damage of this loop's shots.
+    per_hit = table.hit_damage[torch.arange(target.shape[1], device=target.device), target]
+    direct = fire & ~table.exploder
+    raw = torch.where(direct, per_hit * table.hits, torch.zeros_like(per_hit))
+    n_hits = torch.where(direct, table.hits.expand_as(raw), torch.zeros_like(raw))
+    dmg = torch.zeros_like(raw).scatter_add_(1, target, raw)
+    cnt = torch.zeros_like(raw).scatter_add_(1, target, n_hits)
+    if table.has_exploders:
+        dmg, cnt = _explosions(table, b, alive, fire, dmg, cnt)
+    if table.splash_units:
+        dmg, cnt = _line_splash(table, b, alive, fire, target, t_pos, to_target, dist, dmg, cnt)
+
+    health, shield = apply_hits(b.health, b.shield, table.armour, dmg, cnt)
+    if table.has_healers:
+        heal = ready & table.healer & (b.health.gather(1, target) < table.max_health[target]) & (b.energy > 0)
+        amount = torch.where(heal, torch.minimum(table.heal_per_loop.expand_as(b.energy),
+                                                 b.energy * table.heal_per_energy),
+                             torch.zeros_like(b.energy))
+        healed = torch.zeros_like(amount).scatter_add_(1, target, amount)
+        health = torch.minimum(health + healed, table.max_health)
+        b.energy = b.energy - amount / table.heal_per_energy
+    if table.has_exploders:
+        health = torch.where(fire & table.exploder, torch.zeros_like(health), health)
+
+    hurt = dmg > 0
+    dead = ~alive | (health <= 0)
+    b.since_damage = torch.where(hurt, torch.zeros_like(b.since_damage), b.since_damage + 1)
+    regen = ~dead & (b.since_damage >= SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
+    shield = torch.where(regen, torch.minimum(shield + SHIELD_REGEN_PER_S / LOOPS_PER_SECOND,
+                                              table.max_shield), shield)
+    health = torch.minimum(health + table.health_regen_per_loop, table.max_health)
+    b.health = torch.where(dead, torch.zeros_like(health), health)
+    b.shield = torch.where(dead, torch.zeros_like(shield), shield)
+    b.energy = torch.minimum(b.energy + table.energy_per_loop, table.max_energy)
+    b.cooldown = (torch.where(fire, table.cooldown.expand_as(b.cooldown), b.cooldown) - 1).clamp(min=0)
+    b.pos = (b.pos + to_goal * step.unsqueeze(-1)).clamp(0.0, MAP_SIZE)
+
+
+def _explosions(table, b, alive, fire, dmg, cnt):
+    """Banelings that fire explode: every enemy within the blast (edge inside the radius) is hit."""
+    bangs = [i for i, t in enumerate(table.types) if t.is_exploder]
+    bi = torch.tensor(bangs, device=dmg.device)
+    d = (b.pos[:, bi, None, :] - b.pos[:, None, :, :]).norm(dim=-1)  # [E, B, U]
+    inside = d - table.radius <= table.explode_radius[bi, None]
+    hit = fire[:, bi, None] & inside & alive.unsqueeze(1) & table.can_target[bi].unsqueeze(0)
+    add = torch.where(hit, table.hit_damage[bi].unsqueeze(0), torch.zeros_like(d))
+    return dmg + add.sum(1), cnt + hit.float().sum(1)
+
+
+def _line_splash(table, b, alive, fire, target, t_pos, to_target, dist, dmg, cnt):
+    """A colossus shot also hits other enemies whose edge touches a line through its target,
+    perpendicular to the shot (``splash_length`` x ``splash_width``)."""
+    ci = torch.tensor(table.splash_units, device=dmg.device)
+    direction = to_target[:, ci] / dist[:, ci].clamp(min=1e-6).unsqueeze(-1)  # [E, C, 2]
+    rel = b.pos.unsqueeze(1) - t_pos[:, ci].unsqueeze(2)  # [E, C, U, 2]
+    along = (rel * direction.unsqueeze(2)).sum(-1).abs()
+    across = (rel[..., 0] * direction[..., 1:2] - rel[..., 1] * direction[..., 0:1]).abs()
+    inside = (along <= table.splash_width / 2 + table.radius) & (across <= table.splash_length / 2 + table.radius)
+    not_primary = torch.arange(len(table.types), device=dmg.device) != target[:, ci].unsqueeze(-1)
+    hit = (fire[:, ci] & ~table.exploder[ci]).unsqueeze(-1) & inside & not_primary & alive.unsqueeze(1) \
+        & table.can_target[ci].unsqueeze(0)
+    per = table.hit_damage[ci].unsqueeze(0) * table.hits[ci, None]
+    add = torch.where(hit, per, torch.zeros_like(along))
+    return dmg + add.sum(1), cnt + torch.where(hit, table.hits[ci, None], torch.zeros_like(along)).sum(1)
+
+
+def push_apart(table: UnitTable, b: Battle) -> None:
+    """Separate overlapping live ground units: each pair moves apart by half its overlap."""
+    ground = b.alive & ~table.air
+    delta = b.pos.unsqueeze(2) - b.pos.unsqueeze(1)  # [E, U, U, 2]: i minus j
+    d = delta.norm(dim=-1)
+    overlap = (table.radius[:, None] + table.radius[None, :] - d).clamp(min=0)
+    pair = ground.unsqueeze(2) & ground.unsqueeze(1) & (overlap > 0)
+    pair = pair & ~torch.eye(len(table.types), dtype=torch.bool, device=d.device)
+    # Coincident units separate along a fixed direction that depends on the index order.
+    eye_sign = torch.triu(torch.ones_like(d[0]), 1) - torch.tril(torch.ones_like(d[0]), -1)
+    unit = torch.where((d > 1e-6).unsqueeze(-1), delta / d.clamp(min=1e-6).unsqueeze(-1),
+                       torch.stack([-eye_sign, torch.zeros_like(eye_sign)], -1))
+    shift = torch.where(pair, 0.5 * overlap, torch.zeros_like(overlap)).unsqueeze(-1) * unit
+    b.pos = (b.pos + shift.sum(2)).clamp(0.0, MAP_SIZE)
