@@ -26,7 +26,7 @@ from kdx.trainer.distill_rollout import collect_student_rollout, team_forward
 from kdx.trainer.student_io import StudentPaths, load_students
 from kdx.trainer.teacher import Teacher
 
-TOY = dict(num_envs=16, rollout_length=4, threads=1, obs_norm_steps=4)
+TOY = dict(num_envs=16, rollout_length=4, threads=1, obs_norm_steps=4, epochs=2, minibatches=2)
 
 
 def make_teacher_run(run: Path, env: str = "toy/match", hidden: str = "32,32", seed: int = 0) -> Teacher:
@@ -107,7 +107,7 @@ def _agreement(students, teacher, env_name: str) -> float:
 
 def test_short_distillation_raises_teacher_agreement(tmp_path):
     teacher = make_teacher_run(tmp_path, env="mpe/simple_spread", hidden="64,64", seed=4)
-    config = DistillConfig(total_steps=32 * 25 * 12, num_envs=32, rollout_length=25, threads=1, w_pg=0.0,
+    config = DistillConfig(total_steps=32 * 25 * 12, num_envs=32, rollout_length=25, threads=1, w_pg=0.0, epochs=4, minibatches=1,
                            lr=1e-2, lr_decay=False, obs_norm_steps=25, students=("agent_0=64", "agent_1=64", "agent_2=64"))
     before = {}
 
