@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -241,6 +242,41 @@ def _write_tarball(folder: Path, arcname: str, tmp_path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+_TEMP_NAME = re.compile(r"^\.(?:tmp-[A-Za-z0-9]+|scratch|old-[A-Za-z0-9]+)-(\d+)[-.]")
+
+
+def remove_stale_temporaries(bundles: Path) -> list[Path]:
+    """Remove what an export killed part-way left in ``bundles`` (temp folders, tarballs, scratch,
+    a set-aside old bundle) when the process that made it is gone; returns what was removed.
+    A set-aside old bundle whose replacement never arrived is put back instead."""
+    removed = []
+    for path in bundles.iterdir() if bundles.is_dir() else []:
+        match = _TEMP_NAME.match(path.name + ".")
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if path.name.startswith(".old-"):
+            target = bundles / path.name[len(".old-"):].rsplit("-", 1)[0]
+            if not target.exists():
+                os.rename(path, target)
+                continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def _publish(tmp_dir: Path, dest: Path, tmp_tar: Path, tarball: Path) -> None:
     """Rename the finished folder and tarball into place (the old bundle goes last)."""
     old = None
@@ -284,9 +320,11 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
         teacher = policies.teacher if config.include_teacher else []
         seconds["load"] = time.perf_counter() - t
         bundles.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=bundles))
-        tmp_tar = bundles / f".{tmp_dir.name}.tar.gz"
-        scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=bundles))
+        remove_stale_temporaries(bundles)
+        pid = os.getpid()
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-{pid}-", dir=bundles))
+        tmp_tar = bundles / f"{tmp_dir.name}.tar.gz"
+        scratch = Path(tempfile.mkdtemp(prefix=f".scratch-{pid}-", dir=bundles))
         try:
             t = time.perf_counter()
             calib = record_rollouts(policies.env, policies.students, teacher,

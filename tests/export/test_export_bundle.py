@@ -262,3 +262,25 @@ def test_int8_falls_back_to_fp32_per_agent(tmp_path: Path, spread_students) -> N
     assert entry.file_of_kind("onnx").path == "agent_1.fp32.onnx"
     assert entry.parity["fallback_from"] == "int8" and entry.parity["fallback_from_action_agreement"] < 0.99
     assert not (result.bundle_dir / "agent_1.int8.onnx").exists()
+
+
+def test_leftovers_of_a_killed_export_are_cleaned(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from kdx.export.bundle import remove_stale_temporaries
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, alive = child.pid, os.getpid()
+    bundles = tmp_path / "bundles"
+    for name in (f".tmp-rpi-{dead}-ab12", f".scratch-{dead}-cd34", f".tmp-rpi-{alive}-ef56",
+                 f".old-x86-{dead}", f".old-jetson-{dead}", "jetson"):
+        (bundles / name).mkdir(parents=True)
+    (bundles / f".tmp-rpi-{dead}-ab12.tar.gz").write_bytes(b"partial")
+    removed = {p.name for p in remove_stale_temporaries(bundles)}
+    assert removed == {f".tmp-rpi-{dead}-ab12", f".scratch-{dead}-cd34", f".tmp-rpi-{dead}-ab12.tar.gz",
+                       f".old-jetson-{dead}"}
+    # a live export's folder is left alone; an old bundle whose replacement never came is restored
+    assert sorted(p.name for p in bundles.iterdir()) == sorted([f".tmp-rpi-{alive}-ef56", "jetson", "x86"])
