@@ -49,6 +49,12 @@ from kdx.trainer.teacher import Teacher
 TIMING_METRICS = ("env_steps_per_s", "time_s")
 
 
+def env_state_in_tensors(env) -> bool:
+    """Pure-torch envs keep their whole state in tensors (exact resume); envs wrapping external
+    simulators (PettingZoo, StarCraft II) do not, unless they say so with ``state_in_tensors``."""
+    return bool(getattr(env, "state_in_tensors", not env.spec.name.startswith(("pettingzoo:", "smac/"))))
+
+
 def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutBuffer,
                advantages: torch.Tensor, returns: torch.Tensor, config: TeacherConfig,
                generator: torch.Generator, grad_sync: Callable[[], None] | None = None) -> dict[str, float]:
@@ -186,9 +192,12 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
         load_teacher_tensors(teacher, ckpt.weights, ckpt.path)
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
         state = dp.rank_state(ckpt.state, ckpt.progress)  # this rank's env/RNG state
-        env.reset()  # creates every state tensor, then overwritten with the saved ones
-        env.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("env.")})
-        step = _step_from_tensors(state, spec.n_agents, device)
+        if env_state_in_tensors(env):
+            env.reset()  # creates every state tensor, then overwritten with the saved ones
+            env.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("env.")})
+            step = _step_from_tensors(state, spec.n_agents, device)
+        else:  # a simulator's state cannot be saved: resume with fresh episodes (not bit-exact)
+            step = env.reset()
         hidden = state["hidden"].to(device) if "hidden" in state else None
         sample_gen.set_state(state["rng.sample"])
         minibatch_gen.set_state(state["rng.minibatch"])
@@ -205,7 +214,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
         start_update, env_steps, episodes, elapsed0 = 0, 0, 0, 0.0
 
     def checkpoint(update: int, elapsed: float) -> None:
-        state = {f"env.{k}": v for k, v in env.state_dict().items()}
+        state = {f"env.{k}": v for k, v in env.state_dict().items()} if env_state_in_tensors(env) else {}
         state.update(_step_tensors(step))
         if hidden is not None:
             state["hidden"] = hidden

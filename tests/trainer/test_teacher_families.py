@@ -37,8 +37,11 @@ def test_short_training_run_on_each_family(tmp_path, env_name):
     _needs(env_name)
     num_envs = 2 if env_name.startswith("pettingzoo:") else 8
     config = TeacherConfig(env=env_name, total_steps=num_envs * 10 * 3, num_envs=num_envs, rollout_length=10,
-                           hidden="16", epochs=2, minibatches=2, threads=1, per_group_actors="speaker" in env_name)
-    last = train(tmp_path / "run", config, show_progress=False)
+                           hidden="16", epochs=2, minibatches=2, threads=1, per_group_actors="speaker" in env_name,
+                           checkpoint_every=2)
+    train(tmp_path / "run", config, show_progress=False, stop_after_updates=2)
+    last = train(tmp_path / "run", resume=True, show_progress=False)  # simulator-backed envs restart episodes
+    assert [m["update"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3]
     assert last["update"] == 3 and all(math.isfinite(last[k]) for k in ("policy_loss", "value_loss", "entropy"))
     teacher = load_teacher(tmp_path / "run", env=env_name)
     env = make(env_name, num_envs=2, seed=0)
