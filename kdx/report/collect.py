@@ -54,6 +54,7 @@ class LatencyResult:
     p99_us: float
     macs: int | None
     samples_us: np.ndarray | None = None
+    runs: str = ""  # what the backend executes (an ONNX file, or the numpy float32 sidecar)
 
 
 @dataclass
@@ -163,7 +164,7 @@ def parse_bench_json(doc: Any, label: str, source: str, kind: str = "device") ->
             agent, role, str(row.get("backend", "?")), str(row.get("precision", "") or "?"),
             _number(row.get("p50_us"), f"{where}.p50_us"), _number(row.get("p99_us"), f"{where}.p99_us"),
             int(macs) if isinstance(macs, int) and not isinstance(macs, bool) and macs > 0 else None,
-            samples_us))
+            samples_us, str(row.get("source") or "")))
     device = doc.get("device") if isinstance(doc.get("device"), dict) else {}
     bundle = doc.get("bundle") if isinstance(doc.get("bundle"), dict) else {}
     return LatencySet(label, kind, source, device, bundle, results)
@@ -222,17 +223,19 @@ def onnx_files(bundle_dir: Path, problems: list[str]) -> list[OnnxFile]:
     return out
 
 
-def measure_host(bundle_dir: Path, iters: int, warmup: int) -> LatencySet:
+def measure_host(bundle_dir: Path, iters: int, warmup: int, backend: str = "auto") -> LatencySet:
     """Decision latency of every student and teacher of a bundle on this host, through the
-    runtime (``kdx.runtime.bench.bench_bundle``: backend auto, raw samples kept)."""
+    runtime (``kdx.runtime.bench.bench_bundle``; backend auto = the fastest measured here;
+    raw samples kept)."""
     from kdx.runtime.bench import bench_bundle
     from kdx.runtime.bundle import Bundle
 
     bundle = Bundle.load(bundle_dir)
-    report = bench_bundle(bundle, roles=("student", "teacher"), iters=iters, warmup=warmup)
+    report = bench_bundle(bundle, backend=backend, roles=("student", "teacher"), iters=iters, warmup=warmup)
     m = bundle.manifest
     results = [LatencyResult(e.agent, e.role, e.backend, e.precision, e.stats.p50_us, e.stats.p99_us,
-                             e.macs or None, e.samples_ns.astype(np.float64) / 1e3) for e in report["entries"]]
+                             e.macs or None, e.samples_ns.astype(np.float64) / 1e3, e.source)
+               for e in report["entries"]]
     return LatencySet(f"this host, {bundle_dir.name} bundle ({m.precision})", "host", str(bundle_dir),
                       report["device"], {"target": m.target, "precision": m.precision}, results)
 
@@ -280,8 +283,9 @@ def network_costs(run_dir: Path, missing: list[str],
     return env, agents, costs, sizing_profile
 
 
-def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup: int | None = None) -> ReportData:
-    """Read (and, with ``measure``, benchmark on this host) everything the report shows."""
+def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup: int | None = None,
+            backend: str = "auto") -> ReportData:
+    """Read (and, with ``measure``, benchmark on this host on ``backend``) everything the report shows."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KdxError(f"{run_dir}: no such run folder (the folder given to `kdx train --out`)")
@@ -310,7 +314,8 @@ def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup
         data.onnx += onnx_files(bundle_dir, data.problems)
         if measure:
             try:
-                data.host.append(measure_host(bundle_dir, iters, warmup if warmup is not None else max(20, iters // 10)))
+                data.host.append(measure_host(bundle_dir, iters, warmup if warmup is not None else max(20, iters // 10),
+                                              backend))
             except KdxError as exc:
                 data.problems.append(f"host latency of {bundle_dir}: {exc}; skipped")
     if bundles and not measure:

@@ -13,6 +13,7 @@ def register(app: typer.Typer) -> None:
         run: Path = typer.Argument(..., help="Run folder (teacher/, students/, eval.json, bundles/, devices/)."),
         iters: int = typer.Option(2000, "--iters", min=10, help="Timed decisions per model for the host latency."),
         measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure host latency of every bundle through the runtime."),
+        backend: str = typer.Option("auto", "--backend", help="Runtime backend for the host latency: auto (fastest measured), onnxruntime or numpy."),
     ) -> None:
         """Teacher vs students: params, MACs/FLOPs, ONNX sizes, latency (host, devices, estimates), retention, plots."""
         from rich.console import Console
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=200)
-        paths = write_report(run, iters=iters, measure=measure)
+        paths = write_report(run, iters=iters, measure=measure, backend=backend)
         console.print(benchmark_table(paths.data))
         for line in paths.missing:
             console.print(f"[yellow]missing:[/] {escape(line)}", highlight=False)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kdx import __version__
-from kdx.report.collect import LatencySet, OnnxFile, ReportData
+from kdx.report.collect import LatencyResult, LatencySet, OnnxFile, ReportData
 from kdx.report.document import Block, Bullets, Figure, Heading, Paragraph, TableBlock
 from kdx.report.estimates import ProfileEstimate
 from kdx.report.latency_model import ESTIMATE_NOTE
@@ -78,6 +78,20 @@ def _onnx_size(data: ReportData, bundle: str, role: str, agent: str) -> int | No
     return found.size_bytes if found else None
 
 
+def backend_text(result: LatencyResult | None) -> str:
+    """The backend, and when it ran the numpy sidecar rather than the ONNX model, say so: the
+    sidecar holds float32 weights whatever the bundle's precision."""
+    if result is None:
+        return "-"
+    return f"{result.backend} (fp32 sidecar)" if result.runs.split(" ")[0].endswith(".npz") else result.backend
+
+
+def _latency_cell(result: LatencyResult | None) -> str:
+    if result is None:
+        return "-"
+    return f"{fmt_us(result.p50_us)} / {fmt_us(result.p99_us)} ({backend_text(result)})"
+
+
 def _size_cell(found: OnnxFile | None) -> str:
     # the precision per model: an agent whose int8 model missed the parity bar ships in fp32
     return "-" if found is None else f"{fmt_kib(found.size_bytes)} ({found.precision})"
@@ -113,10 +127,7 @@ def agent_table(data: ReportData, agent: str) -> TableBlock:
         if tr is None and sr is None:
             continue
         kind = "measured here" if latency.kind == "host" else "measured on device"
-        backend = (sr or tr).backend
-        rows.append([f"p50 / p99 µs, {latency.label} [{backend}] ({kind})",
-                     "-" if tr is None else f"{fmt_us(tr.p50_us)} / {fmt_us(tr.p99_us)}",
-                     "-" if sr is None else f"{fmt_us(sr.p50_us)} / {fmt_us(sr.p99_us)}",
+        rows.append([f"p50 / p99 µs, {latency.label} ({kind})", _latency_cell(tr), _latency_cell(sr),
                      fmt_ratio(tr and tr.p50_us, sr and sr.p50_us)])
     scores = team_scores(data)
     if scores:
@@ -149,7 +160,7 @@ def summary_table(data: ReportData) -> TableBlock:
                       caption=f"summary (latency: {where})")
 
 
-BENCH_HEADERS = ["machine", "model", "agent", "status", "size KiB", "params", "MACs", "FLOPs", "retained",
+BENCH_HEADERS = ["machine", "model", "agent", "status", "backend", "ONNX KiB", "params", "MACs", "FLOPs", "retained",
                  "p50 µs", "p99 µs", "decisions/s (1/p50)"]
 
 
@@ -178,7 +189,7 @@ def benchmark_rows(data: ReportData) -> list[list[str]]:
                 else:
                     status = "not measured" if not data.host else "failed"
                 retained = "100% (ref)" if role == "teacher" else fmt_pct(data.retention)
-                rows.append([machine, f"{role} ONNX {precision} ({bundle})", agent, status, fmt_kib(size),
+                rows.append([machine, f"{role} {precision} ({bundle})", agent, status, backend_text(result), fmt_kib(size),
                              fmt_int(net and net.params), fmt_int(net.macs if net else (result.macs if result else None)),
                              fmt_int(net and net.flops), retained,
                              fmt_us(result and result.p50_us), fmt_us(result and result.p99_us),
@@ -227,13 +238,14 @@ def evaluation_table(data: ReportData) -> TableBlock:
 
 
 def device_table(latency: LatencySet) -> TableBlock:
-    rows = [[r.agent, r.role, r.backend, r.precision, fmt_int(r.macs), fmt_us(r.p50_us), fmt_us(r.p99_us)]
-            for r in latency.results]
+    rows = [[r.agent, r.role, r.backend, r.runs or "-", r.precision, fmt_int(r.macs), fmt_us(r.p50_us),
+             fmt_us(r.p99_us)] for r in latency.results]
     d = latency.device
     caption = (f"{latency.label}: {d.get('cpu_model', '?')} ({d.get('machine', '?')}), onnxruntime "
                f"{d.get('onnxruntime') or '-'}, tensorrt {d.get('tensorrt') or '-'}; bundle "
                f"{latency.bundle.get('target', '?')} {latency.bundle.get('precision', '?')}; file {latency.source}")
-    return TableBlock(["agent", "role", "backend", "precision", "MACs", "p50 µs", "p99 µs"], rows, caption=caption)
+    return TableBlock(["agent", "role", "backend", "runs", "precision", "MACs", "p50 µs", "p99 µs"], rows,
+                      caption=caption)
 
 
 # ---------------------------------------------------------------- the document

@@ -66,7 +66,7 @@ def make_figures(data: ReportData) -> list[Figure]:
 
 
 def write_report(run_dir: str | Path, iters: int = DEFAULT_ITERS, measure: bool = True,
-                 warmup: int | None = None, profiles: dict | None = None) -> ReportPaths:
+                 warmup: int | None = None, profiles: dict | None = None, backend: str = "auto") -> ReportPaths:
     """Gather the run (measuring host latency of every bundle unless ``measure`` is False),
     then write ``RUN/report.md``, ``RUN/report_files/*.png`` and ``RUN/report.html``.
 
@@ -75,7 +75,7 @@ def write_report(run_dir: str | Path, iters: int = DEFAULT_ITERS, measure: bool 
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    data = collect(run_dir, measure=measure, iters=iters, warmup=warmup)
+    data = collect(run_dir, measure=measure, iters=iters, warmup=warmup, backend=backend)
     estimates = estimate_profiles(data, profiles)
     figures = make_figures(data)
     blocks = build_blocks(data, estimates, figures)
@@ -97,7 +97,8 @@ def benchmark_table(data: ReportData):
 
     table = Table(title=f"kdx report: {data.run_dir.name} ({data.env or '?'})")
     for header in BENCH_HEADERS:
-        table.add_column(header, justify="left" if header in ("machine", "model", "agent", "status") else "right")
+        table.add_column(header, justify="left" if header in ("machine", "model", "agent", "status", "backend")
+                         else "right")
     status = BENCH_HEADERS.index("status")
     marks = {"measured": "✅ measured", "failed": "❌ failed"}
     for row in benchmark_rows(data):
