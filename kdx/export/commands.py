@@ -18,12 +18,13 @@ def targets_table() -> Table:
 
     table = Table(title="kdx export targets")
     for column in ("target", "default precision", "precisions", "backends", "engine build on device",
-                   "device profiles", "what you get"):
+                   "TensorRT", "device profiles", "what you get"):
         table.add_column(column)
     for row in capability_rows():
         table.add_row(row["target"], row["default_precision"], ", ".join(row["precisions"]),
                       ", ".join(row["backends"]), "yes" if row["engine_build_on_device"] else "no",
-                      ", ".join(row["profiles"]) or "-", row["description"])
+                      ", ".join(row["tensorrt_versions"]) or "-", ", ".join(row["profiles"]) or "-",
+                      row["description"])
     return table
 
 

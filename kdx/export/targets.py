@@ -121,6 +121,8 @@ def profiles_by_target() -> dict[str, list[str]]:
 
 def capability_rows() -> list[dict[str, object]]:
     """One row per target for ``--list-targets``: plain data, formatted by the CLI."""
+    from kdx.devices.registry import PROFILES
+
     grouped = profiles_by_target()
     return [
         {
@@ -130,6 +132,8 @@ def capability_rows() -> list[dict[str, object]]:
             "backends": list(t.backends),
             "engine_build_on_device": t.engine_build_on_device,
             "profiles": grouped.get(t.name, []),
+            "tensorrt_versions": sorted({PROFILES[p].tensorrt for p in grouped.get(t.name, [])
+                                         if PROFILES[p].tensorrt}),
             "description": t.description,
         }
         for t in TARGETS.values()

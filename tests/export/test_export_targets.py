@@ -65,3 +65,5 @@ def test_capability_rows_map_every_profile_to_its_target() -> None:
     for name, profile in PROFILES.items():
         assert name in rows[profile.target]["profiles"]
     assert sum(len(r["profiles"]) for r in rows.values()) == len(PROFILES)
+    assert {"8.2", "8.5", "10.3"} <= set(rows["jetson"]["tensorrt_versions"])
+    assert rows["rpi"]["tensorrt_versions"] == []
