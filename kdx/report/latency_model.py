@@ -46,7 +46,7 @@ ESTIMATE_NOTE = (
     "host's fit is scaled by speed(host) / speed(device), speed = clock GHz x cores used (1 at "
     "batch 1) x per-clock core factor (rough public figures: "
     + ", ".join(f"{k} {v:g}" for k, v in CORE_FACTORS.items())
-    + "). Expect errors of 2x either way."
+    + "). CPU path only: a Jetson's GPU (TensorRT) is not modelled. Expect errors of 2x either way."
 )
 
 

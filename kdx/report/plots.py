@@ -64,6 +64,8 @@ def retention_vs_macs(data: ReportData) -> bytes | None:
     front = pareto_front(points)
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", linestyle="--",
             label="frontier")
+    ys = [p[1] for p in points]
+    ax.set_ylim(min(0.0, min(ys)) - 0.05, max(1.0, max(ys)) + 0.05)  # 0..1 always in view: no zoomed-in noise
     ax.set_xscale("log")
     ax.set_xlabel("MACs per decision (log scale)")
     ax.set_ylabel("performance retained (team, student / teacher)")
