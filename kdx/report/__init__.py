@@ -1,1 +1,36 @@
-"""kdx.report"""
+"""kdx.report: teacher vs students, as tables and plots.
+
+- ``kdx.report.flops``: ``count_network_cost`` (params, MACs, FLOPs; ptflops cross-checked with
+  torch.utils.flop_counter) and its ``CONVENTION``.
+- ``kdx.report.collect``: everything a run folder holds, plus host latency measured through the
+  runtime (``ReportData``); device bench files from ``RUN/devices/``.
+- ``kdx.report.latency_model`` / ``estimates``: the rough per-profile latency estimate.
+- ``kdx.report.report``: ``write_report(run) -> ReportPaths`` (report.md, report.html) and
+  ``benchmark_table(data)`` / ``print_benchmark_table(run)`` (the rich console table).
+
+    from kdx.report import write_report
+    paths = write_report("runs/spread", iters=2000)   # paths.markdown, paths.html, paths.missing
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "write_report": "kdx.report.report",
+    "ReportPaths": "kdx.report.report",
+    "benchmark_table": "kdx.report.report",
+    "print_benchmark_table": "kdx.report.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing kdx.report must not pull in torch or matplotlib.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kdx.report' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -286,9 +286,15 @@ def network_costs(run_dir: Path, missing: list[str],
 def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup: int | None = None,
             backend: str = "auto") -> ReportData:
     """Read (and, with ``measure``, benchmark on this host on ``backend``) everything the report shows."""
+    from kdx.runtime.backends import BACKENDS
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KdxError(f"{run_dir}: no such run folder (the folder given to `kdx train --out`)")
+    if backend != "auto" and backend not in BACKENDS:
+        raise KdxError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+    if iters < 1:
+        raise KdxError(f"--iters must be a positive integer (got {iters})")
     data = ReportData(run_dir)
     data.env, data.agents, data.costs, data.sizing_profile = network_costs(run_dir, data.missing, data.problems)
 

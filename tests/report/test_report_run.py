@@ -190,6 +190,8 @@ def test_report_of_an_empty_folder_and_of_no_folder(tmp_path):
     assert len(paths.missing) >= 4
     with pytest.raises(KdxError, match="no such run folder"):
         write_report(tmp_path / "nope")
+    with pytest.raises(KdxError, match="unknown backend 'gpu'; choose auto or one of"):
+        write_report(tmp_path, backend="gpu")
 
 
 def test_cli_report_without_measuring_prints_the_table(tiny_run, tmp_path):
