@@ -18,7 +18,9 @@ import torch
 
 from kdx.errors import KdxError
 from kdx.report.content import fmt_int, fmt_kib, fmt_pct
+from kdx.report.estimates import host_speed
 from kdx.report.flops import CONVENTION, count_network_cost
+from kdx.report.latency_model import CORE_FACTORS, fit_latency_model
 from kdx.report.report import IMAGES_DIR, benchmark_table, write_report
 
 ITERS = 60  # timed decisions per model: enough for p50/p99, cheap in CI
@@ -155,6 +157,18 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     assert "broken.json" in problems and "wrong.json" in problems and "p50_us" in problems
     by_profile = {e.profile: e for e in paths.estimates}
     assert by_profile["rpi5"].basis == "device" and by_profile["rpi4"].basis == "scaled host"
+    # rpi5: least squares on the device file's own (MACs, p50) points, applied to the run's networks
+    points = [(r["macs"], r["p50_us"]) for r in device_doc["results"]]
+    device_fit = fit_latency_model(*zip(*points))
+    student_macs = count_network_cost(students["agent_0"], students["agent_0"].obs_dim).macs
+    rpi5_student = next(r for r in by_profile["rpi5"].rows if r.agent == "agent_0" and r.role == "student")
+    assert rpi5_student.p50_us == pytest.approx(device_fit.p50_us(student_macs))
+    # rpi4: the host's fit on the rpi bundle, times speed(host) / (1.5 GHz x Cortex-A72 factor)
+    host_rpi = next(s for s in paths.data.host if s.bundle["target"] == "rpi")
+    assert by_profile["rpi4"].factor == pytest.approx(host_speed(host_rpi) / (1.5 * CORE_FACTORS["Cortex-A72"]))
+    host_fit = fit_latency_model([r.macs for r in host_rpi.results], [r.p50_us for r in host_rpi.results])
+    rpi4_student = next(r for r in by_profile["rpi4"].rows if r.agent == "agent_0" and r.role == "student")
+    assert rpi4_student.p50_us == pytest.approx(by_profile["rpi4"].factor * host_fit.p50_us(student_macs))
     assert "ESTIMATE, not a measurement" in md and "ESTIMATED latency per device profile" in html_text
 
     # conventions, plots, and a self-contained HTML whose images decode as PNG
