@@ -109,8 +109,11 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(10_000, "--seed", help="First evaluation seed (every policy meets the same ones)."),
         device: str = typer.Option("cpu", "--device", help="torch device."),
     ) -> None:
-        """Evaluate the teacher (greedy and sampled) against random/scripted references; writes RUN/eval.json."""
-        from kdx.trainer.evaluate import evaluate_run, print_eval_table
+        """Evaluate the teacher (greedy and sampled), its students if distilled (retention, params and
+        MACs per agent) and random/scripted references on the same seeds; writes RUN/eval.json."""
+        from kdx.trainer.evaluate import print_eval_table
+        from kdx.trainer.student_eval import evaluate_with_students, print_students_table
 
-        result = evaluate_run(run, episodes=episodes, seed=seed, device=device)
+        result = evaluate_with_students(run, episodes=episodes, seed=seed, device=device)
         print_eval_table(result)
+        print_students_table(result)

@@ -61,7 +61,8 @@ def _kdx(args: list[str]) -> int:
     return 0
 
 
-def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys):
+def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich tables unwrapped
     make_teacher_run(tmp_path)
     common = ["--steps", "64", "--num-envs", "16", "--rollout-length", "4", "--threads", "1", "--obs-norm-steps", "2"]
     assert _kdx(["distill", str(tmp_path), *common, "--quiet"]) == 2 and "--device PROFILE" in " ".join(capsys.readouterr().err.split())
@@ -74,3 +75,8 @@ def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys):
     assert _kdx(["distill", str(tmp_path), "--resume", "--steps", "128", "--quiet"]) == 0
     lines = (tmp_path / "students/metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["env_steps"] == 128
+    capsys.readouterr()
+    assert _kdx(["evaluate", str(tmp_path), "--episodes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "students_greedy" in out and "retention" in out and "MACs ratio" in out
+    assert "cost" in json.loads((tmp_path / "eval.json").read_text())["students"]
