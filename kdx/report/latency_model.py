@@ -42,7 +42,8 @@ CORES_USED = 1  # batch-1 decisions of tiny MLPs run on one core
 
 ESTIMATE_NOTE = (
     "ESTIMATE, not a measurement: latency = overhead + MACs x time per MAC, fitted by least "
-    "squares on measured (MACs, p50) points; for a profile without its own measurements the "
+    "squares on measured (MACs, p50) points (teacher and students, on whichever backend the runtime "
+    "chose for each, so the fit mixes backends); for a profile without its own measurements the "
     "host's fit is scaled by speed(host) / speed(device), speed = clock GHz x cores used (1 at "
     "batch 1) x per-clock core factor (rough public figures: "
     + ", ".join(f"{k} {v:g}" for k, v in CORE_FACTORS.items())
