@@ -114,7 +114,7 @@ def main() -> None:
     for item in args.set:
         name, _, value = item.partition("=")
         overrides[name] = _parse_value(name, value)
-    console = Console()
+    console = Console(width=200)
     results = []
     for env in args.env or list(TARGETS):
         target = TARGETS[env]
