@@ -28,7 +28,7 @@ def _config_parameters() -> list[inspect.Parameter]:
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         decls = [f"{flag}/--no-{name.replace('_', '-')}"] if hints[f.name] is bool else [flag]
-        option = typer.Option(None, *decls, help=f"{f.metadata['help']} [default: {default}]", show_default=False)
+        option = typer.Option(None, *decls, help=f"{f.metadata['help']} (default: {default})", show_default=False)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=Optional[hints[f.name]]))  # noqa: UP045 (typer needs Optional)
     return params
