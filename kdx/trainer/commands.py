@@ -7,6 +7,8 @@ one-line description as help), so the config and the CLI never drift apart.
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 import typing
 from dataclasses import MISSING, fields
 from typing import Optional
@@ -67,12 +69,23 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
             raise KdxError(f"bad teacher option: {exc}") from None
         last = train(out, config, show_progress=not quiet)
         run = out
-    from rich.console import Console
-
     from kdx.trainer.distributed import world_from_env
 
-    if world_from_env()[0] != 0:
-        return  # under torchrun only rank 0 reports
+    rank, world, _ = world_from_env()
+    if rank == 0:  # under torchrun only rank 0 reports
+        _report(run, last)
+    if world > 1:
+        # Every file is written and the process group is closed. Skip the interpreter's teardown:
+        # gloo's C++ threads were seen to abort there now and then (torch 2.13, about 1 run in
+        # 10), which makes torchrun report the finished run as failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _report(run: str, last: dict) -> None:
+    from rich.console import Console
+
     ret = last.get("episode_return")
     Console().print(
         f"teacher saved in {run}/teacher (updates {last.get('update')}, env steps {last.get('env_steps'):,}, "
