@@ -32,6 +32,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kdx.trainer.config import TeacherConfig
 from kdx.trainer.distributed import option_args, torchrun_command
 from kdx.trainer.evaluate import evaluate_run
 from kdx.trainer.mappo import read_metrics
@@ -57,16 +58,19 @@ def run_setup(name: str, setup: dict, env: str, steps: int, workdir: Path, episo
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     metrics = read_metrics(run)
+    if proc.returncode != 0:
+        Console(stderr=True).print(f"{name}: exit code {proc.returncode}\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
+        expected = max(1, (steps // nproc) // (setup["num_envs"] * TeacherConfig().rollout_length))
+        if not metrics or metrics[-1]["update"] < expected:
+            raise SystemExit(f"{name} failed before finishing its steps")
     last = metrics[-1]
     tail = [m["episode_return"] for m in metrics[-5:] if m["episode_return"] is not None]
     result = evaluate_run(run, episodes=episodes)
     greedy = result["policies"]["teacher_greedy"]
     return {
         "setup": name, "nproc": nproc, "num_envs_per_rank": setup["num_envs"], "torch_threads_per_rank": options["threads"],
-        "env_steps": last["env_steps"], "updates": last["update"],
+        "exit_code": proc.returncode, "env_steps": last["env_steps"], "updates": last["update"],
         "wall_s": wall, "train_s": last["time_s"], "env_steps_per_s": last["env_steps"] / last["time_s"],
         "train_return_last5": sum(tail) / len(tail) if tail else None,
         "final_normalized_score": greedy["normalized_score"], "final_normalized_score_ci95": greedy["normalized_score_ci95"],

@@ -271,6 +271,9 @@ def data_parallel(config: TeacherConfig) -> SingleProcess:
     rank, world, local = world_from_env()
     if world <= 1:
         return SingleProcess()
+    import faulthandler
+
+    faulthandler.enable()  # a rank killed by a C++ abort still says where it was
     device = torch.device(config.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():

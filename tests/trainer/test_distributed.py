@@ -25,10 +25,11 @@ TINY = ["--env", "mpe/simple_spread", "--num-envs", str(NUM_ENVS), "--rollout-le
         "--threads", "1", "--no-lr-decay", "--quiet"]
 
 
-def _torchrun(args: list[str], cwd: Path) -> None:
+def _torchrun(args: list[str], cwd: Path, via_nproc: bool = False) -> None:
+    """``torchrun ... -m kdx ARGS``, or ``kdx ARGS --nproc 2`` (which starts torchrun itself)."""
     env = {**os.environ, "KDX_CHECK_RANK_SYNC": "1", "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    cmd = torchrun_command(WORLD, args)
+    cmd = [sys.executable, "-m", "kdx", *args, "--nproc", str(WORLD)] if via_nproc else torchrun_command(WORLD, args)
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -44,7 +45,8 @@ def _deterministic(lines):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A 6-update 2-rank run, and a copy of it cut back to its update-4 checkpoint, then resumed.
+    """A 6-update 2-rank run, and a copy of it cut back to its update-4 checkpoint, then resumed
+    with ``kdx train --resume RUN --nproc 2``.
 
     Removing the newest checkpoint is what a kill between checkpoints 4 and 6 leaves behind
     (two torchrun launches instead of three keeps the test inside its time budget).
@@ -55,7 +57,7 @@ def runs(tmp_path_factory):
     newest = complete_checkpoints(RunPaths(root / "cut"))
     assert [p.name for p in newest] == ["000004", "000006"]
     shutil.rmtree(newest[-1])
-    _torchrun(["train", "--resume", str(root / "cut"), "--quiet"], root)
+    _torchrun(["train", "--resume", str(root / "cut"), "--quiet"], root, via_nproc=True)
     return root
 
 
