@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdx.trainer.checkpoint import RunPaths, read_run_config
-from kdx.trainer.distill import DistillConfig, distill
+from kdx.trainer.distill import DistillConfig, distill, read_distill_metrics
 from kdx.trainer.student_eval import evaluate_with_students
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,20 +66,25 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def run_variant(teacher_run: Path, variant: str, settings: dict, episodes: int, console: Console,
-                work_root: Path = RESULTS / "distill_runs") -> dict:
+                work_root: Path = RESULTS / "distill_runs", reuse: bool = False) -> dict:
     """Distil ``teacher_run``'s teacher with ``VARIANTS[variant]`` and evaluate; one result row."""
     env = read_run_config(RunPaths(teacher_run))[0].env
     work = work_root / env.replace("/", "_") / variant
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    (work / "teacher").symlink_to((teacher_run / "teacher").resolve())
     family = env.split("/")[0]
     # family settings, then the command line's, then the variant's loss weights
     config = DistillConfig(**{**FAMILY_SETTINGS.get(family, {}), **settings, **VARIANTS[variant]})
     load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    last = distill(work, config, show_progress=False)
-    distill_s = time.perf_counter() - t0
+    if reuse and (work / "students" / "config.json").is_file():  # evaluate the students already there
+        last = read_distill_metrics(work)[-1]
+        config = DistillConfig.from_json(json.loads((work / "students" / "config.json").read_text())["distill"])
+        distill_s = last["time_s"]
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (work / "teacher").symlink_to((teacher_run / "teacher").resolve())
+        t0 = time.perf_counter()
+        last = distill(work, config, show_progress=False)
+        distill_s = time.perf_counter() - t0
     result = evaluate_with_students(work, episodes=episodes)
     s = result["students"]
     mode = s["mode"]
@@ -133,6 +138,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100, help="Evaluation episodes per policy.")
     parser.add_argument("--set", action="append", default=[], help="DistillConfig field=value (repeatable).")
     parser.add_argument("--out", type=Path, default=RESULTS / "distill.json")
+    parser.add_argument("--reuse", action="store_true", help="Evaluate students already distilled in --work instead of distilling again.")
     parser.add_argument("--work", type=Path, default=RESULTS / "distill_runs", help="Where the variants' run folders go.")
     args = parser.parse_args()
     console = Console()
@@ -143,7 +149,7 @@ def main() -> None:
     rows = []
     for run in args.runs:
         for variant in variants:
-            rows.append(run_variant(run, variant, settings, args.episodes, console, args.work))
+            rows.append(run_variant(run, variant, settings, args.episodes, console, args.work, args.reuse))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count()}, indent=2))
     print_tables(rows, console)
