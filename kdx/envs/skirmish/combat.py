@@ -102,6 +102,19 @@ class UnitTable:
     splash_units: list[int]  # colossi
     splash_length: float
     splash_width: float
+    has_shields: bool
+    has_regeneration: bool
+    not_self: torch.Tensor  # bool [U, U]
+    index_sign: torch.Tensor  # [U, U]: +1 below the diagonal, -1 above
+
+    @property
+    def unit_index(self) -> torch.Tensor:
+        return torch.arange(len(self.types), device=self.ally.device)
+
+    def reach_sq(self, attackers: slice, targets: slice) -> torch.Tensor:
+        """Squared centre distance at which each attacker reaches each target, ``[A, T]``."""
+        reach = self.range[attackers, None] + self.radius[attackers, None] + self.radius[targets]
+        return reach * reach
 
     @staticmethod
     def build(game_map: SkirmishMap, device: torch.device) -> UnitTable:
@@ -138,14 +151,20 @@ class UnitTable:
             hit_damage=dmg, can_target=attack_ok | heal_ok,
             has_healers=bool(healer.any()), has_exploders=any(t.is_exploder for t in types),
             splash_units=colossi, splash_length=line[0], splash_width=line[1],
+            has_shields=any(t.shield > 0 for t in types),
+            has_regeneration=any(t.health_regen_per_s > 0 for t in types),
+            not_self=~torch.eye(len(types), dtype=torch.bool, device=device),
+            index_sign=(torch.tril(torch.ones(len(types), len(types), device=device), -1)
+                        - torch.triu(torch.ones(len(types), len(types), device=device), 1)),
         )
 
 
 @dataclass
 class Battle:
-    """The mutable battle of every env: ``[E, U]`` tensors (positions ``[E, U, 2]``)."""
+    """The mutable battle of every env: ``[E, U]`` tensors (positions as ``x`` and ``y``)."""
 
-    pos: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
     health: torch.Tensor
     shield: torch.Tensor
     cooldown: torch.Tensor  # loops until the weapon is ready
@@ -154,17 +173,23 @@ class Battle:
     enemy_target: torch.Tensor  # long [E, U]: the AI's kept target (unit index) per unit
     order_kind: torch.Tensor  # long [E, U]: IDLE/MOVE/CHASE for allies this agent step
     order_target: torch.Tensor  # long [E, U]
-    order_goal: torch.Tensor  # [E, U, 2]
+    goal_x: torch.Tensor  # move orders' goal points
+    goal_y: torch.Tensor
 
     @property
     def alive(self) -> torch.Tensor:
         return self.health > 0
 
+    @property
+    def pos(self) -> torch.Tensor:
+        """Positions ``[E, U, 2]`` (a copy)."""
+        return torch.stack([self.x, self.y], dim=-1)
 
-def _closest(score: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+
+def _masked_argmin(score: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of the smallest ``score`` among ``valid`` along the last axis, and whether any."""
-    masked = torch.where(valid, score, torch.full_like(score, _FAR))
-    return masked.argmin(dim=-1), valid.any(dim=-1)
+    best, idx = torch.where(valid, score, _FAR).min(dim=-1)
+    return idx, best < _FAR
 
 
 def _healer_targets(table: UnitTable, b: Battle, alive: torch.Tensor, healers: torch.Tensor,
@@ -172,8 +197,9 @@ def _healer_targets(table: UnitTable, b: Battle, alive: torch.Tensor, healers: t
     """Closest damaged friendly ground unit for each healer index (``long [H]``) among
     ``friends`` (``long [F]``). ``need_range``: only within heal range (idle ally medivacs);
     otherwise the closest friend, preferring damaged ones (the enemy AI's medivac)."""
-    hp = b.pos[:, healers, None, :] - b.pos[:, None, friends, :]
-    edge = hp.norm(dim=-1) - table.radius[healers, None] - table.radius[friends]
+    dx = b.x[:, healers, None] - b.x[:, None, friends]
+    dy = b.y[:, healers, None] - b.y[:, None, friends]
+    edge = (dx * dx + dy * dy).sqrt() - table.radius[healers, None] - table.radius[friends]
     damaged = b.health[:, friends] < table.max_health[friends]
     valid = alive[:, friends].unsqueeze(1) & table.can_target[healers][:, friends]
     if need_range:
@@ -181,41 +207,45 @@ def _healer_targets(table: UnitTable, b: Battle, alive: torch.Tensor, healers: t
         score = edge
     else:
         score = edge + 1000.0 * (~damaged).unsqueeze(1)
-    idx, has = _closest(score, valid)
+    idx, has = _masked_argmin(score, valid)
     return friends[idx], has
 
 
 def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each unit's behaviour (IDLE/MOVE/CHASE/HOLD, ``long [E, U]``) and target index this loop."""
+    """Each unit's behaviour (IDLE/MOVE/CHASE/HOLD, ``long [E, U]``) and target index this loop.
+
+    "Closest" compares centre distances (squared: no square roots on the ``[E, nA, nE]`` grid).
+    """
     n_a = table.n_allies
-    a_pos, e_pos = b.pos[:, :n_a], b.pos[:, n_a:]
-    cross = (a_pos.unsqueeze(2) - e_pos.unsqueeze(1)).norm(dim=-1)  # [E, nA, nE]
-    edge = cross - table.radius[:n_a, None] - table.radius[n_a:]
+    dx = b.x[:, :n_a, None] - b.x[:, None, n_a:]
+    dy = b.y[:, :n_a, None] - b.y[:, None, n_a:]
+    d2 = dx * dx + dy * dy  # [E, nA, nE]
     ally_alive, enemy_alive = alive[:, :n_a], alive[:, n_a:]
 
     # Idle allies: closest hittable enemy already in weapon range (no chasing).
-    valid_a = enemy_alive.unsqueeze(1) & table.can_target[:n_a, n_a:] & (edge <= table.range[:n_a, None])
-    auto_a, has_a = _closest(edge, valid_a)
+    reach_a = table.reach_sq(slice(0, n_a), slice(n_a, None))
+    valid_a = enemy_alive.unsqueeze(1) & table.can_target[:n_a, n_a:] & (d2 <= reach_a)
+    auto_a, has_a = _masked_argmin(d2, valid_a)
     auto_a = auto_a + n_a
 
     # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
-    edge_t = edge.transpose(1, 2)  # [E, nE, nA]
     valid_e = ally_alive.unsqueeze(1) & table.can_target[n_a:, :n_a]
-    new_e, has_e = _closest(edge_t, valid_e)
+    new_e, has_e = _masked_argmin(d2.transpose(1, 2), valid_e)
     cur = b.enemy_target[:, n_a:]
-    cur_edge = edge_t.gather(2, cur.unsqueeze(2)).squeeze(2)
-    keep = valid_e.gather(2, cur.unsqueeze(2)).squeeze(2) & (cur_edge <= table.range[n_a:])
+    cdx = b.x[:, n_a:] - b.x.gather(1, cur)
+    cdy = b.y[:, n_a:] - b.y.gather(1, cur)
+    reach_cur = table.range[n_a:] + table.radius[n_a:] + table.radius[cur]
+    keep = (alive.gather(1, cur) & table.can_target[n_a:][torch.arange(cur.shape[1], device=cur.device), cur]
+            & (cdx * cdx + cdy * cdy <= reach_cur * reach_cur))
     tgt_e = torch.where(keep, cur, new_e)
     b.enemy_target[:, n_a:] = tgt_e
 
     # Allies' own orders; an attack order whose target died falls back to idle auto-acquire.
-    order_alive = alive.gather(1, b.order_target[:, :n_a])
-    chase = (b.order_kind[:, :n_a] == CHASE) & order_alive
-    kind_a = torch.where(chase, b.order_kind[:, :n_a],
-                         torch.where(b.order_kind[:, :n_a] == MOVE, MOVE,
-                                     torch.where(has_a, HOLD, IDLE)))
+    order_kind = b.order_kind[:, :n_a]
+    chase = (order_kind == CHASE) & alive.gather(1, b.order_target[:, :n_a])
+    kind_a = torch.where(chase | (order_kind == MOVE), order_kind, HOLD * has_a)
     tgt_a = torch.where(chase, b.order_target[:, :n_a], auto_a)
-    kind_e = torch.where(has_e, CHASE, IDLE)
+    kind_e = CHASE * (has_e | keep)
 
     kind = torch.cat([kind_a, kind_e], dim=1)
     target = torch.cat([tgt_a, tgt_e], dim=1)
@@ -251,104 +281,104 @@ def game_loop(table: UnitTable, b: Battle) -> None:
     """Advance every env of ``b`` by one game loop, in place."""
     alive = b.alive
     kind, target = choose_targets(table, b, alive)
-    t_pos = b.pos.gather(1, target.unsqueeze(-1).expand(-1, -1, 2))
-    to_target = t_pos - b.pos
-    dist = to_target.norm(dim=-1)
-    edge = dist - table.radius - table.radius[target]
-    t_alive = alive.gather(1, target)
-    engaged = alive & ((kind == CHASE) | (kind == HOLD)) & t_alive & table.can_target[
-        torch.arange(target.shape[1], device=target.device), target]
-    in_range = edge <= table.range
+    units = table.unit_index
+    tx, ty = b.x.gather(1, target), b.y.gather(1, target)
+    to_tx, to_ty = tx - b.x, ty - b.y
+    dist = (to_tx * to_tx + to_ty * to_ty).sqrt()
+    gap = dist - table.radius - table.radius[target] - table.range  # <= 0: in weapon range
+    engaged = (kind >= CHASE) & alive & alive.gather(1, target) & table.can_target[units, target]
+    in_range = gap <= 0
     ready = engaged & in_range
-    fire = ready & (b.cooldown <= 0) & ~table.healer
+    fire = ready & (b.cooldown <= 0)
+    if table.has_healers:
+        fire = fire & ~table.healer
 
     # Movement (units that fire or hold in range stand still).
     walk_to_target = engaged & ~in_range & (kind == CHASE)
-    walking = alive & ((kind == MOVE) | walk_to_target)
-    goal = torch.where(walk_to_target.unsqueeze(-1), t_pos, b.order_goal)
-    to_goal = goal - b.pos
-    goal_dist = to_goal.norm(dim=-1)
-    wanted = torch.where(walk_to_target, edge - table.range + 1e-3, goal_dist)
-    step = torch.minimum(table.speed.expand_as(wanted), wanted).clamp(min=0)
-    step = torch.where(walking, step / goal_dist.clamp(min=1e-6), torch.zeros_like(step))
+    walking = walk_to_target | ((kind == MOVE) & alive)
+    gx = torch.where(walk_to_target, to_tx, b.goal_x - b.x)
+    gy = torch.where(walk_to_target, to_ty, b.goal_y - b.y)
+    goal_dist = (gx * gx + gy * gy).sqrt()
+    wanted = torch.where(walk_to_target, gap + 1e-3, goal_dist)
+    step = torch.minimum(table.speed, wanted) * walking / goal_dist.clamp(min=1e-6)
 
     # Damage of this loop's shots.
-    per_hit = table.hit_damage[torch.arange(target.shape[1], device=target.device), target]
-    direct = fire & ~table.exploder
-    raw = torch.where(direct, per_hit * table.hits, torch.zeros_like(per_hit))
-    n_hits = torch.where(direct, table.hits.expand_as(raw), torch.zeros_like(raw))
-    dmg = torch.zeros_like(raw).scatter_add_(1, target, raw)
-    cnt = torch.zeros_like(raw).scatter_add_(1, target, n_hits)
+    per_hit = table.hit_damage[units, target]
+    direct = (fire & ~table.exploder) if table.has_exploders else fire
+    n_hits = table.hits * direct
+    dmg = torch.zeros_like(per_hit).scatter_add_(1, target, per_hit * n_hits)
+    cnt = torch.zeros_like(per_hit).scatter_add_(1, target, n_hits)
     if table.has_exploders:
         dmg, cnt = _explosions(table, b, alive, fire, dmg, cnt)
     if table.splash_units:
-        dmg, cnt = _line_splash(table, b, alive, fire, target, t_pos, to_target, dist, dmg, cnt)
+        dmg, cnt = _line_splash(table, b, alive, fire, target, tx, ty, to_tx, to_ty, dist, dmg, cnt)
 
     health, shield = apply_hits(b.health, b.shield, table.armour, dmg, cnt)
     if table.has_healers:
         heal = ready & table.healer & (b.health.gather(1, target) < table.max_health[target]) & (b.energy > 0)
-        amount = torch.where(heal, torch.minimum(table.heal_per_loop.expand_as(b.energy),
-                                                 b.energy * table.heal_per_energy),
-                             torch.zeros_like(b.energy))
+        amount = torch.minimum(table.heal_per_loop, b.energy * table.heal_per_energy) * heal
         healed = torch.zeros_like(amount).scatter_add_(1, target, amount)
         health = torch.minimum(health + healed, table.max_health)
-        b.energy = b.energy - amount / table.heal_per_energy
+        b.energy = torch.minimum(b.energy - amount / table.heal_per_energy + table.energy_per_loop,
+                                 table.max_energy)
     if table.has_exploders:
-        health = torch.where(fire & table.exploder, torch.zeros_like(health), health)
+        health = torch.where(fire & table.exploder, 0.0, health)
 
-    hurt = dmg > 0
-    dead = ~alive | (health <= 0)
-    b.since_damage = torch.where(hurt, torch.zeros_like(b.since_damage), b.since_damage + 1)
-    regen = ~dead & (b.since_damage >= SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
-    shield = torch.where(regen, torch.minimum(shield + SHIELD_REGEN_PER_S / LOOPS_PER_SECOND,
-                                              table.max_shield), shield)
-    health = torch.minimum(health + table.health_regen_per_loop, table.max_health)
-    b.health = torch.where(dead, torch.zeros_like(health), health)
-    b.shield = torch.where(dead, torch.zeros_like(shield), shield)
-    b.energy = torch.minimum(b.energy + table.energy_per_loop, table.max_energy)
-    b.cooldown = (torch.where(fire, table.cooldown.expand_as(b.cooldown), b.cooldown) - 1).clamp(min=0)
-    b.pos = (b.pos + to_goal * step.unsqueeze(-1)).clamp(0.0, MAP_SIZE)
+    dead = health <= 0
+    b.since_damage = (b.since_damage + 1) * (dmg <= 0)
+    if table.has_shields:
+        regen = ~dead & (b.since_damage >= SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
+        shield = torch.minimum(shield + regen * (SHIELD_REGEN_PER_S / LOOPS_PER_SECOND), table.max_shield)
+    if table.has_regeneration:
+        health = torch.minimum(health + table.health_regen_per_loop, table.max_health)
+    b.health = torch.where(dead, 0.0, health)
+    b.shield = torch.where(dead, 0.0, shield)
+    b.cooldown = (torch.where(fire, table.cooldown, b.cooldown) - 1).clamp_(min=0)
+    b.x = (b.x + gx * step).clamp_(0.0, MAP_SIZE)
+    b.y = (b.y + gy * step).clamp_(0.0, MAP_SIZE)
 
 
 def _explosions(table, b, alive, fire, dmg, cnt):
     """Banelings that fire explode: every enemy within the blast (edge inside the radius) is hit."""
-    bangs = [i for i, t in enumerate(table.types) if t.is_exploder]
-    bi = torch.tensor(bangs, device=dmg.device)
-    d = (b.pos[:, bi, None, :] - b.pos[:, None, :, :]).norm(dim=-1)  # [E, B, U]
+    bi = torch.tensor([i for i, t in enumerate(table.types) if t.is_exploder], device=dmg.device)
+    dx = b.x[:, bi, None] - b.x[:, None, :]
+    dy = b.y[:, bi, None] - b.y[:, None, :]
+    d = (dx * dx + dy * dy).sqrt()  # [E, B, U]
     inside = d - table.radius <= table.explode_radius[bi, None]
     hit = fire[:, bi, None] & inside & alive.unsqueeze(1) & table.can_target[bi].unsqueeze(0)
-    add = torch.where(hit, table.hit_damage[bi].unsqueeze(0), torch.zeros_like(d))
+    add = table.hit_damage[bi].unsqueeze(0) * hit
     return dmg + add.sum(1), cnt + hit.float().sum(1)
 
 
-def _line_splash(table, b, alive, fire, target, t_pos, to_target, dist, dmg, cnt):
+def _line_splash(table, b, alive, fire, target, tx, ty, to_tx, to_ty, dist, dmg, cnt):
     """A colossus shot also hits other enemies whose edge touches a line through its target,
     perpendicular to the shot (``splash_length`` x ``splash_width``)."""
     ci = torch.tensor(table.splash_units, device=dmg.device)
-    direction = to_target[:, ci] / dist[:, ci].clamp(min=1e-6).unsqueeze(-1)  # [E, C, 2]
-    rel = b.pos.unsqueeze(1) - t_pos[:, ci].unsqueeze(2)  # [E, C, U, 2]
-    along = (rel * direction.unsqueeze(2)).sum(-1).abs()
-    across = (rel[..., 0] * direction[..., 1:2] - rel[..., 1] * direction[..., 0:1]).abs()
+    inv = 1.0 / dist[:, ci].clamp(min=1e-6)
+    fx, fy = (to_tx[:, ci] * inv).unsqueeze(-1), (to_ty[:, ci] * inv).unsqueeze(-1)  # [E, C, 1]
+    rx = b.x.unsqueeze(1) - tx[:, ci].unsqueeze(-1)  # [E, C, U]
+    ry = b.y.unsqueeze(1) - ty[:, ci].unsqueeze(-1)
+    along = (rx * fx + ry * fy).abs()
+    across = (rx * fy - ry * fx).abs()
     inside = (along <= table.splash_width / 2 + table.radius) & (across <= table.splash_length / 2 + table.radius)
-    not_primary = torch.arange(len(table.types), device=dmg.device) != target[:, ci].unsqueeze(-1)
-    hit = (fire[:, ci] & ~table.exploder[ci]).unsqueeze(-1) & inside & not_primary & alive.unsqueeze(1) \
-        & table.can_target[ci].unsqueeze(0)
+    not_primary = table.unit_index != target[:, ci].unsqueeze(-1)
+    hit = fire[:, ci].unsqueeze(-1) & inside & not_primary & alive.unsqueeze(1) & table.can_target[ci].unsqueeze(0)
     per = table.hit_damage[ci].unsqueeze(0) * table.hits[ci, None]
-    add = torch.where(hit, per, torch.zeros_like(along))
-    return dmg + add.sum(1), cnt + torch.where(hit, table.hits[ci, None], torch.zeros_like(along)).sum(1)
+    return dmg + (per * hit).sum(1), cnt + (table.hits[ci, None] * hit).sum(1)
 
 
 def push_apart(table: UnitTable, b: Battle) -> None:
     """Separate overlapping live ground units: each pair moves apart by half its overlap."""
     ground = b.alive & ~table.air
-    delta = b.pos.unsqueeze(2) - b.pos.unsqueeze(1)  # [E, U, U, 2]: i minus j
-    d = delta.norm(dim=-1)
+    dx = b.x.unsqueeze(2) - b.x.unsqueeze(1)  # [E, U, U]: i minus j
+    dy = b.y.unsqueeze(2) - b.y.unsqueeze(1)
+    d = (dx * dx + dy * dy).sqrt()
     overlap = (table.radius[:, None] + table.radius[None, :] - d).clamp(min=0)
-    pair = ground.unsqueeze(2) & ground.unsqueeze(1) & (overlap > 0)
-    pair = pair & ~torch.eye(len(table.types), dtype=torch.bool, device=d.device)
-    # Coincident units separate along a fixed direction that depends on the index order.
-    eye_sign = torch.triu(torch.ones_like(d[0]), 1) - torch.tril(torch.ones_like(d[0]), -1)
-    unit = torch.where((d > 1e-6).unsqueeze(-1), delta / d.clamp(min=1e-6).unsqueeze(-1),
-                       torch.stack([-eye_sign, torch.zeros_like(eye_sign)], -1))
-    shift = torch.where(pair, 0.5 * overlap, torch.zeros_like(overlap)).unsqueeze(-1) * unit
-    b.pos = (b.pos + shift.sum(2)).clamp(0.0, MAP_SIZE)
+    pair = ground.unsqueeze(2) & ground.unsqueeze(1) & (overlap > 0) & table.not_self
+    # Coincident units separate along x, in an order fixed by their indices.
+    coincident = d <= 1e-6
+    ux = torch.where(coincident, table.index_sign, dx / d.clamp(min=1e-6))
+    uy = torch.where(coincident, 0.0, dy / d.clamp(min=1e-6))
+    push = 0.5 * overlap * pair
+    b.x = (b.x + (push * ux).sum(2)).clamp_(0.0, MAP_SIZE)
+    b.y = (b.y + (push * uy).sum(2)).clamp_(0.0, MAP_SIZE)

@@ -71,12 +71,12 @@ class SkirmishEnv(BatchedEnv):
         e, u = num_envs, len(t.types)
         zeros = torch.zeros(e, u, device=dev)
         self.battle = Battle(
-            pos=torch.zeros(e, u, 2, device=dev), health=zeros.clone(), shield=zeros.clone(),
+            x=zeros.clone(), y=zeros.clone(), health=zeros.clone(), shield=zeros.clone(),
             cooldown=zeros.clone(), energy=zeros.clone(), since_damage=zeros.clone(),
             enemy_target=torch.zeros(e, u, dtype=torch.long, device=dev),
             order_kind=torch.zeros(e, u, dtype=torch.long, device=dev),
             order_target=torch.zeros(e, u, dtype=torch.long, device=dev),
-            order_goal=torch.zeros(e, u, 2, device=dev),
+            goal_x=zeros.clone(), goal_y=zeros.clone(),
         )
         self.last_actions = torch.zeros(e, m.n_agents, dtype=torch.long, device=dev)
         self.lost = torch.zeros(e, dtype=torch.bool, device=dev)
@@ -88,7 +88,9 @@ class SkirmishEnv(BatchedEnv):
         m2 = mask.view(-1, 1)
         jitter = (torch.rand(self.num_envs, len(t.types), 2, generator=self.rng, device=self.device)
                   * 2 - 1) * self.map.jitter
-        b.pos = torch.where(m2.unsqueeze(-1), self._slots + jitter, b.pos)
+        start = self._slots + jitter
+        b.x = torch.where(m2, start[..., 0], b.x)
+        b.y = torch.where(m2, start[..., 1], b.y)
         b.health = torch.where(m2, t.max_health, b.health)
         b.shield = torch.where(m2, t.max_shield, b.shield)
         b.cooldown = torch.where(m2, torch.zeros_like(b.cooldown), b.cooldown)
@@ -101,7 +103,6 @@ class SkirmishEnv(BatchedEnv):
     def _set_orders(self, actions: torch.Tensor) -> None:
         """Turn agent actions into unit orders for the coming 8 game loops."""
         b, n_a = self.battle, self.map.n_agents
-        pos = b.pos[:, :n_a]
         is_move = (actions >= 2) & (actions <= 5)
         is_attack = actions >= features.N_ACTIONS_NO_ATTACK
         direction = self._dirs[(actions - 2).clamp(0, 3)]
@@ -110,7 +111,8 @@ class SkirmishEnv(BatchedEnv):
         target = target.clamp(max=len(self.table.types) - 1)
         b.order_kind[:, :n_a] = kind
         b.order_target[:, :n_a] = target
-        b.order_goal[:, :n_a] = pos + features.MOVE_AMOUNT * direction
+        b.goal_x[:, :n_a] = b.x[:, :n_a] + features.MOVE_AMOUNT * direction[..., 0]
+        b.goal_y[:, :n_a] = b.y[:, :n_a] + features.MOVE_AMOUNT * direction[..., 1]
 
     def _step_envs(self, actions: torch.Tensor):
         b, t, n_a = self.battle, self.table, self.map.n_agents
@@ -145,7 +147,8 @@ class SkirmishEnv(BatchedEnv):
         then enemies) to stage a particular fight, e.g. in tests; returns the new observations."""
         b = self.battle
         if pos is not None:
-            b.pos = pos.to(b.pos).clone()
+            b.x = pos[..., 0].to(b.x).clone()
+            b.y = pos[..., 1].to(b.y).clone()
         if health is not None:
             b.health = health.to(b.health).clone()
         if shield is not None:
@@ -157,16 +160,25 @@ class SkirmishEnv(BatchedEnv):
                        torch.zeros(self.num_envs, self.spec.n_agents, device=self.device),
                        zeros, zeros.clone(), {})
 
+    @property
+    def geometry(self) -> features.Geometry:
+        """Offsets and distances from every agent to every unit now, ``[E, nA, U]``."""
+        self._masks()
+        return self._geometry
+
     def _masks(self) -> torch.Tensor:
         if self._masks_cache is None:
-            self._masks_cache = features.action_masks(self.layout, self.table, self.battle)
+            self._geometry = features.Geometry.of(self.battle, self.map.n_agents)
+            self._masks_cache = features.action_masks(self.layout, self.table, self.battle, self._geometry)
         return self._masks_cache
 
     def _action_masks(self) -> tuple[torch.Tensor, ...]:
         return tuple(self._masks().unbind(1))
 
     def _observations(self) -> tuple[torch.Tensor, ...]:
-        return tuple(features.observations(self.layout, self.table, self.battle, self._masks()).unbind(1))
+        masks = self._masks()
+        obs = features.observations(self.layout, self.table, self.battle, masks, self._geometry)
+        return tuple(obs.unbind(1))
 
     def _global_state(self) -> torch.Tensor:
         return features.global_state(self.layout, self.table, self.battle, self.last_actions)

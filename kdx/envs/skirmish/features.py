@@ -47,6 +47,9 @@ class FeatureLayout:
     others: torch.Tensor  # long [nA, nA - 1]: the other allies of each agent, in order
     max_cooldown_state: torch.Tensor  # [nA]: SMAC's normaliser (energy max for medivacs)
     heal_offset: torch.Tensor  # long [nA]: unit index of attack target 0 (enemies or allies)
+    target_units: torch.Tensor  # long [nA, nE]: unit behind each attack column (clamped)
+    target_allowed: torch.Tensor  # bool [nA, nE]: the column names a unit this agent may target
+    any_healer: bool
 
     @staticmethod
     def build(game_map: SkirmishMap, table: UnitTable, device: torch.device) -> FeatureLayout:
@@ -59,6 +62,9 @@ class FeatureLayout:
                     out[i, order.index(t.name)] = 1.0
             return out
 
+        heal = table.healer[:n_a]
+        heal_offset = torch.where(heal, 0, n_a).long()
+        col = torch.arange(n_e, device=device)
         others = torch.tensor([[j for j in range(n_a) if j != i] for i in range(n_a)],
                               dtype=torch.long, device=device).reshape(n_a, n_a - 1)
         return FeatureLayout(
@@ -70,7 +76,11 @@ class FeatureLayout:
             others=others,
             max_cooldown_state=torch.tensor(
                 [t.smac_max_cooldown for t in game_map.ally_types()], device=device),
-            heal_offset=torch.where(table.healer[:n_a], 0, n_a).long(),
+            heal_offset=heal_offset,
+            target_units=(heal_offset[:, None] + col).clamp(max=n_a + n_e - 1),
+            target_allowed=torch.where(heal[:, None], (col < n_a) & ~table.healer[(col).clamp(max=n_a - 1)],
+                                       torch.ones(n_a, n_e, dtype=torch.bool, device=device)),
+            any_healer=bool(heal.any()),
         )
 
     @property
@@ -96,88 +106,113 @@ class FeatureLayout:
         return self.n_allies * ally + self.n_enemies * enemy + self.n_allies * self.n_actions
 
 
-def action_masks(layout: FeatureLayout, table: UnitTable, b: Battle) -> torch.Tensor:
+@dataclass
+class Geometry:
+    """Where every unit is relative to every agent, ``[E, nA, U]`` (computed once per step)."""
+
+    dx: torch.Tensor
+    dy: torch.Tensor
+    dist: torch.Tensor
+
+    @staticmethod
+    def of(b: Battle, n_allies: int) -> Geometry:
+        dx = b.x.unsqueeze(1) - b.x[:, :n_allies].unsqueeze(2)
+        dy = b.y.unsqueeze(1) - b.y[:, :n_allies].unsqueeze(2)
+        return Geometry(dx, dy, (dx * dx + dy * dy).sqrt())
+
+
+def action_masks(layout: FeatureLayout, table: UnitTable, b: Battle, geo: Geometry) -> torch.Tensor:
     """Legal actions of every agent, ``bool [E, nA, n_actions]``."""
-    n_a, n_e = layout.n_allies, layout.n_enemies
+    n_a = layout.n_allies
     alive = b.alive
     me = alive[:, :n_a]
-    x, y = b.pos[:, :n_a, 0], b.pos[:, :n_a, 1]
+    x, y = b.x[:, :n_a], b.y[:, :n_a]
     half = MOVE_AMOUNT / 2
 
     def inside(v):  # SMAC: int(coordinate) within [0, map size)
         v = torch.trunc(v)
-        return (v >= 0) & (v < MAP_SIZE)
+        return (v >= 0) & (v < MAP_SIZE) & me
 
-    moves = torch.stack([inside(y + half), inside(y - half), inside(x + half), inside(x - half)], -1)
-    head = torch.stack([~me, me], -1)
-    # Attack columns: enemies, or allies (never medivacs) for healers.
-    heal = table.healer[:n_a]
-    col = torch.arange(n_e, device=b.pos.device)
-    unit_idx = (layout.heal_offset[:, None] + col[None, :])  # [nA, nE]
-    valid_col = torch.where(heal[:, None], col[None, :] < n_a, torch.ones_like(unit_idx, dtype=torch.bool))
-    unit_idx = unit_idx.clamp(max=len(table.types) - 1)
-    tpos = b.pos[:, unit_idx]  # [E, nA, nE, 2]
-    dist = (tpos - b.pos[:, :n_a].unsqueeze(2)).norm(dim=-1)
-    t_ok = alive[:, unit_idx] & ~(heal[:, None] & table.healer[unit_idx]) & valid_col
+    head = torch.stack([~me, me, inside(y + half), inside(y - half), inside(x + half), inside(x - half)], -1)
+    if layout.any_healer:
+        dist = geo.dist.gather(2, layout.target_units.expand(b.x.shape[0], -1, -1))
+        t_ok = alive[:, layout.target_units] & layout.target_allowed
+    else:  # every agent attacks the enemies: a plain slice
+        dist = geo.dist[:, :, n_a:]
+        t_ok = alive[:, None, n_a:]
     attack = t_ok & (dist <= SHOOT_RANGE) & me.unsqueeze(-1)
-    return torch.cat([head, moves & me.unsqueeze(-1), attack], dim=-1)
+    return torch.cat([head, attack], dim=-1)
 
 
-def observations(layout: FeatureLayout, table: UnitTable, b: Battle, masks: torch.Tensor) -> torch.Tensor:
+def observations(layout: FeatureLayout, table: UnitTable, b: Battle, masks: torch.Tensor,
+                 geo: Geometry) -> torch.Tensor:
     """Every agent's observation, ``float32 [E, nA, obs_dim]`` (zeros for dead agents)."""
-    n_a = layout.n_allies
+    n_a, n_e = layout.n_allies, layout.n_enemies
+    e = b.x.shape[0]
     alive = b.alive
     frac_h = b.health / table.max_health
     frac_s = b.shield / table.max_shield.clamp(min=1e-6)
-    me_pos = b.pos[:, :n_a]
-    rel = b.pos.unsqueeze(1) - me_pos.unsqueeze(2)  # [E, nA, U, 2]
-    dist = rel.norm(dim=-1)
-    seen = (dist < SIGHT_RANGE) & alive.unsqueeze(1)
+    seen = (geo.dist < SIGHT_RANGE) & alive.unsqueeze(1)
+    obs = torch.zeros(e, n_a, layout.obs_dim, device=b.x.device)
+    obs[:, :, :4] = masks[:, :, 2:6]
+    start = 4
 
-    def block(sl, first, shields, onehot):
-        d, r, vis = dist[:, :, sl], rel[:, :, sl], seen[:, :, sl]
-        parts = [first, d / SIGHT_RANGE, r[..., 0] / SIGHT_RANGE, r[..., 1] / SIGHT_RANGE,
-                 frac_h[:, sl].unsqueeze(1).expand_as(d)]
+    def fill(sl, count, n_feats, first, shields, onehot):
+        block = obs[:, :, start:start + count * n_feats].view(e, n_a, count, n_feats)
+        vis = seen[:, :, sl]
+        block[..., 0] = first
+        block[..., 1] = geo.dist[:, :, sl] / SIGHT_RANGE
+        block[..., 2] = geo.dx[:, :, sl] / SIGHT_RANGE
+        block[..., 3] = geo.dy[:, :, sl] / SIGHT_RANGE
+        block[..., 4] = frac_h[:, None, sl]
+        col = 5
         if shields:
-            parts.append(frac_s[:, sl].unsqueeze(1).expand_as(d))
-        feats = torch.stack(parts, -1)
+            block[..., col] = frac_s[:, None, sl]
+            col += 1
         if onehot.shape[-1]:
-            feats = torch.cat([feats, onehot.expand(*d.shape, -1)], -1)
-        return feats * vis.unsqueeze(-1)
+            block[..., col:] = onehot
+        block *= vis.unsqueeze(-1)
+        return block
 
-    enemy = block(slice(n_a, None), masks[:, :, N_ACTIONS_NO_ATTACK:].float(), layout.enemy_shields,
-                  layout.enemy_onehot)
-    allies = block(slice(0, n_a), torch.ones_like(dist[:, :, :n_a]), layout.ally_shields,
-                   layout.ally_onehot)
-    idx = layout.others.unsqueeze(0).unsqueeze(-1).expand(allies.shape[0], -1, -1, allies.shape[-1])
-    allies = allies.gather(2, idx)
-    own = [frac_h[:, :n_a].unsqueeze(-1)]
+    fill(slice(n_a, None), n_e, layout.enemy_feats, masks[:, :, N_ACTIONS_NO_ATTACK:],
+         layout.enemy_shields, layout.enemy_onehot)
+    start += n_e * layout.enemy_feats
+    # Other allies: compute the full [nA, nA] block once, then drop each agent's own column.
+    allies = torch.zeros(e, n_a, n_a * layout.ally_feats, device=b.x.device)
+    obs_backup, obs = obs, allies
+    start_backup, start = start, 0
+    fill(slice(0, n_a), n_a, layout.ally_feats, 1.0, layout.ally_shields, layout.ally_onehot)
+    obs, start = obs_backup, start_backup
+    others = allies.view(e, n_a, n_a, layout.ally_feats).gather(
+        2, layout.others.view(1, n_a, n_a - 1, 1).expand(e, -1, -1, layout.ally_feats))
+    obs[:, :, start:start + (n_a - 1) * layout.ally_feats] = others.reshape(e, n_a, -1)
+    start += (n_a - 1) * layout.ally_feats
+    obs[:, :, start] = frac_h[:, :n_a]
     if layout.ally_shields:
-        own.append(frac_s[:, :n_a].unsqueeze(-1))
+        obs[:, :, start + 1] = frac_s[:, :n_a]
     if layout.type_bits:
-        own.append(layout.ally_onehot.expand(b.pos.shape[0], -1, -1))
-    e = b.pos.shape[0]
-    obs = torch.cat([masks[:, :, 2:6].float(), enemy.reshape(e, n_a, -1), allies.reshape(e, n_a, -1),
-                     torch.cat(own, -1)], dim=-1)
+        obs[:, :, -layout.type_bits:] = layout.ally_onehot
     return obs * alive[:, :n_a].unsqueeze(-1)
 
 
 def global_state(layout: FeatureLayout, table: UnitTable, b: Battle, last_actions: torch.Tensor) -> torch.Tensor:
     """SMAC's global state, ``float32 [E, state_dim]``; ``last_actions`` is ``long [E, nA]``."""
     n_a = layout.n_allies
-    e = b.pos.shape[0]
+    e = b.x.shape[0]
     alive = b.alive.float()
     frac_h = b.health / table.max_health
     frac_s = b.shield / table.max_shield.clamp(min=1e-6)
-    rel = (b.pos - MAP_SIZE / 2) / MAP_SIZE
-    ally_cd = torch.where(table.healer[:n_a], b.energy[:, :n_a], b.cooldown[:, :n_a]) / layout.max_cooldown_state
-    ally = [frac_h[:, :n_a], ally_cd, rel[:, :n_a, 0], rel[:, :n_a, 1]]
+    rx = (b.x - MAP_SIZE / 2) / MAP_SIZE
+    ry = (b.y - MAP_SIZE / 2) / MAP_SIZE
+    cd = torch.where(table.healer[:n_a], b.energy[:, :n_a], b.cooldown[:, :n_a]) if layout.any_healer \
+        else b.cooldown[:, :n_a]
+    ally = [frac_h[:, :n_a], cd / layout.max_cooldown_state, rx[:, :n_a], ry[:, :n_a]]
     if layout.ally_shields:
         ally.append(frac_s[:, :n_a])
     ally_t = torch.stack(ally, -1)
     if layout.type_bits:
         ally_t = torch.cat([ally_t, layout.ally_onehot.expand(e, -1, -1)], -1)
-    enemy = [frac_h[:, n_a:], rel[:, n_a:, 0], rel[:, n_a:, 1]]
+    enemy = [frac_h[:, n_a:], rx[:, n_a:], ry[:, n_a:]]
     if layout.enemy_shields:
         enemy.append(frac_s[:, n_a:])
     enemy_t = torch.stack(enemy, -1)

@@ -39,17 +39,16 @@ def _walk_toward(env, masks: torch.Tensor, which: str) -> torch.Tensor:
     """A legal move toward the closest living enemy (or, for healers, ally); stop if none."""
     b, n_a = env.battle, env.map.n_agents
     alive = b.alive
-    me = b.pos[:, :n_a]
     healer = env.table.healer[:n_a]
-    rel_e = b.pos[:, n_a:].unsqueeze(1) - me.unsqueeze(2)  # [E, nA, nE, 2]
-    d_e = torch.where(alive[:, n_a:].unsqueeze(1), rel_e.norm(dim=-1), torch.full_like(rel_e[..., 0], _FAR))
-    rel_a = b.pos[:, :n_a].unsqueeze(1) - me.unsqueeze(2)
-    ally_ok = alive[:, :n_a].unsqueeze(1) & ~env.table.healer[:n_a] & ~torch.eye(n_a, dtype=torch.bool, device=me.device)
-    d_a = torch.where(ally_ok, rel_a.norm(dim=-1), torch.full_like(rel_a[..., 0], _FAR))
-    near_e = rel_e.gather(2, d_e.argmin(2, keepdim=True).unsqueeze(-1).expand(-1, -1, 1, 2)).squeeze(2)
-    near_a = rel_a.gather(2, d_a.argmin(2, keepdim=True).unsqueeze(-1).expand(-1, -1, 1, 2)).squeeze(2)
-    rel = torch.where(healer.view(1, -1, 1), near_a, near_e)
-    dx, dy = rel[..., 0], rel[..., 1]
+    geo = env.geometry  # [E, nA, U] offsets from each agent to every unit, this step
+    d_e = torch.where(alive[:, None, n_a:], geo.dist[:, :, n_a:], _FAR)
+    ally_ok = alive[:, None, :n_a] & ~healer & ~torch.eye(n_a, dtype=torch.bool, device=alive.device)
+    d_a = torch.where(ally_ok, geo.dist[:, :, :n_a], _FAR)
+    near_e = d_e.argmin(2, keepdim=True) + n_a
+    near_a = d_a.argmin(2, keepdim=True)
+    near = torch.where(healer.view(1, -1, 1), near_a, near_e)
+    dx, dy = geo.dx.gather(2, near).squeeze(2), geo.dy.gather(2, near).squeeze(2)
+    dist = geo.dist.gather(2, near).squeeze(2)
     vertical = dy.abs() > dx.abs()
     move = torch.where(vertical, torch.where(dy > 0, 2, 3), torch.where(dx > 0, 4, 5))
     legal = masks.gather(2, move.unsqueeze(-1)).squeeze(-1)
@@ -58,8 +57,8 @@ def _walk_toward(env, masks: torch.Tensor, which: str) -> torch.Tensor:
     # weapon range (a stopped unit shoots whatever enters it) rather than walk into its fire;
     # once anyone is fighting, the others close in.
     engaged = masks[:, :, N_ACTIONS_NO_ATTACK:].any(2) & ~healer
-    waiting = ~engaged.any(1, keepdim=True) & (rel.norm(dim=-1) < HOLD_DISTANCE)
-    close = torch.where(healer, rel.norm(dim=-1) < 2.0, waiting)
+    waiting = ~engaged.any(1, keepdim=True) & (dist < HOLD_DISTANCE)
+    close = torch.where(healer, dist < 2.0, waiting)
     return torch.where(legal & ~close, move, torch.ones_like(move))
 
 
@@ -85,7 +84,7 @@ def attack_nearest(env, step: EnvStep) -> torch.Tensor:
     masks = step.padded_action_mask()
     b, n_a = env.battle, env.map.n_agents
     units = _target_units(env)
-    dist = (b.pos[:, units] - b.pos[:, :n_a].unsqueeze(2)).norm(dim=-1)
+    dist = env.geometry.dist.gather(2, units.expand(b.x.shape[0], -1, -1))
     healer = env.table.healer[:n_a].view(1, -1, 1)
     hurt = (b.health / env.table.max_health)[:, units]
     return _pick_target(env, masks, torch.where(healer, hurt, dist))
