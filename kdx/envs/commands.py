@@ -59,4 +59,24 @@ def register(app: typer.Typer) -> None:
         summary = random_rollout(env, num_envs=num_envs, steps=steps, seed=seed, device=device)
         print_rollout_summary(summary)
 
+    @envs_app.command("render")
+    def render(
+        env: str = typer.Argument(..., help="A skirmish environment, e.g. skirmish/3m."),
+        policy: str = typer.Option("focus-fire", help="Scripted policy: random, attack-nearest, focus-fire."),
+        out: str = typer.Option("battle.gif", help="GIF file to write."),
+        seed: int = typer.Option(0, help="Random seed of the episode."),
+        fps: int = typer.Option(4, help="Frames (agent steps) per second in the GIF."),
+        max_steps: int = typer.Option(0, help="Stop after this many steps (0: the map's step limit)."),
+    ) -> None:
+        """Draw one episode of a skirmish map as a GIF (units, health bars, attack lines)."""
+        from kdx.envs.skirmish.render import render_episode
+        from kdx.errors import KdxError
+
+        if not env.startswith("skirmish/"):
+            raise KdxError(f"`kdx envs render` draws skirmish maps (skirmish/<map>), not {env!r}")
+        summary = render_episode(env.removeprefix("skirmish/"), policy=policy, out=out, seed=seed,
+                                 fps=fps, max_steps=max_steps or None)
+        result = "won" if summary.won else "not won"
+        Console().print(f"wrote {summary.path} ({summary.frames} frames, {summary.steps} steps, {result})")
+
     app.add_typer(envs_app, name="envs")

@@ -175,6 +175,7 @@ class Battle:
     order_target: torch.Tensor  # long [E, U]
     goal_x: torch.Tensor  # move orders' goal points
     goal_y: torch.Tensor
+    acting_on: torch.Tensor  # long [E, U]: whom each unit last shot or healed this step, -1: nobody
 
     @property
     def alive(self) -> torch.Tensor:
@@ -334,6 +335,8 @@ def game_loop(table: UnitTable, b: Battle) -> None:
     b.health = torch.where(dead, 0.0, health)
     b.shield = torch.where(dead, 0.0, shield)
     b.cooldown = (torch.where(fire, table.cooldown, b.cooldown) - 1).clamp_(min=0)
+    acted = (fire | (ready & table.healer)) if table.has_healers else fire
+    b.acting_on = torch.where(acted, target, b.acting_on)
     b.x = (b.x + gx * step).clamp_(0.0, MAP_SIZE)
     b.y = (b.y + gy * step).clamp_(0.0, MAP_SIZE)
 

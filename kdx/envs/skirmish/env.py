@@ -77,6 +77,7 @@ class SkirmishEnv(BatchedEnv):
             order_kind=torch.zeros(e, u, dtype=torch.long, device=dev),
             order_target=torch.zeros(e, u, dtype=torch.long, device=dev),
             goal_x=zeros.clone(), goal_y=zeros.clone(),
+            acting_on=torch.full((e, u), -1, dtype=torch.long, device=dev),
         )
         self.last_actions = torch.zeros(e, m.n_agents, dtype=torch.long, device=dev)
         self.lost = torch.zeros(e, dtype=torch.bool, device=dev)
@@ -120,6 +121,7 @@ class SkirmishEnv(BatchedEnv):
         enemy_hp_before = (b.health + b.shield)[:, n_a:]
         self._set_orders(actions)
         self.last_actions = actions.clone()
+        b.acting_on.fill_(-1)
         for _ in range(LOOPS_PER_STEP):
             game_loop(t, b)
         push_apart(t, b)
