@@ -217,3 +217,17 @@ def test_config_validation_and_round_trip():
         DistillConfig(w_pg=0, w_kl=0, w_ce=0, w_rel=0, w_role=0).validate()
     with pytest.raises(KdxError, match="--teacher-mix"):
         DistillConfig(teacher_mix=1.5).validate()
+
+
+def test_teacher_mix_hands_actions_to_the_teacher(tmp_path):
+    teacher = make_teacher_run(tmp_path)
+    _, rows = size_run_students(teacher, DistillConfig())
+    students = list(build_students(rows).values())
+    env = make("toy/match", num_envs=64, seed=0)
+    acted = {}
+    for mix in (0.0, 0.5, 1.0):
+        buf, _, _ = collect_student_rollout(env, teacher, students, env.reset(), None, 4,
+                                            torch.Generator().manual_seed(0), teacher_mix=mix)
+        acted[mix] = float(buf.student_acted.float().mean())
+        assert bool(buf.masks.gather(-1, buf.actions.unsqueeze(-1)).all())  # every executed action is legal
+    assert acted[0.0] == 1.0 and acted[1.0] == 0.0 and 0.35 < acted[0.5] < 0.65
