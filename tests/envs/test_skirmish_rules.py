@@ -153,3 +153,14 @@ def test_shields_regenerate_only_after_ten_seconds_without_damage():
     env.battle.since_damage[0, 0] = 224.0
     act(env, 1)
     assert env.battle.shield[0, 0].item() == pytest.approx(10.0 + 8 * 2 / 22.4, rel=1e-5)
+
+
+def test_push_apart_separates_overlapping_units_by_half_the_overlap_each():
+    from kdx.envs.skirmish.combat import push_apart
+
+    env, _ = duel([("marine", 2)], [("zealot", 1)], [[10.0, 16.0], [10.0, 16.0], [10.5, 16.0]])
+    push_apart(env.table, env.battle)
+    # Coincident marines: 0.75 overlap, 0.375 each way; marine-zealot: 0.875 - 0.5 = 0.375.
+    assert env.battle.x[0].tolist() == pytest.approx([10 - 0.375 - 0.1875, 10 + 0.375 - 0.1875, 10.875],
+                                                     abs=1e-3)
+    assert env.battle.y[0].tolist() == pytest.approx([16.0, 16.0, 16.0])

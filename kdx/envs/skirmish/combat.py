@@ -104,17 +104,18 @@ class UnitTable:
     splash_width: float
     has_shields: bool
     has_regeneration: bool
-    not_self: torch.Tensor  # bool [U, U]
-    index_sign: torch.Tensor  # [U, U]: +1 below the diagonal, -1 above
+    miss_penalty: torch.Tensor  # [U, U]: 0 where i may target j, a huge number elsewhere
+    index_sign: torch.Tensor  # [U, U]: +1 on and below the diagonal, -1 above
+    contact: torch.Tensor  # [U, U]: sum of radii, with 0 on the diagonal
+
+    @property
+    def reach(self) -> torch.Tensor:
+        """``[U, U]``: centre distance at which unit i's weapon reaches unit j."""
+        return self.range[:, None] + self.radius[:, None] + self.radius[None, :]
 
     @property
     def unit_index(self) -> torch.Tensor:
         return torch.arange(len(self.types), device=self.ally.device)
-
-    def reach_sq(self, attackers: slice, targets: slice) -> torch.Tensor:
-        """Squared centre distance at which each attacker reaches each target, ``[A, T]``."""
-        reach = self.range[attackers, None] + self.radius[attackers, None] + self.radius[targets]
-        return reach * reach
 
     @staticmethod
     def build(game_map: SkirmishMap, device: torch.device) -> UnitTable:
@@ -153,8 +154,10 @@ class UnitTable:
             splash_units=colossi, splash_length=line[0], splash_width=line[1],
             has_shields=any(t.shield > 0 for t in types),
             has_regeneration=any(t.health_regen_per_s > 0 for t in types),
-            not_self=~torch.eye(len(types), dtype=torch.bool, device=device),
-            index_sign=(torch.tril(torch.ones(len(types), len(types), device=device), -1)
+            miss_penalty=_FAR * ~(attack_ok | heal_ok),
+            contact=(col(lambda t: t.radius)[:, None] + col(lambda t: t.radius)[None, :])
+            * (1 - torch.eye(len(types), device=device)),
+            index_sign=(torch.tril(torch.ones(len(types), len(types), device=device), 0)
                         - torch.triu(torch.ones(len(types), len(types), device=device), 1)),
         )
 
@@ -218,20 +221,20 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> tuple[to
     "Closest" compares centre distances (squared: no square roots on the ``[E, nA, nE]`` grid).
     """
     n_a = table.n_allies
-    dx = b.x[:, :n_a, None] - b.x[:, None, n_a:]
-    dy = b.y[:, :n_a, None] - b.y[:, None, n_a:]
-    d2 = dx * dx + dy * dy  # [E, nA, nE]
+    d = torch.cdist(torch.stack([b.x[:, :n_a], b.y[:, :n_a]], -1),
+                    torch.stack([b.x[:, n_a:], b.y[:, n_a:]], -1))  # [E, nA, nE] centre distances
     ally_alive, enemy_alive = alive[:, :n_a], alive[:, n_a:]
 
     # Idle allies: closest hittable enemy already in weapon range (no chasing).
-    reach_a = table.reach_sq(slice(0, n_a), slice(n_a, None))
-    valid_a = enemy_alive.unsqueeze(1) & table.can_target[:n_a, n_a:] & (d2 <= reach_a)
-    auto_a, has_a = _masked_argmin(d2, valid_a)
+    score_a = d + (table.miss_penalty[:n_a, n_a:] + _FAR * ~enemy_alive.unsqueeze(1))
+    best_a, auto_a = torch.where(d <= table.reach[:n_a, n_a:], score_a, _FAR).min(dim=-1)
+    has_a = best_a < _FAR
     auto_a = auto_a + n_a
 
     # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
-    valid_e = ally_alive.unsqueeze(1) & table.can_target[n_a:, :n_a]
-    new_e, has_e = _masked_argmin(d2.transpose(1, 2), valid_e)
+    score_e = d + (table.miss_penalty[n_a:, :n_a].T + _FAR * ~ally_alive.unsqueeze(2))
+    best_e, new_e = score_e.min(dim=1)
+    has_e = best_e < _FAR
     cur = b.enemy_target[:, n_a:]
     cdx = b.x[:, n_a:] - b.x.gather(1, cur)
     cdy = b.y[:, n_a:] - b.y.gather(1, cur)
@@ -372,16 +375,13 @@ def _line_splash(table, b, alive, fire, target, tx, ty, to_tx, to_ty, dist, dmg,
 
 def push_apart(table: UnitTable, b: Battle) -> None:
     """Separate overlapping live ground units: each pair moves apart by half its overlap."""
-    ground = b.alive & ~table.air
-    dx = b.x.unsqueeze(2) - b.x.unsqueeze(1)  # [E, U, U]: i minus j
+    ground = (b.alive & ~table.air).float()
+    # A tiny index-ordered offset separates units that sit exactly on top of each other.
+    dx = b.x.unsqueeze(2) - b.x.unsqueeze(1) + table.index_sign * 1e-4  # [E, U, U]: i minus j
     dy = b.y.unsqueeze(2) - b.y.unsqueeze(1)
-    d = (dx * dx + dy * dy).sqrt()
-    overlap = (table.radius[:, None] + table.radius[None, :] - d).clamp(min=0)
-    pair = ground.unsqueeze(2) & ground.unsqueeze(1) & (overlap > 0) & table.not_self
-    # Coincident units separate along x, in an order fixed by their indices.
-    coincident = d <= 1e-6
-    ux = torch.where(coincident, table.index_sign, dx / d.clamp(min=1e-6))
-    uy = torch.where(coincident, 0.0, dy / d.clamp(min=1e-6))
-    push = 0.5 * overlap * pair
-    b.x = (b.x + (push * ux).sum(2)).clamp_(0.0, MAP_SIZE)
-    b.y = (b.y + (push * uy).sum(2)).clamp_(0.0, MAP_SIZE)
+    inv_d = torch.rsqrt(dx * dx + dy * dy)
+    overlap = torch.relu(table.contact - inv_d.reciprocal())
+    # push_i = sum_j overlap/2 * (p_i - p_j) / d for live ground pairs.
+    scale = overlap * inv_d * (0.5 * ground.unsqueeze(2) * ground.unsqueeze(1))
+    b.x = (b.x + (dx * scale).sum(2)).clamp_(0.0, MAP_SIZE)
+    b.y = (b.y + (dy * scale).sum(2)).clamp_(0.0, MAP_SIZE)
