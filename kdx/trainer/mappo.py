@@ -230,7 +230,8 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
     tb = _tensorboard(paths) if dp.is_main else None
     t0 = time.perf_counter()
     last: dict[str, Any] = {}
-    with TrainProgress(config, start_update, enabled=show_progress and dp.is_main) as bar:
+    # the bar counts env steps over all ranks (run_config.total_steps), as the metrics do
+    with TrainProgress(run_config, start_update, enabled=show_progress and dp.is_main) as bar:
         for update in range(start_update, config.num_updates):
             if stop_after_updates is not None and update - start_update >= stop_after_updates:
                 break
