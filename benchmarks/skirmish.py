@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-win-rates", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS), help="JSON file to write")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,11 +111,12 @@ def main() -> None:
                               f"{r['env_steps_per_s_cpu']:,.0f}", f"{r['ms_per_step_wall']:.1f}")
         console.print(table)
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, RESULTS)
-    console.print(f"wrote {RESULTS}")
+    os.replace(tmp, out)
+    console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

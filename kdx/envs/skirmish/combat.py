@@ -105,13 +105,18 @@ class UnitTable:
     has_shields: bool
     has_regeneration: bool
     miss_penalty: torch.Tensor  # [U, U]: 0 where i may target j, a huge number elsewhere
+    row_offset: torch.Tensor  # long [U]: i * U, to index flattened [U, U] tables
+    not_exploder: torch.Tensor  # float [U]
     index_sign: torch.Tensor  # [U, U]: +1 on and below the diagonal, -1 above
     contact: torch.Tensor  # [U, U]: sum of radii, with 0 on the diagonal
+    _reach: torch.Tensor | None = None
 
     @property
     def reach(self) -> torch.Tensor:
         """``[U, U]``: centre distance at which unit i's weapon reaches unit j."""
-        return self.range[:, None] + self.radius[:, None] + self.radius[None, :]
+        if self._reach is None:
+            self._reach = self.range[:, None] + self.radius[:, None] + self.radius[None, :]
+        return self._reach
 
     @property
     def unit_index(self) -> torch.Tensor:
@@ -155,6 +160,8 @@ class UnitTable:
             has_shields=any(t.shield > 0 for t in types),
             has_regeneration=any(t.health_regen_per_s > 0 for t in types),
             miss_penalty=_FAR * ~(attack_ok | heal_ok),
+            row_offset=torch.arange(len(types), device=device) * len(types),
+            not_exploder=1.0 - col(lambda t: float(t.is_exploder)),
             contact=(col(lambda t: t.radius)[:, None] + col(lambda t: t.radius)[None, :])
             * (1 - torch.eye(len(types), device=device)),
             index_sign=(torch.tril(torch.ones(len(types), len(types), device=device), 0)
@@ -281,37 +288,43 @@ def _healer_behaviour(table: UnitTable, b: Battle, alive: torch.Tensor, kind: to
     return kind, target
 
 
-def game_loop(table: UnitTable, b: Battle) -> None:
-    """Advance every env of ``b`` by one game loop, in place."""
+def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
+    """Advance every env of ``b`` by one game loop, in place. ``record``: keep ``acting_on``.
+
+    Masks are applied as 0/1 factors rather than ``torch.where`` where that is exact: on CPU the
+    arithmetic is several times cheaper.
+    """
     alive = b.alive
     kind, target = choose_targets(table, b, alive)
-    units = table.unit_index
+    flat = target + table.row_offset  # index into [U, U] tables: attacker * U + target
     tx, ty = b.x.gather(1, target), b.y.gather(1, target)
     to_tx, to_ty = tx - b.x, ty - b.y
     dist = (to_tx * to_tx + to_ty * to_ty).sqrt()
-    gap = dist - table.radius - table.radius[target] - table.range  # <= 0: in weapon range
-    engaged = (kind >= CHASE) & alive & alive.gather(1, target) & table.can_target[units, target]
+    gap = dist - table.reach.take(flat)  # <= 0: in weapon range
+    engaged = (kind >= CHASE) & alive & alive.gather(1, target) & table.can_target.take(flat)
     in_range = gap <= 0
     ready = engaged & in_range
     fire = ready & (b.cooldown <= 0)
     if table.has_healers:
         fire = fire & ~table.healer
+    fire_f = fire.float()
 
     # Movement (units that fire or hold in range stand still).
     walk_to_target = engaged & ~in_range & (kind == CHASE)
-    walking = walk_to_target | ((kind == MOVE) & alive)
-    gx = torch.where(walk_to_target, to_tx, b.goal_x - b.x)
-    gy = torch.where(walk_to_target, to_ty, b.goal_y - b.y)
+    chase_f = walk_to_target.float()
+    walking_f = chase_f + ((kind == MOVE) & alive).float()
+    goal_dx, goal_dy = b.goal_x - b.x, b.goal_y - b.y
+    gx = goal_dx + (to_tx - goal_dx) * chase_f
+    gy = goal_dy + (to_ty - goal_dy) * chase_f
     goal_dist = (gx * gx + gy * gy).sqrt()
-    wanted = torch.where(walk_to_target, gap + 1e-3, goal_dist)
-    step = torch.minimum(table.speed, wanted) * walking / goal_dist.clamp(min=1e-6)
+    wanted = goal_dist + (gap + 1e-3 - goal_dist) * chase_f
+    step = torch.minimum(table.speed, wanted) * walking_f / goal_dist.clamp(min=1e-6)
 
     # Damage of this loop's shots.
-    per_hit = table.hit_damage[units, target]
-    direct = (fire & ~table.exploder) if table.has_exploders else fire
-    n_hits = table.hits * direct
-    dmg = torch.zeros_like(per_hit).scatter_add_(1, target, per_hit * n_hits)
-    cnt = torch.zeros_like(per_hit).scatter_add_(1, target, n_hits)
+    direct_f = fire_f * table.not_exploder if table.has_exploders else fire_f
+    n_hits = table.hits * direct_f
+    dmg = torch.zeros_like(n_hits).scatter_add_(1, target, table.hit_damage.take(flat) * n_hits)
+    cnt = torch.zeros_like(n_hits).scatter_add_(1, target, n_hits)
     if table.has_exploders:
         dmg, cnt = _explosions(table, b, alive, fire, dmg, cnt)
     if table.splash_units:
@@ -326,20 +339,22 @@ def game_loop(table: UnitTable, b: Battle) -> None:
         b.energy = torch.minimum(b.energy - amount / table.heal_per_energy + table.energy_per_loop,
                                  table.max_energy)
     if table.has_exploders:
-        health = torch.where(fire & table.exploder, 0.0, health)
+        health = health * (1.0 - fire_f * table.exploder)
 
-    dead = health <= 0
     b.since_damage = (b.since_damage + 1) * (dmg <= 0)
     if table.has_shields:
-        regen = ~dead & (b.since_damage >= SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
+        regen = (health > 0) & (b.since_damage >= SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
         shield = torch.minimum(shield + regen * (SHIELD_REGEN_PER_S / LOOPS_PER_SECOND), table.max_shield)
     if table.has_regeneration:
-        health = torch.minimum(health + table.health_regen_per_loop, table.max_health)
-    b.health = torch.where(dead, 0.0, health)
-    b.shield = torch.where(dead, 0.0, shield)
-    b.cooldown = (torch.where(fire, table.cooldown, b.cooldown) - 1).clamp_(min=0)
-    acted = (fire | (ready & table.healer)) if table.has_healers else fire
-    b.acting_on = torch.where(acted, target, b.acting_on)
+        health = torch.where(health > 0, torch.minimum(health + table.health_regen_per_loop,
+                                                       table.max_health), health)
+    b.shield = shield * (health > 0)
+    b.health = health.clamp_(min=0)  # the dead have exactly 0
+    # A unit fires only with its cooldown at 0, so "reset on fire" is an addition.
+    b.cooldown = (b.cooldown + fire_f * table.cooldown - 1).clamp_(min=0)
+    if record:
+        acted = (fire | (ready & table.healer)) if table.has_healers else fire
+        b.acting_on = torch.where(acted, target, b.acting_on)
     b.x = (b.x + gx * step).clamp_(0.0, MAP_SIZE)
     b.y = (b.y + gy * step).clamp_(0.0, MAP_SIZE)
 

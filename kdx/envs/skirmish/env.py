@@ -82,6 +82,7 @@ class SkirmishEnv(BatchedEnv):
         self.last_actions = torch.zeros(e, m.n_agents, dtype=torch.long, device=dev)
         self.lost = torch.zeros(e, dtype=torch.bool, device=dev)
         self._masks_cache: torch.Tensor | None = None
+        self.record_actions = False  # keep battle.acting_on (who shot whom) for rendering
 
     # ------------------------------------------------------------------ scenario hooks
     def _reset_envs(self, mask: torch.Tensor) -> None:
@@ -123,7 +124,7 @@ class SkirmishEnv(BatchedEnv):
         self.last_actions = actions.clone()
         b.acting_on.fill_(-1)
         for _ in range(LOOPS_PER_STEP):
-            game_loop(t, b)
+            game_loop(t, b, record=self.record_actions)
         push_apart(t, b)
         alive = b.alive
         enemy_hp = (b.health + b.shield)[:, n_a:]

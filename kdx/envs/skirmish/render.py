@@ -76,6 +76,7 @@ def render_episode(map_name: str, policy: str = "focus-fire", out: str | Path = 
     import matplotlib.pyplot as plt
 
     env = SkirmishEnv(map_name, num_envs=1, seed=seed)
+    env.record_actions = True
     step_out = env.reset()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
     title = f"skirmish/{env.map.name} - {policy}"
