@@ -5,7 +5,7 @@
 
 Settings (``SETUPS``), every one at the same ``--steps`` (summed over ranks):
 
-- ``1 proc x 256 envs``: the single-process baseline (torch threads = cores);
+- ``1 proc x 256 envs``: the single-process baseline, with 1 torch thread and with 2;
 - ``2 procs x 128 envs``: the same global batch split over two ranks (same number of updates);
 - ``2 procs x 256 envs``: twice the batch per update, half the updates (the usual scale-out).
 
@@ -39,24 +39,26 @@ from kdx.trainer.mappo import read_metrics
 
 # The tuned simple_spread teacher settings of benchmarks/teacher.py, except num_envs (per setup).
 BASE = {"epochs": 5, "minibatches": 2, "lr": 2e-3, "hidden": "64,64", "input_norm": False}
+# torchrun gives each rank one torch thread; the baseline runs with 1 thread and with 2 (all cores).
 SETUPS: dict[str, dict] = {
-    "1 proc x 256 envs": {"nproc": 1, "num_envs": 256},
-    "2 procs x 128 envs": {"nproc": 2, "num_envs": 128},
-    "2 procs x 256 envs": {"nproc": 2, "num_envs": 256},
+    "1 proc x 256 envs, 1 thread": {"nproc": 1, "num_envs": 256, "threads": 1},
+    "1 proc x 256 envs, 2 threads": {"nproc": 1, "num_envs": 256, "threads": 2},
+    "2 procs x 128 envs": {"nproc": 2, "num_envs": 128, "threads": 1},
+    "2 procs x 256 envs": {"nproc": 2, "num_envs": 256, "threads": 1},
 }
 
 
 def run_setup(name: str, setup: dict, env: str, steps: int, workdir: Path, episodes: int) -> dict:
-    run = workdir / name.replace(" ", "_")
-    cores = len(os.sched_getaffinity(0))
+    run = workdir / name.replace(" ", "_").replace(",", "")
     nproc = setup["nproc"]
-    options = {"env": env, "steps": steps, "num_envs": setup["num_envs"], "threads": max(1, cores // nproc),
+    options = {"env": env, "steps": steps, "num_envs": setup["num_envs"], "threads": setup["threads"],
                **BASE, "checkpoint_every": 1_000_000}
     args = ["train", "--out", str(run), "--quiet", *option_args(options)]
     cmd = torchrun_command(nproc, args) if nproc > 1 else [sys.executable, "-m", "kdx", *args]
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    child_env = {**os.environ, "OMP_NUM_THREADS": str(setup["threads"])}  # as torchrun does for its ranks
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=child_env)
     wall = time.perf_counter() - t0
     metrics = read_metrics(run)
     if proc.returncode != 0:
@@ -96,7 +98,7 @@ def main() -> None:
                 continue
             console.print(f"running {name} ({args.steps:,} env steps on {args.env}) ...")
             rows.append(run_setup(name, setup, args.env, args.steps, Path(tmp), args.episodes))
-            shutil.rmtree(Path(tmp) / name.replace(" ", "_"), ignore_errors=True)
+            shutil.rmtree(Path(tmp) / name.replace(" ", "_").replace(",", ""), ignore_errors=True)
 
     table = Table(title=f"{args.env}: 1 vs 2 processes (gloo) at {args.steps:,} env steps; "
                         f"{len(os.sched_getaffinity(0))} cores")
