@@ -48,10 +48,10 @@ SETUPS: dict[str, dict] = {
 }
 
 
-def run_setup(name: str, setup: dict, env: str, steps: int, workdir: Path, episodes: int) -> dict:
+def run_setup(name: str, setup: dict, env: str, steps: int, workdir: Path, episodes: int, seed: int = 1) -> dict:
     run = workdir / name.replace(" ", "_").replace(",", "")
     nproc = setup["nproc"]
-    options = {"env": env, "steps": steps, "num_envs": setup["num_envs"], "threads": setup["threads"],
+    options = {"env": env, "steps": steps, "seed": seed, "num_envs": setup["num_envs"], "threads": setup["threads"],
                **BASE, "checkpoint_every": 1_000_000}
     args = ["train", "--out", str(run), "--quiet", *option_args(options)]
     cmd = torchrun_command(nproc, args) if nproc > 1 else [sys.executable, "-m", "kdx", *args]
@@ -71,7 +71,7 @@ def run_setup(name: str, setup: dict, env: str, steps: int, workdir: Path, episo
     result = evaluate_run(run, episodes=episodes)
     greedy = result["policies"]["teacher_greedy"]
     return {
-        "setup": name, "nproc": nproc, "num_envs_per_rank": setup["num_envs"], "torch_threads_per_rank": options["threads"],
+        "setup": name, "seed": seed, "nproc": nproc, "num_envs_per_rank": setup["num_envs"], "torch_threads_per_rank": options["threads"],
         "exit_code": proc.returncode, "env_steps": last["env_steps"], "updates": last["update"],
         "wall_s": wall, "train_s": last["time_s"], "env_steps_per_s": last["env_steps"] / last["time_s"],
         "train_return_last5": sum(tail) / len(tail) if tail else None,
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--env", default="mpe/simple_spread")
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps per setup (summed over ranks)")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes of the final teacher")
+    parser.add_argument("--seed", type=int, default=1, help="base seed (rank r's envs use seed + r)")
     parser.add_argument("--only", action="append", help="run only these setups (repeatable)")
     parser.add_argument("--out", default="benchmarks/results/distributed.json")
     args = parser.parse_args()
@@ -97,7 +98,7 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             console.print(f"running {name} ({args.steps:,} env steps on {args.env}) ...")
-            rows.append(run_setup(name, setup, args.env, args.steps, Path(tmp), args.episodes))
+            rows.append(run_setup(name, setup, args.env, args.steps, Path(tmp), args.episodes, args.seed))
             shutil.rmtree(Path(tmp) / name.replace(" ", "_").replace(",", ""), ignore_errors=True)
 
     table = Table(title=f"{args.env}: 1 vs 2 processes (gloo) at {args.steps:,} env steps; "
