@@ -15,6 +15,7 @@ apart). Messages between processes are JSON (nothing is pickled by kdx's protoco
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing as mp
 from collections.abc import Callable, Sequence
@@ -113,7 +114,11 @@ class ProcessBackend:
     """One worker process per env; commands go out to all first, then answers are collected."""
 
     def __init__(self, make_envs: Sequence[Callable[[], object]]) -> None:
-        ctx = mp.get_context("fork")  # the env factories are closures: nothing is pickled
+        # "spawn": a fresh interpreter per worker (forking a process that has run torch's thread
+        # pools can deadlock the child). Python pickles the factory to start the worker, so
+        # factories must be importable callables (a class or functools.partial of one); the
+        # messages themselves are JSON.
+        ctx = mp.get_context("spawn")
         self.conns, self.procs = [], []
         for make in make_envs:
             parent, child = ctx.Pipe()
@@ -136,6 +141,8 @@ class ProcessBackend:
                 pass
         for proc in self.procs:
             proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
 
 
 # ---------------------------------------------------------------------------------- the env
@@ -226,10 +233,9 @@ def make_smac(map_name: str, num_envs: int = 1, seed: int = 0, device: str = "cp
     install instructions when SMAC is unavailable)."""
     starcraft2env = load_starcraft2env()
 
-    def factory(i: int):
-        return lambda: starcraft2env(map_name=map_name, seed=seed + i, **smac_kwargs)
-
-    return SmacEnv(f"smac/{map_name}", [factory(i) for i in range(num_envs)], seed=seed, device=device,
+    factories = [functools.partial(starcraft2env, map_name=map_name, seed=seed + i, **smac_kwargs)
+                 for i in range(num_envs)]
+    return SmacEnv(f"smac/{map_name}", factories, seed=seed, device=device,
                    check_actions=check_actions, processes=num_envs > 1)
 
 

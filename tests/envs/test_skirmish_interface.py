@@ -79,11 +79,11 @@ def reference_mask(env, e: int, i: int) -> list[bool]:
 
 @pytest.mark.parametrize("name", ["3m", "MMM2", "2s3z"])
 def test_masks_observations_and_state_follow_smac_rules(name):
-    env = make(f"skirmish/{name}", num_envs=16, seed=3)
+    env = make(f"skirmish/{name}", num_envs=6, seed=3)
     out = env.reset()
     n_a = env.map.n_agents
-    for t in range(40):
-        for e in range(16):
+    for t in range(30):
+        for e in range(6):
             for i in range(n_a):
                 assert out.action_mask[i][e].tolist() == reference_mask(env, e, i)
                 if env.battle.health[e, i] <= 0:
@@ -93,18 +93,18 @@ def test_masks_observations_and_state_follow_smac_rules(name):
         assert torch.allclose(own, env.battle.health[:, :n_a] / env.table.max_health[:n_a])
         actions = SCRIPTED_POLICIES["random" if t % 2 else "focus-fire"](env, out)
         out = env.step(actions)
-        last = out.state[:, -n_a * env.spec.agents[0].n_actions:].reshape(16, n_a, -1)
+        last = out.state[:, -n_a * env.spec.agents[0].n_actions:].reshape(6, n_a, -1)
         live = ~out.done
         assert torch.equal(last.argmax(-1)[live], actions[live])
 
 
 @pytest.mark.parametrize("name", ["3m", "8m", "5m_vs_6m"])
 def test_team_reward_sums_to_at_most_20_and_to_20_on_a_win(name):
-    env = make(f"skirmish/{name}", num_envs=64, seed=1)
+    env = make(f"skirmish/{name}", num_envs=32, seed=1)
     out = env.reset()
-    team = torch.zeros(64)
+    team = torch.zeros(32)
     totals, wins = [], []
-    for _ in range(2 * env.spec.episode_limit):
+    for _ in range(min(2 * env.spec.episode_limit, 80)):
         out = env.step(SCRIPTED_POLICIES["focus-fire"](env, out))
         assert torch.equal(out.reward, out.reward[:, :1].expand_as(out.reward))
         assert bool((out.reward >= 0).all())
@@ -116,13 +116,13 @@ def test_team_reward_sums_to_at_most_20_and_to_20_on_a_win(name):
         assert torch.equal(out.info["timeout"], out.truncated)
         team[done] = 0
     totals, wins = torch.cat(totals), torch.cat(wins)
-    assert totals.numel() > 30
+    assert totals.numel() >= 32
     assert float(totals.max()) <= 20 + 1e-3
     if bool(wins.any()):
         assert torch.allclose(totals[wins], torch.full_like(totals[wins], 20.0), atol=1e-3)
 
 
-def rollout(name, seed, steps=30):
+def rollout(name, seed, steps=20):
     env = make(f"skirmish/{name}", num_envs=8, seed=seed)
     out = env.reset()
     states = [out.state]
@@ -155,7 +155,7 @@ def test_illegal_actions_are_refused_with_the_reason():
 def test_scripted_policies_act_legally(name, policy):
     env = make(f"skirmish/{name}", num_envs=8, seed=0)  # check_actions on: illegal raises
     out = env.reset()
-    for _ in range(25):
+    for _ in range(15):
         out = env.step(SCRIPTED_POLICIES[policy](env, out))
 
 

@@ -9,6 +9,7 @@ backends) runs unchanged, and its output must equal the skirmish env's own batch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 
 import pytest
@@ -66,7 +67,8 @@ class SkirmishStarCraft2Env:
 
 
 def adapter(map_name: str, seeds: list[int], processes: bool) -> SmacEnv:
-    makers = [(lambda s=s: SkirmishStarCraft2Env(map_name, s)) for s in seeds]
+    # Worker processes start with "spawn": factories must be importable (a partial of a class).
+    makers = [functools.partial(SkirmishStarCraft2Env, map_name, s) for s in seeds]
     return SmacEnv(f"smac/{map_name}", makers, processes=processes)
 
 
@@ -82,7 +84,7 @@ def test_adapter_matches_the_batched_skirmish_env(processes):
         ref_out = [r.reset() for r in refs]
         policy = SCRIPTED_POLICIES["focus-fire"]
         n_done = 0
-        for _ in range(70):
+        for _ in range(30):
             actions = torch.cat([policy(r, o) for r, o in zip(refs, ref_out)])
             out = smac.step(actions)
             ref_out = [r.step(actions[i:i + 1]) for i, r in enumerate(refs)]

@@ -9,7 +9,8 @@ for SMAC:
   toward the closest living enemy; before any agent can attack, it stops (and so shoots whatever
   walks into its weapon range) once that enemy is closer than ``HOLD_DISTANCE``;
 - ``focus-fire``: every agent that can shoots the weakest enemy (health + shield) among those in
-  range; otherwise it walks toward the closest living enemy. Medivacs heal the most damaged ally
+  range, enemy banelings first (own banelings take the closest enemy); otherwise it walks toward
+  the closest living enemy. Medivacs heal the most damaged ally
   they may heal, otherwise follow the closest ally.
 """
 
@@ -24,6 +25,7 @@ from kdx.envs.skirmish.features import N_ACTIONS_NO_ATTACK
 
 ScriptedPolicy = Callable[[object, EnvStep], torch.Tensor]
 _FAR = 1.0e6
+BANELING_CHARGE_DISTANCE = 2.0
 HOLD_DISTANCE = 9.0  # sight range: stop as soon as an enemy is seen
 
 
@@ -58,6 +60,8 @@ def _walk_toward(env, masks: torch.Tensor, which: str) -> torch.Tensor:
     # once anyone is fighting, the others close in.
     engaged = masks[:, :, N_ACTIONS_NO_ATTACK:].any(2) & ~healer
     waiting = ~engaged.any(1, keepdim=True) & (dist < HOLD_DISTANCE)
+    if env.table.has_exploders:  # against banelings: hold the line, let them come
+        waiting = dist < HOLD_DISTANCE
     close = torch.where(healer, dist < 2.0, waiting)
     return torch.where(legal & ~close, move, torch.ones_like(move))
 
@@ -98,9 +102,24 @@ def focus_fire(env, step: EnvStep) -> torch.Tensor:
     hp = (b.health + b.shield)[:, units]  # [E, nA, n_targets]
     healer = env.table.healer[:n_a].view(1, -1, 1)
     hurt = (b.health / env.table.max_health)[:, units]
-    # Ties (full-health enemies) broken by index so that everyone picks the same one.
+    # Ties (full-health enemies) broken by index so that everyone picks the same one. Enemy
+    # banelings go first (kill them before they reach us); our own banelings spread out on the
+    # closest enemies instead of all blowing up on the same one.
     tie = torch.arange(units.shape[1], device=env.device) * 1e-3
-    return _pick_target(env, masks, torch.where(healer, hurt, hp + tie))
+    threat = -1000.0 * env.table.exploder[units].float()
+    score = torch.where(healer, hurt, hp + tie + threat)
+    actions = _pick_target(env, masks, score)
+    if env.table.has_exploders:
+        # Own banelings stand (a standing baneling bursts on whatever touches it) and only charge
+        # enemies that are already close; they never all chase the same target.
+        exploder = env.table.exploder[:n_a]
+        dist = env.geometry.dist.gather(2, units.expand(b.x.shape[0], -1, -1))
+        near = torch.where(masks[:, :, N_ACTIONS_NO_ATTACK:], dist, _FAR).min(dim=2)
+        charge = near.values < BANELING_CHARGE_DISTANCE
+        bane_action = torch.where(charge, near.indices + N_ACTIONS_NO_ATTACK, 1)
+        bane_action = torch.where(masks[:, :, 0], 0, bane_action)
+        actions = torch.where(exploder, bane_action, actions)
+    return actions
 
 
 SCRIPTED_POLICIES: dict[str, ScriptedPolicy] = {
