@@ -29,7 +29,13 @@ def register(app: typer.Typer) -> None:
         for name, entry in available().items():
             row = [name, entry.family]
             if specs:
-                env = make(name, num_envs=1)
+                from kdx.errors import KdxError
+
+                try:
+                    env = make(name, num_envs=1)
+                except KdxError:  # e.g. smac/* without StarCraft II: listed, not buildable here
+                    table.add_row(*row, "-", "-", "-", "-", entry.description + " [unavailable here]")
+                    continue
                 s = env.spec
                 sizes = sorted({(a.obs_dim, a.n_actions) for a in s.agents})
                 row += [

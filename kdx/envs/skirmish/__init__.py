@@ -3,6 +3,23 @@
 ``kdx.envs.make("skirmish/3m", num_envs=1024)`` builds SMAC's 3m map (observation, state and
 action layouts identical to SMAC's). Maps: ``kdx.envs.skirmish.maps.MAPS``; unit stats:
 ``kdx.envs.skirmish.units.UNIT_TYPES``; scripted policies: ``kdx.envs.skirmish.scripted``.
+
+Modelling choices (details in each module's docstring):
+
+- time base: StarCraft II "Faster", 22.4 game loops/s; an agent step is 8 loops (0.357 s) and
+  combat (targets, shots, movement, damage, regeneration) is resolved every loop; a weapon fires
+  again ``ceil(cooldown_s * 22.4)`` loops after it fired;
+- weapon ranges are edge to edge (centre distance minus both radii), while the action mask uses
+  SMAC's rule (target centre within 6); ``attack k`` out of weapon range walks into range first;
+- shots of one loop land together (shields first, armour per hit on health); stopped units shoot
+  the closest enemy in weapon range (idle StarCraft II units do); move orders do not shoot;
+- the enemy AI attack-moves: it keeps its target while that is alive and in range, otherwise
+  takes the closest hittable ally and walks to it; its medivac heals the closest hurt friend;
+- overlapping ground units are pushed apart once per agent step; positions stay in the 32 x 32 map;
+- teams start in two blocks facing each other across the map centre, fronts 10 apart (outside
+  sight range), with seeded jitter of +-0.5 per unit;
+- colossus splash: a 2.8 x 0.3 line through the target, across the shot; baneling: every enemy
+  whose edge is within 2.2 of it, then it dies; zerg regenerate 0.38 hp/s, medivacs use energy.
 """
 
 from __future__ import annotations
