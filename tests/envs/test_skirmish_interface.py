@@ -79,11 +79,11 @@ def reference_mask(env, e: int, i: int) -> list[bool]:
 
 @pytest.mark.parametrize("name", ["3m", "MMM2", "2s3z"])
 def test_masks_observations_and_state_follow_smac_rules(name):
-    env = make(f"skirmish/{name}", num_envs=6, seed=3)
+    env = make(f"skirmish/{name}", num_envs=4, seed=3)
     out = env.reset()
     n_a = env.map.n_agents
-    for t in range(30):
-        for e in range(6):
+    for t in range(24):
+        for e in range(4):
             for i in range(n_a):
                 assert out.action_mask[i][e].tolist() == reference_mask(env, e, i)
                 if env.battle.health[e, i] <= 0:
@@ -93,7 +93,7 @@ def test_masks_observations_and_state_follow_smac_rules(name):
         assert torch.allclose(own, env.battle.health[:, :n_a] / env.table.max_health[:n_a])
         actions = SCRIPTED_POLICIES["random" if t % 2 else "focus-fire"](env, out)
         out = env.step(actions)
-        last = out.state[:, -n_a * env.spec.agents[0].n_actions:].reshape(6, n_a, -1)
+        last = out.state[:, -n_a * env.spec.agents[0].n_actions:].reshape(4, n_a, -1)
         live = ~out.done
         assert torch.equal(last.argmax(-1)[live], actions[live])
 
@@ -153,9 +153,9 @@ def test_illegal_actions_are_refused_with_the_reason():
 @pytest.mark.parametrize("name", ["MMM", "bane_vs_bane", "1c3s5z", "3s_vs_5z"])
 @pytest.mark.parametrize("policy", list(SCRIPTED_POLICIES))
 def test_scripted_policies_act_legally(name, policy):
-    env = make(f"skirmish/{name}", num_envs=8, seed=0)  # check_actions on: illegal raises
+    env = make(f"skirmish/{name}", num_envs=4, seed=0)  # check_actions on: illegal raises
     out = env.reset()
-    for _ in range(15):
+    for _ in range(12):
         out = env.step(SCRIPTED_POLICIES[policy](env, out))
 
 

@@ -75,7 +75,7 @@ def adapter(map_name: str, seeds: list[int], processes: bool) -> SmacEnv:
 @pytest.mark.parametrize("processes", [False, True])
 def test_adapter_matches_the_batched_skirmish_env(processes):
     name, seeds = "3m", [11, 12]
-    smac = adapter(name, seeds, processes)
+    smac = adapter(name, seeds, processes)  # processes=True: two spawned workers
     refs = [SkirmishEnv(name, num_envs=1, seed=s) for s in seeds]
     try:
         assert smac.spec.to_json() | {"name": ""} == refs[0].spec.to_json() | {"name": "", "agents": [

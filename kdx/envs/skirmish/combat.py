@@ -110,6 +110,7 @@ class UnitTable:
     index_sign: torch.Tensor  # [U, U]: +1 on and below the diagonal, -1 above
     contact: torch.Tensor  # [U, U]: sum of radii, with 0 on the diagonal
     _reach: torch.Tensor | None = None
+    _reach_sq_allies: torch.Tensor | None = None
 
     @property
     def reach(self) -> torch.Tensor:
@@ -117,6 +118,22 @@ class UnitTable:
         if self._reach is None:
             self._reach = self.range[:, None] + self.radius[:, None] + self.radius[None, :]
         return self._reach
+
+    @property
+    def reach_sq_allies(self) -> torch.Tensor:
+        """``[nA, nE]``: squared reach of each ally on each enemy; -1 where it cannot target it."""
+        if self._reach_sq_allies is None:
+            n_a = self.n_allies
+            reach = self.reach[:n_a, n_a:]
+            self._reach_sq_allies = torch.where(self.can_target[:n_a, n_a:], reach * reach, -1.0)
+        return self._reach_sq_allies
+
+    @property
+    def enemy_penalty(self) -> torch.Tensor | None:
+        """``[nA, nE]``: a huge number where enemy j cannot target ally i; None if all can."""
+        n_a = self.n_allies
+        block = self.can_target[n_a:, :n_a]
+        return None if bool(block.all()) else (_FAR * (~block).float()).T.contiguous()
 
     @property
     def unit_index(self) -> torch.Tensor:
@@ -228,18 +245,23 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> tuple[to
     "Closest" compares centre distances (squared: no square roots on the ``[E, nA, nE]`` grid).
     """
     n_a = table.n_allies
-    d = torch.cdist(torch.stack([b.x[:, :n_a], b.y[:, :n_a]], -1),
-                    torch.stack([b.x[:, n_a:], b.y[:, n_a:]], -1))  # [E, nA, nE] centre distances
+    dx = b.x[:, :n_a, None] - b.x[:, None, n_a:]
+    dy = b.y[:, :n_a, None] - b.y[:, None, n_a:]
+    d2 = (dx * dx).addcmul_(dy, dy)  # [E, nA, nE] squared centre distances
     ally_alive, enemy_alive = alive[:, :n_a], alive[:, n_a:]
 
-    # Idle allies: closest hittable enemy already in weapon range (no chasing).
-    score_a = d + (table.miss_penalty[:n_a, n_a:] + _FAR * ~enemy_alive.unsqueeze(1))
-    best_a, auto_a = torch.where(d <= table.reach[:n_a, n_a:], score_a, _FAR).min(dim=-1)
+    # Idle allies: closest hittable enemy already in weapon range (no chasing). Penalties are
+    # added rather than selected with torch.where: far cheaper on CPU, same argmin.
+    score_a = d2 + _FAR * (~enemy_alive).unsqueeze(1).float()
+    score_a += _FAR * (d2 > table.reach_sq_allies).float()
+    best_a, auto_a = score_a.min(dim=-1)
     has_a = best_a < _FAR
     auto_a = auto_a + n_a
 
     # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
-    score_e = d + (table.miss_penalty[n_a:, :n_a].T + _FAR * ~ally_alive.unsqueeze(2))
+    score_e = d2 + _FAR * (~ally_alive).unsqueeze(2).float()
+    if table.enemy_penalty is not None:
+        score_e += table.enemy_penalty
     best_e, new_e = score_e.min(dim=1)
     has_e = best_e < _FAR
     cur = b.enemy_target[:, n_a:]
