@@ -55,6 +55,26 @@ def env_state_in_tensors(env) -> bool:
     return bool(getattr(env, "state_in_tensors", not env.spec.name.startswith(("pettingzoo:", "smac/"))))
 
 
+def _adopt_lazy_tensors(env, saved: dict[str, torch.Tensor]) -> None:
+    """Attach saved tensors a fresh env has not created yet (caches built lazily on the first
+    steps), so that ``load_state_dict`` sees the same keys; unresolvable ones stay for it to report."""
+    for key in sorted(set(saved) - set(env.state_dict())):
+        *path, name = key.split(".")
+        if name.endswith("#generator"):
+            continue
+        holder: object = env
+        try:
+            for part in path:
+                holder = holder[int(part)] if isinstance(holder, (list, tuple)) else (
+                    holder[part] if isinstance(holder, dict) else getattr(holder, part))
+        except (AttributeError, KeyError, IndexError, ValueError):
+            continue
+        if isinstance(holder, dict):
+            holder[name] = saved[key].to(env.device).clone()
+        elif hasattr(holder, "__dict__") and not isinstance(holder, (list, tuple)):
+            setattr(holder, name, saved[key].to(env.device).clone())
+
+
 def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutBuffer,
                advantages: torch.Tensor, returns: torch.Tensor, config: TeacherConfig,
                generator: torch.Generator, grad_sync: Callable[[], None] | None = None) -> dict[str, float]:
@@ -194,7 +214,9 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
         state = dp.rank_state(ckpt.state, ckpt.progress)  # this rank's env/RNG state
         if env_state_in_tensors(env):
             env.reset()  # creates every state tensor, then overwritten with the saved ones
-            env.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("env.")})
+            env_state = {k[4:]: v for k, v in state.items() if k.startswith("env.")}
+            _adopt_lazy_tensors(env, env_state)
+            env.load_state_dict(env_state)
             step = _step_from_tensors(state, spec.n_agents, device)
         else:  # a simulator's state cannot be saved: resume with fresh episodes (not bit-exact)
             step = env.reset()
