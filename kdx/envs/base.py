@@ -14,7 +14,9 @@ Conventions (shapes are part of the contract):
 - Finished environments reset themselves inside ``step``: the returned observations of an env
   whose ``done`` flag is set already belong to its next episode. ``info["final_state"]`` keeps
   the state the finished episode ended in (for bootstrapping on truncation) and
-  ``info["episode_return"]`` / ``info["episode_length"]`` / ``info["won"]`` describe it.
+  ``info["episode_return"]`` / ``info["episode_length"]`` / ``info["won"]`` describe it. The
+  episode return is the team's: the sum of the agents' rewards, or the shared team reward once
+  when ``spec.shared_reward`` (SMAC-style envs give every agent the same reward).
 
 Subclasses implement only the scenario: ``_reset_envs``, ``_step_envs``, ``_observations``,
 ``_action_masks`` and ``_global_state``; the base class owns auto-reset, time limits, action
@@ -50,6 +52,7 @@ class EnvSpec:
     state_dim: int
     episode_limit: int
     has_win_flag: bool = False
+    shared_reward: bool = False  # every agent receives the same team reward (SMAC-style)
 
     @property
     def n_agents(self) -> int:
@@ -95,6 +98,7 @@ class EnvSpec:
             "state_dim": self.state_dim,
             "episode_limit": self.episode_limit,
             "has_win_flag": self.has_win_flag,
+            "shared_reward": self.shared_reward,
             "agents": [
                 {"name": a.name, "obs_dim": a.obs_dim, "n_actions": a.n_actions, "group": a.group}
                 for a in self.agents
@@ -248,7 +252,8 @@ class BatchedEnv(ABC):
             truncated = truncated | external
         truncated = truncated & ~terminated
         done = terminated | truncated
-        self._episode_return += reward.sum(dim=1)
+        # The team's return: one shared reward counts once, per-agent rewards are summed.
+        self._episode_return += reward[:, 0] if self.spec.shared_reward else reward.sum(dim=1)
         info: dict[str, torch.Tensor] = {}
         info["episode_return"] = self._episode_return.clone()
         info["episode_length"] = self.t.clone()

@@ -170,6 +170,7 @@ class SmacEnv(BatchedEnv):
             state_dim=int(info["state_shape"]),
             episode_limit=int(info["episode_limit"]),
             has_win_flag=True,
+            shared_reward=True,
         )
         super().__init__(len(make_envs), seed=seed, device=device, check_actions=check_actions)
         e = self.num_envs

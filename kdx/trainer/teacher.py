@@ -85,4 +85,5 @@ def spec_from_json(data: dict) -> EnvSpec:
         state_dim=int(data["state_dim"]),
         episode_limit=int(data["episode_limit"]),
         has_win_flag=bool(data["has_win_flag"]),
+        shared_reward=bool(data.get("shared_reward", False)),
     )

@@ -61,6 +61,7 @@ class SkirmishEnv(BatchedEnv):
             state_dim=self.layout.state_dim,
             episode_limit=m.limit,
             has_win_flag=True,
+            shared_reward=True,
         )
         super().__init__(num_envs, seed=seed, device=dev, check_actions=check_actions)
         t = self.table
