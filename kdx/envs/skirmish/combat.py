@@ -23,7 +23,7 @@ most ~1.5 map units per agent step, less than two marine radii).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -109,24 +109,16 @@ class UnitTable:
     not_exploder: torch.Tensor  # float [U]
     index_sign: torch.Tensor  # [U, U]: +1 on and below the diagonal, -1 above
     contact: torch.Tensor  # [U, U]: sum of radii, with 0 on the diagonal
-    _reach: torch.Tensor | None = None
-    _reach_sq_allies: torch.Tensor | None = None
+    # Derived tables, computed once at construction (never lazily: a table that appeared only
+    # after some step would make env checkpoints differ from a freshly built env's).
+    reach: torch.Tensor = field(init=False)  # [U, U]: centre distance at which i's weapon reaches j
+    reach_sq_allies: torch.Tensor = field(init=False)  # [nA, nE]: squared reach; -1 where i cannot target j
 
-    @property
-    def reach(self) -> torch.Tensor:
-        """``[U, U]``: centre distance at which unit i's weapon reaches unit j."""
-        if self._reach is None:
-            self._reach = self.range[:, None] + self.radius[:, None] + self.radius[None, :]
-        return self._reach
-
-    @property
-    def reach_sq_allies(self) -> torch.Tensor:
-        """``[nA, nE]``: squared reach of each ally on each enemy; -1 where it cannot target it."""
-        if self._reach_sq_allies is None:
-            n_a = self.n_allies
-            reach = self.reach[:n_a, n_a:]
-            self._reach_sq_allies = torch.where(self.can_target[:n_a, n_a:], reach * reach, -1.0)
-        return self._reach_sq_allies
+    def __post_init__(self) -> None:
+        self.reach = self.range[:, None] + self.radius[:, None] + self.radius[None, :]
+        n_a = self.n_allies
+        reach = self.reach[:n_a, n_a:]
+        self.reach_sq_allies = torch.where(self.can_target[:n_a, n_a:], reach * reach, -1.0)
 
     @property
     def enemy_penalty(self) -> torch.Tensor | None:
