@@ -71,7 +71,8 @@ def measure(env: str, target: Target, overrides: dict, eval_every_s: float, epis
 
     def callback(metrics: dict, teacher) -> bool:
         train_s = time.perf_counter() - t_start - state["eval_time"]
-        if train_s < state["next_eval"] and train_s < budget_s:
+        last_update = metrics["update"] >= config.num_updates
+        if train_s < state["next_eval"] and train_s < budget_s and not last_update:
             return False
         t0 = time.perf_counter()
         res = evaluate_policies(env, {"teacher_greedy": TeacherPolicy(teacher, greedy=True)}, episodes)
