@@ -20,6 +20,7 @@ import numpy as np
 
 from kdx.errors import KdxError
 from kdx.runtime.backends.base import Backend
+from kdx.runtime.tensorrt_build import build_engine_bytes, plan_build
 
 _H2D, _D2H = 1, 2  # cudaMemcpyKind
 _CUDART_NAMES = ("libcudart.so", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so.10.2")
@@ -51,42 +52,12 @@ def _check(status: int, what: str) -> None:
 
 
 def build_engine(onnx_bytes: bytes, precision: str, source: str, workspace_mib: int = 256) -> bytes:
-    """Parse an ONNX model and build a serialized TensorRT engine for this device.
-
-    fp16 sets the FP16 builder flag where TensorRT still has it (<= 10); int8 relies on the
-    Q/DQ nodes inside the ONNX (explicit quantisation), which every supported version accepts.
-    """
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and \
-            int(trt.__version__.split(".")[0]) < 10:
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_bytes):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise KdxError(f"{source}: TensorRT cannot parse the ONNX model ({errors})")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if precision == "fp16" and hasattr(trt.BuilderFlag, "FP16"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):
-        config.set_flag(trt.BuilderFlag.INT8)
-    dynamic = [network.get_input(i) for i in range(network.num_inputs)
-               if any(d < 0 for d in network.get_input(i).shape)]
-    if dynamic:  # "onnx-dynamic" models: pin every symbolic dimension to batch 1
-        profile = builder.create_optimization_profile()
-        for tensor in dynamic:
-            shape = tuple(1 if d < 0 else d for d in tensor.shape)
-            profile.set_shape(tensor.name, shape, shape, shape)
-        config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise KdxError(f"{source}: TensorRT failed to build an engine (see the log above)")
-    return bytes(serialized)
+    """Parse an ONNX model and build a serialized TensorRT engine for this device, with the
+    version-specific recipe of :func:`kdx.runtime.tensorrt_build.plan_build`."""
+    trt = importlib.import_module("tensorrt")
+    plan = plan_build(trt.__version__, precision)
+    engine, _timing_cache = build_engine_bytes(trt, onnx_bytes, plan, source, workspace_mib=workspace_mib)
+    return engine
 
 
 class TensorRTBackend(Backend):
