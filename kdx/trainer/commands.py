@@ -9,31 +9,21 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import typing
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Optional
 
 import typer
 
 from kdx.errors import KdxError
 from kdx.trainer.config import TeacherConfig
+from kdx.trainer.config_options import config_parameters
 
 # Fields with a dedicated, shorter option name.
 _RENAMED = {"total_steps": "steps"}
 
 
 def _config_parameters() -> list[inspect.Parameter]:
-    hints = typing.get_type_hints(TeacherConfig)
-    params = []
-    for f in fields(TeacherConfig):
-        name = _RENAMED.get(f.name, f.name)
-        flag = "--" + name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        decls = [f"{flag}/--no-{name.replace('_', '-')}"] if hints[f.name] is bool else [flag]
-        option = typer.Option(None, *decls, help=f"{f.metadata['help']} (default: {default})", show_default=False)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=Optional[hints[f.name]]))  # noqa: UP045 (typer needs Optional)
-    return params
+    return config_parameters(TeacherConfig, _RENAMED)
 
 
 def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int = 1, **options) -> None:

@@ -8,13 +8,13 @@ that sizes the students; the torch device is ``--torch-device``.
 from __future__ import annotations
 
 import inspect
-import typing
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Optional
 
 import typer
 
 from kdx.errors import KdxError
+from kdx.trainer.config_options import config_parameters
 
 # Fields with a dedicated option name; fields set by the fixed options are not generated.
 _RENAMED = {"total_steps": "steps", "device": "torch_device", "device_profile": "device"}
@@ -24,19 +24,7 @@ _FIXED = ("device_profile", "students")
 def _config_parameters() -> list[inspect.Parameter]:
     from kdx.trainer.distill import DistillConfig
 
-    hints = typing.get_type_hints(DistillConfig)
-    params = []
-    for f in fields(DistillConfig):
-        if f.name in _FIXED:
-            continue
-        name = _RENAMED.get(f.name, f.name)
-        flag = "--" + name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        decls = [f"{flag}/--no-{name.replace('_', '-')}"] if hints[f.name] is bool else [flag]
-        option = typer.Option(None, *decls, help=f"{f.metadata['help']} (default: {default})", show_default=False)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=Optional[hints[f.name]]))  # noqa: UP045 (typer needs Optional)
-    return params
+    return config_parameters(DistillConfig, _RENAMED, skip=_FIXED)
 
 
 def distill_command(run: str, device: str | None, student: list[str] | None, resume: bool, quiet: bool,
