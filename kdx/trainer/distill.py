@@ -20,8 +20,6 @@ not exported). A weight of 0 switches a term off (it is then not computed).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +46,14 @@ from kdx.trainer.distill_rollout import (
     teacher_observation_stats,
 )
 from kdx.trainer.gae import gae_advantages
-from kdx.trainer.mappo import _step_from_tensors, _step_tensors, _truncate_metrics
+from kdx.trainer.mappo import _step_from_tensors, _step_tensors
+from kdx.trainer.metrics_log import (
+    append_metrics,
+    mean_or_none,
+    open_tensorboard,
+    read_metrics_file,
+    truncate_metrics,
+)
 from kdx.trainer.ppo_losses import entropy, masked_log_probs, policy_loss
 from kdx.trainer.progress import TrainProgress
 from kdx.trainer.student_io import (
@@ -335,7 +340,7 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
         minibatch_gen.set_state(ckpt.state["rng.minibatch"])
         start_update, env_steps, episodes = (int(ckpt.progress[k]) for k in ("update", "env_steps", "episodes"))
         elapsed0 = float(ckpt.progress["time_s"])
-        _truncate_metrics(paths, start_update)
+        truncate_metrics(paths.metrics, start_update)
     else:
         from kdx.devices.sizing import write_sizing_json
 
@@ -370,7 +375,7 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
         publish_students(paths, students_by_name)
 
     # ---- the loop
-    tb = _tensorboard(paths)
+    tb = open_tensorboard(paths.tensorboard)
     t0 = time.perf_counter()
     last: dict[str, Any] = {}
     bar_cfg = SimpleNamespace(env=f"distill {teacher.config.env}", total_steps=config.num_updates * config.steps_per_update,
@@ -397,8 +402,8 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
                 "update": update + 1,
                 "env_steps": env_steps,
                 "episodes": episodes,
-                "episode_return": _mean(buf.episode_returns),
-                "win_rate": _mean(buf.episode_wins) if spec.has_win_flag else None,
+                "episode_return": mean_or_none(buf.episode_returns),
+                "win_rate": mean_or_none(buf.episode_wins) if spec.has_win_flag else None,
                 "teacher_agreement": float(buf.agreement[legal_choice].float().mean()) if bool(legal_choice.any()) else None,
                 "teacher_mix": mix,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -408,7 +413,7 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
             }
             last = metrics
             if (update + 1) % config.log_every == 0 or update + 1 == config.num_updates:
-                _log(paths, tb, metrics)
+                append_metrics(paths.metrics, tb, metrics, "distill")
             bar.advance(metrics)
             stop = callback is not None and bool(callback(metrics, students_by_name))
             if stop or (update + 1) % config.checkpoint_every == 0 or update + 1 == config.num_updates:
@@ -421,31 +426,6 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
     return last
 
 
-def _mean(xs: list[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
-
-
-def _tensorboard(paths: StudentPaths):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is in the [train] extra; metrics.jsonl is always written
-        return None
-    return SummaryWriter(str(paths.tensorboard))
-
-
-def _log(paths: StudentPaths, tb, metrics: dict[str, Any]) -> None:
-    paths.students.mkdir(parents=True, exist_ok=True)
-    with open(paths.metrics, "a") as f:
-        f.write(json.dumps(metrics) + "\n")
-    if tb is not None:
-        for key, value in metrics.items():
-            if key not in ("update", "env_steps") and isinstance(value, (int, float)) and math.isfinite(value):
-                tb.add_scalar(f"distill/{key}", value, metrics["env_steps"])
-
-
 def read_distill_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every metrics line of a run's distillation."""
-    path = StudentPaths(Path(run_dir)).metrics
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics_file(StudentPaths(Path(run_dir)).metrics)

@@ -10,8 +10,6 @@ resumed run continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -27,7 +25,6 @@ from kdx.envs.registry import make
 from kdx.errors import KdxError
 from kdx.trainer.checkpoint import (
     RunPaths,
-    atomic_write_text,
     load_checkpoint,
     load_optimizer_tensors,
     load_teacher_tensors,
@@ -40,6 +37,13 @@ from kdx.trainer.checkpoint import (
 from kdx.trainer.config import TeacherConfig
 from kdx.trainer.distributed import data_parallel
 from kdx.trainer.gae import gae_advantages
+from kdx.trainer.metrics_log import (
+    append_metrics,
+    mean_or_none,
+    open_tensorboard,
+    read_metrics_file,
+    truncate_metrics,
+)
 from kdx.trainer.ppo_losses import entropy, masked_log_probs, policy_loss, value_loss
 from kdx.trainer.progress import TrainProgress
 from kdx.trainer.rollout import RolloutBuffer, collect_rollout
@@ -133,10 +137,6 @@ def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutB
     return {k: sum(v) / len(v) for k, v in stats.items()}
 
 
-def _mean(xs: list[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
-
-
 def _step_tensors(step: EnvStep) -> dict[str, torch.Tensor]:
     out = {"step.state": step.state}
     out.update({f"step.obs.{i}": o for i, o in enumerate(step.obs)})
@@ -227,7 +227,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
         env_steps, episodes = int(ckpt.progress["env_steps"]), dp.resume_episodes(state, ckpt.progress)
         elapsed0 = float(ckpt.progress["time_s"])
         if dp.is_main:
-            _truncate_metrics(paths, start_update)
+            truncate_metrics(paths.metrics, start_update)
     else:
         if dp.is_main:
             write_run_config(paths, run_config, spec.to_json())
@@ -249,7 +249,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
             save_checkpoint(paths, update, teacher_tensors(teacher), optimizer_tensors(optimizer), state, progress)
 
     # ---- the loop
-    tb = _tensorboard(paths) if dp.is_main else None
+    tb = open_tensorboard(paths.tensorboard) if dp.is_main else None
     t0 = time.perf_counter()
     last: dict[str, Any] = {}
     # the bar counts env steps over all ranks (run_config.total_steps), as the metrics do
@@ -276,9 +276,9 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
                 "update": update + 1,
                 "env_steps": env_steps,
                 "episodes": episodes,
-                "episode_return": _mean(buf.episode_returns),
-                "episode_length": _mean(buf.episode_lengths),
-                "win_rate": _mean(buf.episode_wins) if spec.has_win_flag else None,
+                "episode_return": mean_or_none(buf.episode_returns),
+                "episode_length": mean_or_none(buf.episode_lengths),
+                "win_rate": mean_or_none(buf.episode_wins) if spec.has_win_flag else None,
                 "value_mean": float(buf.values.mean()),
                 "lr": optimizer.param_groups[0]["lr"],
                 **losses,
@@ -288,7 +288,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
             metrics = dp.global_metrics(metrics, buf, spec.has_win_flag)
             last = metrics
             if dp.is_main and ((update + 1) % config.log_every == 0 or update + 1 == config.num_updates):
-                _log(paths, tb, metrics)
+                append_metrics(paths.metrics, tb, metrics, "teacher")
             bar.advance(metrics)
             stop = dp.agree(callback is not None and bool(callback(metrics, teacher)))
             if stop or (update + 1) % config.checkpoint_every == 0 or update + 1 == config.num_updates:
@@ -302,40 +302,6 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
     return last
 
 
-def _tensorboard(paths: RunPaths):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is in the [train] extra; metrics.jsonl is always written
-        return None
-    return SummaryWriter(str(paths.tensorboard))
-
-
-def _log(paths: RunPaths, tb, metrics: dict[str, Any]) -> None:
-    with open(paths.metrics, "a") as f:
-        f.write(json.dumps(metrics) + "\n")
-    if tb is not None:
-        for key, value in metrics.items():
-            if key not in ("update", "env_steps") and isinstance(value, (int, float)) and math.isfinite(value):
-                tb.add_scalar(f"teacher/{key}", value, metrics["env_steps"])
-
-
-def _truncate_metrics(paths: RunPaths, update: int) -> None:
-    """Drop metrics lines logged after the checkpoint a resume starts from (they will be redone)."""
-    if not paths.metrics.is_file():
-        return
-    kept = []
-    for line in paths.metrics.read_text().splitlines():
-        try:
-            if json.loads(line)["update"] <= update:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a line cut short by a kill: everything after it is newer
-    atomic_write_text(paths.metrics, "".join(line + "\n" for line in kept))
-
-
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every metrics line of a run's teacher."""
-    path = RunPaths(Path(run_dir)).metrics
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics_file(RunPaths(Path(run_dir)).metrics)
