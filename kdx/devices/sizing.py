@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 from kdx.devices.mlp import ACTIVATIONS, StudentArch, count_macs, count_params, layer_shapes
 from kdx.devices.profile import DeviceProfile
 from kdx.errors import KdxError
+from kdx.fileio import atomic_write_text
 
 __all__ = [
     "ACTIVATIONS", "AgentShape", "CapacityRule", "StudentArch", "StudentSizing", "agent_shapes",
@@ -417,17 +416,7 @@ def write_sizing_json(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(sizing_document(rows, profile, teacher_hidden, rule), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
     return path
 
 

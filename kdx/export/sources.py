@@ -7,23 +7,19 @@ Students live in ``RUN/students/`` (``config.json`` + ``<agent>.safetensors``, r
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdx.errors import KdxError
+from kdx.fileio import sha256_file
 
 STUDENTS_DIR = "students"
 
 
 def sha256_of(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 @dataclass

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shlex
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 from kdx import __version__
 from kdx.errors import KdxError
+from kdx.fileio import atomic_write_bytes
 from kdx.runtime.manifest import AgentEntry, FileEntry, Manifest, load_manifest, write_manifest
 from kdx.runtime.tensorrt_build import (  # noqa: F401 (re-exported: the build recipe lives in the runtime)
     MIN_VERSION,
@@ -97,18 +97,8 @@ def _sha256_bytes(data: bytes) -> str:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp name in the same folder and rename (an engine is never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write atomically: an engine is never half-written."""
+    atomic_write_bytes(path, data)
 
 
 def store_engine(bundle_dir: Path, entries: list[AgentEntry], plan: TrtBuildPlan, engine: bytes,

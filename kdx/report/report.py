@@ -3,12 +3,11 @@ RUN/report.html; ``benchmark_table(data)``: the same comparison as a rich consol
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdx.fileio import atomic_write_bytes
 from kdx.report.collect import ReportData, collect
 from kdx.report.content import BENCH_HEADERS, benchmark_rows, build_blocks
 from kdx.report.document import Figure, to_html, to_markdown
@@ -48,12 +47,7 @@ class ReportPaths:
 
 
 def _atomic_write(path: Path, content: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content.encode("utf-8") if isinstance(content, str) else content)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be read
-    os.replace(tmp, path)
+    atomic_write_bytes(path, content.encode("utf-8") if isinstance(content, str) else content)
 
 
 def make_figures(data: ReportData) -> list[Figure]:

@@ -5,7 +5,6 @@ per-agent policies on a chosen backend (``"auto"`` measures the candidates and k
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 import shutil
 import tarfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kdx.errors import KdxError
+from kdx.fileio import sha256_file
 from kdx.runtime.backends import BACKENDS, Backend, available_backends
 from kdx.runtime.manifest import (
     MANIFEST_NAME,
@@ -37,14 +37,6 @@ _EXTRACT_KW = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _AUTO_WARMUP, _AUTO_ITERS = 100, 400
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
     """Every listed file exists inside ``bundle_dir`` (symlinks included), has the listed size
     and sha256; otherwise KdxError naming the file and what is wrong."""
@@ -61,7 +53,7 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
         if entry.size_bytes is not None and size != entry.size_bytes:
             raise KdxError(f"{path}: {size} bytes but the manifest says {entry.size_bytes} "
                            "(truncated or replaced?); copy the bundle again")
-        actual = _sha256(resolved)
+        actual = sha256_file(resolved)
         if actual != entry.sha256:
             raise KdxError(f"{path}: sha256 {actual[:16]}... does not match the manifest's "
                            f"{entry.sha256[:16]}... (corrupt or modified); copy the bundle again")

@@ -11,19 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from kdx.errors import KdxError
+from kdx.fileio import atomic_write_text
 
 ROLE_CHOICES = ("student", "teacher", "all")
 
 
 def _write_json(path: Path, data: object) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kdx.", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def _roles(role: str) -> tuple[str, ...]:
