@@ -99,6 +99,14 @@ class Backend(ABC):
             raise KdxError(self.unsupported_reason(self.agent) or "no model file")
         return entry, self.bundle_dir / entry.path
 
+    def read_model(self) -> tuple[FileEntry, Path, bytes]:
+        """The model file's entry, path and bytes; an unreadable file is a KdxError naming it."""
+        entry, path = self.model_file()
+        try:
+            return entry, path, path.read_bytes()
+        except OSError as exc:
+            raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
+
     def _check_buffers(self) -> None:
         a = self.agent
         expected = {

@@ -81,11 +81,7 @@ class NumpyBackend(Backend):
     def _load_onnx(self) -> None:
         from kdx.runtime.onnx_numpy import OnnxNumpyGraph
 
-        entry, path = self.model_file()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
+        entry, path, data = self.read_model()
         self._graph = OnnxNumpyGraph(data, str(path))
         self.source = f"{entry.path} (ONNX graph, interpreted)"
         names = self.agent.inputs

@@ -67,11 +67,7 @@ class OnnxRuntimeBackend(Backend):
     def _load(self) -> None:
         import onnxruntime as ort
 
-        entry, path = self.model_file()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
+        entry, path, data = self.read_model()
         try:
             session = ort.InferenceSession(data, make_session_options(ort),
                                            providers=["CPUExecutionProvider"])

@@ -81,11 +81,7 @@ class TensorRTBackend(Backend):
     def _load(self) -> None:
         import tensorrt as trt
 
-        entry, path = self.model_file()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
+        entry, path, data = self.read_model()
         if entry.kind != "engine":
             data = build_engine(data, self.agent.precision, str(path))
         self._cuda = _load_cudart()
