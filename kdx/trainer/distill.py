@@ -46,7 +46,7 @@ from kdx.trainer.distill_rollout import (
     teacher_observation_stats,
 )
 from kdx.trainer.gae import gae_advantages
-from kdx.trainer.mappo import _step_from_tensors, _step_tensors
+from kdx.trainer.mappo import step_from_tensors, step_tensors
 from kdx.trainer.metrics_log import (
     append_metrics,
     mean_or_none,
@@ -334,7 +334,7 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
         env.reset()  # creates every lazily-built env tensor, then the checkpoint overwrites them
         env.load_state_dict({k[4:]: v for k, v in ckpt.state.items() if k.startswith("env.")})
-        step = _step_from_tensors(ckpt.state, spec.n_agents, device)
+        step = step_from_tensors(ckpt.state, spec.n_agents, device)
         t_hidden = ckpt.state["teacher_hidden"].to(device) if "teacher_hidden" in ckpt.state else None
         sample_gen.set_state(ckpt.state["rng.sample"])
         minibatch_gen.set_state(ckpt.state["rng.minibatch"])
@@ -364,7 +364,7 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
 
     def checkpoint(update: int, elapsed: float) -> None:
         state = {f"env.{k}": v for k, v in env.state_dict().items()}
-        state.update(_step_tensors(step))
+        state.update(step_tensors(step))
         if t_hidden is not None:
             state["teacher_hidden"] = t_hidden
         state["rng.sample"] = sample_gen.get_state()

@@ -137,14 +137,16 @@ def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutB
     return {k: sum(v) / len(v) for k, v in stats.items()}
 
 
-def _step_tensors(step: EnvStep) -> dict[str, torch.Tensor]:
+def step_tensors(step: EnvStep) -> dict[str, torch.Tensor]:
+    """The pending ``EnvStep`` as flat tensors, so a checkpoint can resume mid-episode (both stages)."""
     out = {"step.state": step.state}
     out.update({f"step.obs.{i}": o for i, o in enumerate(step.obs)})
     out.update({f"step.mask.{i}": m for i, m in enumerate(step.action_mask)})
     return out
 
 
-def _step_from_tensors(state: dict[str, torch.Tensor], n_agents: int, device: torch.device) -> EnvStep:
+def step_from_tensors(state: dict[str, torch.Tensor], n_agents: int, device: torch.device) -> EnvStep:
+    """Inverse of :func:`step_tensors`."""
     s = state["step.state"].to(device)
     b = s.shape[0]
     zeros = torch.zeros(b, dtype=torch.bool, device=device)
@@ -217,7 +219,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
             env_state = {k[4:]: v for k, v in state.items() if k.startswith("env.")}
             _adopt_lazy_tensors(env, env_state)
             env.load_state_dict(env_state)
-            step = _step_from_tensors(state, spec.n_agents, device)
+            step = step_from_tensors(state, spec.n_agents, device)
         else:  # a simulator's state cannot be saved: resume with fresh episodes (not bit-exact)
             step = env.reset()
         hidden = state["hidden"].to(device) if "hidden" in state else None
@@ -237,7 +239,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
 
     def checkpoint(update: int, elapsed: float) -> None:
         state = {f"env.{k}": v for k, v in env.state_dict().items()} if env_state_in_tensors(env) else {}
-        state.update(_step_tensors(step))
+        state.update(step_tensors(step))
         if hidden is not None:
             state["hidden"] = hidden
         state["rng.sample"] = sample_gen.get_state()
