@@ -27,13 +27,24 @@ After a header it cannot trust (bad magic or version, payload over MAX_PAYLOAD) 
 an error reply and closes that connection, since the stream can no longer be framed.
 
 A C client needs only ``send``/``recv`` and a 8-byte struct; see :class:`Client` for Python.
+
+Latency: both ends receive spin-then-block (``spin_us``): after a reply (server) or a request
+(client) the socket is polled without blocking for up to ``spin_us`` before a blocking wait. On
+an idle CPU a blocking ``recv`` costs the thread's wake-up (tens of µs, more than the decision);
+the spin keeps the receiving thread running while a reply or the next request of a tight loop is
+on its way, and the fallback keeps an idle server from burning a core. A spin that receives
+nothing makes the next receives block at once (16, doubling after each further miss), so a
+loaded CPU or an occasional caller does not pay for spinning. ``spin_us=0`` disables it.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import select
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +63,14 @@ REQUEST_TYPES = {ACT: "ACT", RESET: "RESET", INFO: "INFO", STATS: "STATS"}
 OK, ERROR = 0, 1
 FLAG_LATE, FLAG_FALLBACK = 1, 2
 _U32_MAX = 0xFFFFFFFF
+#: default receive spin window of the server and the Client, in µs (see the module docstring)
+DEFAULT_SPIN_US = 200.0
+# Where MSG_DONTWAIT is missing (Windows) the receive never spins.
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_clock = time.perf_counter_ns
+# After a spin that received nothing, this many receives block before the next spin; doubled
+# after every further miss in a row, up to the max; reset by a spin that receives.
+_FIRST_BACKOFF, _MAX_BACKOFF = 16, 1024
 
 
 class ProtocolError(KdxError):
@@ -119,20 +138,44 @@ def encode_json(obj: object) -> bytes:
     return encode(OK, json.dumps(obj).encode("utf-8"))
 
 
+def check_spin_us(spin_us: float) -> float:
+    """``spin_us`` as a float; KdxError unless it is finite and >= 0."""
+    value = float(spin_us)
+    if not (math.isfinite(value) and value >= 0):
+        raise KdxError(f"spin must be a finite number of µs >= 0 (0 disables it), got {spin_us}")
+    return value
+
+
 class MessageReader:
     """Frames messages from a stream socket into one preallocated buffer: in the common case a
-    message costs one ``recv`` (header and payload arrive together), not one per part."""
+    message costs one ``recv`` (header and payload arrive together), not one per part.
 
-    def __init__(self, sock: socket.socket) -> None:
+    ``spin_us``: each receive first polls without blocking for up to this long, then blocks
+    (the socket must be in blocking mode, ``gettimeout() is None``, for the spin to poll).
+    ``timeout_s``: the blocking wait gives up with TimeoutError after this long (None: never).
+    Counters: ``spin_receives`` (data came while spinning), ``spins_missed`` (the window passed
+    in vain), ``blocking_receives`` (blocking waits).
+    """
+
+    def __init__(self, sock: socket.socket, spin_us: float = 0.0, timeout_s: float | None = None) -> None:
         self._sock = sock
         self._buf = bytearray(HEADER_SIZE + MAX_PAYLOAD)
         self._view = memoryview(self._buf)
         self._start = self._end = 0
+        spin_us = check_spin_us(spin_us)
+        self._spin_ns = int(spin_us * 1e3) if _DONTWAIT and sock.gettimeout() is None else 0
+        self._timeout_s = timeout_s
+        self._skip_spins = self._backoff = 0
+        self.spin_receives = self.spins_missed = self.blocking_receives = 0
+        self._poller = None
+        if timeout_s is not None and hasattr(select, "poll"):
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN)
 
     def read(self) -> tuple[int, memoryview] | None:
         """The next ``(code, payload)`` (the payload view is valid until the next read), or None
         when the peer closed between messages. ProtocolError (fatal) for a header that cannot be
-        trusted; ConnectionError if the peer closed mid-message."""
+        trusted; ConnectionError if the peer closed mid-message; TimeoutError past ``timeout_s``."""
         if self._start == self._end:
             self._start = self._end = 0
         if not self._fill(HEADER_SIZE):
@@ -150,13 +193,47 @@ class MessageReader:
                 n = self._end - self._start
                 self._buf[:n] = self._buf[self._start: self._end]
                 self._start, self._end = 0, n
-            got = self._sock.recv_into(self._view[self._end:])
+            got = self._recv(self._view[self._end:])
             if got == 0:
                 if self._end == self._start:
                     return False
                 raise ConnectionError("peer closed in the middle of a message")
             self._end += got
         return True
+
+    def _recv(self, into: memoryview) -> int:
+        """One ``recv_into``: spinning (non-blocking polls) first, then a blocking wait."""
+        if self._spin_ns:
+            if self._skip_spins:
+                self._skip_spins -= 1
+            else:
+                recv_into = self._sock.recv_into
+                deadline = _clock() + self._spin_ns
+                while True:
+                    try:
+                        got = recv_into(into, 0, _DONTWAIT)
+                        self._backoff = 0
+                        self.spin_receives += 1
+                        return got
+                    except BlockingIOError:
+                        if _clock() >= deadline:
+                            break
+                # The window passed in vain: the peer is idle, or the CPUs are busy and the
+                # spinner only delays the peer (a blocked thread that wakes preempts a CPU hog, a
+                # spinning one does not: measured 460 µs against 42 µs p50 at load 5 on 2 cores).
+                # Block for the next receives, more of them after each miss in a row.
+                self._backoff = min(2 * self._backoff or _FIRST_BACKOFF, _MAX_BACKOFF)
+                self._skip_spins = self._backoff
+                self.spins_missed += 1
+        self.blocking_receives += 1
+        if self._timeout_s is not None and not self._wait_readable():
+            raise TimeoutError(f"nothing received within {self._timeout_s} s")
+        return self._sock.recv_into(into)
+
+    def _wait_readable(self) -> bool:
+        if self._poller is not None:
+            return bool(self._poller.poll(self._timeout_s * 1e3))
+        return bool(select.select([self._sock], [], [], self._timeout_s)[0])
 
 
 @dataclass(frozen=True)
@@ -168,12 +245,19 @@ class ActReply:
 
 
 class Client:
-    """A blocking Python client (TCP_NODELAY) for one served agent."""
+    """A Python client (TCP_NODELAY) for one served agent. Receives spin for up to ``spin_us``
+    before blocking (0: block at once); a reply not received within ``timeout_s`` raises
+    TimeoutError."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 5.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 5.0,
+                 spin_us: float = DEFAULT_SPIN_US) -> None:
+        spin_us = check_spin_us(spin_us)
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader = MessageReader(self.sock)
+        # Blocking mode: a socket timeout would put a poll() before every recv and defeat the
+        # spin; the reader enforces timeout_s itself.
+        self.sock.settimeout(None)
+        self._reader = MessageReader(self.sock, spin_us, timeout_s)
 
     def close(self) -> None:
         self.sock.close()
