@@ -205,42 +205,48 @@ def _check_shapes(weights: MlpWeights, source: str) -> None:
             raise KdxError(f"{source}: input.mean/input.std must be [{weights.in_dim}], std > 0")
 
 
-def _activation(name: str, alpha: float | None) -> Callable[[np.ndarray], None] | None:
-    """In-place activation on a float32 view (``None`` for identity)."""
+#: one step of a compiled program: ``function(*args)``, all buffers bound at compile time
+Op = tuple[Callable[..., object], tuple[object, ...]]
+
+
+def _activation_ops(name: str, alpha: float | None, v: np.ndarray) -> list[Op]:
+    """In-place activation of the float32 view ``v`` as ops (none for identity). Positional
+    ``out`` arguments: a ufunc call parses them faster than ``out=``."""
     if name == "relu":
-        return lambda v: np.maximum(v, 0.0, out=v)
+        return [(lambda x: np.maximum(x, 0.0, out=x), (v,))]  # positional out deprecated here
     if name == "tanh":
-        return lambda v: np.tanh(v, out=v)
-    if name == "sigmoid":
-        def sigmoid(v: np.ndarray) -> None:
-            np.negative(v, out=v)
-            np.exp(v, out=v)
-            v += 1.0
-            np.reciprocal(v, out=v)
-        return sigmoid
+        return [(np.tanh, (v, v))]
+    if name == "sigmoid":  # 1 / (1 + exp(-v))
+        return [(np.negative, (v, v)), (np.exp, (v, v)), (np.add, (v, 1.0, v)), (np.reciprocal, (v, v))]
     if name == "elu":
         a = 1.0 if alpha is None else float(alpha)
-        return lambda v: np.copyto(v, np.where(v > 0, v, a * np.expm1(np.minimum(v, 0.0))))
+        return [(lambda x: np.copyto(x, np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0)))), (v,))]
     if name == "leaky_relu":
         s = 0.01 if alpha is None else float(alpha)
-        return lambda v: np.copyto(v, np.where(v > 0, v, s * v))
-    return None
+        return [(lambda x: np.copyto(x, np.where(x > 0, x, s * x)), (v,))]
+    return []
 
 
 class MlpProgram:
-    """A sidecar compiled into steps over preallocated buffers: no allocation per dense layer.
+    """A sidecar compiled into a flat tuple of :data:`Op` over preallocated buffers: no
+    allocation per dense layer, one Python loop over the steps.
 
     Dense layers use an augmented input (a trailing constant 1) so that ``x @ W + b`` is a single
-    ``np.dot`` into a preallocated output. ``input`` is the float32 [in_dim] view the caller
-    fills; ``state_in``/``state_out`` are float32 [h] views (recurrent only); after
-    :meth:`run`, ``logits`` holds float32 [n_actions].
+    ``x_aug.dot(W_aug, out)`` (the array method: cheaper per call than ``np.dot``). ``input`` is
+    the float32 [in_dim] view the caller fills; ``state_in``/``state_out`` are float32 [h] views
+    (recurrent only); after :meth:`run`, ``logits`` holds float32 [n_actions].
+
+    ``first_dense_output``: when the first step is the first layer's dense product straight from
+    ``input`` (first layer dense, normalisation folded), the float32 view it writes (before the
+    activation), else None. Every entry of it is non-finite when any input is, so one entry
+    checks the whole observation (see :class:`kdx.runtime.backends.numpy_backend.NumpyBackend`).
     """
 
     def __init__(self, weights: MlpWeights) -> None:
         layers = list(weights.layers)
         first = layers[0].params
         mean, std = weights.input_mean, weights.input_std
-        self._pre: Callable[[], None] | None = None
+        ops: list[Op] = []
         if mean is not None and layers[0].kind == "dense":
             # Fold (x - mean) / std into the first dense layer: W' = W / std, b' = b - (mean/std) W.
             w = first["weight"] / std[:, None]
@@ -252,63 +258,60 @@ class MlpProgram:
         self.state_size = weights.state_size
         self._input_aug = np.ones(self.in_dim + 1, dtype=np.float32)
         self.input = self._input_aug[: self.in_dim]
-        if mean is not None:  # the caller's buffer stays raw; the normalised copy feeds layer 0
-            self.input = np.zeros(self.in_dim, dtype=np.float32)
         self.state_in = np.zeros(self.state_size or 0, dtype=np.float32)
         self.state_out = np.zeros(self.state_size or 0, dtype=np.float32)
-        if mean is not None:
+        if mean is not None:  # the caller's buffer stays raw; the normalised copy feeds layer 0
+            self.input = np.zeros(self.in_dim, dtype=np.float32)
             inv_std, shift = (1.0 / std).astype(np.float32), mean.astype(np.float32)
-            raw, view = self.input, self._input_aug[: self.in_dim]
-
-            def normalise() -> None:
-                np.subtract(raw, shift, out=view)
-                np.multiply(view, inv_std, out=view)
-            self._pre = normalise
-        steps: list[Callable[[], None]] = []
+            normalised = self._input_aug[: self.in_dim]
+            ops += [(np.subtract, (self.input, shift, normalised)),
+                    (np.multiply, (normalised, inv_std, normalised))]
         src_aug = self._input_aug
-        for layer in layers:
-            step, src_aug = self._compile(layer, src_aug)
-            steps.append(step)
+        self.first_dense_output: np.ndarray | None = None
+        for i, layer in enumerate(layers):
+            layer_ops, src_aug = self._compile(layer, src_aug)
+            if i == 0 and layer.kind == "dense" and not ops:
+                self.first_dense_output = src_aug[:-1]
+            ops += layer_ops
         self.logits = src_aug[:-1]
-        self._steps = tuple(steps)
+        self.ops: tuple[Op, ...] = tuple(ops)
 
-    def _compile(self, layer: MlpLayer, src_aug: np.ndarray) -> tuple[Callable[[], None], np.ndarray]:
+    def _compile(self, layer: MlpLayer, src_aug: np.ndarray) -> tuple[list[Op], np.ndarray]:
         p = layer.params
-        act = _activation(layer.activation, float(p["alpha"]) if "alpha" in p else None)
         src = src_aug[:-1]
         if layer.kind == "dense":
             w_aug = np.ascontiguousarray(np.vstack([p["weight"], p["bias"][None, :]]), dtype=np.float32)
             dst_aug = np.ones(w_aug.shape[1] + 1, dtype=np.float32)
-            dst = dst_aug[:-1]
-            dot = np.dot
+            ops: list[Op] = [(src_aug.dot, (w_aug, dst_aug[:-1]))]
+        elif layer.kind == "layernorm":
+            dst_aug = np.ones(src.shape[0] + 1, dtype=np.float32)
+            ops = [(self._layernorm(p, src, dst_aug[:-1]), ())]
+        else:
+            dst_aug = np.ones(self.state_size + 1, dtype=np.float32)
+            ops = [(self._gru(p, src, dst_aug[:-1]), ())]
+        alpha = float(p["alpha"]) if "alpha" in p else None
+        return ops + _activation_ops(layer.activation, alpha, dst_aug[:-1]), dst_aug
 
-            def dense() -> None:
-                dot(src_aug, w_aug, out=dst)
-                if act is not None:
-                    act(dst)
-            return dense, dst_aug
-        dst_aug = np.ones(src.shape[0] + 1 if layer.kind == "layernorm" else self.state_size + 1,
-                          dtype=np.float32)
-        dst = dst_aug[:-1]
-        if layer.kind == "layernorm":
-            scale, bias, eps = p["scale"], p["bias"], float(p["epsilon"])
-            n = src.shape[0]
-            inv_n = np.float32(1.0 / n)
-            ones = np.ones(n, dtype=np.float32)
-            gain = np.empty(n, dtype=np.float32)
-            multiply, add, subtract = np.multiply, np.add, np.subtract
+    @staticmethod
+    def _layernorm(p: dict[str, np.ndarray], src: np.ndarray, dst: np.ndarray) -> Callable[[], None]:
+        scale, bias, eps = p["scale"], p["bias"], float(p["epsilon"])
+        n = src.shape[0]
+        inv_n = np.float32(1.0 / n)
+        ones = np.ones(n, dtype=np.float32)
+        gain = np.empty(n, dtype=np.float32)
+        multiply, add, subtract = np.multiply, np.add, np.subtract
 
-            def layernorm() -> None:
-                # Dot products for the sums and preallocated outputs: ~4x faster than mean()/var()
-                # on the short vectors of a policy.
-                subtract(src, src.dot(ones) * inv_n, out=dst)
-                inv_std = 1.0 / math.sqrt(float(dst.dot(dst) * inv_n) + eps)
-                multiply(scale, inv_std, out=gain)
-                multiply(dst, gain, out=dst)
-                add(dst, bias, out=dst)
-                if act is not None:
-                    act(dst)
-            return layernorm, dst_aug
+        def layernorm() -> None:
+            # Dot products for the sums and preallocated outputs: ~4x faster than mean()/var()
+            # on the short vectors of a policy.
+            subtract(src, src.dot(ones) * inv_n, out=dst)
+            inv_std = 1.0 / math.sqrt(float(dst.dot(dst) * inv_n) + eps)
+            multiply(scale, inv_std, out=gain)
+            multiply(dst, gain, out=dst)
+            add(dst, bias, out=dst)
+        return layernorm
+
+    def _gru(self, p: dict[str, np.ndarray], src: np.ndarray, dst: np.ndarray) -> Callable[[], None]:
         w_ih, w_hh, b_ih, b_hh = p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
         h_in, h_out, n = self.state_in, self.state_out, self.state_size
 
@@ -320,14 +323,10 @@ class MlpProgram:
             cand = np.tanh(gi[2 * n:] + r * gh[2 * n:])
             np.copyto(h_out, (1.0 - z) * cand + z * h_in)
             np.copyto(dst, h_out)
-            if act is not None:
-                act(dst)
-        return gru, dst_aug
+        return gru
 
     def run(self) -> np.ndarray:
         """Forward pass from ``input`` (and ``state_in``); returns the ``logits`` view."""
-        if self._pre is not None:
-            self._pre()
-        for step in self._steps:
-            step()
+        for function, args in self.ops:
+            function(*args)
         return self.logits

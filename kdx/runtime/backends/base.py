@@ -81,6 +81,8 @@ class Backend(ABC):
         self._mask_shapes = ((n,), (1, n))
         self._mask_in_graph = agent.inputs.action_mask is not None
         self._mask_all_true = True
+        self._masked_logits = np.empty(n, dtype=np.float32)
+        self._neg_inf = np.full(n, -_INF, dtype=np.float32)
 
     # --- to implement ---------------------------------------------------------------------
     @abstractmethod
@@ -134,18 +136,14 @@ class Backend(ABC):
         except AttributeError:
             bad = True
         if bad or not isinstance(obs, np.ndarray):
-            raise KdxError(
-                f"agent {self.agent.name!r}: observation is {_describe(obs)}; expected a numpy "
-                f"float32 array of shape [{self.agent.obs_dim}] (or [1, {self.agent.obs_dim}])"
-            )
+            raise self._observation_error(obs)
         view = self._obs_view
         view[:] = obs
         # One dot product with ones (the sum) catches NaN and inf: they propagate, and inf - inf
         # is NaN. It costs less than np.isfinite().all(); the exact check runs only if it fires,
         # so a sum overflowing on huge finite values is not refused.
         if not _isfinite(view.dot(self._ones)) and not np.isfinite(view).all():
-            raise KdxError(f"agent {self.agent.name!r}: observation contains NaN or inf (or "
-                           "float64 values beyond the float32 range)")
+            raise self._nonfinite_error()
         if mask is None:
             if not self._mask_all_true:
                 self._mask_view.fill(True)
@@ -155,7 +153,7 @@ class Backend(ABC):
             self._set_mask(mask)
             action = self._infer_impl()
             if not self._mask_in_graph:
-                action = int(np.argmax(np.where(self._mask_view, self.logits_buf[0], -_INF)))
+                action = self._masked_argmax(self.logits_buf[0])
         if self.h_in is not None:
             np.copyto(self.h_in, self.h_out)
         return action
@@ -168,10 +166,27 @@ class Backend(ABC):
                 f"agent {self.agent.name!r}: action mask must be a bool (or integer 0/1) array of "
                 f"shape [{self.agent.n_actions}], got {type(mask).__name__} {shape}"
             )
-        np.not_equal(mask.reshape(-1), 0, out=self._mask_view)
+        np.not_equal(mask, 0, out=self.mask_buf)  # [n] and [1, n] both broadcast to [1, n]
         self._mask_all_true = False
         if not self._mask_view.any():
             raise KdxError(f"agent {self.agent.name!r}: action mask has no legal action")
+
+    def _masked_argmax(self, logits: np.ndarray) -> int:
+        """``argmax(where(mask, logits, -inf))`` over preallocated buffers (no allocation)."""
+        masked = self._masked_logits
+        np.copyto(masked, self._neg_inf)
+        np.copyto(masked, logits, where=self._mask_view)
+        return int(masked.argmax())
+
+    def _observation_error(self, obs: object) -> KdxError:
+        return KdxError(
+            f"agent {self.agent.name!r}: observation is {_describe(obs)}; expected a numpy "
+            f"float32 array of shape [{self.agent.obs_dim}] (or [1, {self.agent.obs_dim}])"
+        )
+
+    def _nonfinite_error(self) -> KdxError:
+        return KdxError(f"agent {self.agent.name!r}: observation contains NaN or inf (or "
+                        "float64 values beyond the float32 range)")
 
     def logits(self) -> np.ndarray:
         """A copy of the logits of the last decision, float32 [n_actions]."""

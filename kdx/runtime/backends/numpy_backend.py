@@ -3,16 +3,24 @@
 It prefers the agent's ``.npz`` sidecar (compiled into preallocated steps, see
 :class:`kdx.runtime.mlp_npz.MlpProgram`); without one it interprets the ONNX graph with the
 ``onnx`` package (:mod:`kdx.runtime.onnx_numpy`), which is general but slower.
+
+With the sidecar, ``infer`` is replaced by one closure over the program's steps (same checks,
+same errors, same results as :meth:`Backend.infer`): a small student's decision is then a
+handful of numpy calls (copy, one ``dot`` and one activation per layer, argmax) and the Python
+between them, which is what a batch-1 decision of a tiny MLP costs.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from kdx.errors import KdxError
-from kdx.runtime.backends.base import Backend
+from kdx.runtime.backends.base import _F32, _FLOAT_OBS, Backend
 from kdx.runtime.manifest import AgentEntry
 from kdx.runtime.mlp_npz import MlpProgram, load_mlp_npz
 
@@ -29,6 +37,12 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     file_kinds = ("npz", "onnx", "onnx-dynamic")
+
+    def __init__(self, agent: AgentEntry, bundle_dir: Path) -> None:
+        self._program: MlpProgram | None = None
+        super().__init__(agent, bundle_dir)
+        if self._program is not None:
+            self.infer = self._compile_infer(self._program)  # type: ignore[method-assign]
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -76,6 +90,7 @@ class NumpyBackend(Backend):
             self.h_in = program.state_in.reshape(1, -1)
             self.h_out = program.state_out.reshape(1, -1)
         self._run_program = program.run
+        self._program = program
         self._graph = None
 
     def _load_onnx(self) -> None:
@@ -101,10 +116,69 @@ class NumpyBackend(Backend):
             logits = self._run_program()
             if self._mask_all_true:
                 return int(logits.argmax())
-            return int(np.argmax(np.where(self._mask_view, logits, -np.inf)))
+            return self._masked_argmax(logits)
         outputs = self._graph.run(self._feeds)
         out = self.agent.outputs
         np.copyto(self.logits_buf, np.asarray(outputs[out.logits], dtype=np.float32).reshape(1, -1))
         if out.h_out is not None:
             np.copyto(self.h_out, np.asarray(outputs[out.h_out], dtype=np.float32).reshape(self.h_out.shape))
         return int(np.asarray(outputs[out.action]).reshape(-1)[0])
+
+    def _compile_infer(self, program: MlpProgram) -> Callable[..., int]:
+        """:meth:`Backend.infer` specialised to ``program``: the same checks and errors, every
+        buffer, bound method and constant bound once, and the finiteness check folded into the
+        first layer when it can be (see :class:`MlpProgram`'s ``first_dense_output``)."""
+        agent = self.agent
+        obs_shapes, ndarray, isfinite, copyto = self._obs_shapes, np.ndarray, math.isfinite, np.copyto
+        obs_view = self._obs_view
+        # 2-D destination: an [obs_dim] and a [1, obs_dim] observation both broadcast into it.
+        obs_dst = self.obs_buf[:, : agent.obs_dim]
+        ones, isfinite_all = self._ones, np.isfinite
+        probe = program.first_dense_output
+        ops = program.ops
+        first_function, first_args = ops[0]
+        rest = ops[1:]
+        probe_item = probe.item if probe is not None else None
+        logits_argmax = program.logits.argmax
+        masked_argmax, set_mask = self._masked_argmax, self._set_mask
+        logits, mask_view = program.logits, self._mask_view
+        h_in, h_out = self.h_in, self.h_out
+
+        def infer(obs: np.ndarray, mask: np.ndarray | None = None) -> int:
+            try:
+                dtype = obs.dtype
+                bad = obs.shape not in obs_shapes or (dtype is not _F32 and dtype not in _FLOAT_OBS)
+            except AttributeError:
+                bad = True
+            if bad or not isinstance(obs, ndarray):
+                raise self._observation_error(obs)
+            copyto(obs_dst, obs)
+            if probe_item is not None:
+                # A NaN or inf input makes every output of x @ W + b non-finite (inf * 0 is NaN,
+                # inf - inf is NaN), so one entry of the first product checks the whole input for
+                # the price of reading it; the exact check runs only when it fires (a huge finite
+                # observation may overflow the product and is not refused).
+                first_function(*first_args)
+                if not isfinite(probe_item(0)) and not isfinite_all(obs_view).all():
+                    raise self._nonfinite_error()
+                remaining = rest
+            else:
+                if not isfinite(obs_view.dot(ones)) and not isfinite_all(obs_view).all():
+                    raise self._nonfinite_error()
+                remaining = ops
+            # Checks in Backend.infer's order, all before the recurrent state moves.
+            if mask is not None:
+                set_mask(mask)
+            elif not self._mask_all_true:
+                mask_view.fill(True)
+                self._mask_all_true = True
+            for function, args in remaining:
+                function(*args)
+            if h_in is not None:
+                copyto(h_in, h_out)
+            if mask is None:
+                return int(logits_argmax())
+            return masked_argmax(logits)
+
+        infer.__doc__ = Backend.infer.__doc__
+        return infer
