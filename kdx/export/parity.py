@@ -8,6 +8,9 @@ check covers the folding and the export as well as the precision. Bars (issue 6)
     int8  >= 99% greedy-action agreement
 
 Greedy action = argmax of the masked logits (illegal actions never chosen), ties to the first.
+The bars are on the plain agreement; the agreement on the states that are not near ties (the
+reference's best and second-best legal logits more than ``NEAR_TIE_GAP`` apart) is reported
+beside it, to tell precision loss on clear decisions from flipped near ties.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from kdx.errors import KdxError
 from kdx.export.calib import MIN_PARITY_SAMPLES
 from kdx.export.onnx_export import MASKED_LOGIT
 from kdx.export.sources import PolicySource
+
+NEAR_TIE_GAP = 0.05  # logits; a state whose top-2 legal logits are closer is a near tie
 
 
 @dataclass(frozen=True)
@@ -58,14 +63,17 @@ class ParityResult:
     # the actions differ (0 if none): small values mean the model only flips near-ties.
     max_ref_gap_where_disagreeing: float = 0.0
     note: str = ""  # how the model was made, when there were several attempts
+    near_tie_fraction: float = 0.0  # share of the states whose reference top-2 gap <= NEAR_TIE_GAP
+    action_agreement_beyond_near_ties: float = 1.0  # agreement on the other states
+    int8_recipe: str = ""  # int8 models: the quantisation recipe (kdx.export.quantize.INT8_RECIPES)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def manifest_parity(self) -> dict[str, float | int | bool | str]:
         """The flat dict stored in the manifest's ``parity`` field (no nulls)."""
-        out = {k: v for k, v in asdict(self).items() if v is not None and k not in ("agent", "role", "model", "note")}
-        return out
+        skip = ("agent", "role", "model", "note")
+        return {k: v for k, v in asdict(self).items() if v is not None and v != "" and k not in skip}
 
 
 def greedy_actions(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -127,13 +135,21 @@ def measure_parity(source: PolicySource, model_path: str | Path, precision: str,
     gaps = np.where(np.isfinite(top2[:, 0]), top2[:, 1] - top2[:, 0], np.inf)
     differ = actions != ref_actions
     flip_gap = float(min(gaps[differ].max(), 1e9)) if differ.any() else 0.0  # JSON has no inf
+    clear = gaps > NEAR_TIE_GAP
+    beyond = float(np.mean(~differ[clear])) if clear.any() else 1.0
     passed = agreement >= bar.min_action_agreement
     if bar.max_abs_logit_diff is not None:
         passed = passed and max_diff <= bar.max_abs_logit_diff
+    recipe = ""
+    if precision == "int8":
+        from kdx.export.onnx_export import read_metadata
+
+        recipe = read_metadata(model_path).get("int8_recipe", "")
     return ParityResult(
         agent=source.name, role=source.role, precision=precision, model=Path(model_path).name, samples=n,
         max_abs_logit_diff=max_diff, mean_abs_logit_diff=float(diff.mean()),
         action_agreement=agreement, required_agreement=bar.min_action_agreement,
         required_max_abs_logit_diff=bar.max_abs_logit_diff, passed=bool(passed),
-        max_ref_gap_where_disagreeing=flip_gap,
+        max_ref_gap_where_disagreeing=flip_gap, near_tie_fraction=float(1.0 - clear.mean()),
+        action_agreement_beyond_near_ties=beyond, int8_recipe=recipe,
     )

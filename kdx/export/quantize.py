@@ -1,19 +1,53 @@
-"""int8 static quantisation (QDQ, per-channel weights) with onnxruntime.quantization.
+"""int8 quantisation of exported ONNX policies, two recipes (``INT8_RECIPES``).
 
-Activation ranges are calibrated on observations recorded from real rollouts (``calib.npz``).
-Only the matrix multiplies (Gemm/MatMul) are quantised: the masking and ArgMax at the end of
-the graph, and the casts, stay in float/bool/int64, so the model's inputs and outputs keep the
-types of the fp32 model.
+``static-qdq`` (TensorRT's and onnxruntime's classic path): QDQ with per-channel weights and
+activation ranges calibrated on observations recorded from real rollouts (``calib.npz``); with
+``symmetric_activations`` the zero points are 0, as TensorRT requires.
+
+``rowwise-dynamic`` (the ``rpi`` target's default): every matrix multiply runs as
+``MatMulInteger`` on int8 weights (symmetric, one scale per output channel) and uint8
+activations quantised at run time, one scale and zero point per row (= per decision), like
+onnxruntime's ``DynamicQuantizeLinear`` but per row, so a batch gives each row the numbers it
+would get alone. The layer reading the raw observation first standardises it in float with
+the calibration data's mean and std (the std folded back into the int8 weights): without that
+the per-row range is set by the widest feature and narrow ones lose their resolution.
+Why: distilled students have many near ties (a few % of states within 0.05 logits), and static
+activation ranges, fixed on the calibration set, cost 4-6% greedy-action agreement on them.
+
+Only the matrix multiplies (Gemm/MatMul with a constant weight) are quantised: the masking and
+ArgMax at the end of the graph stay in float/bool/int64, so inputs and outputs keep the types of
+the fp32 model.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from kdx.errors import KdxError
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How a model is quantised to int8 (recorded in its metadata and in the parity results)."""
+
+    name: str
+    description: str
+
+
+INT8_RECIPES: dict[str, Int8Recipe] = {
+    "static-qdq": Int8Recipe(
+        "static-qdq", "static QDQ: int8 per-channel symmetric weights, int8 activations with "
+                      "MinMax ranges calibrated on recorded observations"),
+    "rowwise-dynamic": Int8Recipe(
+        "rowwise-dynamic", "MatMulInteger: int8 per-channel symmetric weights, uint8 activations "
+                           "quantised per row at run time; observation standardised in float first"),
+}
+DEFAULT_INT8_RECIPE = "static-qdq"
 
 
 class RecordedObservations:
@@ -51,26 +85,61 @@ def matmul_nodes(path: str | Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
 
 
+def recipe_for_model(model: Any) -> str:
+    """The int8 recipe of the export target named in the model's metadata (``target``);
+    ``static-qdq`` for a model without one or with an unknown target."""
+    from kdx.export.targets import TARGETS
+
+    target = {p.key: p.value for p in model.metadata_props}.get("target", "")
+    return TARGETS[target].int8_recipe if target in TARGETS else DEFAULT_INT8_RECIPE
+
+
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, inputs: dict[str, np.ndarray],
                   per_channel: bool = True, max_rows: int = 1024,
-                  exclude_nodes: list[str] | None = None, symmetric_activations: bool = False) -> Path:
-    """Write the int8 QDQ version of the fp32 ONNX model at ``fp32_path`` to ``int8_path``.
+                  exclude_nodes: list[str] | None = None, symmetric_activations: bool = False,
+                  recipe: str | None = None) -> Path:
+    """Write the int8 version of the fp32 ONNX model at ``fp32_path`` to ``int8_path``.
 
+    ``recipe``: a key of ``INT8_RECIPES``; None = the recipe of the model's export target
+    (``ExportTarget.int8_recipe``, read from the model's ``target`` metadata).
     ``exclude_nodes`` stay in float (the exporter keeps the first layer, which reads the raw
     observation, in fp32 when fully quantised models miss the parity bar).
-    ``symmetric_activations``: activation zero points 0, as TensorRT requires.
+    ``symmetric_activations`` (static-qdq only): activation zero points 0, as TensorRT requires.
+    ``inputs`` (the recorded observations, first ``max_rows`` rows used) calibrate the
+    activation ranges (static-qdq) or the observation standardisation (rowwise-dynamic).
     """
     import onnx
+
+    model = onnx.load(str(fp32_path))
+    recipe = recipe or recipe_for_model(model)
+    if recipe not in INT8_RECIPES:
+        raise KdxError(f"unknown int8 recipe {recipe!r}; valid recipes: {', '.join(INT8_RECIPES)}")
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if recipe == "rowwise-dynamic":
+        rows = {k: np.asarray(v)[:max_rows] for k, v in inputs.items()}
+        quantized = rowwise_dynamic_int8(model, rows, exclude_nodes or [])
+    else:
+        _static_qdq(fp32_path, int8_path, model, inputs, per_channel, max_rows, exclude_nodes,
+                    symmetric_activations)
+        quantized = onnx.load(str(int8_path))
+    from kdx.export.onnx_export import set_metadata
+
+    set_metadata(quantized, {**metadata, "precision": "int8", "int8_recipe": recipe,
+                             "float_nodes": ",".join(exclude_nodes or [])})
+    Path(int8_path).write_bytes(quantized.SerializeToString())
+    return Path(int8_path)
+
+
+def _static_qdq(fp32_path: str | Path, int8_path: str | Path, model: Any, inputs: dict[str, np.ndarray],
+                per_channel: bool, max_rows: int, exclude_nodes: list[str] | None,
+                symmetric_activations: bool) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import CalibrationMethod
 
-    model = onnx.load(str(fp32_path))
     names = [i.name for i in model.graph.input]
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     static = batch_dim.HasField("dim_value") and batch_dim.dim_value == 1
-
     reader = RecordedObservations(inputs, names, max_rows, batch=1 if static else max_rows)
-    metadata = {p.key: p.value for p in model.metadata_props}
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)  # its "consider pre-processing" notes go to the root logger
     try:
@@ -84,13 +153,173 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, inputs: dict[str
         )
     finally:
         root.setLevel(level)
-    quantized = onnx.load(str(int8_path))
-    from kdx.export.onnx_export import set_metadata
 
-    set_metadata(quantized, {**metadata, "precision": "int8",
-                             "float_nodes": ",".join(exclude_nodes or [])})
-    Path(int8_path).write_bytes(quantized.SerializeToString())
-    return Path(int8_path)
+
+# --- rowwise-dynamic ---------------------------------------------------------------------------
+
+STD_FLOOR = 1e-4  # features with a smaller std in the calibration data are left unscaled
+
+
+def quantize_weights_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``weight [K, N]`` (in x out) -> ``(int8 [K, N], float32 scale [N])``, symmetric, one scale
+    per output column: ``weight ~= q * scale``, ``|q| <= 127``."""
+    absmax = np.abs(weight).max(axis=0)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference of the run-time activation quantisation: each row of ``x [..., K]`` to uint8
+    with its own ``scale = (max - min) / 255`` over a range stretched to include 0 and zero
+    point ``round(-min / scale)``; returns ``(q uint8, scale [..., 1], zero_point [..., 1])``."""
+    lo = np.minimum(x.min(axis=-1, keepdims=True), 0.0)
+    hi = np.maximum(x.max(axis=-1, keepdims=True), 0.0)
+    scale = np.maximum((hi - lo) / 255.0, np.finfo(np.float32).tiny)
+    zero = np.round(-lo / scale)
+    q = np.clip(np.round(x / scale) + zero, 0, 255).astype(np.uint8)
+    return q, scale, zero
+
+
+def _weight_and_bias(node: Any, inits: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``(weight [K, N], bias [N] or None)`` of a Gemm/MatMul with constant weights, else None."""
+    from onnx import helper, numpy_helper
+
+    if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
+        return None
+    weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+    if weight.ndim != 2:
+        return None
+    if node.op_type == "MatMul":
+        return weight, None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0):
+        return None
+    if attrs.get("transB", 0):
+        weight = weight.T
+    weight = weight * attrs.get("alpha", 1.0)
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        if node.input[2] not in inits:
+            return None
+        bias = np.broadcast_to(numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) * attrs.get("beta", 1.0),
+                               (weight.shape[1],)).copy()
+    return weight, bias
+
+
+class _GraphBuilder:
+    """Appends nodes and initializers with unique names derived from one prefix."""
+
+    def __init__(self, graph: Any, prefix: str) -> None:
+        self.graph, self.prefix, self.nodes = graph, prefix, []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        full = f"{self.prefix}/{name}"
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), full))
+        return full
+
+    def op(self, op_type: str, inputs: list[str], name: str, output: str | None = None, **attrs: Any) -> str:
+        from onnx import helper
+
+        out = output or f"{self.prefix}/{name}_output"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"{self.prefix}/{name}", **attrs))
+        return out
+
+
+def _rowwise_matmul(node: Any, weight: np.ndarray, bias: np.ndarray | None,
+                    standardise: tuple[np.ndarray, np.ndarray] | None, graph: Any, opset: int,
+                    nonnegative: bool) -> list[Any]:
+    """The nodes replacing one float matmul ``y = x @ weight + bias`` (``x [..., K]``);
+    ``nonnegative``: ``x`` comes out of a ReLU."""
+    from onnx import TensorProto
+
+    b = _GraphBuilder(graph, node.name or node.output[0])
+    x = node.input[0]
+    if standardise is not None:  # x' = (x - mean) / std; y = x' @ (std * W) + (b + mean @ W)
+        mean, std = standardise
+        bias = (np.zeros(weight.shape[1]) if bias is None else bias) + mean @ weight
+        weight = weight * std[:, None]
+        x = b.op("Sub", [x, b.const("obs_mean", mean.astype(np.float32))], "center")
+        x = b.op("Mul", [x, b.const("obs_inv_std", (1.0 / std).astype(np.float32))], "standardise")
+    q_weight, w_scale = quantize_weights_per_channel(weight)
+    zero_f, tiny = b.const("zero", np.float32(0.0)), b.const("tiny", np.float32(np.finfo(np.float32).tiny))
+    levels = b.const("levels", np.float32(255.0))
+    if opset >= 18:  # ReduceMin/Max take their axes as an input from opset 18 on
+        last = b.const("last_axis", np.array([-1], dtype=np.int64))
+        reduce = {"inputs": [last], "attrs": {}}
+    else:
+        reduce = {"inputs": [], "attrs": {"axes": [-1]}}
+    hi = b.op("Max", [b.op("ReduceMax", [x, *reduce["inputs"]], "row_max", keepdims=1, **reduce["attrs"]), zero_f],
+              "range_hi")
+    if nonnegative:  # after a ReLU: min is 0, zero point 0, no correction term
+        scale = b.op("Max", [b.op("Div", [hi, levels], "step"), tiny], "row_scale")
+        rounded = b.op("Round", [b.op("Div", [x, scale], "scaled")], "rounded")
+        q = b.op("Cast", [rounded], "to_uint8", to=TensorProto.UINT8)
+    else:
+        lo = b.op("Min", [b.op("ReduceMin", [x, *reduce["inputs"]], "row_min", keepdims=1, **reduce["attrs"]), zero_f],
+                  "range_lo")
+        scale = b.op("Max", [b.op("Div", [b.op("Sub", [hi, lo], "span"), levels], "step"), tiny], "row_scale")
+        zero = b.op("Round", [b.op("Div", [b.op("Neg", [lo], "neg_lo"), scale], "zp_float")], "row_zero_point")
+        shifted = b.op("Add", [b.op("Round", [b.op("Div", [x, scale], "scaled")], "rounded"), zero], "shifted")
+        clipped = b.op("Clip", [shifted, zero_f, levels], "clipped")
+        q = b.op("Cast", [clipped], "to_uint8", to=TensorProto.UINT8)
+    acc = b.op("MatMulInteger", [q, b.const("weight_int8", q_weight)], "matmul_integer")
+    acc_f = b.op("Cast", [acc], "to_float", to=TensorProto.FLOAT)
+    if not nonnegative:  # (q - z) @ Wq = q @ Wq - z * colsum(Wq): MatMulInteger takes one zero point
+        col_sum = q_weight.astype(np.int64).sum(axis=0).astype(np.float32)
+        acc_f = b.op("Sub", [acc_f, b.op("Mul", [zero, b.const("weight_col_sum", col_sum)], "zp_term")], "centred")
+    scaled = b.op("Mul", [b.op("Mul", [acc_f, scale], "times_row_scale"), b.const("weight_scale", w_scale)],
+                  "dequantised", output=None if bias is not None else node.output[0])
+    if bias is not None:
+        b.op("Add", [scaled, b.const("bias", bias.astype(np.float32))], "bias", output=node.output[0])
+    return b.nodes
+
+
+def rowwise_dynamic_int8(model: Any, inputs: dict[str, np.ndarray], exclude_nodes: list[str]) -> Any:
+    """A copy of ``model`` with every Gemm/MatMul with constant 2-D weights (except
+    ``exclude_nodes``) replaced by its ``rowwise-dynamic`` int8 version (see the module
+    docstring). A matmul that reads a graph input found in ``inputs`` (the observation)
+    standardises it first with those rows' mean and std."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    unknown = sorted(set(exclude_nodes) - {n.name for n in graph.node})
+    if unknown:
+        raise KdxError(f"nodes to keep in float {unknown} are not in the model")
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 13:
+        raise KdxError(f"rowwise-dynamic int8 needs an ONNX opset >= 13 model, got opset {opset}")
+    inits = {i.name: i for i in graph.initializer}
+    graph_inputs = {i.name for i in graph.input}
+    relu_outputs = {o for n in graph.node if n.op_type == "Relu" for o in n.output}
+    nodes, replaced = [], 0
+    for node in graph.node:
+        found = None if node.name in exclude_nodes else _weight_and_bias(node, inits)
+        if found is None:
+            nodes.append(node)
+            continue
+        weight, bias = found
+        standardise = None
+        if node.input[0] in graph_inputs and node.input[0] in inputs:
+            rows = np.asarray(inputs[node.input[0]], dtype=np.float64).reshape(-1, weight.shape[0])
+            std = rows.std(axis=0)
+            standardise = (rows.mean(axis=0), np.where(std > STD_FLOOR, std, 1.0))
+        nodes += _rowwise_matmul(node, weight, bias, standardise, graph, opset,
+                                 nonnegative=node.input[0] in relu_outputs)
+        replaced += 1
+    if replaced == 0:
+        raise KdxError("the model has no matrix multiply with constant weights left to quantise")
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    return model
 
 
 def with_static_batch(path: str | Path, out: str | Path, batch: int = 1) -> Path:

@@ -1,0 +1,161 @@
+"""The ``rowwise-dynamic`` int8 recipe (the rpi target's default): per-row activation
+quantisation, per-channel int8 weights, float observation standardisation, float nodes kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from kdx.errors import KdxError
+from kdx.export.calib import record_rollouts
+from kdx.export.onnx_export import export_onnx, fold_student_normalisation, read_metadata
+from kdx.export.parity import NEAR_TIE_GAP, measure_parity, onnx_outputs
+from kdx.export.quantize import (
+    INT8_RECIPES,
+    matmul_nodes,
+    quantize_int8,
+    quantize_rows,
+    quantize_weights_per_channel,
+    with_static_batch,
+)
+from kdx.export.sources import student_sources
+from kdx.export.targets import TARGETS
+from kdx.trainer.students import StudentPolicy
+
+
+@pytest.fixture(scope="module")
+def student_and_data(spread_students, tmp_path_factory):
+    """agent_0's source, its fp32 dynamic-batch ONNX (target rpi) and 1024 recorded rows."""
+    sources = student_sources(spread_students, None)
+    calib = record_rollouts("mpe/simple_spread", sources, n_samples=1024)
+    source = sources[0]
+    fp32 = export_onnx(source, tmp_path_factory.mktemp("rowwise") / "agent_0.fp32.onnx", "fp32", True, "rpi")
+    return source, fp32, calib.inputs(source)
+
+
+def test_quantize_rows_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(5, 7)) * 3, np.abs(rng.normal(size=(2, 7))),
+                        np.zeros((1, 7)), -np.abs(rng.normal(size=(1, 7)))])
+    q, scale, zero = quantize_rows(x)
+    for r, row in enumerate(x):
+        lo, hi = min(row.min(), 0.0), max(row.max(), 0.0)
+        s = max((hi - lo) / 255, np.finfo(np.float32).tiny)
+        z = round(-lo / s)
+        assert scale[r, 0] == pytest.approx(s) and zero[r, 0] == z
+        for k, v in enumerate(row):
+            assert q[r, k] == min(max(round(v / s) + z, 0), 255)
+        # every value within half a step of its dequantised value, 0 exact
+        assert np.all(np.abs((q[r].astype(float) - z) * s - row) <= s / 2 + 1e-12)
+    assert q.dtype == np.uint8 and np.all(q[7] == zero[7, 0])  # the all-zero row
+
+
+def test_weights_per_channel_are_symmetric_int8_with_one_scale_per_output() -> None:
+    weight = np.array([[1.0, -0.5, 0.0], [-2.0, 0.25, 0.0]])  # [K=2, N=3]; column 2 all zero
+    q, scale = quantize_weights_per_channel(weight)
+    assert q.dtype == np.int8 and np.allclose(scale, [2 / 127, 0.5 / 127, 1.0])
+    assert q.tolist() == [[64, -127, 0], [-127, 64, 0]]  # round(1 * 127 / 2) = round(63.5) = 64
+
+
+def numpy_rowwise(source, obs: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The recipe by hand on the folded student: the reference of the ONNX graph."""
+    h, first = obs.astype(np.float64), True
+    for module in fold_student_normalisation(source.module):
+        if not isinstance(module, torch.nn.Linear):  # the activation, in float
+            h = module(torch.from_numpy(h)).numpy()
+            continue
+        weight = module.weight.detach().double().numpy().T
+        bias = module.bias.detach().double().numpy()
+        if first:
+            bias, weight, h, first = bias + mean @ weight, weight * std[:, None], (h - mean) / std, False
+        qw, ws = quantize_weights_per_channel(weight)
+        qx, xs, xz = quantize_rows(h)
+        h = ((qx.astype(np.float64) - xz) @ qw.astype(np.float64)) * xs * ws + bias
+    return h
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])  # relu: the nonnegative (zero point 0) path
+def test_rowwise_graph_matches_the_numpy_recipe_and_is_batch_invariant(student_and_data, activation: str,
+                                                                        tmp_path: Path) -> None:
+    source, fp32, inputs = student_and_data
+    if activation == "relu":  # an untrained ReLU student with the same normalisation
+        torch.manual_seed(0)
+        student = StudentPolicy(18, 5, (16, 16), activation="relu")
+        obs_t = torch.from_numpy(inputs["obs"])
+        student.set_obs_normalisation(obs_t.mean(0), obs_t.std(0))
+        source = student_sources({"agent_0": student.eval()}, None)[0]
+        fp32 = export_onnx(source, tmp_path / "relu.fp32.onnx", "fp32", True, "rpi")
+    out = quantize_int8(fp32, tmp_path / "int8.onnx", inputs, recipe="rowwise-dynamic")
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("ReduceMin") == (1 if activation == "relu" else ops.count("MatMulInteger"))
+    obs, mask = inputs["obs"][:300], inputs["action_mask"][:300]
+    batched, _ = onnx_outputs(out, {"obs": obs, "action_mask": mask})
+    single, _ = onnx_outputs(with_static_batch(out, tmp_path / "int8.b1.onnx"), {"obs": obs, "action_mask": mask})
+    # one row's numbers do not depend on the other rows of its batch (unlike DynamicQuantizeLinear)
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    std = inputs["obs"].astype(np.float64).std(0)
+    reference = numpy_rowwise(source, obs, inputs["obs"].astype(np.float64).mean(0), np.where(std > 1e-4, std, 1.0))
+    # float32 graph vs float64 reference: a rounding may land on the other side of a half step
+    # in a few rows; the bulk must agree to float precision
+    close = np.all(np.abs(batched - reference) < 1e-4, axis=1)
+    assert close.mean() > 0.95, close.mean()
+
+
+def test_recipe_settings_are_applied_and_excluded_node_stays_float(student_and_data, tmp_path: Path) -> None:
+    _, fp32, inputs = student_and_data
+    gemms = matmul_nodes(fp32)
+    assert len(gemms) == 2
+    full = onnx.load(str(quantize_int8(fp32, tmp_path / "all.onnx", inputs, recipe="rowwise-dynamic")))
+    ops = [n.op_type for n in full.graph.node]
+    assert "Gemm" not in ops and "MatMul" not in ops and ops.count("MatMulInteger") == 2
+    int8_weights = [i for i in full.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert sorted(numpy_helper.to_array(w).shape for w in int8_weights) == [(18, 32), (32, 5)]
+    assert not any(i.name.endswith(".weight") for i in full.graph.initializer)  # no float weights left
+    assert {"Sub", "Mul"} <= set(ops)  # the observation is standardised before its quantisation
+    assert read_metadata(tmp_path / "all.onnx")["int8_recipe"] == "rowwise-dynamic"
+
+    first_float = quantize_int8(fp32, tmp_path / "first.onnx", inputs, exclude_nodes=gemms[:1],
+                                recipe="rowwise-dynamic")
+    model = onnx.load(str(first_float))
+    kept = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert [n.name for n in kept] == gemms[:1]
+    floats = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert kept[0].input[1] in floats
+    assert [n.op_type for n in model.graph.node].count("MatMulInteger") == 1
+    assert read_metadata(first_float)["float_nodes"] == gemms[0]
+    with pytest.raises(KdxError, match="not in the model"):
+        quantize_int8(fp32, tmp_path / "x.onnx", inputs, exclude_nodes=["nope"], recipe="rowwise-dynamic")
+    with pytest.raises(KdxError, match="valid recipes"):
+        quantize_int8(fp32, tmp_path / "x.onnx", inputs, recipe="int4")
+
+
+def test_target_picks_the_recipe(student_and_data, tmp_path: Path) -> None:
+    """No recipe given: the one of the target named in the model's metadata."""
+    source, fp32, inputs = student_and_data
+    assert TARGETS["rpi"].int8_recipe == "rowwise-dynamic" and TARGETS["jetson"].int8_recipe == "static-qdq"
+    assert all(t.int8_recipe in INT8_RECIPES for t in TARGETS.values())
+    rpi = quantize_int8(fp32, tmp_path / "rpi.onnx", inputs)
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(rpi)).graph.node}
+    jetson_fp32 = export_onnx(source, tmp_path / "jetson.fp32.onnx", "fp32", True, "jetson")
+    jetson = quantize_int8(jetson_fp32, tmp_path / "jetson.onnx", inputs, symmetric_activations=True)
+    ops = {n.op_type for n in onnx.load(str(jetson)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "MatMulInteger" not in ops
+    assert read_metadata(jetson)["int8_recipe"] == "static-qdq"
+
+
+def test_rowwise_int8_keeps_the_parity_bar_and_reports_near_ties(student_and_data, tmp_path: Path) -> None:
+    source, fp32, inputs = student_and_data
+    path = with_static_batch(quantize_int8(fp32, tmp_path / "q.onnx", inputs), tmp_path / "q.b1.onnx")
+    result = measure_parity(source, path, "int8", inputs)
+    assert result.passed and result.action_agreement >= 0.99, result
+    assert result.int8_recipe == "rowwise-dynamic"
+    assert result.manifest_parity()["int8_recipe"] == "rowwise-dynamic"
+    assert 0.0 <= result.near_tie_fraction < 1.0
+    assert result.action_agreement_beyond_near_ties >= result.action_agreement - result.near_tie_fraction
+    assert result.max_abs_logit_diff < 1.0  # no clipped activations: per-row ranges never saturate
+    assert NEAR_TIE_GAP > 0
