@@ -8,8 +8,11 @@ one process:
 * bare onnxruntime IOBinding on the student model: the public ``run_with_iobinding`` call, and
   the C++ binding with a preallocated RunOptions (what the runtime uses), each with and without
   copying a fresh observation into the bound input;
-* ``policy.act`` on every backend, students and teacher;
-* the ``serve`` round trip (server in a subprocess, client here, loopback TCP);
+* ``policy.act`` on every backend and on ``auto`` (which times the backends per model and keeps
+  the fastest), students and teacher, and the teacher/student p50 ratio within each runtime
+  (onnxruntime/onnxruntime, numpy/numpy, auto/auto);
+* the ``serve`` round trip (server in a subprocess, client here, loopback TCP), with the default
+  receive spin on both ends and with spinning off (``--spin-us 0``: blocking receives only);
 * resident memory over 1,000,000 decisions.
 
 Usage: .venv/bin/python benchmarks/runtime.py [--iters N] [--memory-decisions N]
@@ -33,13 +36,15 @@ from rich.console import Console
 from rich.table import Table
 
 from kdx.runtime.bench import bench_policy, random_observations
-from kdx.runtime.bundle import Bundle
+from kdx.runtime.bundle import AUTO, Bundle
 from kdx.runtime.profiler import LatencyStats, current_rss_mib, device_info, time_calls
 from kdx.runtime.protocol import Client
 from kdx.runtime.testing import make_test_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+RUNTIMES = ("onnxruntime", "numpy", AUTO)
+SMALL = "student 18-32-5"  # the role label of the one-hidden-layer student's rows
 
 
 def bare_onnxruntime(model: Path, iters: int, warmup: int) -> dict[str, tuple[LatencyStats, np.ndarray]]:
@@ -84,10 +89,17 @@ def bare_onnxruntime(model: Path, iters: int, warmup: int) -> dict[str, tuple[La
     return out
 
 
-def serve_round_trip(bundle_dir: Path, iters: int, warmup: int, backend: str) -> tuple[LatencyStats, np.ndarray, dict]:
+SERVE_SPIN_US = 200.0  # the default of `kdx-runtime serve --spin-us` and of Client
+
+
+def serve_round_trip(bundle_dir: Path, iters: int, warmup: int, backend: str,
+                     spin_us: float) -> tuple[LatencyStats, np.ndarray, dict]:
+    """Round trips of one client here against ``kdx-runtime serve`` in a subprocess; ``spin_us``
+    is both the server's ``--spin-us`` and the client's receive spin."""
     process = subprocess.Popen(
         [sys.executable, "-m", "kdx.runtime.cli", "serve", str(bundle_dir), "--agent", "agent_0",
-         "--port", "0", "--backend", backend], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--port", "0", "--backend", backend, "--spin-us", str(spin_us)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
         match = re.search(r"on ([\d.]+):(\d+) protocol", line)
@@ -95,7 +107,7 @@ def serve_round_trip(bundle_dir: Path, iters: int, warmup: int, backend: str) ->
             raise RuntimeError(f"serve did not start: {line}{process.stderr.read()}")
         rows = list(random_observations(18))
         n = len(rows)
-        with Client(match.group(1), int(match.group(2))) as client:
+        with Client(match.group(1), int(match.group(2)), spin_us=spin_us) as client:
             act = client.act
             samples = time_calls(lambda i: act(rows[i % n]), iters, warmup)
             stats = client.stats()
@@ -138,18 +150,27 @@ def main(argv: list[str] | None = None) -> int:
         bundle = Bundle.load(bundle_dir)
         bare = bare_onnxruntime(bundle_dir / "agent_0.fp32.onnx", args.iters, args.warmup)
         runtime: dict[tuple[str, str, str], tuple[LatencyStats, np.ndarray]] = {}
-        for backend in ("onnxruntime", "numpy"):
+        chosen: dict[tuple[str, str, str], dict] = {}  # what auto picked, and what it measured
+
+        def measure(bundle: Bundle, backend: str, role: str, agent: str, key_role: str) -> None:
+            policy = bundle.policy(agent, backend, role)
+            runtime[(backend, key_role, agent)] = bench_policy(policy, args.iters, args.warmup)
+            if backend == AUTO:
+                chosen[(backend, key_role, agent)] = {"backend": policy.backend_name,
+                                                      "auto_selection": policy.selection}
+        for backend in RUNTIMES:
             for role, agents in (("student", bundle.agent_names), ("teacher", ["agent_0"])):
                 for agent in agents:
-                    policy = bundle.policy(agent, backend, role)
-                    runtime[(backend, role, agent)] = bench_policy(policy, args.iters, args.warmup)
+                    measure(bundle, backend, role, agent, role)
         # The same students with one hidden layer of 32 (the sizing's smallest MPE student).
         small = Bundle.load(make_test_bundle(Path(tmp) / "small", student_hidden=(32,), student_activation="tanh",
                                              teacher_hidden=None))
-        for backend in ("onnxruntime", "numpy"):
-            runtime[(backend, "student 18-32-5", "agent_0")] = bench_policy(
-                small.policy("agent_0", backend), args.iters, args.warmup)
-        serve_stats, serve_samples, server_counters = serve_round_trip(bundle_dir, args.iters, args.warmup, "onnxruntime")
+        for backend in RUNTIMES:
+            measure(small, backend, "student", "agent_0", SMALL)
+        serve: dict[str, tuple[LatencyStats, np.ndarray, dict]] = {}
+        for backend, spin_us in ((AUTO, SERVE_SPIN_US), (AUTO, 0.0), ("onnxruntime", SERVE_SPIN_US)):
+            serve[f"{backend}, spin {spin_us:g} µs"] = serve_round_trip(
+                bundle_dir, args.iters, args.warmup, backend, spin_us)
         memory = memory_growth(bundle, "onnxruntime", args.memory_decisions)
         memory_numpy = memory_growth(bundle, "numpy", args.memory_decisions)
     load_after = os.getloadavg()
@@ -163,34 +184,53 @@ def main(argv: list[str] | None = None) -> int:
                       f"{s.mean_us:.2f}", f"{s.std_us:.2f}", f"{s.decisions_per_s:,.0f}")
     for name, (s, _) in bare.items():
         add(f"bare onnxruntime: {name}", s)
-    for (backend, role, agent), (s, _) in runtime.items():
-        add(f"policy.act {backend} {role} {agent}", s)
-    add("serve round trip (client here, server subprocess)", serve_stats)
+    for key, (s, _) in runtime.items():
+        backend, role, agent = key
+        label = f"{backend} ({chosen[key]['backend']})" if key in chosen else backend
+        add(f"policy.act {label} {role} {agent}", s)
+    for name, (s, _, _) in serve.items():
+        add(f"serve round trip, {name} (client here, server subprocess)", s)
     console.print(table)
 
     p50 = {k: v[0].p50_us for k, v in runtime.items()}
+    ratios = Table(title="teacher (3 x 256, LayerNorm) / student p50, each in the same runtime (target >= 5x)")
+    for column in ("runtime", "teacher p50 µs", "student 18-32-32-5 p50 µs", "ratio", "student 18-32-5 p50 µs",
+                   "ratio "):
+        ratios.add_column(column, justify="left" if column == "runtime" else "right")
+    ratio_rows = {}
+    for backend in RUNTIMES:
+        teacher = p50[(backend, "teacher", "agent_0")]
+        student, small_student = p50[(backend, "student", "agent_0")], p50[(backend, SMALL, "agent_0")]
+        ratio_rows[backend] = {"teacher_p50_us": teacher, "student_p50_us": student,
+                               "student_18_32_5_p50_us": small_student, "ratio": teacher / student,
+                               "ratio_18_32_5": teacher / small_student}
+        label = f"{backend}/{backend}"
+        if backend == AUTO:
+            label += (f" ({chosen[(AUTO, 'teacher', 'agent_0')]['backend']}/"
+                      f"{chosen[(AUTO, 'student', 'agent_0')]['backend']})")
+        ratios.add_row(label, f"{teacher:.2f}", f"{student:.2f}", f"{teacher / student:.2f}x",
+                       f"{small_student:.2f}", f"{teacher / small_student:.2f}x")
+    console.print(ratios)
+
     ort_students = [p50[("onnxruntime", "student", a)] for a in bundle.agent_names]
     np_students = [p50[("numpy", "student", a)] for a in bundle.agent_names]
     student_ort = ort_students[0]
     bare_public = bare["public + obs copy + action read"][0].p50_us
     bare_c = bare["C++ binding + obs copy + action read"][0].p50_us
     bare_c_only = bare["C++ binding + RunOptions"][0].p50_us
+    serve_default = serve[f"{AUTO}, spin {SERVE_SPIN_US:g} µs"][0].p50_us
     targets = [
         ("student policy.act (onnxruntime) p50 <= 5 µs", student_ort, student_ort <= 5.0),
         ("  / bare public IOBinding call incl. obs copy <= 1.3x", student_ort / bare_public, student_ort / bare_public <= 1.3),
         ("  / bare C++ IOBinding call incl. obs copy <= 1.3x", student_ort / bare_c, student_ort / bare_c <= 1.3),
         ("  / bare C++ IOBinding call alone <= 1.3x", student_ort / bare_c_only, student_ort / bare_c_only <= 1.3),
-        ("teacher / student p50, onnxruntime >= 5x", p50[("onnxruntime", "teacher", "agent_0")] / student_ort,
-         p50[("onnxruntime", "teacher", "agent_0")] / student_ort >= 5),
-        ("teacher / 18-32-5 student p50, onnxruntime >= 5x",
-         p50[("onnxruntime", "teacher", "agent_0")] / p50[("onnxruntime", "student 18-32-5", "agent_0")],
-         p50[("onnxruntime", "teacher", "agent_0")] / p50[("onnxruntime", "student 18-32-5", "agent_0")] >= 5),
-        ("teacher / student p50, numpy >= 5x", p50[("numpy", "teacher", "agent_0")] / np_students[0],
-         p50[("numpy", "teacher", "agent_0")] / np_students[0] >= 5),
+        *((f"teacher / student p50, {b}/{b} >= 5x", r["ratio"], r["ratio"] >= 5) for b, r in ratio_rows.items()),
+        ("teacher / 18-32-5 student p50, auto/auto >= 5x", ratio_rows[AUTO]["ratio_18_32_5"],
+         ratio_rows[AUTO]["ratio_18_32_5"] >= 5),
         ("numpy / onnxruntime p50, students (worst agent) <= 1.5x",
          max(a / b for a, b in zip(np_students, ort_students)),
          max(a / b for a, b in zip(np_students, ort_students)) <= 1.5),
-        ("serve round trip p50 <= 50 µs", serve_stats.p50_us, serve_stats.p50_us <= 50),
+        (f"serve round trip p50 <= 50 µs (auto, spin {SERVE_SPIN_US:g} µs)", serve_default, serve_default <= 50),
         (f"RSS growth over {memory['decisions']:,} decisions < 1 MiB (onnxruntime)", memory["growth_mib"],
          memory["growth_mib"] < 1.0),
         (f"RSS growth over {memory_numpy['decisions']:,} decisions < 1 MiB (numpy)", memory_numpy["growth_mib"],
@@ -213,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         "device": info, "load_average_before": load_before, "load_average_after": load_after,
         "iters": args.iters, "warmup": args.warmup,
         "bare_onnxruntime": {k: {**s.to_dict(), "samples_ns": x.tolist()} for k, (s, x) in bare.items()},
-        "policy_act": [{"backend": b, "role": r, "agent": a, **s.to_dict(), "samples_ns": x.tolist()}
-                       for (b, r, a), (s, x) in runtime.items()],
-        "serve_round_trip": {**serve_stats.to_dict(), "samples_ns": serve_samples.tolist(),
-                             "server_counters": server_counters},
+        "policy_act": [{"backend": b, "role": r, "agent": a, **chosen.get((b, r, a), {}), **s.to_dict(),
+                        "samples_ns": x.tolist()} for (b, r, a), (s, x) in runtime.items()],
+        "teacher_over_student_p50": ratio_rows,
+        "serve_round_trip": [{"configuration": name, **s.to_dict(), "samples_ns": x.tolist(),
+                              "server_counters": counters} for name, (s, x, counters) in serve.items()],
         "memory": {"onnxruntime": memory, "numpy": memory_numpy},
         "targets": [{"target": n, "measured": float(v), "met": bool(ok)} for n, v, ok in targets],
     }

@@ -130,7 +130,7 @@ class NumpyBackend(Backend):
         first layer when it can be (see :class:`MlpProgram`'s ``first_dense_output``)."""
         agent = self.agent
         obs_shapes, ndarray, isfinite, copyto = self._obs_shapes, np.ndarray, math.isfinite, np.copyto
-        obs_view = self._obs_view
+        obs_view, flat_shape = self._obs_view, (agent.obs_dim,)
         # 2-D destination: an [obs_dim] and a [1, obs_dim] observation both broadcast into it.
         obs_dst = self.obs_buf[:, : agent.obs_dim]
         ones, isfinite_all = self._ones, np.isfinite
@@ -145,14 +145,17 @@ class NumpyBackend(Backend):
         h_in, h_out = self.h_in, self.h_out
 
         def infer(obs: np.ndarray, mask: np.ndarray | None = None) -> int:
-            try:
-                dtype = obs.dtype
-                bad = obs.shape not in obs_shapes or (dtype is not _F32 and dtype not in _FLOAT_OBS)
-            except AttributeError:
-                bad = True
-            if bad or not isinstance(obs, ndarray):
-                raise self._observation_error(obs)
-            copyto(obs_dst, obs)
+            if type(obs) is ndarray and obs.dtype is _F32 and obs.shape == flat_shape:
+                copyto(obs_view, obs)  # the common case, checked in three comparisons
+            else:
+                try:
+                    dtype = obs.dtype
+                    bad = obs.shape not in obs_shapes or (dtype is not _F32 and dtype not in _FLOAT_OBS)
+                except AttributeError:
+                    bad = True
+                if bad or not isinstance(obs, ndarray):
+                    raise self._observation_error(obs)
+                copyto(obs_dst, obs)
             if probe_item is not None:
                 # A NaN or inf input makes every output of x @ W + b non-finite (inf * 0 is NaN,
                 # inf - inf is NaN), so one entry of the first product checks the whole input for
