@@ -12,7 +12,8 @@ one process:
   the fastest), students and teacher, and the teacher/student p50 ratio within each runtime
   (onnxruntime/onnxruntime, numpy/numpy, auto/auto);
 * the ``serve`` round trip (server in a subprocess, client here, loopback TCP), with the default
-  receive spin on both ends and with spinning off (``--spin-us 0``: blocking receives only);
+  receive spin on both ends and with spinning off (``--spin-us 0``: blocking receives only), and
+  over a Unix domain socket (``--unix``);
 * resident memory over 1,000,000 decisions.
 
 Usage: .venv/bin/python benchmarks/runtime.py [--iters N] [--memory-decisions N]
@@ -92,22 +93,26 @@ def bare_onnxruntime(model: Path, iters: int, warmup: int) -> dict[str, tuple[La
 SERVE_SPIN_US = 200.0  # the default of `kdx-runtime serve --spin-us` and of Client
 
 
-def serve_round_trip(bundle_dir: Path, iters: int, warmup: int, backend: str,
-                     spin_us: float) -> tuple[LatencyStats, np.ndarray, dict]:
+def serve_round_trip(bundle_dir: Path, iters: int, warmup: int, backend: str, spin_us: float,
+                     unix: Path | None = None) -> tuple[LatencyStats, np.ndarray, dict]:
     """Round trips of one client here against ``kdx-runtime serve`` in a subprocess; ``spin_us``
-    is both the server's ``--spin-us`` and the client's receive spin."""
+    is both the server's ``--spin-us`` and the client's receive spin; ``unix``: serve on that
+    Unix domain socket instead of TCP loopback."""
+    transport = ["--unix", str(unix)] if unix is not None else ["--port", "0"]
     process = subprocess.Popen(
         [sys.executable, "-m", "kdx.runtime.cli", "serve", str(bundle_dir), "--agent", "agent_0",
-         "--port", "0", "--backend", backend, "--spin-us", str(spin_us)],
+         *transport, "--backend", backend, "--spin-us", str(spin_us)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        match = re.search(r"on ([\d.]+):(\d+) protocol", line)
+        match = re.search(r"on (?:unix:(\S+)|([\d.]+):(\d+)) protocol", line)
         if not match:
             raise RuntimeError(f"serve did not start: {line}{process.stderr.read()}")
         rows = list(random_observations(18))
         n = len(rows)
-        with Client(match.group(1), int(match.group(2)), spin_us=spin_us) as client:
+        address = ({"unix_path": match.group(1)} if match.group(1)
+                   else {"host": match.group(2), "port": int(match.group(3))})
+        with Client(**address, spin_us=spin_us) as client:
             act = client.act
             samples = time_calls(lambda i: act(rows[i % n]), iters, warmup)
             stats = client.stats()
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         for backend, spin_us in ((AUTO, SERVE_SPIN_US), (AUTO, 0.0), ("onnxruntime", SERVE_SPIN_US)):
             serve[f"{backend}, spin {spin_us:g} µs"] = serve_round_trip(
                 bundle_dir, args.iters, args.warmup, backend, spin_us)
+        serve[f"{AUTO}, spin {SERVE_SPIN_US:g} µs, Unix socket"] = serve_round_trip(
+            bundle_dir, args.iters, args.warmup, AUTO, SERVE_SPIN_US, unix=Path(tmp) / "serve.sock")
         memory = memory_growth(bundle, "onnxruntime", args.memory_decisions)
         memory_numpy = memory_growth(bundle, "numpy", args.memory_decisions)
     load_after = os.getloadavg()

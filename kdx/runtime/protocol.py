@@ -245,15 +245,24 @@ class ActReply:
 
 
 class Client:
-    """A Python client (TCP_NODELAY) for one served agent. Receives spin for up to ``spin_us``
-    before blocking (0: block at once); a reply not received within ``timeout_s`` raises
-    TimeoutError."""
+    """A Python client (TCP_NODELAY) for one served agent on ``host:port``, or on the Unix
+    domain socket ``unix_path``. Receives spin for up to ``spin_us`` before blocking (0: block at
+    once); a reply not received within ``timeout_s`` raises TimeoutError."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 5.0,
-                 spin_us: float = DEFAULT_SPIN_US) -> None:
+                 spin_us: float = DEFAULT_SPIN_US, unix_path: str | None = None) -> None:
         spin_us = check_spin_us(spin_us)
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if unix_path is not None:  # a server started with unix_path / --unix
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout_s)
+            try:
+                self.sock.connect(str(unix_path))
+            except OSError:
+                self.sock.close()
+                raise
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout_s)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Blocking mode: a socket timeout would put a poll() before every recv and defeat the
         # spin; the reader enforces timeout_s itself.
         self.sock.settimeout(None)

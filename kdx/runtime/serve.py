@@ -13,10 +13,13 @@ wake-up on the server, and an idle connection costs no CPU once the window has p
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from kdx.errors import KdxError
 from kdx.runtime.policy import Deadline, Policy
@@ -36,6 +39,8 @@ from kdx.runtime.protocol import (
     encode_error,
     encode_json,
 )
+
+_AF_UNIX = getattr(socket, "AF_UNIX", None)
 
 # One thread and one 1 MiB receive buffer per connection: bounded so a runaway client cannot
 # exhaust the device's memory.
@@ -60,14 +65,17 @@ class ServerCounters:
 
 
 class PolicyServer:
-    """Serve ``policy`` on ``host:port`` (port 0: an ephemeral port, see :attr:`port`).
+    """Serve ``policy`` on ``host:port`` (port 0: an ephemeral port, see :attr:`port`), or on
+    the Unix domain socket ``unix_path`` instead (same protocol, a few µs less per round trip
+    than TCP loopback; the socket file is removed at shutdown).
 
     ``spin_us``: how long each connection polls for its next request before blocking (0: block
     at once; see :mod:`kdx.runtime.protocol`).
     """
 
     def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 0,
-                 deadline: Deadline | None = None, spin_us: float = DEFAULT_SPIN_US) -> None:
+                 deadline: Deadline | None = None, spin_us: float = DEFAULT_SPIN_US,
+                 unix_path: str | os.PathLike[str] | None = None) -> None:
         self.policy = policy
         self.spin_us = check_spin_us(spin_us)
         self.deadline = deadline
@@ -76,13 +84,23 @@ class PolicyServer:
         self.counters = ServerCounters()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        try:
-            self._listener = socket.create_server((host, port), reuse_port=False)
-        except OSError as exc:
-            raise KdxError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+        self.unix_path = Path(unix_path) if unix_path is not None else None
+        if self.unix_path is not None:
+            self._listener = _unix_listener(self.unix_path)
+            self.host, self.port = str(self.unix_path), None
+        else:
+            try:
+                self._listener = socket.create_server((host, port), reuse_port=False)
+            except OSError as exc:
+                raise KdxError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+            self.host, self.port = self._listener.getsockname()[:2]
         self._listener.settimeout(0.2)  # wake up regularly to notice shutdown()
-        self.host, self.port = self._listener.getsockname()[:2]
         self._threads: list[threading.Thread] = []
+
+    @property
+    def address(self) -> str:
+        """``host:port``, or ``unix:<path>`` for a Unix domain socket."""
+        return f"unix:{self.unix_path}" if self.unix_path is not None else f"{self.host}:{self.port}"
 
     # --- lifecycle -------------------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -107,6 +125,8 @@ class PolicyServer:
                 self._threads.append(thread)
         finally:
             self._listener.close()
+            if self.unix_path is not None:
+                self.unix_path.unlink(missing_ok=True)
 
     def _refuse(self, conn: socket.socket) -> None:
         with conn:
@@ -136,7 +156,8 @@ class PolicyServer:
 
     # --- one connection ----------------------------------------------------------------------
     def _serve_connection(self, conn: socket.socket) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if conn.family != _AF_UNIX:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(None)  # blocking mode: the reader's spin polls with MSG_DONTWAIT
         reader = MessageReader(conn, self.spin_us)
         try:
@@ -205,3 +226,37 @@ class PolicyServer:
             self.counters.errors += 1
             if protocol:
                 self.counters.protocol_errors += 1
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    """A listening Unix domain socket at ``path``; a stale socket file there (left by a server
+    that was killed: nothing accepts on it) is replaced; a live server's socket or any other file
+    at ``path`` is refused."""
+    if _AF_UNIX is None:
+        raise KdxError("Unix domain sockets are not available on this platform; serve on TCP")
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise KdxError(f"cannot listen on unix:{path} ({exc.strerror})") from None
+    if mode is not None:
+        if not stat.S_ISSOCK(mode):
+            raise KdxError(f"cannot listen on unix:{path}: it exists and is not a socket; "
+                           "choose another path")
+        with socket.socket(_AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # nothing listens: stale
+            else:
+                raise KdxError(f"cannot listen on unix:{path}: a server is running there; stop it "
+                               "or choose another path")
+    listener = socket.socket(_AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        listener.listen()
+    except OSError as exc:
+        listener.close()
+        raise KdxError(f"cannot listen on unix:{path} ({exc.strerror})") from None
+    return listener
