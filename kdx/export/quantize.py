@@ -244,26 +244,31 @@ def _rowwise_matmul(node: Any, weight: np.ndarray, bias: np.ndarray | None,
         x = b.op("Sub", [x, b.const("obs_mean", mean.astype(np.float32))], "center")
         x = b.op("Mul", [x, b.const("obs_inv_std", (1.0 / std).astype(np.float32))], "standardise")
     q_weight, w_scale = quantize_weights_per_channel(weight)
-    zero_f, tiny = b.const("zero", np.float32(0.0)), b.const("tiny", np.float32(np.finfo(np.float32).tiny))
+    tiny = b.const("tiny", np.float32(np.finfo(np.float32).tiny))
     levels = b.const("levels", np.float32(255.0))
     if opset >= 18:  # ReduceMin/Max take their axes as an input from opset 18 on
         last = b.const("last_axis", np.array([-1], dtype=np.int64))
         reduce = {"inputs": [last], "attrs": {}}
     else:
         reduce = {"inputs": [], "attrs": {"axes": [-1]}}
-    hi = b.op("Max", [b.op("ReduceMax", [x, *reduce["inputs"]], "row_max", keepdims=1, **reduce["attrs"]), zero_f],
-              "range_hi")
+
+    def row_reduce(op_type: str) -> str:
+        return b.op(op_type, [x, *reduce["inputs"]], f"row_{op_type[6:].lower()}", keepdims=1, **reduce["attrs"])
+
+    # Relu(v) = max(v, 0) (the range always holds 0); Clip(., tiny) keeps all-zero rows finite.
+    # Only ops the runtime's numpy interpreter also runs (no broadcasting Max/Min).
+    hi = b.op("Relu", [row_reduce("ReduceMax")], "range_hi")
     if nonnegative:  # after a ReLU: min is 0, zero point 0, no correction term
-        scale = b.op("Max", [b.op("Div", [hi, levels], "step"), tiny], "row_scale")
-        rounded = b.op("Round", [b.op("Div", [x, scale], "scaled")], "rounded")
-        q = b.op("Cast", [rounded], "to_uint8", to=TensorProto.UINT8)
+        scale = b.op("Clip", [b.op("Div", [hi, levels], "step"), tiny], "row_scale")
+        q = b.op("Cast", [b.op("Round", [b.op("Div", [x, scale], "scaled")], "rounded")], "to_uint8",
+                 to=TensorProto.UINT8)
     else:
-        lo = b.op("Min", [b.op("ReduceMin", [x, *reduce["inputs"]], "row_min", keepdims=1, **reduce["attrs"]), zero_f],
-                  "range_lo")
-        scale = b.op("Max", [b.op("Div", [b.op("Sub", [hi, lo], "span"), levels], "step"), tiny], "row_scale")
-        zero = b.op("Round", [b.op("Div", [b.op("Neg", [lo], "neg_lo"), scale], "zp_float")], "row_zero_point")
+        neg_lo = b.op("Relu", [b.op("Neg", [row_reduce("ReduceMin")], "neg_min")], "minus_range_lo")
+        span = b.op("Add", [hi, neg_lo], "span")
+        scale = b.op("Clip", [b.op("Div", [span, levels], "step"), tiny], "row_scale")
+        zero = b.op("Round", [b.op("Div", [neg_lo, scale], "zp_float")], "row_zero_point")
         shifted = b.op("Add", [b.op("Round", [b.op("Div", [x, scale], "scaled")], "rounded"), zero], "shifted")
-        clipped = b.op("Clip", [shifted, zero_f, levels], "clipped")
+        clipped = b.op("Clip", [shifted, b.const("qmin", np.float32(0.0)), levels], "clipped")
         q = b.op("Cast", [clipped], "to_uint8", to=TensorProto.UINT8)
     acc = b.op("MatMulInteger", [q, b.const("weight_int8", q_weight)], "matmul_integer")
     acc_f = b.op("Cast", [acc], "to_float", to=TensorProto.FLOAT)
