@@ -56,6 +56,8 @@ MAGIC = b"KX"
 HEADER = struct.Struct("<2sBBI")
 HEADER_SIZE = HEADER.size
 ACT_REPLY = struct.Struct("<iIB")
+_ACT_REPLY_MESSAGE = struct.Struct("<2sBBIiIB")  # header and ACT reply payload in one pack
+_LE_F32 = np.dtype("<f4")
 MAX_PAYLOAD = 1 << 20
 
 ACT, RESET, INFO, STATS = 1, 2, 3, 4
@@ -104,7 +106,7 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, int]:
 
 def encode_act(obs: np.ndarray, mask: np.ndarray | None = None) -> bytes:
     """An ACT request for ``obs`` (cast to float32) and an optional mask."""
-    payload = np.ascontiguousarray(obs, dtype="<f4").tobytes()
+    payload = np.ascontiguousarray(obs, dtype=_LE_F32).tobytes()
     if mask is not None:
         payload += np.ascontiguousarray(mask, dtype=np.uint8).tobytes()
     return encode(ACT, payload)
@@ -116,10 +118,10 @@ def decode_act(payload: bytes | bytearray | memoryview, obs_dim: int,
     payload; ProtocolError (not fatal) if its length fits neither form."""
     size = len(payload)
     if size == 4 * obs_dim:
-        return np.frombuffer(payload, dtype="<f4"), None
+        return np.frombuffer(payload, dtype=_LE_F32), None
     if size == 4 * obs_dim + n_actions:
         view = memoryview(payload)
-        return (np.frombuffer(view[: 4 * obs_dim], dtype="<f4"),
+        return (np.frombuffer(view[: 4 * obs_dim], dtype=_LE_F32),
                 np.frombuffer(view[4 * obs_dim:], dtype=np.uint8))
     raise ProtocolError(f"ACT payload is {size} bytes; expected {4 * obs_dim} (obs_dim "
                         f"{obs_dim} float32) or {4 * obs_dim + n_actions} (with a mask)")
@@ -127,7 +129,8 @@ def decode_act(payload: bytes | bytearray | memoryview, obs_dim: int,
 
 def encode_act_reply(action: int, elapsed_ns: int, late: bool, fallback: bool) -> bytes:
     flags = (FLAG_LATE if late else 0) | (FLAG_FALLBACK if fallback else 0)
-    return encode(OK, ACT_REPLY.pack(action, min(elapsed_ns, _U32_MAX), flags))
+    return _ACT_REPLY_MESSAGE.pack(MAGIC, PROTOCOL_VERSION, OK, ACT_REPLY.size, action,
+                                   min(elapsed_ns, _U32_MAX), flags)
 
 
 def encode_error(message: str) -> bytes:
@@ -297,7 +300,7 @@ class Client:
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
         """The served agent's action for ``obs``; KdxError carrying the server's message."""
-        return self.act_reply(obs, mask).action
+        return ACT_REPLY.unpack(self._ok(encode_act(obs, mask)))[0]  # no ActReply: hot path
 
     def reset(self) -> None:
         self._ok(encode(RESET))

@@ -182,50 +182,54 @@ class PolicyServer:
 
     def handle(self, code: int, payload: memoryview) -> bytes:
         """The reply to one framed request. Never raises for any request content."""
+        # One lock acquisition per request: decisions are serialised anyway, and the counters
+        # and the policy's state are updated together.
         with self._lock:
             self.counters.requests += 1
-        try:
-            if code == ACT:
-                return self._act(payload)
-            if payload.nbytes:
-                raise ProtocolError(f"request type {code} takes no payload, got {payload.nbytes} bytes")
-            if code == RESET:
-                with self._lock:
+            try:
+                if code == ACT:
+                    return self._act(payload)
+                if payload.nbytes:
+                    raise ProtocolError(f"request type {code} takes no payload, got {payload.nbytes} bytes")
+                if code == RESET:
                     self.policy.reset()
-                return encode(0)
-            if code == INFO:
-                return encode_json(self.info())
-            if code == STATS:
-                return encode_json(self.stats())
-            raise ProtocolError(f"unknown request type {code} (known: 1 ACT, 2 RESET, 3 INFO, 4 STATS)")
-        except ProtocolError as exc:
-            self._count_error(protocol=True)
-            return encode_error(str(exc))
-        except KdxError as exc:
-            self._count_error(protocol=False)
-            return encode_error(str(exc))
+                    return encode(0)
+                if code == INFO:
+                    return encode_json(self.info())
+                if code == STATS:
+                    return encode_json(self.stats())
+                raise ProtocolError(f"unknown request type {code} (known: 1 ACT, 2 RESET, 3 INFO, 4 STATS)")
+            except ProtocolError as exc:
+                self._count_error_locked(protocol=True)
+                return encode_error(str(exc))
+            except KdxError as exc:
+                self._count_error_locked(protocol=False)
+                return encode_error(str(exc))
 
     def _act(self, payload: memoryview) -> bytes:
+        """An ACT reply; called with the lock held."""
         obs, mask = decode_act(payload, self.policy.obs_dim, self.policy.n_actions)
-        with self._lock:
-            start = time.perf_counter_ns()
-            action = self.policy.act(obs, mask)
-            elapsed = time.perf_counter_ns() - start
-            late = fallback = False
-            if self.deadline is not None:
-                used, _, late = self.deadline.record(action, elapsed)
-                fallback = used != action or (late and self.deadline.fallback_action is not None)
-                action = used
-                self.counters.late = self.deadline.late
-                self.counters.fallbacks_used = self.deadline.fallbacks_used
-            self.counters.decisions += 1
+        start = time.perf_counter_ns()
+        action = self.policy.act(obs, mask)
+        elapsed = time.perf_counter_ns() - start
+        late = fallback = False
+        if self.deadline is not None:
+            used, _, late = self.deadline.record(action, elapsed)
+            fallback = used != action or (late and self.deadline.fallback_action is not None)
+            action = used
+            self.counters.late = self.deadline.late
+            self.counters.fallbacks_used = self.deadline.fallbacks_used
+        self.counters.decisions += 1
         return encode_act_reply(action, elapsed, late, fallback)
 
     def _count_error(self, protocol: bool) -> None:
         with self._lock:
-            self.counters.errors += 1
-            if protocol:
-                self.counters.protocol_errors += 1
+            self._count_error_locked(protocol)
+
+    def _count_error_locked(self, protocol: bool) -> None:
+        self.counters.errors += 1
+        if protocol:
+            self.counters.protocol_errors += 1
 
 
 def _unix_listener(path: Path) -> socket.socket:
