@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import select
 import socket
 import struct
@@ -253,7 +254,7 @@ class Client:
     once); a reply not received within ``timeout_s`` raises TimeoutError."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 5.0,
-                 spin_us: float = DEFAULT_SPIN_US, unix_path: str | None = None) -> None:
+                 spin_us: float = DEFAULT_SPIN_US, unix_path: str | os.PathLike[str] | None = None) -> None:
         spin_us = check_spin_us(spin_us)
         if unix_path is not None:  # a server started with unix_path / --unix
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -4,7 +4,11 @@ shutdown)."""
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +85,26 @@ def test_a_live_server_and_other_files_are_not_replaced(masked_bundle: Path, soc
     with pytest.raises(KdxError, match="not a socket"):
         _start(masked_bundle, regular)
     assert regular.read_text() == "keep me"
+
+
+def test_the_serve_command_on_a_unix_socket_without_spinning(masked_bundle: Path, sock_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kdx.runtime.cli", "serve", str(masked_bundle), "--agent", "agent_1",
+         "--unix", str(sock_path), "--spin-us", "0", "--backend", "numpy"],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"on unix:{sock_path} protocol 1" in line, line + process.stderr.read()
+        local = Bundle.load(masked_bundle).policy("agent_1", "numpy")
+        with Client(unix_path=str(sock_path), spin_us=0) as client:
+            assert client.info()["spin_us"] == 0
+            for i in range(10):
+                obs = np.full(18, i / 10, np.float32)
+                assert client.act(obs) == local.act(obs)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    stats = json.loads(out.split("stopped; ", 1)[1])
+    assert stats["decisions"] == 10 and stats["spin_receives"] == 0 and stats["blocking_receives"] >= 11  # info + 10 acts
+    assert not sock_path.exists()

@@ -160,7 +160,8 @@ class NumpyBackend(Backend):
                 # A NaN or inf input makes every output of x @ W + b non-finite (inf * 0 is NaN,
                 # inf - inf is NaN), so one entry of the first product checks the whole input for
                 # the price of reading it; the exact check runs only when it fires (a huge finite
-                # observation may overflow the product and is not refused).
+                # observation may overflow the product and is not refused). Infinities can make
+                # numpy warn "invalid value encountered in dot" before the KdxError.
                 first_function(*first_args)
                 if not isfinite(probe_item(0)) and not isfinite_all(obs_view).all():
                     raise self._nonfinite_error()
