@@ -1,5 +1,7 @@
 """Export targets (issue 6), measured: export time per target, parity and latency per model,
-and the int8 (rpi) students' closed-loop return against the fp32 students'.
+and the int8 (rpi) students' closed-loop return against the fp32 students'. Every int8 recipe
+(``kdx.export.quantize.INT8_RECIPES``) is also forced on every student and measured on held-out
+observations (another rollout seed than the calibration rows), in the closed loop and in latency.
 
 Usage:
     .venv/bin/python benchmarks/export.py [--run RUN] [--episodes N] [--iters N]
@@ -26,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdx.export.bundle import ExportConfig, export_bundle
+from kdx.export.parity import NEAR_TIE_GAP
 from kdx.runtime.bench import bench_policy
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.manifest import load_manifest
@@ -108,26 +111,38 @@ class BundlePolicy:
 
 
 class ForcedInt8Students:
-    """Every student quantised to int8 (every matmul), shipped or not: what int8 costs in the
-    closed loop even where the parity bar sent the bundle back to fp32."""
+    """Every student quantised to int8 with ``recipe`` (every matmul), shipped or not: what int8
+    costs in the closed loop even where the parity bar sent the bundle back to fp32.
 
-    name = "students_int8_forced"
+    Quantised on the rpi bundle's recorded observations; parity is measured on ``heldout``
+    (observations recorded with another seed), so the calibration rows are not the test rows."""
 
-    def __init__(self, x86_bundle: Path, calib_path: Path, folder: Path, sources: list) -> None:
+    def __init__(self, recipe: str, x86_bundle: Path, calib_path: Path, heldout, folder: Path, sources: list,
+                 iters: int) -> None:
         import onnxruntime as ort
 
         from kdx.export.calib import CalibData
         from kdx.export.parity import measure_parity
-        from kdx.export.quantize import quantize_int8
+        from kdx.export.quantize import quantize_int8, with_static_batch
 
+        self.name = f"students_int8_forced_{recipe}"
         calib = CalibData.load(calib_path)
         folder.mkdir(parents=True, exist_ok=True)
-        self.sessions, self.parity = [], {}
+        self.sessions, self.parity, self.quantize_s, self.p50_us = [], {}, 0.0, {}
         for source in sources:
-            out = folder / f"{source.name}.int8.onnx"
-            quantize_int8(x86_bundle / f"{source.name}.fp32.onnx", out, calib.inputs(source))
-            self.parity[source.name] = measure_parity(source, out, "int8", calib.inputs(source)).to_json()
-            self.sessions.append(ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]))
+            out = folder / f"{source.name}.{recipe}.int8.onnx"
+            t = time.perf_counter()
+            quantize_int8(x86_bundle / f"{source.name}.fp32.onnx", out, calib.inputs(source), recipe=recipe)
+            self.quantize_s += time.perf_counter() - t
+            static = with_static_batch(out, folder / f"{source.name}.{recipe}.int8.b1.onnx")
+            self.parity[source.name] = {
+                "calib_rows": measure_parity(source, static, "int8", calib.inputs(source)).to_json(),
+                "heldout_rows": measure_parity(source, static, "int8", heldout.inputs(source)).to_json(),
+            }
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            self.sessions.append(ort.InferenceSession(str(static), options, providers=["CPUExecutionProvider"]))
+            self.p50_us[source.name] = _session_p50_us(self.sessions[-1], calib.inputs(source), iters)
 
     def reset(self, env) -> None:
         pass
@@ -142,6 +157,19 @@ class ForcedInt8Students:
                 feed = {"obs": obs[row:row + 1], "action_mask": mask[row:row + 1]}
                 out[row, i] = int(session.run(["action"], feed)[0].reshape(-1)[0])
         return out
+
+
+def _session_p50_us(session, inputs: dict, iters: int) -> float:
+    """Median batch-1 ``session.run`` time over recorded rows, after 200 warm-up calls."""
+    feeds = [{"obs": inputs["obs"][r:r + 1], "action_mask": inputs["action_mask"][r:r + 1]} for r in range(200)]
+    for feed in feeds:
+        session.run(["action"], feed)
+    samples = []
+    for i in range(iters):
+        start = time.perf_counter_ns()
+        session.run(["action"], feeds[i % len(feeds)])
+        samples.append(time.perf_counter_ns() - start)
+    return float(np.percentile(samples, 50)) / 1e3
 
 
 class TorchStudents:
@@ -208,19 +236,25 @@ def main() -> None:
                                  "model_bytes": entry.file_of_kind("onnx").size_bytes, **stats.to_dict()})
     export_sum = sum(e["wall_s"] for e in exports.values())
 
+    from kdx.export.calib import record_rollouts
+    from kdx.export.quantize import INT8_RECIPES
     from kdx.export.sources import load_students, student_sources
+    from kdx.export.targets import TARGETS
     from kdx.trainer.evaluate import evaluate_policies
 
     students, env_name = load_students(run)
     env_name = env_name or json.loads((run / "teacher" / "config.json").read_text())["teacher"]["env"]
-    forced = ForcedInt8Students(run / "bundles" / "x86", run / "bundles" / "rpi" / "calib.npz",
-                                scratch / "forced_int8", student_sources(students, None))
+    sources = student_sources(students, None)
+    heldout = record_rollouts(env_name, sources, (), 4096, 16, seed=31_337)  # the bundles record with 20_000
+    forced = {recipe: ForcedInt8Students(recipe, run / "bundles" / "x86", run / "bundles" / "rpi" / "calib.npz",
+                                         heldout, scratch / "forced_int8", sources, args.iters)
+              for recipe in INT8_RECIPES}
     rpi_precisions = {e.name: e.precision for e in load_manifest(run / "bundles" / "rpi").agents}
     policies = {
         "students_fp32_torch": TorchStudents(students),
         "students_fp32_onnx_x86": BundlePolicy(Bundle.load(run / "bundles" / "x86"), "students_fp32_onnx_x86"),
         "students_rpi_bundle": BundlePolicy(Bundle.load(run / "bundles" / "rpi"), "students_rpi_bundle"),
-        "students_int8_forced": forced,
+        **{f.name: f for f in forced.values()},
         "students_fp16_onnx_jetson": BundlePolicy(Bundle.load(run / "bundles" / "jetson"), "students_fp16_onnx_jetson"),
     }
     t = time.perf_counter()
@@ -244,8 +278,8 @@ def main() -> None:
     console.print(f"all three targets: {export_sum:.2f} s (target < 30 s on a 2-core machine)")
 
     table = Table(title="parity (onnxruntime vs torch, recorded observations) and batch-1 latency (onnxruntime)")
-    for col in ("target", "role", "agent", "model", "how", "agreement", "max |Δlogit|", "max gap flipped", "passed",
-                "shipped", "p50 µs", "p99 µs"):
+    for col in ("target", "role", "agent", "model", "how", "agreement", f"agree gap>{NEAR_TIE_GAP}", "max |Δlogit|",
+                "max gap flipped", "passed", "shipped", "p50 µs", "p99 µs"):
         table.add_column(col, justify="left" if col in ("target", "role", "agent", "model") else "right")
     lat = {(r["target"], r["role"], r["agent"]): r for r in latency_rows}
     for r in parity_rows:
@@ -253,8 +287,9 @@ def main() -> None:
             continue
         shipped = r["shipped"] and r["passed"]
         la = lat.get((r["target"], r["role"], r["agent"])) if shipped else None
-        table.add_row(r["target"], r["role"], r["agent"], r["model"], r["note"], f"{r['action_agreement']:.2%}",
-                      f"{r['max_abs_logit_diff']:.2e}", f"{r['max_ref_gap_where_disagreeing']:.3f}",
+        how = ", ".join(x for x in (r["note"], r.get("int8_recipe", "")) if x)
+        table.add_row(r["target"], r["role"], r["agent"], r["model"], how, f"{r['action_agreement']:.2%}",
+                      f"{r['action_agreement_beyond_near_ties']:.2%}", f"{r['max_abs_logit_diff']:.2e}", f"{r['max_ref_gap_where_disagreeing']:.3f}",
                       "yes" if r["passed"] else "no",
                       "yes" if shipped else "no",
                       f"{la['p50_us']:.1f}" if la else "-", f"{la['p99_us']:.1f}" if la else "-")
@@ -270,13 +305,24 @@ def main() -> None:
                       "-" if retention is None else f"{retention:.1%}")
     console.print(table)
     console.print(f"rpi bundle precisions: {rpi_precisions}")
-    table = Table(title="int8 forced on every student (every matmul int8), parity on the rpi calibration set")
-    for col in ("agent", "agreement", "max |Δlogit|", "mean |Δlogit|", "max gap flipped"):
-        table.add_column(col, justify="left" if col == "agent" else "right")
-    for agent, r in forced.parity.items():
-        table.add_row(agent, f"{r['action_agreement']:.2%}", f"{r['max_abs_logit_diff']:.3f}",
-                      f"{r['mean_abs_logit_diff']:.4f}", f"{r['max_ref_gap_where_disagreeing']:.3f}")
+    table = Table(title="int8 forced on every student (every matmul int8), per recipe: parity on the rpi bundle's "
+                        "calibration rows and on 4096 held-out rows (another seed), batch-1 onnxruntime latency")
+    for col in ("recipe", "agent", "agreement calib", "agreement held-out", f"held-out gap>{NEAR_TIE_GAP}",
+                "near ties", "max |Δlogit|", "mean |Δlogit|", "max gap flipped", "p50 µs"):
+        table.add_column(col, justify="left" if col in ("recipe", "agent") else "right")
+    fp32_p50 = {r["agent"]: r["p50_us"] for r in latency_rows if r["target"] == "x86" and r["role"] == "student"}
+    for recipe, f in forced.items():
+        for agent, both in f.parity.items():
+            c, h = both["calib_rows"], both["heldout_rows"]
+            table.add_row(recipe, agent, f"{c['action_agreement']:.2%}", f"{h['action_agreement']:.2%}",
+                          f"{h['action_agreement_beyond_near_ties']:.2%}", f"{h['near_tie_fraction']:.1%}",
+                          f"{h['max_abs_logit_diff']:.3f}", f"{h['mean_abs_logit_diff']:.4f}",
+                          f"{h['max_ref_gap_where_disagreeing']:.3f}", f"{f.p50_us[agent]:.1f}")
     console.print(table)
+    console.print("fp32 students, batch-1 onnxruntime p50 µs (x86 bundle, bench_policy): "
+                  + ", ".join(f"{a} {v:.1f}" for a, v in fp32_p50.items()))
+    console.print("int8 recipes: " + "; ".join(f"{k}: {r.description}" for k, r in INT8_RECIPES.items())
+                  + f" (rpi uses {TARGETS['rpi'].int8_recipe})")
     load_after = os.getloadavg()
     console.print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; cpus: {os.cpu_count()}")
 
@@ -284,7 +330,9 @@ def main() -> None:
     out = {"source": source, "device": device_info(), "load_average_before": load_before,
            "load_average_after": load_after, "exports": exports, "export_total_s": export_sum,
            "parity": parity_rows, "latency": latency_rows, "closed_loop": closed, "closed_loop_s": eval_s,
-           "rpi_precisions": rpi_precisions, "forced_int8_parity": forced.parity}
+           "rpi_precisions": rpi_precisions,
+           "forced_int8": {recipe: {"parity": f.parity, "quantize_s": f.quantize_s, "p50_us": f.p50_us}
+                           for recipe, f in forced.items()}}
     (RESULTS / "export.json").write_text(json.dumps(out, indent=2, default=str))
     console.print(f"wrote {RESULTS / 'export.json'}")
     shutil.rmtree(scratch, ignore_errors=True)
