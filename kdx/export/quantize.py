@@ -33,19 +33,36 @@ from kdx.errors import KdxError
 
 @dataclass(frozen=True)
 class Int8Recipe:
-    """How a model is quantised to int8 (recorded in its metadata and in the parity results)."""
+    """How a model is quantised to int8 (its name is recorded in the model's metadata and in the
+    parity results).
+
+    Attributes:
+        name: the key in ``INT8_RECIPES``.
+        activations: ``"static"`` (QDQ, ranges calibrated on recorded observations) or
+            ``"rowwise"`` (MatMulInteger, ranges measured per row at run time).
+        weight_rounding: ``"nearest"`` or ``"gptq"`` (rowwise only: rounding compensated on the
+            recorded layer inputs; it fits the calibration rows, so judge it on held-out rows).
+        description: one line for tables.
+    """
 
     name: str
+    activations: str
+    weight_rounding: str
     description: str
 
 
 INT8_RECIPES: dict[str, Int8Recipe] = {
     "static-qdq": Int8Recipe(
-        "static-qdq", "static QDQ: int8 per-channel symmetric weights, int8 activations with "
-                      "MinMax ranges calibrated on recorded observations"),
+        "static-qdq", "static", "nearest",
+        "static QDQ: int8 per-channel symmetric weights, int8 activations with MinMax ranges calibrated on "
+        "recorded observations"),
     "rowwise-dynamic": Int8Recipe(
-        "rowwise-dynamic", "MatMulInteger: int8 per-channel symmetric weights, uint8 activations "
-                           "quantised per row at run time; observation standardised in float first"),
+        "rowwise-dynamic", "rowwise", "nearest",
+        "MatMulInteger: int8 per-channel symmetric weights, uint8 activations quantised per row at run "
+        "time; observation standardised in float first"),
+    "rowwise-dynamic-gptq": Int8Recipe(
+        "rowwise-dynamic-gptq", "rowwise", "gptq",
+        "rowwise-dynamic with GPTQ weight rounding on the recorded layer inputs"),
 }
 DEFAULT_INT8_RECIPE = "static-qdq"
 
@@ -115,9 +132,10 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, inputs: dict[str
     if recipe not in INT8_RECIPES:
         raise KdxError(f"unknown int8 recipe {recipe!r}; valid recipes: {', '.join(INT8_RECIPES)}")
     metadata = {p.key: p.value for p in model.metadata_props}
-    if recipe == "rowwise-dynamic":
+    if INT8_RECIPES[recipe].activations == "rowwise":
         rows = {k: np.asarray(v)[:max_rows] for k, v in inputs.items()}
-        quantized = rowwise_dynamic_int8(model, rows, exclude_nodes or [])
+        quantized = rowwise_dynamic_int8(model, rows, exclude_nodes or [],
+                                         gptq=INT8_RECIPES[recipe].weight_rounding == "gptq")
     else:
         _static_qdq(fp32_path, int8_path, model, inputs, per_channel, max_rows, exclude_nodes,
                     symmetric_activations)
@@ -166,6 +184,26 @@ def quantize_weights_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.nda
     absmax = np.abs(weight).max(axis=0)
     scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def gptq_weights_per_channel(weight: np.ndarray, rows: np.ndarray, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``quantize_weights_per_channel`` (same scales), but the rounding of each input row
+    of ``weight`` is compensated on the rows not yet rounded so that ``rows @ weight`` (``rows
+    [M, K]``: the layer's inputs on recorded observations) moves as little as possible (GPTQ,
+    Frantar et al. 2023, one block). ``damp`` times the mean diagonal is added to ``rows.T @ rows``."""
+    _, scale = quantize_weights_per_channel(weight)
+    k = weight.shape[0]
+    hessian = rows.T.astype(np.float64) @ rows.astype(np.float64) / max(len(rows), 1)
+    hessian += (damp * max(float(np.mean(np.diag(hessian))), 1e-12)) * np.eye(k)
+    # upper Cholesky factor of the inverse: row j holds how the later inputs absorb input j's error
+    upper = np.linalg.cholesky(np.linalg.inv(hessian)).T
+    remaining = weight.astype(np.float64).copy()
+    q = np.zeros(weight.shape, dtype=np.int8)
+    for j in range(k):
+        q[j] = np.clip(np.round(remaining[j] / scale), -127, 127)
+        error = (remaining[j] - q[j] * scale.astype(np.float64)) / upper[j, j]
+        remaining[j + 1:] -= np.outer(upper[j, j + 1:], error)
     return q, scale
 
 
@@ -230,9 +268,10 @@ class _GraphBuilder:
 
 def _rowwise_matmul(node: Any, weight: np.ndarray, bias: np.ndarray | None,
                     standardise: tuple[np.ndarray, np.ndarray] | None, graph: Any, opset: int,
-                    nonnegative: bool) -> list[Any]:
+                    nonnegative: bool, rows: np.ndarray | None) -> list[Any]:
     """The nodes replacing one float matmul ``y = x @ weight + bias`` (``x [..., K]``);
-    ``nonnegative``: ``x`` comes out of a ReLU."""
+    ``nonnegative``: ``x`` comes out of a ReLU; ``rows [M, K]``: recorded values of ``x`` for
+    GPTQ rounding (None: round to nearest)."""
     from onnx import TensorProto
 
     b = _GraphBuilder(graph, node.name or node.output[0])
@@ -243,7 +282,11 @@ def _rowwise_matmul(node: Any, weight: np.ndarray, bias: np.ndarray | None,
         weight = weight * std[:, None]
         x = b.op("Sub", [x, b.const("obs_mean", mean.astype(np.float32))], "center")
         x = b.op("Mul", [x, b.const("obs_inv_std", (1.0 / std).astype(np.float32))], "standardise")
-    q_weight, w_scale = quantize_weights_per_channel(weight)
+        rows = None if rows is None else (rows - mean) / std
+    if rows is None:
+        q_weight, w_scale = quantize_weights_per_channel(weight)
+    else:
+        q_weight, w_scale = gptq_weights_per_channel(weight, rows)
     tiny = b.const("tiny", np.float32(np.finfo(np.float32).tiny))
     levels = b.const("levels", np.float32(255.0))
     if opset >= 18:  # ReduceMin/Max take their axes as an input from opset 18 on
@@ -282,11 +325,32 @@ def _rowwise_matmul(node: Any, weight: np.ndarray, bias: np.ndarray | None,
     return b.nodes
 
 
-def rowwise_dynamic_int8(model: Any, inputs: dict[str, np.ndarray], exclude_nodes: list[str]) -> Any:
+def _recorded_tensors(model: Any, inputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """The values of the tensors ``names`` of the float ``model`` run by onnxruntime on ``inputs``."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    outputs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in outputs)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i in session.get_inputs():
+        if i.name not in inputs:
+            raise KdxError(f"the recorded observations lack the model input {i.name!r}")
+        feeds[i.name] = inputs[i.name]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def rowwise_dynamic_int8(model: Any, inputs: dict[str, np.ndarray], exclude_nodes: list[str],
+                         gptq: bool = False) -> Any:
     """A copy of ``model`` with every Gemm/MatMul with constant 2-D weights (except
     ``exclude_nodes``) replaced by its ``rowwise-dynamic`` int8 version (see the module
-    docstring). A matmul that reads a graph input found in ``inputs`` (the observation)
-    standardises it first with those rows' mean and std."""
+    docstring). The float model is run on ``inputs`` to record each matmul's input rows: a
+    matmul that reads a graph input (the observation) standardises it with their mean and std,
+    and with ``gptq`` the int8 weights are rounded by ``gptq_weights_per_channel`` on them."""
     import onnx
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -300,21 +364,23 @@ def rowwise_dynamic_int8(model: Any, inputs: dict[str, np.ndarray], exclude_node
     inits = {i.name: i for i in graph.initializer}
     graph_inputs = {i.name for i in graph.input}
     relu_outputs = {o for n in graph.node if n.op_type == "Relu" for o in n.output}
-    nodes, replaced = [], 0
+    targets = {n.name: found for n in graph.node
+               if n.name not in exclude_nodes and (found := _weight_and_bias(n, inits)) is not None}
+    recorded = _recorded_tensors(model, inputs, sorted({n.input[0] for n in graph.node if n.name in targets}))
+    nodes = []
     for node in graph.node:
-        found = None if node.name in exclude_nodes else _weight_and_bias(node, inits)
-        if found is None:
+        if node.name not in targets:
             nodes.append(node)
             continue
-        weight, bias = found
+        weight, bias = targets[node.name]
+        rows = recorded[node.input[0]].astype(np.float64).reshape(-1, weight.shape[0])
         standardise = None
-        if node.input[0] in graph_inputs and node.input[0] in inputs:
-            rows = np.asarray(inputs[node.input[0]], dtype=np.float64).reshape(-1, weight.shape[0])
+        if node.input[0] in graph_inputs:
             std = rows.std(axis=0)
             standardise = (rows.mean(axis=0), np.where(std > STD_FLOOR, std, 1.0))
         nodes += _rowwise_matmul(node, weight, bias, standardise, graph, opset,
-                                 nonnegative=node.input[0] in relu_outputs)
-        replaced += 1
+                                 nonnegative=node.input[0] in relu_outputs, rows=rows if gptq else None)
+    replaced = len(targets)
     if replaced == 0:
         raise KdxError("the model has no matrix multiply with constant weights left to quantise")
     del graph.node[:]

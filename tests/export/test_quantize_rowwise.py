@@ -17,6 +17,7 @@ from kdx.export.onnx_export import export_onnx, fold_student_normalisation, read
 from kdx.export.parity import NEAR_TIE_GAP, measure_parity, onnx_outputs
 from kdx.export.quantize import (
     INT8_RECIPES,
+    gptq_weights_per_channel,
     matmul_nodes,
     quantize_int8,
     quantize_rows,
@@ -60,6 +61,25 @@ def test_weights_per_channel_are_symmetric_int8_with_one_scale_per_output() -> N
     q, scale = quantize_weights_per_channel(weight)
     assert q.dtype == np.int8 and np.allclose(scale, [2 / 127, 0.5 / 127, 1.0])
     assert q.tolist() == [[64, -127, 0], [-127, 64, 0]]  # round(1 * 127 / 2) = round(63.5) = 64
+
+
+def test_gptq_keeps_the_scales_lowers_the_output_error_and_is_nearest_for_white_inputs() -> None:
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(12, 6))
+    mixing = rng.normal(size=(12, 12))
+    rows = rng.normal(size=(4000, 12)) @ mixing  # correlated inputs: compensation has room to work
+    nearest, scale = quantize_weights_per_channel(weight)
+    q, gptq_scale = gptq_weights_per_channel(weight, rows)
+    assert q.dtype == np.int8 and np.array_equal(scale, gptq_scale) and np.abs(q.astype(int)).max() <= 127
+
+    def output_error(ints: np.ndarray) -> float:
+        return float(np.sum((rows @ (weight - ints * scale)) ** 2))
+
+    assert output_error(q) < 0.8 * output_error(nearest)
+    # uncorrelated inputs of equal variance (H = I): nothing to compensate, nearest rounding
+    white = np.linalg.qr(rng.normal(size=(4000, 12)))[0] * np.sqrt(4000)
+    q_white, _ = gptq_weights_per_channel(weight, white, damp=0.0)
+    assert np.array_equal(q_white, nearest)
 
 
 def numpy_rowwise(source, obs: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -148,14 +168,16 @@ def test_target_picks_the_recipe(student_and_data, tmp_path: Path) -> None:
     assert read_metadata(jetson)["int8_recipe"] == "static-qdq"
 
 
-def test_rowwise_int8_keeps_the_parity_bar_and_reports_near_ties(student_and_data, tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", list(INT8_RECIPES))
+def test_every_recipe_keeps_the_parity_bar_and_reports_near_ties(student_and_data, recipe: str,
+                                                                 tmp_path: Path) -> None:
     source, fp32, inputs = student_and_data
-    path = with_static_batch(quantize_int8(fp32, tmp_path / "q.onnx", inputs), tmp_path / "q.b1.onnx")
-    result = measure_parity(source, path, "int8", inputs)
+    quantized = quantize_int8(fp32, tmp_path / "q.onnx", inputs, recipe=recipe)
+    result = measure_parity(source, with_static_batch(quantized, tmp_path / "q.b1.onnx"), "int8", inputs)
     assert result.passed and result.action_agreement >= 0.99, result
-    assert result.int8_recipe == "rowwise-dynamic"
-    assert result.manifest_parity()["int8_recipe"] == "rowwise-dynamic"
+    assert result.int8_recipe == recipe and result.manifest_parity()["int8_recipe"] == recipe
     assert 0.0 <= result.near_tie_fraction < 1.0
     assert result.action_agreement_beyond_near_ties >= result.action_agreement - result.near_tie_fraction
-    assert result.max_abs_logit_diff < 1.0  # no clipped activations: per-row ranges never saturate
+    if INT8_RECIPES[recipe].activations == "rowwise":
+        assert result.max_abs_logit_diff < 1.0  # per-row ranges never clip an activation
     assert NEAR_TIE_GAP > 0
