@@ -331,6 +331,11 @@ def _recorded_tensors(model: Any, inputs: dict[str, np.ndarray], names: list[str
     import onnxruntime as ort
 
     probe = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in [*probe.graph.input, *probe.graph.output]:  # a static batch-1 model: run all rows at once
+        if value.type.tensor_type.shape.dim:
+            value.type.tensor_type.shape.dim[0].Clear()
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del probe.graph.value_info[:]
     outputs = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in outputs)
     options = ort.SessionOptions()

@@ -181,3 +181,17 @@ def test_every_recipe_keeps_the_parity_bar_and_reports_near_ties(student_and_dat
     if INT8_RECIPES[recipe].activations == "rowwise":
         assert result.max_abs_logit_diff < 1.0  # per-row ranges never clip an activation
     assert NEAR_TIE_GAP > 0
+
+
+def test_a_static_batch_model_quantises_like_its_dynamic_batch_twin(student_and_data, tmp_path: Path) -> None:
+    """The recorded layer inputs are taken in one batch even when the model's batch is fixed to 1."""
+    _, fp32, inputs = student_and_data
+    static_fp32 = with_static_batch(fp32, tmp_path / "static.fp32.onnx")
+    for name, source in (("dyn", fp32), ("static", static_fp32)):
+        quantize_int8(source, tmp_path / f"{name}.onnx", inputs, recipe="rowwise-dynamic-gptq")
+    dyn, static = (onnx.load(str(tmp_path / f"{n}.onnx")) for n in ("dyn", "static"))
+    assert static.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1  # the interface is kept
+    weights = {i.name: numpy_helper.to_array(i) for i in dyn.graph.initializer}
+    assert {i.name for i in static.graph.initializer} == set(weights)
+    for init in static.graph.initializer:
+        assert np.array_equal(numpy_helper.to_array(init), weights[init.name])
