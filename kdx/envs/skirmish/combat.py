@@ -36,9 +36,11 @@ from kdx.envs.skirmish.units import (
     UnitType,
 )
 
-# Unit behaviours within a loop.
-IDLE, MOVE, CHASE, HOLD = 0, 1, 2, 3
 _FAR = 1.0e6
+# For the target search dead units are shifted this far along x (allies one way, enemies the
+# other): their squared distance to anyone (>= ~1e8) then exceeds every reach and every penalty,
+# so the [E, nA, nE] grid needs no alive masks. Live units keep their exact coordinates.
+_DEAD_SHIFT = 1.0e4
 
 
 def hit_damage(attacker: UnitType, target: UnitType) -> float:
@@ -113,19 +115,25 @@ class UnitTable:
     # after some step would make env checkpoints differ from a freshly built env's).
     reach: torch.Tensor = field(init=False)  # [U, U]: centre distance at which i's weapon reaches j
     reach_sq_allies: torch.Tensor = field(init=False)  # [nA, nE]: squared reach; -1 where i cannot target j
+    enemy_penalty: torch.Tensor | None = field(init=False)  # [nA, nE]: _FAR where enemy j cannot target ally i
+    dead_shift: torch.Tensor = field(init=False)  # [U]: x shift of a dead unit in the target search
+    can_target_f: torch.Tensor = field(init=False)  # float 0/1 copies of bool tables (see _mask)
+    healer_f: torch.Tensor = field(init=False)
+    not_healer: torch.Tensor = field(init=False)
+    exploder_f: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         self.reach = self.range[:, None] + self.radius[:, None] + self.radius[None, :]
         n_a = self.n_allies
         reach = self.reach[:n_a, n_a:]
         self.reach_sq_allies = torch.where(self.can_target[:n_a, n_a:], reach * reach, -1.0)
-
-    @property
-    def enemy_penalty(self) -> torch.Tensor | None:
-        """``[nA, nE]``: a huge number where enemy j cannot target ally i; None if all can."""
-        n_a = self.n_allies
         block = self.can_target[n_a:, :n_a]
-        return None if bool(block.all()) else (_FAR * (~block).float()).T.contiguous()
+        self.enemy_penalty = None if bool(block.all()) else (_FAR * (~block).float()).T.contiguous()
+        self.dead_shift = torch.where(self.ally, _DEAD_SHIFT, -_DEAD_SHIFT)
+        self.can_target_f = self.can_target.float()
+        self.healer_f = self.healer.float()
+        self.not_healer = 1.0 - self.healer_f
+        self.exploder_f = self.exploder.float()
 
     @property
     def unit_index(self) -> torch.Tensor:
@@ -188,9 +196,12 @@ class Battle:
     shield: torch.Tensor
     cooldown: torch.Tensor  # loops until the weapon is ready
     energy: torch.Tensor
-    since_damage: torch.Tensor  # loops since the last damage taken
+    since_damage: torch.Tensor  # loops since the last damage taken (kept on maps with shields)
     enemy_target: torch.Tensor  # long [E, U]: the AI's kept target (unit index) per unit
-    order_kind: torch.Tensor  # long [E, U]: IDLE/MOVE/CHASE for allies this agent step
+    # Allies' orders for this agent step (float 0/1 masks, see _mask):
+    order_chase: torch.Tensor  # attack (heal) order_target
+    order_move: torch.Tensor  # move to (goal_x, goal_y)
+    order_ok: torch.Tensor  # order_target is a unit this unit can attack (heal)
     order_target: torch.Tensor  # long [E, U]
     goal_x: torch.Tensor  # move orders' goal points
     goal_y: torch.Tensor
@@ -204,6 +215,90 @@ class Battle:
     def pos(self) -> torch.Tensor:
         """Positions ``[E, U, 2]`` (a copy)."""
         return torch.stack([self.x, self.y], dim=-1)
+
+
+def _mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """``compare(a, b)`` (torch.gt, torch.le, ...) as a float 0/1 tensor.
+
+    The combat step works with float masks (and = product, or = maximum, select = ``lerp``, exact
+    for 0/1 weights) rather than bool tensors: on CPU a comparison written into a float tensor
+    vectorises while one producing bool does not, and neither do bool-to-float conversion and
+    ``torch.where`` -- each of those costs ten to fifty float operations at 4096 envs."""
+    shape = torch.broadcast_shapes(a.shape, b.shape) if isinstance(b, torch.Tensor) else a.shape
+    return compare(a, b, out=torch.empty(shape, dtype=a.dtype, device=a.device))
+
+
+def _closest(score: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``score.min(dim)`` of a unit-major ``[nA, nE, E]`` grid, as ``[E, n]`` float tensors: the
+    smallest value and the first index reaching it (what torch.min returns), from two amin
+    reductions (torch.min with indices is several times slower than amin)."""
+    best = score.amin(dim, keepdim=True)
+    n = score.shape[dim]
+    index = torch.arange(n, dtype=score.dtype, device=score.device).view((-1, 1, 1) if dim == 0 else (1, -1, 1))
+    first = _mask(torch.ne, score, best).mul_(n).add_(index).amin(dim)
+    return best.squeeze(dim).T, first.T
+
+
+@dataclass
+class Intent:
+    """What every unit does in one game loop, ``[E, U]``; masks are float 0/1."""
+
+    target: torch.Tensor  # long: whom it attacks or heals (arbitrary where ``engage`` is 0)
+    engage: torch.Tensor  # attacks or heals ``target`` when in range (alive unit, valid target)
+    pursue: torch.Tensor  # walks toward ``target`` when out of range (attack orders, enemy AI)
+    move: torch.Tensor  # walks toward its move order's goal
+
+
+def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> Intent:
+    """Every unit's intent this loop; ``alive`` is a float 0/1 ``[E, U]`` mask.
+
+    "Closest" compares centre distances (squared: no square roots on the pairwise grid).
+    """
+    n_a = table.n_allies
+    # Pairwise work runs unit-major ([nA, nE, E]: the env axis innermost and contiguous), where
+    # elementwise ops and amin vectorise.
+    xt = (b.x + table.dead_shift * (1.0 - alive)).T.contiguous()  # dead units far away: _DEAD_SHIFT
+    yt = b.y.T.contiguous()
+    dx = xt[:n_a, None] - xt[None, n_a:]
+    dy = yt[:n_a, None] - yt[None, n_a:]
+    d2 = (dx * dx).addcmul_(dy, dy)  # [nA, nE, E] squared centre distances
+
+    # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
+    score_e = d2 if table.enemy_penalty is None else d2 + table.enemy_penalty[:, :, None]
+    best_e, new_e = _closest(score_e, 0)
+    cur = b.enemy_target[:, n_a:]
+    cur_flat = cur + table.row_offset[n_a:]
+    cdx = b.x[:, n_a:] - b.x.gather(1, cur)
+    cdy = b.y[:, n_a:] - b.y.gather(1, cur)
+    reach_cur = table.reach.take(cur_flat)
+    keep = (alive.gather(1, cur) * table.can_target_f.take(cur_flat)
+            * _mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), reach_cur * reach_cur))
+    tgt_e = torch.lerp(new_e, cur.float(), keep)
+    engage_e = torch.maximum(_mask(torch.lt, best_e, _FAR), keep)
+
+    # Idle allies: closest hittable enemy already in weapon range (no chasing); dead enemies
+    # and the ones an ally cannot hit (reach -1) are out of reach.
+    score_a = d2.add_(_mask(torch.gt, d2, table.reach_sq_allies[:, :, None]).mul_(_FAR))
+    best_a, auto_a = _closest(score_a, 1)
+    has_a = _mask(torch.lt, best_a, _FAR)
+
+    # Allies' own orders: attack (or heal) a live target, or move; otherwise idle
+    # auto-acquire ("hold": fire at what is in range, never walk after it).
+    chase = b.order_chase[:, :n_a] * alive.gather(1, b.order_target[:, :n_a])
+    move = b.order_move[:, :n_a]
+    hold = has_a * (1.0 - chase) * (1.0 - move)
+    tgt_a = torch.lerp(auto_a + n_a, b.order_target[:, :n_a].float(), chase)
+    engage_a = chase * b.order_ok[:, :n_a] + hold
+
+    target = torch.cat([tgt_a, tgt_e], dim=1)
+    pursue = torch.cat([chase, torch.ones_like(engage_e)], dim=1)
+    engage = torch.cat([engage_a, engage_e], dim=1)
+    move = torch.cat([move, torch.zeros_like(engage_e)], dim=1)
+    if table.has_healers:
+        target, engage, pursue = _healer_behaviour(table, b, alive, target, engage, pursue, chase)
+    target = target.long()
+    b.enemy_target[:, n_a:] = target[:, n_a:]
+    return Intent(target, engage * alive, pursue, move)
 
 
 def _masked_argmin(score: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +316,7 @@ def _healer_targets(table: UnitTable, b: Battle, alive: torch.Tensor, healers: t
     dy = b.y[:, healers, None] - b.y[:, None, friends]
     edge = (dx * dx + dy * dy).sqrt() - table.radius[healers, None] - table.radius[friends]
     damaged = b.health[:, friends] < table.max_health[friends]
-    valid = alive[:, friends].unsqueeze(1) & table.can_target[healers][:, friends]
+    valid = (alive[:, friends] > 0).unsqueeze(1) & table.can_target[healers][:, friends]
     if need_range:
         valid = valid & damaged.unsqueeze(1) & (edge <= table.range[healers, None])
         score = edge
@@ -231,58 +326,14 @@ def _healer_targets(table: UnitTable, b: Battle, alive: torch.Tensor, healers: t
     return friends[idx], has
 
 
-def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each unit's behaviour (IDLE/MOVE/CHASE/HOLD, ``long [E, U]``) and target index this loop.
-
-    "Closest" compares centre distances (squared: no square roots on the ``[E, nA, nE]`` grid).
-    """
-    n_a = table.n_allies
-    dx = b.x[:, :n_a, None] - b.x[:, None, n_a:]
-    dy = b.y[:, :n_a, None] - b.y[:, None, n_a:]
-    d2 = (dx * dx).addcmul_(dy, dy)  # [E, nA, nE] squared centre distances
-    ally_alive, enemy_alive = alive[:, :n_a], alive[:, n_a:]
-
-    # Idle allies: closest hittable enemy already in weapon range (no chasing). Penalties are
-    # added rather than selected with torch.where: far cheaper on CPU, same argmin.
-    score_a = d2 + _FAR * (~enemy_alive).unsqueeze(1).float()
-    score_a += _FAR * (d2 > table.reach_sq_allies).float()
-    best_a, auto_a = score_a.min(dim=-1)
-    has_a = best_a < _FAR
-    auto_a = auto_a + n_a
-
-    # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
-    score_e = d2 + _FAR * (~ally_alive).unsqueeze(2).float()
-    if table.enemy_penalty is not None:
-        score_e += table.enemy_penalty
-    best_e, new_e = score_e.min(dim=1)
-    has_e = best_e < _FAR
-    cur = b.enemy_target[:, n_a:]
-    cdx = b.x[:, n_a:] - b.x.gather(1, cur)
-    cdy = b.y[:, n_a:] - b.y.gather(1, cur)
-    reach_cur = table.range[n_a:] + table.radius[n_a:] + table.radius[cur]
-    keep = (alive.gather(1, cur) & table.can_target[n_a:][torch.arange(cur.shape[1], device=cur.device), cur]
-            & (cdx * cdx + cdy * cdy <= reach_cur * reach_cur))
-    tgt_e = torch.where(keep, cur, new_e)
-    b.enemy_target[:, n_a:] = tgt_e
-
-    # Allies' own orders; an attack order whose target died falls back to idle auto-acquire.
-    order_kind = b.order_kind[:, :n_a]
-    chase = (order_kind == CHASE) & alive.gather(1, b.order_target[:, :n_a])
-    kind_a = torch.where(chase | (order_kind == MOVE), order_kind, HOLD * has_a)
-    tgt_a = torch.where(chase, b.order_target[:, :n_a], auto_a)
-    kind_e = CHASE * (has_e | keep)
-
-    kind = torch.cat([kind_a, kind_e], dim=1)
-    target = torch.cat([tgt_a, tgt_e], dim=1)
-    if table.has_healers:
-        kind, target = _healer_behaviour(table, b, alive, kind, target)
-    return kind, target
-
-
-def _healer_behaviour(table: UnitTable, b: Battle, alive: torch.Tensor, kind: torch.Tensor,
-                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _healer_behaviour(table: UnitTable, b: Battle, alive: torch.Tensor, target: torch.Tensor,
+                      engage: torch.Tensor, pursue: torch.Tensor, ally_chase: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Medivacs: an ally medivac with a heal order keeps it; otherwise (unless moving) it heals
+    the closest damaged friend in range. The enemy's medivac follows and heals its team."""
     n_a, n_u = table.n_allies, len(table.types)
-    dev = kind.device
+    dev = target.device
+    target, engage, pursue = target.clone(), engage.clone(), pursue.clone()
     for lo, hi, is_ally in ((0, n_a, True), (n_a, n_u, False)):
         healers = [i for i in range(lo, hi) if bool(table.healer[i])]
         if not healers:
@@ -290,87 +341,92 @@ def _healer_behaviour(table: UnitTable, b: Battle, alive: torch.Tensor, kind: to
         h = torch.tensor(healers, device=dev)
         friends = torch.arange(lo, hi, device=dev)
         auto, has = _healer_targets(table, b, alive, h, friends, need_range=is_ally)
+        has_f = has.float()
         if is_ally:
-            ordered = kind[:, h] == CHASE
-            kind[:, h] = torch.where(ordered, kind[:, h],
-                                     torch.where(kind[:, h] == MOVE, MOVE,
-                                                 torch.where(has, HOLD, IDLE)))
-            target[:, h] = torch.where(ordered, target[:, h], auto)
+            ordered = ally_chase[:, h]
+            hold = has_f * (1.0 - ordered) * (1.0 - b.order_move[:, h])
+            target[:, h] = torch.lerp(auto.float(), target[:, h], ordered)
+            engage[:, h] = ordered * b.order_ok[:, h] + hold
         else:
-            kind[:, h] = torch.where(has, CHASE, IDLE)
-            target[:, h] = auto
-    return kind, target
+            target[:, h] = auto.float()
+            engage[:, h] = has_f
+            pursue[:, h] = has_f
+    return target, engage, pursue
 
 
 def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     """Advance every env of ``b`` by one game loop, in place. ``record``: keep ``acting_on``.
 
-    Masks are applied as 0/1 factors rather than ``torch.where`` where that is exact: on CPU the
-    arithmetic is several times cheaper.
+    Masks are float 0/1 tensors (see ``_mask``): an exact and, on CPU, far cheaper way to write
+    the rules than bool tensors and ``torch.where``.
     """
-    alive = b.alive
-    kind, target = choose_targets(table, b, alive)
-    flat = target + table.row_offset  # index into [U, U] tables: attacker * U + target
+    alive = _mask(torch.gt, b.health, 0.0)
+    intent = choose_targets(table, b, alive)
+    target = intent.target
+    flat = (target + table.row_offset).view(-1)  # index into [U, U] tables: attacker * U + target
     tx, ty = b.x.gather(1, target), b.y.gather(1, target)
     to_tx, to_ty = tx - b.x, ty - b.y
-    dist = (to_tx * to_tx + to_ty * to_ty).sqrt()
-    gap = dist - table.reach.take(flat)  # <= 0: in weapon range
-    engaged = (kind >= CHASE) & alive & alive.gather(1, target) & table.can_target.take(flat)
-    in_range = gap <= 0
-    ready = engaged & in_range
-    fire = ready & (b.cooldown <= 0)
+    dist = (to_tx * to_tx).addcmul_(to_ty, to_ty).sqrt_()
+    gap = dist - table.reach.view(-1).index_select(0, flat).view_as(dist)  # <= 0: in weapon range
+    in_range = _mask(torch.le, gap, 0.0)
+    ready = intent.engage * in_range
+    fire = ready * _mask(torch.le, b.cooldown, 0.0)
     if table.has_healers:
-        fire = fire & ~table.healer
-    fire_f = fire.float()
+        fire = fire * table.not_healer
 
-    # Movement (units that fire or hold in range stand still).
-    walk_to_target = engaged & ~in_range & (kind == CHASE)
-    chase_f = walk_to_target.float()
-    walking_f = chase_f + ((kind == MOVE) & alive).float()
-    goal_dx, goal_dy = b.goal_x - b.x, b.goal_y - b.y
-    gx = goal_dx + (to_tx - goal_dx) * chase_f
-    gy = goal_dy + (to_ty - goal_dy) * chase_f
-    goal_dist = (gx * gx + gy * gy).sqrt()
-    wanted = goal_dist + (gap + 1e-3 - goal_dist) * chase_f
-    step = torch.minimum(table.speed, wanted) * walking_f / goal_dist.clamp(min=1e-6)
+    # Movement (units that fire or hold in range stand still). lerp with 0/1 weights selects exactly.
+    walk_to_target = intent.engage * intent.pursue * (1.0 - in_range)
+    walking = walk_to_target + intent.move * alive
+    gx = torch.lerp(b.goal_x - b.x, to_tx, walk_to_target)
+    gy = torch.lerp(b.goal_y - b.y, to_ty, walk_to_target)
+    goal_dist = (gx * gx).addcmul_(gy, gy).sqrt_()
+    wanted = torch.lerp(goal_dist, gap + 1e-3, walk_to_target)
+    step = torch.minimum(table.speed, wanted).mul_(walking).div_(goal_dist.clamp(min=1e-6))
 
     # Damage of this loop's shots.
-    direct_f = fire_f * table.not_exploder if table.has_exploders else fire_f
-    n_hits = table.hits * direct_f
-    dmg = torch.zeros_like(n_hits).scatter_add_(1, target, table.hit_damage.take(flat) * n_hits)
+    direct = fire * table.not_exploder if table.has_exploders else fire
+    n_hits = table.hits * direct
+    per_hit = table.hit_damage.view(-1).index_select(0, flat).view_as(n_hits)
+    dmg = torch.zeros_like(n_hits).scatter_add_(1, target, per_hit * n_hits)
     cnt = torch.zeros_like(n_hits).scatter_add_(1, target, n_hits)
     if table.has_exploders:
         dmg, cnt = _explosions(table, b, alive, fire, dmg, cnt)
     if table.splash_units:
         dmg, cnt = _line_splash(table, b, alive, fire, target, tx, ty, to_tx, to_ty, dist, dmg, cnt)
 
-    health, shield = apply_hits(b.health, b.shield, table.armour, dmg, cnt)
+    if table.has_shields:
+        health, shield = apply_hits(b.health, b.shield, table.armour, dmg, cnt)
+    else:  # apply_hits without shields; no hits (cnt 0) means no damage (dmg 0): loss 0
+        health = b.health - torch.maximum(dmg - table.armour * cnt, MIN_HEALTH_DAMAGE_PER_HIT * cnt)
+        shield = b.shield
     if table.has_healers:
-        heal = ready & table.healer & (b.health.gather(1, target) < table.max_health[target]) & (b.energy > 0)
+        target_hurt = _mask(torch.lt, b.health.gather(1, target), table.max_health[target])
+        heal = ready * table.healer_f * target_hurt * _mask(torch.gt, b.energy, 0.0)
         amount = torch.minimum(table.heal_per_loop, b.energy * table.heal_per_energy) * heal
         healed = torch.zeros_like(amount).scatter_add_(1, target, amount)
         health = torch.minimum(health + healed, table.max_health)
         b.energy = torch.minimum(b.energy - amount / table.heal_per_energy + table.energy_per_loop,
                                  table.max_energy)
     if table.has_exploders:
-        health = health * (1.0 - fire_f * table.exploder)
+        health = health * (1.0 - fire * table.exploder_f)
 
-    b.since_damage = (b.since_damage + 1) * (dmg <= 0)
-    if table.has_shields:
-        regen = (health > 0) & (b.since_damage >= SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
+    if table.has_shields:  # only shields care how long ago a unit was hit
+        b.since_damage = (b.since_damage + 1) * _mask(torch.le, dmg, 0.0)
+        regen = _mask(torch.gt, health, 0.0) * _mask(torch.ge, b.since_damage,
+                                                     SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
         shield = torch.minimum(shield + regen * (SHIELD_REGEN_PER_S / LOOPS_PER_SECOND), table.max_shield)
+        b.shield = shield * _mask(torch.gt, health, 0.0)
     if table.has_regeneration:
-        health = torch.where(health > 0, torch.minimum(health + table.health_regen_per_loop,
-                                                       table.max_health), health)
-    b.shield = shield * (health > 0)
+        regrown = torch.minimum(health + table.health_regen_per_loop, table.max_health)
+        health = torch.lerp(health, regrown, _mask(torch.gt, health, 0.0))
     b.health = health.clamp_(min=0)  # the dead have exactly 0
     # A unit fires only with its cooldown at 0, so "reset on fire" is an addition.
-    b.cooldown = (b.cooldown + fire_f * table.cooldown - 1).clamp_(min=0)
+    b.cooldown = (b.cooldown + fire * table.cooldown - 1).clamp_(min=0)
     if record:
-        acted = (fire | (ready & table.healer)) if table.has_healers else fire
-        b.acting_on = torch.where(acted, target, b.acting_on)
-    b.x = (b.x + gx * step).clamp_(0.0, MAP_SIZE)
-    b.y = (b.y + gy * step).clamp_(0.0, MAP_SIZE)
+        acted = (fire + ready * table.healer_f) if table.has_healers else fire
+        b.acting_on = torch.where(acted > 0, target, b.acting_on)
+    b.x = b.x.addcmul_(gx, step).clamp_(0.0, MAP_SIZE)
+    b.y = b.y.addcmul_(gy, step).clamp_(0.0, MAP_SIZE)
 
 
 def _explosions(table, b, alive, fire, dmg, cnt):
@@ -379,10 +435,10 @@ def _explosions(table, b, alive, fire, dmg, cnt):
     dx = b.x[:, bi, None] - b.x[:, None, :]
     dy = b.y[:, bi, None] - b.y[:, None, :]
     d = (dx * dx + dy * dy).sqrt()  # [E, B, U]
-    inside = d - table.radius <= table.explode_radius[bi, None]
-    hit = fire[:, bi, None] & inside & alive.unsqueeze(1) & table.can_target[bi].unsqueeze(0)
+    inside = _mask(torch.le, d - table.radius, table.explode_radius[bi, None])
+    hit = fire[:, bi, None] * inside * alive.unsqueeze(1) * table.can_target_f[bi].unsqueeze(0)
     add = table.hit_damage[bi].unsqueeze(0) * hit
-    return dmg + add.sum(1), cnt + hit.float().sum(1)
+    return dmg + add.sum(1), cnt + hit.sum(1)
 
 
 def _line_splash(table, b, alive, fire, target, tx, ty, to_tx, to_ty, dist, dmg, cnt):
@@ -395,9 +451,11 @@ def _line_splash(table, b, alive, fire, target, tx, ty, to_tx, to_ty, dist, dmg,
     ry = b.y.unsqueeze(1) - ty[:, ci].unsqueeze(-1)
     along = (rx * fx + ry * fy).abs()
     across = (rx * fy - ry * fx).abs()
-    inside = (along <= table.splash_width / 2 + table.radius) & (across <= table.splash_length / 2 + table.radius)
-    not_primary = table.unit_index != target[:, ci].unsqueeze(-1)
-    hit = fire[:, ci].unsqueeze(-1) & inside & not_primary & alive.unsqueeze(1) & table.can_target[ci].unsqueeze(0)
+    inside = (_mask(torch.le, along, table.splash_width / 2 + table.radius)
+              * _mask(torch.le, across, table.splash_length / 2 + table.radius))
+    not_primary = (table.unit_index != target[:, ci].unsqueeze(-1)).float()
+    hit = (fire[:, ci].unsqueeze(-1) * inside * not_primary * alive.unsqueeze(1)
+           * table.can_target_f[ci].unsqueeze(0))
     per = table.hit_damage[ci].unsqueeze(0) * table.hits[ci, None]
     return dmg + (per * hit).sum(1), cnt + (table.hits[ci, None] * hit).sum(1)
 

@@ -13,7 +13,7 @@ import torch
 
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec, EnvStep
 from kdx.envs.skirmish import features
-from kdx.envs.skirmish.combat import CHASE, IDLE, MOVE, Battle, UnitTable, game_loop, push_apart
+from kdx.envs.skirmish.combat import Battle, UnitTable, game_loop, push_apart
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap, get_map
 from kdx.envs.skirmish.units import LOOPS_PER_STEP
 
@@ -75,7 +75,7 @@ class SkirmishEnv(BatchedEnv):
             x=zeros.clone(), y=zeros.clone(), health=zeros.clone(), shield=zeros.clone(),
             cooldown=zeros.clone(), energy=zeros.clone(), since_damage=zeros.clone(),
             enemy_target=torch.zeros(e, u, dtype=torch.long, device=dev),
-            order_kind=torch.zeros(e, u, dtype=torch.long, device=dev),
+            order_chase=zeros.clone(), order_move=zeros.clone(), order_ok=zeros.clone(),
             order_target=torch.zeros(e, u, dtype=torch.long, device=dev),
             goal_x=zeros.clone(), goal_y=zeros.clone(),
             acting_on=torch.full((e, u), -1, dtype=torch.long, device=dev),
@@ -109,10 +109,11 @@ class SkirmishEnv(BatchedEnv):
         is_move = (actions >= 2) & (actions <= 5)
         is_attack = actions >= features.N_ACTIONS_NO_ATTACK
         direction = self._dirs[(actions - 2).clamp(0, 3)]
-        kind = torch.where(is_attack, CHASE, torch.where(is_move, MOVE, IDLE))
         target = (actions - features.N_ACTIONS_NO_ATTACK).clamp(min=0) + self.layout.heal_offset
         target = target.clamp(max=len(self.table.types) - 1)
-        b.order_kind[:, :n_a] = kind
+        b.order_chase[:, :n_a] = is_attack.float()
+        b.order_move[:, :n_a] = is_move.float()
+        b.order_ok[:, :n_a] = self.table.can_target[torch.arange(n_a, device=self.device), target].float()
         b.order_target[:, :n_a] = target
         b.goal_x[:, :n_a] = b.x[:, :n_a] + features.MOVE_AMOUNT * direction[..., 0]
         b.goal_y[:, :n_a] = b.y[:, :n_a] + features.MOVE_AMOUNT * direction[..., 1]
