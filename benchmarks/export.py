@@ -310,7 +310,15 @@ def main() -> None:
     for col in ("recipe", "agent", "agreement calib", "agreement held-out", f"held-out gap>{NEAR_TIE_GAP}",
                 "near ties", "max |Δlogit|", "mean |Δlogit|", "max gap flipped", "p50 µs"):
         table.add_column(col, justify="left" if col in ("recipe", "agent") else "right")
-    fp32_p50 = {r["agent"]: r["p50_us"] for r in latency_rows if r["target"] == "x86" and r["role"] == "student"}
+    fp32_p50 = {}  # the fp32 students timed the same way (bare session.run) as the forced int8 ones
+    import onnxruntime as ort
+
+    for source in sources:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(run / "bundles" / "x86" / f"{source.name}.fp32.onnx"), options,
+                                       providers=["CPUExecutionProvider"])
+        fp32_p50[source.name] = _session_p50_us(session, heldout.inputs(source), args.iters)
     for recipe, f in forced.items():
         for agent, both in f.parity.items():
             c, h = both["calib_rows"], both["heldout_rows"]
@@ -319,7 +327,7 @@ def main() -> None:
                           f"{h['max_abs_logit_diff']:.3f}", f"{h['mean_abs_logit_diff']:.4f}",
                           f"{h['max_ref_gap_where_disagreeing']:.3f}", f"{f.p50_us[agent]:.1f}")
     console.print(table)
-    console.print("fp32 students, batch-1 onnxruntime p50 µs (x86 bundle, bench_policy): "
+    console.print("fp32 students, batch-1 onnxruntime session.run p50 µs (as the int8 column): "
                   + ", ".join(f"{a} {v:.1f}" for a, v in fp32_p50.items()))
     console.print("int8 recipes: " + "; ".join(f"{k}: {r.description}" for k, r in INT8_RECIPES.items())
                   + f" (rpi uses {TARGETS['rpi'].int8_recipe})")
@@ -330,7 +338,7 @@ def main() -> None:
     out = {"source": source, "device": device_info(), "load_average_before": load_before,
            "load_average_after": load_after, "exports": exports, "export_total_s": export_sum,
            "parity": parity_rows, "latency": latency_rows, "closed_loop": closed, "closed_loop_s": eval_s,
-           "rpi_precisions": rpi_precisions,
+           "rpi_precisions": rpi_precisions, "fp32_session_p50_us": fp32_p50,
            "forced_int8": {recipe: {"parity": f.parity, "quantize_s": f.quantize_s, "p50_us": f.p50_us}
                            for recipe, f in forced.items()}}
     (RESULTS / "export.json").write_text(json.dumps(out, indent=2, default=str))
