@@ -228,15 +228,20 @@ def _mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     return compare(a, b, out=torch.empty(shape, dtype=a.dtype, device=a.device))
 
 
-def _closest(score: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``score.min(dim)`` of a unit-major ``[nA, nE, E]`` grid, as ``[E, n]`` float tensors: the
+def _closest(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``score.min(0)`` of a unit-major ``[n, m, E]`` grid, as ``[E, m]`` float tensors: the
     smallest value and the first index reaching it (what torch.min returns), from two amin
-    reductions (torch.min with indices is several times slower than amin)."""
-    best = score.amin(dim, keepdim=True)
-    n = score.shape[dim]
-    index = torch.arange(n, dtype=score.dtype, device=score.device).view((-1, 1, 1) if dim == 0 else (1, -1, 1))
-    first = _mask(torch.ne, score, best).mul_(n).add_(index).amin(dim)
-    return best.squeeze(dim).T, first.T
+    reductions over the outer axis (torch.min with indices is several times slower)."""
+    best = score.amin(0, keepdim=True)
+    n = score.shape[0]
+    index = torch.arange(n, dtype=score.dtype, device=score.device).view(-1, 1, 1)
+    first = _mask(torch.ne, score, best).mul_(n).add_(index).amin(0)
+    return best.squeeze(0).T, first.T
+
+
+def _lookup(pair_table: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
+    """``pair_table.take(flat_index)`` for a ``[U, U]`` table (index_select is the faster kernel)."""
+    return pair_table.view(-1).index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
 
 
 @dataclass
@@ -255,31 +260,38 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> Intent:
     "Closest" compares centre distances (squared: no square roots on the pairwise grid).
     """
     n_a = table.n_allies
-    # Pairwise work runs unit-major ([nA, nE, E]: the env axis innermost and contiguous), where
-    # elementwise ops and amin vectorise.
+    # Pairwise work runs unit-major ([n, m, E]: the env axis innermost and contiguous), where
+    # elementwise ops and amin over the outer axis vectorise; broadcasting along the innermost
+    # axis does not, so per-pair tables are expanded first.
     xt = (b.x + table.dead_shift * (1.0 - alive)).T.contiguous()  # dead units far away: _DEAD_SHIFT
     yt = b.y.T.contiguous()
-    dx = xt[:n_a, None] - xt[None, n_a:]
-    dy = yt[:n_a, None] - yt[None, n_a:]
-    d2 = (dx * dx).addcmul_(dy, dy)  # [nA, nE, E] squared centre distances
 
+    def grid(rows: slice, cols: slice) -> torch.Tensor:  # [rows, cols, E] squared centre distances
+        dx = xt[rows, None] - xt[None, cols]
+        dy = yt[rows, None] - yt[None, cols]
+        return (dx * dx).addcmul_(dy, dy)
+
+    allies, enemies = slice(0, n_a), slice(n_a, None)
+    d2 = grid(allies, enemies)  # [nA, nE, E]: reduced over allies for the enemies' targets
     # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
-    score_e = d2 if table.enemy_penalty is None else d2 + table.enemy_penalty[:, :, None]
-    best_e, new_e = _closest(score_e, 0)
+    if table.enemy_penalty is not None:
+        d2 += table.enemy_penalty[:, :, None].expand_as(d2).contiguous()  # no inner broadcast: fast
+    best_e, new_e = _closest(d2)
     cur = b.enemy_target[:, n_a:]
     cur_flat = cur + table.row_offset[n_a:]
     cdx = b.x[:, n_a:] - b.x.gather(1, cur)
     cdy = b.y[:, n_a:] - b.y.gather(1, cur)
-    reach_cur = table.reach.take(cur_flat)
-    keep = (alive.gather(1, cur) * table.can_target_f.take(cur_flat)
+    reach_cur = _lookup(table.reach, cur_flat)
+    keep = (alive.gather(1, cur) * _lookup(table.can_target_f, cur_flat)
             * _mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), reach_cur * reach_cur))
     tgt_e = torch.lerp(new_e, cur.float(), keep)
     engage_e = torch.maximum(_mask(torch.lt, best_e, _FAR), keep)
 
     # Idle allies: closest hittable enemy already in weapon range (no chasing); dead enemies
     # and the ones an ally cannot hit (reach -1) are out of reach.
-    score_a = d2.add_(_mask(torch.gt, d2, table.reach_sq_allies[:, :, None]).mul_(_FAR))
-    best_a, auto_a = _closest(score_a, 1)
+    d2 = grid(enemies, allies)  # [nE, nA, E]: reduced over enemies (the outer axis, which is fast)
+    reach_sq = table.reach_sq_allies.T[:, :, None].expand_as(d2).contiguous()  # no inner broadcast: fast
+    best_a, auto_a = _closest(d2.add_(_mask(torch.gt, d2, reach_sq).mul_(_FAR)))
     has_a = _mask(torch.lt, best_a, _FAR)
 
     # Allies' own orders: attack (or heal) a live target, or move; otherwise idle
@@ -363,11 +375,11 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     alive = _mask(torch.gt, b.health, 0.0)
     intent = choose_targets(table, b, alive)
     target = intent.target
-    flat = (target + table.row_offset).view(-1)  # index into [U, U] tables: attacker * U + target
+    flat = target + table.row_offset  # index into [U, U] tables: attacker * U + target
     tx, ty = b.x.gather(1, target), b.y.gather(1, target)
     to_tx, to_ty = tx - b.x, ty - b.y
     dist = (to_tx * to_tx).addcmul_(to_ty, to_ty).sqrt_()
-    gap = dist - table.reach.view(-1).index_select(0, flat).view_as(dist)  # <= 0: in weapon range
+    gap = dist - _lookup(table.reach, flat)  # <= 0: in weapon range
     in_range = _mask(torch.le, gap, 0.0)
     ready = intent.engage * in_range
     fire = ready * _mask(torch.le, b.cooldown, 0.0)
@@ -386,7 +398,7 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     # Damage of this loop's shots.
     direct = fire * table.not_exploder if table.has_exploders else fire
     n_hits = table.hits * direct
-    per_hit = table.hit_damage.view(-1).index_select(0, flat).view_as(n_hits)
+    per_hit = _lookup(table.hit_damage, flat)
     dmg = torch.zeros_like(n_hits).scatter_add_(1, target, per_hit * n_hits)
     cnt = torch.zeros_like(n_hits).scatter_add_(1, target, n_hits)
     if table.has_exploders:
