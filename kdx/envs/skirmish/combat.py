@@ -117,7 +117,7 @@ class UnitTable:
     reach_sq_allies: torch.Tensor = field(init=False)  # [nA, nE]: squared reach; -1 where i cannot target j
     enemy_penalty: torch.Tensor | None = field(init=False)  # [nA, nE]: _FAR where enemy j cannot target ally i
     dead_shift: torch.Tensor = field(init=False)  # [U]: x shift of a dead unit in the target search
-    can_target_f: torch.Tensor = field(init=False)  # float 0/1 copies of bool tables (see _mask)
+    can_target_f: torch.Tensor = field(init=False)  # float 0/1 copies of bool tables (see float_mask)
     healer_f: torch.Tensor = field(init=False)
     not_healer: torch.Tensor = field(init=False)
     exploder_f: torch.Tensor = field(init=False)
@@ -198,7 +198,7 @@ class Battle:
     energy: torch.Tensor
     since_damage: torch.Tensor  # loops since the last damage taken (kept on maps with shields)
     enemy_target: torch.Tensor  # long [E, U]: the AI's kept target (unit index) per unit
-    # Allies' orders for this agent step (float 0/1 masks, see _mask):
+    # Allies' orders for this agent step (float 0/1 masks, see float_mask):
     order_chase: torch.Tensor  # attack (heal) order_target
     order_move: torch.Tensor  # move to (goal_x, goal_y)
     order_ok: torch.Tensor  # order_target is a unit this unit can attack (heal)
@@ -217,7 +217,7 @@ class Battle:
         return torch.stack([self.x, self.y], dim=-1)
 
 
-def _mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+def float_mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     """``compare(a, b)`` (torch.gt, torch.le, ...) as a float 0/1 tensor.
 
     The combat step works with float masks (and = product, or = maximum, select = ``lerp``, exact
@@ -235,7 +235,7 @@ def _closest(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     best = score.amin(0, keepdim=True)
     n = score.shape[0]
     index = torch.arange(n, dtype=score.dtype, device=score.device).view(-1, 1, 1)
-    first = _mask(torch.ne, score, best).mul_(n).add_(index).amin(0)
+    first = float_mask(torch.ne, score, best).mul_(n).add_(index).amin(0)
     return best.squeeze(0).T, first.T
 
 
@@ -283,16 +283,16 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> Intent:
     cdy = b.y[:, n_a:] - b.y.gather(1, cur)
     reach_cur = _lookup(table.reach, cur_flat)
     keep = (alive.gather(1, cur) * _lookup(table.can_target_f, cur_flat)
-            * _mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), reach_cur * reach_cur))
+            * float_mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), reach_cur * reach_cur))
     tgt_e = torch.lerp(new_e, cur.float(), keep)
-    engage_e = torch.maximum(_mask(torch.lt, best_e, _FAR), keep)
+    engage_e = torch.maximum(float_mask(torch.lt, best_e, _FAR), keep)
 
     # Idle allies: closest hittable enemy already in weapon range (no chasing); dead enemies
     # and the ones an ally cannot hit (reach -1) are out of reach.
     d2 = grid(enemies, allies)  # [nE, nA, E]: reduced over enemies (the outer axis, which is fast)
     reach_sq = table.reach_sq_allies.T[:, :, None].expand_as(d2).contiguous()  # no inner broadcast: fast
-    best_a, auto_a = _closest(d2.add_(_mask(torch.gt, d2, reach_sq).mul_(_FAR)))
-    has_a = _mask(torch.lt, best_a, _FAR)
+    best_a, auto_a = _closest(d2.add_(float_mask(torch.gt, d2, reach_sq).mul_(_FAR)))
+    has_a = float_mask(torch.lt, best_a, _FAR)
 
     # Allies' own orders: attack (or heal) a live target, or move; otherwise idle
     # auto-acquire ("hold": fire at what is in range, never walk after it).
@@ -369,10 +369,10 @@ def _healer_behaviour(table: UnitTable, b: Battle, alive: torch.Tensor, target: 
 def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     """Advance every env of ``b`` by one game loop, in place. ``record``: keep ``acting_on``.
 
-    Masks are float 0/1 tensors (see ``_mask``): an exact and, on CPU, far cheaper way to write
+    Masks are float 0/1 tensors (see ``float_mask``): an exact and, on CPU, far cheaper way to write
     the rules than bool tensors and ``torch.where``.
     """
-    alive = _mask(torch.gt, b.health, 0.0)
+    alive = float_mask(torch.gt, b.health, 0.0)
     intent = choose_targets(table, b, alive)
     target = intent.target
     flat = target + table.row_offset  # index into [U, U] tables: attacker * U + target
@@ -380,9 +380,9 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     to_tx, to_ty = tx - b.x, ty - b.y
     dist = (to_tx * to_tx).addcmul_(to_ty, to_ty).sqrt_()
     gap = dist - _lookup(table.reach, flat)  # <= 0: in weapon range
-    in_range = _mask(torch.le, gap, 0.0)
+    in_range = float_mask(torch.le, gap, 0.0)
     ready = intent.engage * in_range
-    fire = ready * _mask(torch.le, b.cooldown, 0.0)
+    fire = ready * float_mask(torch.le, b.cooldown, 0.0)
     if table.has_healers:
         fire = fire * table.not_healer
 
@@ -412,8 +412,8 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
         health = b.health - torch.maximum(dmg - table.armour * cnt, MIN_HEALTH_DAMAGE_PER_HIT * cnt)
         shield = b.shield
     if table.has_healers:
-        target_hurt = _mask(torch.lt, b.health.gather(1, target), table.max_health[target])
-        heal = ready * table.healer_f * target_hurt * _mask(torch.gt, b.energy, 0.0)
+        target_hurt = float_mask(torch.lt, b.health.gather(1, target), table.max_health[target])
+        heal = ready * table.healer_f * target_hurt * float_mask(torch.gt, b.energy, 0.0)
         amount = torch.minimum(table.heal_per_loop, b.energy * table.heal_per_energy) * heal
         healed = torch.zeros_like(amount).scatter_add_(1, target, amount)
         health = torch.minimum(health + healed, table.max_health)
@@ -423,14 +423,14 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
         health = health * (1.0 - fire * table.exploder_f)
 
     if table.has_shields:  # only shields care how long ago a unit was hit
-        b.since_damage = (b.since_damage + 1) * _mask(torch.le, dmg, 0.0)
-        regen = _mask(torch.gt, health, 0.0) * _mask(torch.ge, b.since_damage,
+        b.since_damage = (b.since_damage + 1) * float_mask(torch.le, dmg, 0.0)
+        regen = float_mask(torch.gt, health, 0.0) * float_mask(torch.ge, b.since_damage,
                                                      SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
         shield = torch.minimum(shield + regen * (SHIELD_REGEN_PER_S / LOOPS_PER_SECOND), table.max_shield)
-        b.shield = shield * _mask(torch.gt, health, 0.0)
+        b.shield = shield * float_mask(torch.gt, health, 0.0)
     if table.has_regeneration:
         regrown = torch.minimum(health + table.health_regen_per_loop, table.max_health)
-        health = torch.lerp(health, regrown, _mask(torch.gt, health, 0.0))
+        health = torch.lerp(health, regrown, float_mask(torch.gt, health, 0.0))
     b.health = health.clamp_(min=0)  # the dead have exactly 0
     # A unit fires only with its cooldown at 0, so "reset on fire" is an addition.
     b.cooldown = (b.cooldown + fire * table.cooldown - 1).clamp_(min=0)
@@ -447,7 +447,7 @@ def _explosions(table, b, alive, fire, dmg, cnt):
     dx = b.x[:, bi, None] - b.x[:, None, :]
     dy = b.y[:, bi, None] - b.y[:, None, :]
     d = (dx * dx + dy * dy).sqrt()  # [E, B, U]
-    inside = _mask(torch.le, d - table.radius, table.explode_radius[bi, None])
+    inside = float_mask(torch.le, d - table.radius, table.explode_radius[bi, None])
     hit = fire[:, bi, None] * inside * alive.unsqueeze(1) * table.can_target_f[bi].unsqueeze(0)
     add = table.hit_damage[bi].unsqueeze(0) * hit
     return dmg + add.sum(1), cnt + hit.sum(1)
@@ -463,8 +463,8 @@ def _line_splash(table, b, alive, fire, target, tx, ty, to_tx, to_ty, dist, dmg,
     ry = b.y.unsqueeze(1) - ty[:, ci].unsqueeze(-1)
     along = (rx * fx + ry * fy).abs()
     across = (rx * fy - ry * fx).abs()
-    inside = (_mask(torch.le, along, table.splash_width / 2 + table.radius)
-              * _mask(torch.le, across, table.splash_length / 2 + table.radius))
+    inside = (float_mask(torch.le, along, table.splash_width / 2 + table.radius)
+              * float_mask(torch.le, across, table.splash_length / 2 + table.radius))
     not_primary = (table.unit_index != target[:, ci].unsqueeze(-1)).float()
     hit = (fire[:, ci].unsqueeze(-1) * inside * not_primary * alive.unsqueeze(1)
            * table.can_target_f[ci].unsqueeze(0))

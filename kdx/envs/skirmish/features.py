@@ -23,13 +23,15 @@ from dataclasses import dataclass
 
 import torch
 
-from kdx.envs.skirmish.combat import Battle, UnitTable
+from kdx.envs.skirmish.combat import Battle, UnitTable, float_mask
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap
 
 SIGHT_RANGE = 9.0
 SHOOT_RANGE = 6.0
 MOVE_AMOUNT = 2.0
 N_ACTIONS_NO_ATTACK = 6
+# Dead unit u sits (u + 1) * this far along x in Geometry: out of every range, apart from each other.
+_DEAD_SPACING = 1.0e4
 
 
 @dataclass
@@ -45,6 +47,8 @@ class FeatureLayout:
     ally_onehot: torch.Tensor  # [nA, bits]
     enemy_onehot: torch.Tensor  # [nE, bits]
     others: torch.Tensor  # long [nA, nA - 1]: the other allies of each agent, in order
+    others_flat: torch.Tensor  # long [nA * (nA - 1)]: the same as indices into a flattened [nA, nA]
+    others_onehot: torch.Tensor  # [nA, nA - 1, bits]: unit type one-hot of each agent's other allies
     max_cooldown_state: torch.Tensor  # [nA]: SMAC's normaliser (energy max for medivacs)
     heal_offset: torch.Tensor  # long [nA]: unit index of attack target 0 (enemies or allies)
     target_units: torch.Tensor  # long [nA, nE]: unit behind each attack column (clamped)
@@ -74,6 +78,8 @@ class FeatureLayout:
             ally_onehot=onehot(game_map.ally_types(), game_map.ally_type_order),
             enemy_onehot=onehot(game_map.enemy_types(), game_map.enemy_type_order),
             others=others,
+            others_flat=(torch.arange(n_a, device=device)[:, None] * n_a + others).reshape(-1),
+            others_onehot=onehot(game_map.ally_types(), game_map.ally_type_order)[others],
             max_cooldown_state=torch.tensor(
                 [t.smac_max_cooldown for t in game_map.ally_types()], device=device),
             heal_offset=heal_offset,
@@ -108,7 +114,11 @@ class FeatureLayout:
 
 @dataclass
 class Geometry:
-    """Where every unit is relative to every agent, ``[E, nA, U]`` (computed once per step)."""
+    """Where every unit is relative to every agent, ``[E, nA, U]`` (computed once per step).
+
+    Dead units are placed far away, each at its own distance (``_DEAD_SPACING``), so a dead unit
+    is out of everyone's sight and shoot range and a dead agent sees nobody: the feature code
+    needs no alive masks on these grids."""
 
     dx: torch.Tensor
     dy: torch.Tensor
@@ -116,9 +126,11 @@ class Geometry:
 
     @staticmethod
     def of(b: Battle, n_allies: int) -> Geometry:
-        dx = b.x.unsqueeze(1) - b.x[:, :n_allies].unsqueeze(2)
+        spacing = _DEAD_SPACING * torch.arange(1, b.x.shape[1] + 1, dtype=b.x.dtype, device=b.x.device)
+        x = b.x + spacing * float_mask(torch.le, b.health, 0.0)
+        dx = x.unsqueeze(1) - x[:, :n_allies].unsqueeze(2)
         dy = b.y.unsqueeze(1) - b.y[:, :n_allies].unsqueeze(2)
-        return Geometry(dx, dy, (dx * dx + dy * dy).sqrt())
+        return Geometry(dx, dy, (dx * dx).addcmul_(dy, dy).sqrt_())
 
 
 def action_masks(layout: FeatureLayout, table: UnitTable, b: Battle, geo: Geometry) -> torch.Tensor:
@@ -146,53 +158,57 @@ def action_masks(layout: FeatureLayout, table: UnitTable, b: Battle, geo: Geomet
 
 def observations(layout: FeatureLayout, table: UnitTable, b: Battle, masks: torch.Tensor,
                  geo: Geometry) -> torch.Tensor:
-    """Every agent's observation, ``float32 [E, nA, obs_dim]`` (zeros for dead agents)."""
-    n_a, n_e = layout.n_allies, layout.n_enemies
+    """Every agent's observation, ``float32 [E, nA, obs_dim]`` (zeros for dead agents).
+
+    Built from whole feature planes, each masked by sight before one final concatenation (no
+    strided writes into a zeroed buffer, no broadcast over the feature axis: both are slow on
+    CPU). Dead units and dead agents are out of sight by construction (see ``Geometry``).
+    """
+    n_a = layout.n_allies
     e = b.x.shape[0]
-    alive = b.alive
     frac_h = b.health / table.max_health
     frac_s = b.shield / table.max_shield.clamp(min=1e-6)
-    seen = (geo.dist < SIGHT_RANGE) & alive.unsqueeze(1)
-    obs = torch.zeros(e, n_a, layout.obs_dim, device=b.x.device)
-    obs[:, :, :4] = masks[:, :, 2:6]
-    start = 4
+    seen = float_mask(torch.lt, geo.dist, SIGHT_RANGE)  # [E, nA, U]
 
-    def fill(sl, count, n_feats, first, shields, onehot):
-        block = obs[:, :, start:start + count * n_feats].view(e, n_a, count, n_feats)
-        vis = seen[:, :, sl]
-        block[..., 0] = first
-        block[..., 1] = geo.dist[:, :, sl] / SIGHT_RANGE
-        block[..., 2] = geo.dx[:, :, sl] / SIGHT_RANGE
-        block[..., 3] = geo.dy[:, :, sl] / SIGHT_RANGE
-        block[..., 4] = frac_h[:, None, sl]
-        col = 5
-        if shields:
-            block[..., col] = frac_s[:, None, sl]
-            col += 1
+    def block(first, dist, dx, dy, seen_c, health, shield, onehot):  # [E, nA, count * feats]
+        scaled_c = seen_c * (1.0 / SIGHT_RANGE)
+        planes = [first, dist * scaled_c, dx * scaled_c, dy * scaled_c, health * seen_c]
+        if shield is not None:
+            planes.append(shield * seen_c)
+        out = torch.stack(planes, -1)
         if onehot.shape[-1]:
-            block[..., col:] = onehot
-        block *= vis.unsqueeze(-1)
-        return block
+            out = torch.cat([out, seen_c.unsqueeze(-1) * onehot], -1)
+        return out.view(e, n_a, -1)
 
-    fill(slice(n_a, None), n_e, layout.enemy_feats, masks[:, :, N_ACTIONS_NO_ATTACK:],
-         layout.enemy_shields, layout.enemy_onehot)
-    start += n_e * layout.enemy_feats
-    # Other allies: compute the full [nA, nA] block once, then drop each agent's own column.
-    allies = torch.zeros(e, n_a, n_a * layout.ally_feats, device=b.x.device)
-    obs_backup, obs = obs, allies
-    start_backup, start = start, 0
-    fill(slice(0, n_a), n_a, layout.ally_feats, 1.0, layout.ally_shields, layout.ally_onehot)
-    obs, start = obs_backup, start_backup
-    others = allies.view(e, n_a, n_a, layout.ally_feats).gather(
-        2, layout.others.view(1, n_a, n_a - 1, 1).expand(e, -1, -1, layout.ally_feats))
-    obs[:, :, start:start + (n_a - 1) * layout.ally_feats] = others.reshape(e, n_a, -1)
-    start += (n_a - 1) * layout.ally_feats
-    obs[:, :, start] = frac_h[:, :n_a]
+    en = slice(n_a, None)
+    if layout.any_healer:  # a medivac's columns mean "ally k can be healed" (SMAC), shown if enemy k is seen
+        attackable = masks[:, :, N_ACTIONS_NO_ATTACK:].float() * seen[:, :, en]
+    else:  # alive target within shoot range of a live agent (dead ones are out of range)
+        attackable = float_mask(torch.le, geo.dist[:, :, en], SHOOT_RANGE)
+    enemy_block = block(attackable, geo.dist[:, :, en], geo.dx[:, :, en], geo.dy[:, :, en], seen[:, :, en],
+                        frac_h[:, None, en], frac_s[:, None, en] if layout.enemy_shields else None,
+                        layout.enemy_onehot)
+
+    # Other allies, in order: each agent's n_a - 1 columns picked out of the [nA, nA] planes.
+    def others(plane):  # [E, nA, nA] -> [E, nA, nA - 1]
+        return plane.reshape(e, n_a * n_a).index_select(1, layout.others_flat).view(e, n_a, n_a - 1)
+
+    def other_units(values):  # [E, nA] -> [E, nA, nA - 1]
+        return values.index_select(1, layout.others.view(-1)).view(e, n_a, n_a - 1)
+
+    al = slice(0, n_a)
+    seen_a = others(seen[:, :, al])
+    ally_block = block(seen_a, others(geo.dist[:, :, al]), others(geo.dx[:, :, al]), others(geo.dy[:, :, al]),
+                       seen_a, other_units(frac_h[:, :n_a]),
+                       other_units(frac_s[:, :n_a]) if layout.ally_shields else None, layout.others_onehot)
+
+    own = [frac_h[:, :n_a].unsqueeze(-1)]
     if layout.ally_shields:
-        obs[:, :, start + 1] = frac_s[:, :n_a]
+        own.append(frac_s[:, :n_a].unsqueeze(-1))
     if layout.type_bits:
-        obs[:, :, -layout.type_bits:] = layout.ally_onehot
-    return obs * alive[:, :n_a].unsqueeze(-1)
+        own.append(layout.ally_onehot * float_mask(torch.gt, b.health[:, :n_a], 0.0).unsqueeze(-1))
+    move = masks[:, :, 2:N_ACTIONS_NO_ATTACK].float()  # all 0 for a dead agent
+    return torch.cat([move, enemy_block, ally_block, *own], -1)
 
 
 def global_state(layout: FeatureLayout, table: UnitTable, b: Battle, last_actions: torch.Tensor) -> torch.Tensor:
