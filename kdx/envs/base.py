@@ -358,10 +358,11 @@ class BatchedEnv(ABC):
 
 
 def _is_state_holder(value: object) -> bool:
-    """Plain Python objects whose attributes may hold env state (not modules or classes)."""
+    """Plain Python objects whose attributes may hold env state (not modules or classes, nor
+    objects whose class sets ``NOT_ENV_STATE = True``: large constants rebuilt from the config)."""
     return hasattr(value, "__dict__") and not isinstance(value, (type, torch.nn.Module)) and (
         type(value).__module__.startswith("kdx.") or hasattr(value, "__dataclass_fields__")
-    )
+    ) and not getattr(value, "NOT_ENV_STATE", False)
 
 
 def _collect_tensors(value: object, prefix: str, out: dict[str, torch.Tensor], seen: set[int]) -> None:

@@ -171,3 +171,14 @@ def test_focus_fire_beats_random_on_3m():
             n += int(out.done.sum())
         rates[policy] = won / n
     assert rates["focus-fire"] > 0.5 > 0.1 > rates["random"]
+
+
+def test_checkpointed_state_holds_no_per_pair_constants():
+    # push_apart's [U, U, E] planes are rebuilt from the map: saving them would add
+    # U * U * num_envs floats per copy to every training checkpoint.
+    env = make("skirmish/8m", num_envs=64, seed=0)
+    env.reset()
+    state = env.state_dict()
+    assert not any("pair_planes" in key for key in state)
+    n_units = 16
+    assert max(t.numel() for t in state.values()) < n_units * n_units * 64

@@ -472,15 +472,33 @@ def _line_splash(table, b, alive, fire, target, tx, ty, to_tx, to_ty, dist, dmg,
     return dmg + (per * hit).sum(1), cnt + (table.hits[ci, None] * hit).sum(1)
 
 
-def push_apart(table: UnitTable, b: Battle) -> None:
+@dataclass
+class PairPlanes:
+    """Per-pair constants of ``push_apart`` copied out over the env axis, ``[U, U, E]``: the
+    unit-major grid then has no broadcast along its innermost axis (slow on CPU). Built once
+    per env (``build``), never lazily; constants, so not part of the env's checkpointed state."""
+
+    NOT_ENV_STATE = True
+    contact: torch.Tensor  # sum of radii, 0 on the diagonal
+    tie_break: torch.Tensor  # tiny index-ordered offset separating units exactly on top of each other
+
+    @staticmethod
+    def build(table: UnitTable, num_envs: int) -> PairPlanes:
+        def plane(t: torch.Tensor) -> torch.Tensor:
+            return t[:, :, None].expand(-1, -1, num_envs).contiguous()
+        return PairPlanes(contact=plane(table.contact), tie_break=plane(table.index_sign * 1e-4))
+
+
+def push_apart(table: UnitTable, b: Battle, planes: PairPlanes | None = None) -> None:
     """Separate overlapping live ground units: each pair moves apart by half its overlap."""
-    ground = (b.alive & ~table.air).float()
-    # A tiny index-ordered offset separates units that sit exactly on top of each other.
-    dx = b.x.unsqueeze(2) - b.x.unsqueeze(1) + table.index_sign * 1e-4  # [E, U, U]: i minus j
-    dy = b.y.unsqueeze(2) - b.y.unsqueeze(1)
-    inv_d = torch.rsqrt(dx * dx + dy * dy)
-    overlap = torch.relu(table.contact - inv_d.reciprocal())
+    planes = planes or PairPlanes.build(table, b.x.shape[0])
+    ground = (float_mask(torch.gt, b.health, 0.0) * (1.0 - table.air.float())).T  # [U, E]
+    xt, yt = b.x.T.contiguous(), b.y.T.contiguous()
+    dx = (xt[:, None] - xt[None, :]).add_(planes.tie_break)  # [U, U, E]: i minus j
+    dy = yt[:, None] - yt[None, :]
+    inv_d = torch.rsqrt((dx * dx).addcmul_(dy, dy))
+    overlap = torch.relu(planes.contact - inv_d.reciprocal())
     # push_i = sum_j overlap/2 * (p_i - p_j) / d for live ground pairs.
-    scale = overlap * inv_d * (0.5 * ground.unsqueeze(2) * ground.unsqueeze(1))
-    b.x = (b.x + (dx * scale).sum(2)).clamp_(0.0, MAP_SIZE)
-    b.y = (b.y + (dy * scale).sum(2)).clamp_(0.0, MAP_SIZE)
+    scale = overlap.mul_(inv_d).mul_(ground[:, None] * ground[None, :]).mul_(0.5)
+    b.x = (b.x + (dx * scale).sum(1).T).clamp_(0.0, MAP_SIZE)
+    b.y = (b.y + (dy * scale).sum(1).T).clamp_(0.0, MAP_SIZE)

@@ -13,7 +13,7 @@ import torch
 
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec, EnvStep
 from kdx.envs.skirmish import features
-from kdx.envs.skirmish.combat import Battle, UnitTable, game_loop, push_apart
+from kdx.envs.skirmish.combat import Battle, PairPlanes, UnitTable, game_loop, push_apart
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap, get_map
 from kdx.envs.skirmish.units import LOOPS_PER_STEP
 
@@ -69,6 +69,7 @@ class SkirmishEnv(BatchedEnv):
             (t.max_health[m.n_agents:] + t.max_shield[m.n_agents:]).sum())
         self._slots = start_positions(m, t, dev)
         self._dirs = torch.tensor(_MOVE_DIRS, device=dev)
+        self._pair_planes = PairPlanes.build(t, num_envs)
         e, u = num_envs, len(t.types)
         zeros = torch.zeros(e, u, device=dev)
         self.battle = Battle(
@@ -127,7 +128,7 @@ class SkirmishEnv(BatchedEnv):
         b.acting_on.fill_(-1)
         for _ in range(LOOPS_PER_STEP):
             game_loop(t, b, record=self.record_actions)
-        push_apart(t, b)
+        push_apart(t, b, self._pair_planes)
         alive = b.alive
         enemy_hp = (b.health + b.shield)[:, n_a:]
         was = alive_before[:, n_a:]
