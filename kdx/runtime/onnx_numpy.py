@@ -66,6 +66,22 @@ def _reduce_mean(xs: list, a: dict) -> list:
     return [np.mean(xs[0], axis=axes, keepdims=bool(a.get("keepdims", 1))).astype(xs[0].dtype)]
 
 
+def _reduce_extreme(fn: Callable[..., np.ndarray]) -> Op:
+    def op(xs: list, a: dict) -> list:
+        return [fn(xs[0], axis=_axes(xs, a), keepdims=bool(a.get("keepdims", 1)))]
+    return op
+
+
+def _matmul_integer(xs: list, a: dict) -> list:
+    """ONNX MatMulInteger: ``(A - a_zero) @ (B - b_zero)`` in int32 (zero points scalar or per column)."""
+    x, w = xs[0].astype(np.int32), xs[1].astype(np.int32)
+    if len(xs) > 2 and xs[2] is not None:
+        x = x - np.asarray(xs[2]).astype(np.int32)
+    if len(xs) > 3 and xs[3] is not None:
+        w = w - np.asarray(xs[3]).astype(np.int32)
+    return [np.matmul(x, w).astype(np.int32)]
+
+
 def _softmax(xs: list, a: dict) -> list:
     x = xs[0] - xs[0].max(axis=a.get("axis", -1), keepdims=True)
     e = np.exp(x)
@@ -206,6 +222,10 @@ OPS: dict[str, Op] = {
     "LogSoftmax": lambda xs, a: [np.log(_softmax(xs, a)[0])],
     "LayerNormalization": _layernorm,
     "ReduceMean": _reduce_mean,
+    "ReduceMax": _reduce_extreme(np.max),
+    "ReduceMin": _reduce_extreme(np.min),
+    "Round": lambda xs, a: [np.rint(xs[0]).astype(xs[0].dtype)],  # half to even, as ONNX Round
+    "MatMulInteger": _matmul_integer,
     "Where": lambda xs, a: [np.where(xs[0], xs[1], xs[2]).astype(np.result_type(xs[1], xs[2]))],
     "ArgMax": _argmax,
     "Cast": _cast,
