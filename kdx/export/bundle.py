@@ -99,6 +99,14 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def int8_mac_fraction(obs_dim: int, hidden_sizes: list[int] | tuple[int, ...], macs: int) -> float:
+    """Share of an MLP's ``macs`` multiply-adds outside its first layer: what runs in int8 when
+    the first layer is kept in float. Recorded so that an "int8" agent says how much of it really
+    is (a small student spends most of its multiply-adds reading the observation)."""
+    first = obs_dim * hidden_sizes[0] if hidden_sizes else 0
+    return round(1.0 - first / macs, 4) if macs else 0.0
+
+
 def _file_entry(root: Path, rel: str, kind: str) -> FileEntry:
     path = root / rel
     return FileEntry(rel, sha256_of(path), kind, path.stat().st_size)
@@ -223,6 +231,9 @@ class _AgentExporter:
             parity["fallback_from_action_agreement"] = failed.action_agreement
         if float_nodes:
             parity["float_nodes"] = ",".join(float_nodes)
+            parity["int8_mac_fraction"] = int8_mac_fraction(source.obs_dim, source.hidden_sizes, macs)
+            self.warn(f"{source.role} {source.name}: int8 only with its first layer in float "
+                      f"({parity['int8_mac_fraction']:.0%} of its multiply-adds in int8)")
         recurrent = source.recurrent_size is not None
         entry = AgentEntry(
             name=source.name, role=source.role, obs_dim=source.obs_dim, n_actions=source.n_actions,

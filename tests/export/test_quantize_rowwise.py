@@ -195,3 +195,12 @@ def test_a_static_batch_model_quantises_like_its_dynamic_batch_twin(student_and_
     assert {i.name for i in static.graph.initializer} == set(weights)
     for init in static.graph.initializer:
         assert np.array_equal(numpy_helper.to_array(init), weights[init.name])
+
+
+def test_int8_mac_fraction_counts_what_leaves_the_first_layer():
+    from kdx.export.bundle import int8_mac_fraction
+
+    # 18 -> 32 -> 5: 576 of 736 multiply-adds read the observation, 160 remain for int8
+    assert int8_mac_fraction(18, [32], 18 * 32 + 32 * 5) == round(160 / 736, 4)
+    assert int8_mac_fraction(18, [], 90) == 1.0
+    assert int8_mac_fraction(4, [8], 0) == 0.0
