@@ -133,16 +133,25 @@ class NumpyBackend(Backend):
         obs_view, flat_shape = self._obs_view, (agent.obs_dim,)
         # 2-D destination: an [obs_dim] and a [1, obs_dim] observation both broadcast into it.
         obs_dst = self.obs_buf[:, : agent.obs_dim]
-        ones, isfinite_all = self._ones, np.isfinite
-        probe = program.first_dense_output
+        isfinite_all = np.isfinite
         ops = program.ops
-        first_function, first_args = ops[0]
-        rest = ops[1:]
-        probe_item = probe.item if probe is not None else None
+        if program.first_dense_output is not None:
+            # A NaN or inf input makes every output of x @ W + b non-finite (inf * 0 is NaN,
+            # inf - inf is NaN), so one entry of the first product checks the whole input for the
+            # price of reading it. Infinities can make numpy warn "invalid value encountered in
+            # dot" before the KdxError.
+            (first_function, first_args), remaining = ops[0], ops[1:]
+            probe = program.first_dense_output[:1]
+        else:
+            # As Backend.infer: NaN and inf propagate into the sum (inf - inf is NaN).
+            probe = np.zeros((), dtype=np.float32)
+            first_function, first_args, remaining = obs_view.dot, (self._ones, probe), ops
+        if self.h_in is not None:  # carry the recurrent state, as Backend.infer does
+            remaining = (*remaining, (copyto, (self.h_in, self.h_out)))
+        probe_item = probe.item
         logits_argmax = program.logits.argmax
         masked_argmax, set_mask = self._masked_argmax, self._set_mask
         logits, mask_view = program.logits, self._mask_view
-        h_in, h_out = self.h_in, self.h_out
 
         def infer(obs: np.ndarray, mask: np.ndarray | None = None) -> int:
             if type(obs) is ndarray and obs.dtype is _F32 and obs.shape == flat_shape:
@@ -156,20 +165,11 @@ class NumpyBackend(Backend):
                 if bad or not isinstance(obs, ndarray):
                     raise self._observation_error(obs)
                 copyto(obs_dst, obs)
-            if probe_item is not None:
-                # A NaN or inf input makes every output of x @ W + b non-finite (inf * 0 is NaN,
-                # inf - inf is NaN), so one entry of the first product checks the whole input for
-                # the price of reading it; the exact check runs only when it fires (a huge finite
-                # observation may overflow the product and is not refused). Infinities can make
-                # numpy warn "invalid value encountered in dot" before the KdxError.
-                first_function(*first_args)
-                if not isfinite(probe_item(0)) and not isfinite_all(obs_view).all():
-                    raise self._nonfinite_error()
-                remaining = rest
-            else:
-                if not isfinite(obs_view.dot(ones)) and not isfinite_all(obs_view).all():
-                    raise self._nonfinite_error()
-                remaining = ops
+            first_function(*first_args)
+            # The exact check runs only when the probe fires: a huge finite observation may
+            # overflow the product (or the sum) and is not refused.
+            if not isfinite(probe_item()) and not isfinite_all(obs_view).all():
+                raise self._nonfinite_error()
             # Checks in Backend.infer's order, all before the recurrent state moves.
             if mask is not None:
                 set_mask(mask)
@@ -178,8 +178,6 @@ class NumpyBackend(Backend):
                 self._mask_all_true = True
             for function, args in remaining:
                 function(*args)
-            if h_in is not None:
-                copyto(h_in, h_out)
             if mask is None:
                 return int(logits_argmax())
             return masked_argmax(logits)
