@@ -489,16 +489,30 @@ class PairPlanes:
         return PairPlanes(contact=plane(table.contact), tie_break=plane(table.index_sign * 1e-4))
 
 
+# push_apart works on [U, U, envs] grids in chunks of about this many elements: large maps at
+# thousands of envs would otherwise allocate grids of 50+ MB, which the C allocator maps fresh
+# (and the kernel zero-fills) on every call.
+_PUSH_CHUNK_ELEMENTS = 1 << 21
+
+
 def push_apart(table: UnitTable, b: Battle, planes: PairPlanes | None = None) -> None:
     """Separate overlapping live ground units: each pair moves apart by half its overlap."""
     planes = planes or PairPlanes.build(table, b.x.shape[0])
     ground = (float_mask(torch.gt, b.health, 0.0) * (1.0 - table.air.float())).T  # [U, E]
     xt, yt = b.x.T.contiguous(), b.y.T.contiguous()
-    dx = (xt[:, None] - xt[None, :]).add_(planes.tie_break)  # [U, U, E]: i minus j
-    dy = yt[:, None] - yt[None, :]
-    inv_d = torch.rsqrt((dx * dx).addcmul_(dy, dy))
-    overlap = torch.relu(planes.contact - inv_d.reciprocal())
-    # push_i = sum_j overlap/2 * (p_i - p_j) / d for live ground pairs.
-    scale = overlap.mul_(inv_d).mul_(ground[:, None] * ground[None, :]).mul_(0.5)
-    b.x = (b.x + (dx * scale).sum(1).T).clamp_(0.0, MAP_SIZE)
-    b.y = (b.y + (dy * scale).sum(1).T).clamp_(0.0, MAP_SIZE)
+    n_envs, n_units = b.x.shape
+    step = max(1, _PUSH_CHUNK_ELEMENTS // (n_units * n_units))
+    push_x, push_y = torch.empty_like(xt), torch.empty_like(yt)
+    for lo in range(0, n_envs, step):
+        envs = slice(lo, min(lo + step, n_envs))
+        x, y, g = xt[:, envs], yt[:, envs], ground[:, envs]
+        dx = (x[:, None] - x[None, :]).add_(planes.tie_break[:, :, envs])  # [U, U, e]: i minus j
+        dy = y[:, None] - y[None, :]
+        inv_d = torch.rsqrt((dx * dx).addcmul_(dy, dy))
+        overlap = torch.relu(planes.contact[:, :, envs] - inv_d.reciprocal())
+        # push_i = sum_j overlap/2 * (p_i - p_j) / d for live ground pairs.
+        scale = overlap.mul_(inv_d).mul_(g[:, None] * g[None, :]).mul_(0.5)
+        torch.sum(dx.mul_(scale), 1, out=push_x[:, envs])
+        torch.sum(dy.mul_(scale), 1, out=push_y[:, envs])
+    b.x = (b.x + push_x.T).clamp_(0.0, MAP_SIZE)
+    b.y = (b.y + push_y.T).clamp_(0.0, MAP_SIZE)
