@@ -234,3 +234,28 @@ def make_test_bundle(
                         kdx_version=__version__, created_at="2026-01-01T00:00:00Z")
     write_manifest(bundle_dir, manifest)
     return bundle_dir
+
+
+def assert_served_like_local(client, local, rng: np.random.Generator, requests: int, obs_dim: int = 18,
+                             n_actions: int = 5) -> None:
+    """Send ``requests`` random observations to a ``serve`` ``client``, each once plain and once
+    with a random mask (one legal action at least), and assert every reply equals ``local.act``."""
+    for _ in range(requests):
+        obs = rng.standard_normal(obs_dim).astype(np.float32)
+        mask = rng.random(n_actions) < 0.5
+        mask[rng.integers(n_actions)] = True
+        assert client.act(obs) == local.act(obs)
+        action = client.act(obs, mask)
+        assert action == local.act(obs, mask) and mask[action]
+
+
+def stop_serve_process(process) -> dict:
+    """SIGTERM a ``kdx-runtime serve`` subprocess, check it exits cleanly, and return the
+    statistics it prints on its way out."""
+    import json
+    import signal
+
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    return json.loads(out.split("stopped; ", 1)[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from kdx.errors import KdxError
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.cli import main as cli_main
 from kdx.runtime.protocol import Client
+from kdx.runtime.testing import stop_serve_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,10 +123,7 @@ def test_serve_subprocess_over_loopback(masked_bundle: Path) -> None:
                 client.act(bad)
             assert client.act(obs) == local.act(obs)
     finally:
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
-    assert process.returncode == 0, err
-    stats = json.loads(out.split("stopped; ", 1)[1])
+        stats = stop_serve_process(process)
     assert stats["decisions"] == 21 and stats["errors"] == 1 and stats["late"] == 0
 
 

@@ -33,6 +33,7 @@ from kdx.runtime.protocol import (
     encode_act,
 )
 from kdx.runtime.serve import PolicyServer
+from kdx.runtime.testing import assert_served_like_local
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +56,7 @@ def test_actions_over_the_wire_equal_the_policy(server: PolicyServer, masked_bun
     with _client(server) as client:
         info = client.info()
         assert (info["agent"], info["obs_dim"], info["n_actions"]) == ("agent_0", 18, 5)
-        for _ in range(50):
-            obs = rng.standard_normal(18).astype(np.float32)
-            mask = rng.random(5) < 0.5
-            mask[rng.integers(5)] = True
-            assert client.act(obs) == local.act(obs)
-            action = client.act(obs, mask)
-            assert action == local.act(obs, mask) and mask[action]
+        assert_served_like_local(client, local, rng, 50)
         client.reset()
 
 

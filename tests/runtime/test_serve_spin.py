@@ -17,6 +17,7 @@ from kdx.errors import KdxError
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.protocol import HEADER, MAGIC, OK, Client, MessageReader, encode_act
 from kdx.runtime.serve import PolicyServer
+from kdx.runtime.testing import assert_served_like_local
 
 LONG_SPIN_US = 1e6  # a window no reply of a tight loop misses, even on a busy CI machine
 N_REQUESTS = 40
@@ -49,13 +50,7 @@ def test_both_receive_paths_deliver_the_policys_actions(server: PolicyServer, ma
     local = Bundle.load(masked_bundle).policy("agent_0", "numpy")
     rng = np.random.default_rng(1)
     with Client(server.host, server.port, spin_us=client_spin_us) as client:
-        for _ in range(N_REQUESTS // 2):
-            obs = rng.standard_normal(18).astype(np.float32)
-            mask = rng.random(5) < 0.5
-            mask[rng.integers(5)] = True
-            assert client.act(obs) == local.act(obs)
-            action = client.act(obs, mask)
-            assert action == local.act(obs, mask) and mask[action]
+        assert_served_like_local(client, local, rng, N_REQUESTS // 2)
         reader = client._reader
         if client_spin_us:
             assert reader.spin_receives == N_REQUESTS and reader.blocking_receives == 0

@@ -4,8 +4,6 @@ shutdown)."""
 
 from __future__ import annotations
 
-import json
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from kdx.errors import KdxError
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.protocol import Client
 from kdx.runtime.serve import PolicyServer
+from kdx.runtime.testing import stop_serve_process
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix domain sockets here")
 
@@ -102,9 +101,6 @@ def test_the_serve_command_on_a_unix_socket_without_spinning(masked_bundle: Path
                 obs = np.full(18, i / 10, np.float32)
                 assert client.act(obs) == local.act(obs)
     finally:
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
-    assert process.returncode == 0, err
-    stats = json.loads(out.split("stopped; ", 1)[1])
+        stats = stop_serve_process(process)
     assert stats["decisions"] == 10 and stats["spin_receives"] == 0 and stats["blocking_receives"] >= 11  # info + 10 acts
     assert not sock_path.exists()
