@@ -7,6 +7,10 @@ Invalid actions are masked before every term: masked logits never receive probab
 - ``kl_distillation``: KL(teacher || student) at temperature T, scaled by T^2 (Hinton et al.) so
   gradients keep their size as T changes.
 - ``greedy_cross_entropy``: cross-entropy of the student with the teacher's greedy legal action.
+- ``greedy_margin_loss``: hinge ``relu(m - (s[a_T] - max_{j != a_T, legal} s_j))`` on the teacher's
+  greedy legal action a_T, so the student keeps a logit margin between that action and the
+  runner-up. Int8 weights move a student's logits by ~0.02; without a margin ~5% of its states are
+  near ties that quantisation flips (kdx issue 6).
 - ``rkd_distance_loss`` / ``rkd_angle_loss``: relational knowledge distillation (Park et al.,
   2019) over the *agents of each time step*: pairwise distances normalised by their mean, and the
   cosine of the angle at e_j between (e_i - e_j) and (e_k - e_j); SmoothL1 between student and
@@ -51,6 +55,21 @@ def greedy_cross_entropy(teacher_logits: torch.Tensor, student_logits: torch.Ten
     s_logp = F.log_softmax(_masked(student_logits, mask), dim=-1)
     nll = -s_logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     return _weighted_mean(nll, weights)
+
+
+def greedy_margin_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, mask: torch.Tensor | None,
+                       margin: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean_n relu(margin - (s_n[a_n] - max_{j != a_n, legal} s_n[j]))``, ``a_n = argmax_legal t_n``.
+
+    ``[N, K]`` logits and mask. Rows with a single legal action have no runner-up and add 0.
+    Zero (and no gradient) once every row's student gap is at least ``margin``.
+    """
+    assert teacher_logits.shape == student_logits.shape, "teacher and student logits differ in shape"
+    target = _masked(teacher_logits.detach(), mask).argmax(dim=-1, keepdim=True)  # [N, 1]
+    top = student_logits.gather(-1, target).squeeze(-1)
+    others = _masked(student_logits, mask).scatter(-1, target, _NEG)  # the teacher's action is not its own rival
+    runner_up = others.max(dim=-1).values
+    return _weighted_mean(F.relu(margin - (top - runner_up)), weights)
 
 
 def _gram(e: torch.Tensor) -> torch.Tensor:
