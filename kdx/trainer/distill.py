@@ -10,8 +10,8 @@ The composite loss, per agent and averaged over agents (invalid actions masked i
   + w_kl  * T^2 KL(teacher || student) at temperature T
   + w_ce  * cross-entropy with the teacher's greedy action
   + w_margin * hinge relu(margin - (s[a_T] - max_{j != a_T} s_j)) on the teacher's greedy action a_T
-    (keeps the student's decisions clear of ties that int8 rounding would flip; on by default
-    only for device profiles whose default precision is int8)
+    (off by default: on simple_spread rpi5 students it did not reduce the near ties that int8
+    rounding flips, see the field's help)
   + w_rel * RKD distance + angle potentials over the agents of each step (team geometry)
   + w_role* InfoNCE role alignment across agents
   - entropy_coef * entropy
@@ -76,10 +76,6 @@ from kdx.trainer.teacher import Teacher
 
 TIMING_METRICS = ("env_steps_per_s", "time_s")
 LOSS_TERMS = ("pg", "kl", "ce", "margin", "rel", "role")
-# w_margin when left unset and the device profile's default precision is int8 (measured on
-# simple_spread rpi5 students, see kdx issue 6): int8 weights move logits by ~0.02, and without
-# a margin ~5% of states have a top-2 gap under 0.05, so ~1% of greedy actions flip.
-INT8_MARGIN_WEIGHT = 1.0
 
 
 def _f(default: Any, help: str) -> Any:
@@ -110,8 +106,12 @@ class DistillConfig:
     w_kl: float = _f(1.0, "Weight of KL(teacher || student) at --temperature (0 = off).")
     temperature: float = _f(1.0, "Softmax temperature of the KL term.")
     w_ce: float = _f(0.5, "Weight of the cross-entropy with the teacher's greedy action (0 = off).")
-    w_margin: float | None = _f(None, "Weight of the hinge keeping --margin between the teacher's greedy action and the "
-                                "student's runner-up (0 = off; unset = on at 1.0 for int8 device profiles, off otherwise).")
+    # Measured (kdx issue 6, simple_spread rpi5 students, 160k steps): w_margin 0.5-4 with margin
+    # 0.1-0.4 *raised* the share of the student's near ties (5% -> 6-10%) and lost 2-4 points of
+    # sampled retention, so it stays off for every profile: the student's near ties sit at its own
+    # decision boundaries, mostly where it already disagrees with a clearly decided teacher.
+    w_margin: float = _f(0.0, "Weight of the hinge keeping --margin between the teacher's greedy action and the "
+                              "student's runner-up (0 = off).")
     margin: float = _f(0.2, "Logit margin the --w-margin hinge asks of the student's greedy decision.")
     w_rel: float = _f(0.1, "Weight of the RKD relation term over the agents of a step (0 = off).")
     rkd_w_distance: float = _f(1.0, "Weight of RKD's distance potential inside the relation term.")
@@ -137,17 +137,7 @@ class DistillConfig:
         return max(1, self.total_steps // self.steps_per_update)
 
     def weight(self, term: str) -> float:
-        """The weight of a loss term; an unresolved ``w_margin`` (None) counts as off here, and
-        ``distill()`` resolves it from the device profile (``with_profile_defaults``) first."""
-        value = getattr(self, f"w_{term}")
-        return 0.0 if value is None else value
-
-    def with_profile_defaults(self, default_precision: str) -> DistillConfig:
-        """Fill the settings whose default depends on the device profile: an unset ``w_margin``
-        becomes ``INT8_MARGIN_WEIGHT`` for int8 profiles and 0 otherwise; a given one is kept."""
-        if self.w_margin is not None:
-            return self
-        return replace(self, w_margin=INT8_MARGIN_WEIGHT if default_precision == "int8" else 0.0)
+        return getattr(self, f"w_{term}")
 
     def validate(self) -> DistillConfig:
         """Raise ``KdxError`` naming the bad field and the fix; return self when fine."""
@@ -163,7 +153,7 @@ class DistillConfig:
                 raise bad(name, "must be positive")
         for name in ("clip", "entropy_coef", "rkd_w_distance", "rkd_w_angle", "structural_samples", "obs_norm_steps",
                      "threads", *(f"w_{t}" for t in LOSS_TERMS)):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
+            if getattr(self, name) < 0:
                 raise bad(name, "must not be negative")
         for name in ("gamma", "gae_lambda", "teacher_mix", "teacher_mix_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -188,8 +178,7 @@ class DistillConfig:
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise KdxError(f"distill config has unknown fields {unknown}; was it written by a newer kdx?")
-        # configs saved before the margin term existed trained without it: keep it off on resume
-        return cls(**{"w_margin": 0.0, **data, "students": tuple(data.get("students", ()))})
+        return cls(**{**data, "students": tuple(data.get("students", ()))})
 
 
 def field_help() -> dict[str, str]:
@@ -250,7 +239,7 @@ def distill_losses(students: Sequence[StudentPolicy], heads: Sequence[nn.Linear]
             per_agent["kl"].append(kl_distillation(t_logits, logits, mask, config.temperature))
         if config.w_ce > 0:
             per_agent["ce"].append(greedy_cross_entropy(t_logits, logits, mask))
-        if config.weight("margin") > 0:
+        if config.w_margin > 0:
             per_agent["margin"].append(greedy_margin_loss(t_logits, logits, mask, config.margin))
         per_agent["entropy"].append(entropy(logp))
     terms = {t: (torch.stack(v).mean() if v else zero) for t, v in per_agent.items()}
@@ -338,7 +327,6 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
         raise KdxError(f"the teacher of {run_dir} changed since these students were distilled; start over without --resume")
     spec = teacher.spec
     profile, rows = size_run_students(teacher, config)
-    config = config.with_profile_defaults(profile.default_precision)
     env = make(teacher.config.env, num_envs=config.num_envs, seed=config.seed, device=config.device)
     env.check_actions = False  # actions come from masked distributions
     torch.manual_seed(config.seed)
