@@ -9,8 +9,9 @@ Invalid actions are masked before every term: masked logits never receive probab
 - ``greedy_cross_entropy``: cross-entropy of the student with the teacher's greedy legal action.
 - ``greedy_margin_loss``: hinge ``relu(m - (s[a_T] - max_{j != a_T, legal} s_j))`` on the teacher's
   greedy legal action a_T, so the student keeps a logit margin between that action and the
-  runner-up. Int8 weights move a student's logits by ~0.02; without a margin ~5% of its states are
-  near ties that quantisation flips (kdx issue 6).
+  runner-up. Meant for int8 students (int8 weights move logits by ~0.02 and ~5% of a student's
+  states are near ties), but measured it did not remove those ties (kdx issue 6; see
+  ``DistillConfig.w_margin``), so the distiller leaves it off by default.
 - ``rkd_distance_loss`` / ``rkd_angle_loss``: relational knowledge distillation (Park et al.,
   2019) over the *agents of each time step*: pairwise distances normalised by their mean, and the
   cosine of the angle at e_j between (e_i - e_j) and (e_k - e_j); SmoothL1 between student and
