@@ -164,3 +164,21 @@ def test_push_apart_separates_overlapping_units_by_half_the_overlap_each():
     assert env.battle.x[0].tolist() == pytest.approx([10 - 0.375 - 0.1875, 10 + 0.375 - 0.1875, 10.875],
                                                      abs=1e-3)
     assert env.battle.y[0].tolist() == pytest.approx([16.0, 16.0, 16.0])
+
+
+def test_push_apart_in_env_chunks_equals_one_pass(monkeypatch):
+    import dataclasses
+
+    from kdx.envs.skirmish import combat
+
+    env = SkirmishEnv("8m", num_envs=50, seed=3)
+    env.reset()
+    b = env.battle
+    b.x = b.x + torch.rand(b.x.shape, generator=torch.Generator().manual_seed(0)) * 0.5  # overlaps
+    whole, chunked = dataclasses.replace(b), dataclasses.replace(b)
+    combat.push_apart(env.table, whole)
+    monkeypatch.setattr(combat, "_PUSH_CHUNK_ELEMENTS", 16 * 16 * 7)  # chunks of 7 envs, a short last one
+    combat.push_apart(env.table, chunked)
+    assert float((whole.x - b.x).abs().max()) > 0.01  # something was pushed
+    torch.testing.assert_close(chunked.x, whole.x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked.y, whole.y, atol=1e-5, rtol=0)
