@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdx.envs import make
+from kdx.fileio import atomic_write_text
 
 ENV = "mpe/simple_spread"
 BATCH_SIZES = (1, 64, 1024, 4096)
@@ -170,9 +171,7 @@ def main() -> None:
         "rows": rows,
         "verdict": verdict,
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(payload, indent=2))
     console.print(f"wrote {out}")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from kdx.fileio import atomic_write_text
 from kdx.runtime.bench import bench_policy, random_observations
 from kdx.runtime.bundle import AUTO, Bundle
 from kdx.runtime.profiler import LatencyStats, current_rss_mib, device_info, time_calls
@@ -268,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": {"onnxruntime": memory, "numpy": memory_numpy},
         "targets": [{"target": n, "measured": float(v), "met": bool(ok)} for n, v, ok in targets],
     }
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(result))
     console.print(f"wrote {args.out}")
     return 0
 

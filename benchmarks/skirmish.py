@@ -25,6 +25,7 @@ from rich.table import Table
 
 from kdx.envs.skirmish import MAPS, SkirmishEnv
 from kdx.envs.skirmish.scripted import SCRIPTED_POLICIES, random_policy
+from kdx.fileio import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results" / "skirmish.json"
 
@@ -111,11 +112,7 @@ def main() -> None:
                               f"{r['env_steps_per_s_cpu']:,.0f}", f"{r['ms_per_step_wall']:.1f}")
         console.print(table)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out)
+    out = atomic_write_text(args.out, json.dumps(results, indent=2))
     console.print(f"wrote {out}")
 
 
