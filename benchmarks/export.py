@@ -88,6 +88,19 @@ def make_bc_run(run: Path, env_name: str = "mpe/simple_spread", steps: int = 300
     return run
 
 
+
+def _per_row_actions(step, deciders) -> torch.Tensor:
+    """Actions ``long [envs, agents]`` from one batch-1 decision per env and agent:
+    ``deciders[i](obs_row, mask_row) -> int`` (float32 observation, bool mask)."""
+    n = step.obs[0].shape[0]
+    out = torch.zeros(n, len(deciders), dtype=torch.long)
+    for i, decide in enumerate(deciders):
+        obs = step.obs[i].numpy().astype(np.float32)
+        mask = step.action_mask[i].numpy()
+        for row in range(n):
+            out[row, i] = decide(obs[row], mask[row])
+    return out
+
 class BundlePolicy:
     """Evaluation adapter: one runtime policy per agent, batch-1 calls over the env copies."""
 
@@ -100,14 +113,7 @@ class BundlePolicy:
             p.reset()
 
     def act(self, step) -> torch.Tensor:
-        n = step.obs[0].shape[0]
-        out = torch.zeros(n, len(self.policies), dtype=torch.long)
-        for i, policy in enumerate(self.policies):
-            obs = step.obs[i].numpy().astype(np.float32)
-            mask = step.action_mask[i].numpy()
-            for row in range(n):
-                out[row, i] = policy.act(obs[row], mask[row])
-        return out
+        return _per_row_actions(step, [policy.act for policy in self.policies])
 
 
 class ForcedInt8Students:
@@ -148,15 +154,12 @@ class ForcedInt8Students:
         pass
 
     def act(self, step) -> torch.Tensor:
-        n = step.obs[0].shape[0]
-        out = torch.zeros(n, len(self.sessions), dtype=torch.long)
-        for i, session in enumerate(self.sessions):
-            obs = step.obs[i].numpy().astype(np.float32)
-            mask = step.action_mask[i].numpy()
-            for row in range(n):
-                feed = {"obs": obs[row:row + 1], "action_mask": mask[row:row + 1]}
-                out[row, i] = int(session.run(["action"], feed)[0].reshape(-1)[0])
-        return out
+        def decide(session):
+            def act(obs, mask):
+                feed = {"obs": obs[None], "action_mask": mask[None]}
+                return int(session.run(["action"], feed)[0].reshape(-1)[0])
+            return act
+        return _per_row_actions(step, [decide(s) for s in self.sessions])
 
 
 def _session_p50_us(session, inputs: dict, iters: int) -> float:
