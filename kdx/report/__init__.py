@@ -14,23 +14,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kdx.lazy import lazy_exports
 
+# Lazy: importing kdx.report must not pull in torch or matplotlib.
 _LAZY = {
     "write_report": "kdx.report.report",
     "ReportPaths": "kdx.report.report",
     "benchmark_table": "kdx.report.report",
     "print_benchmark_table": "kdx.report.report",
 }
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: importing kdx.report must not pull in torch or matplotlib.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kdx.report' has no attribute {name!r}")
-
+__getattr__ = lazy_exports("kdx.report", _LAZY)
 
 __all__ = list(_LAZY)

@@ -11,22 +11,14 @@ Nothing in this package may import torch; ``tests/runtime/test_torch_free.py`` e
 
 from __future__ import annotations
 
-from typing import Any
+from kdx.lazy import lazy_exports
 
+# Lazy so that `kdx-runtime --help` does not pay for numpy and the backends.
 _LAZY = {
     "Bundle": "kdx.runtime.bundle",
     "Policy": "kdx.runtime.policy",
     "Manifest": "kdx.runtime.manifest",
 }
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy so that `kdx-runtime --help` does not pay for numpy and the backends.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kdx.runtime' has no attribute {name!r}")
-
+__getattr__ = lazy_exports("kdx.runtime", _LAZY)
 
 __all__ = list(_LAZY)
