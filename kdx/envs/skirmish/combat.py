@@ -106,7 +106,6 @@ class UnitTable:
     splash_width: float
     has_shields: bool
     has_regeneration: bool
-    miss_penalty: torch.Tensor  # [U, U]: 0 where i may target j, a huge number elsewhere
     row_offset: torch.Tensor  # long [U]: i * U, to index flattened [U, U] tables
     not_exploder: torch.Tensor  # float [U]
     index_sign: torch.Tensor  # [U, U]: +1 on and below the diagonal, -1 above
@@ -121,6 +120,7 @@ class UnitTable:
     healer_f: torch.Tensor = field(init=False)
     not_healer: torch.Tensor = field(init=False)
     exploder_f: torch.Tensor = field(init=False)
+    ground_f: torch.Tensor = field(init=False)  # 1 for ground units (they collide), 0 for air
 
     def __post_init__(self) -> None:
         self.reach = self.range[:, None] + self.radius[:, None] + self.radius[None, :]
@@ -134,6 +134,7 @@ class UnitTable:
         self.healer_f = self.healer.float()
         self.not_healer = 1.0 - self.healer_f
         self.exploder_f = self.exploder.float()
+        self.ground_f = 1.0 - self.air.float()
 
     @property
     def unit_index(self) -> torch.Tensor:
@@ -176,7 +177,6 @@ class UnitTable:
             splash_units=colossi, splash_length=line[0], splash_width=line[1],
             has_shields=any(t.shield > 0 for t in types),
             has_regeneration=any(t.health_regen_per_s > 0 for t in types),
-            miss_penalty=_FAR * ~(attack_ok | heal_ok),
             row_offset=torch.arange(len(types), device=device) * len(types),
             not_exploder=1.0 - col(lambda t: float(t.is_exploder)),
             contact=(col(lambda t: t.radius)[:, None] + col(lambda t: t.radius)[None, :])
@@ -498,7 +498,7 @@ _PUSH_CHUNK_ELEMENTS = 1 << 21
 def push_apart(table: UnitTable, b: Battle, planes: PairPlanes | None = None) -> None:
     """Separate overlapping live ground units: each pair moves apart by half its overlap."""
     planes = planes or PairPlanes.build(table, b.x.shape[0])
-    ground = (float_mask(torch.gt, b.health, 0.0) * (1.0 - table.air.float())).T  # [U, E]
+    ground = (float_mask(torch.gt, b.health, 0.0) * table.ground_f).T  # [U, E]: live ground units
     xt, yt = b.x.T.contiguous(), b.y.T.contiguous()
     n_envs, n_units = b.x.shape
     step = max(1, _PUSH_CHUNK_ELEMENTS // (n_units * n_units))
