@@ -6,13 +6,17 @@ Layout of ``RUN/bundles/<target>/`` (the manifest lists every file with its sha2
     <agent>.<precision>.onnx       students, static batch 1 (+ .dynamic.onnx with --dynamic-batch)
     <agent>.npz                    students' numpy sidecar (fp32 weights, numpy backend)
     teacher/<agent>.<precision>.onnx   the teacher actor seen from each agent
-    calib.npz                      >= 1000 observations per agent recorded from rollouts
-    parity.json                    onnxruntime vs torch for every model
+    calib.npz                      >= 1000 observations per agent recorded from rollouts (calibration)
+    parity.json                    onnxruntime vs torch for every model, on held-out observations
     build_engines.sh               jetson: trtexec commands (kdx-runtime build-engines does more)
 
 and ``RUN/bundles/<target>.tar.gz`` holding the folder. The bundle is built in a temporary
 folder beside the destination and renamed into place at the end, so a failure part-way leaves
 nothing behind; an existing bundle is replaced only with ``force``.
+
+Parity is measured on observations recorded from other rollouts (``ExportConfig.parity_seed``)
+than the calibration rows in calib.npz, so a quantiser that fits its calibration rows is not
+judged on them.
 
 Precision: fp16 and int8 models must pass their parity bar (``kdx.export.parity``). For int8
 the exporter first quantises every matrix multiply, then, if that misses the bar, keeps the
@@ -68,6 +72,7 @@ class ExportConfig:
     calib_samples: int = 1024  # observations recorded per agent (>= 1000 for the parity checks)
     calib_envs: int = 16  # envs stepped together while recording
     seed: int = 20_000  # seed of the recording rollouts (differs from train/eval seeds)
+    parity_seed: int = 30_011  # seed of the held-out rollouts that parity is measured on
 
     @property
     def bundles_dir(self) -> Path:
@@ -123,9 +128,9 @@ class _AgentExporter:
     """Exports one policy at the requested precision, with the fallbacks described above."""
 
     def __init__(self, root: Path, scratch: Path, target: ExportTarget, calib: CalibData,
-                 dynamic_batch: bool, warn: Callable[[str], None]) -> None:
+                 heldout: CalibData, dynamic_batch: bool, warn: Callable[[str], None]) -> None:
         self.root, self.scratch, self.target = root, scratch, target
-        self.calib, self.dynamic_batch, self.warn = calib, dynamic_batch, warn
+        self.calib, self.heldout, self.dynamic_batch, self.warn = calib, heldout, dynamic_batch, warn
 
     def rel(self, source: PolicySource, precision: str, dynamic: bool = False) -> str:
         prefix = "teacher/" if source.role == "teacher" else ""
@@ -173,7 +178,7 @@ class _AgentExporter:
         return [("int8", []), ("int8", first)] if first else [("int8", [])]
 
     def export(self, source: PolicySource, precision: str) -> tuple[AgentEntry, list[ParityResult]]:
-        inputs = self.calib.inputs(source)
+        inputs = self.heldout.inputs(source)  # parity rows: never seen by the quantiser
         results: list[ParityResult] = []
         chosen: tuple[str, list[str] | None, str, ParityResult] | None = None
         for attempt_precision, float_nodes in self._attempts(source, precision):
@@ -312,7 +317,11 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
     target = get_target(config.target)
     precision = resolve_precision(target, config.precision or default_precision(config.target))
     if config.calib_samples < MIN_PARITY_SAMPLES:
-        raise KdxError(f"calib_samples must be >= {MIN_PARITY_SAMPLES} (parity is measured on them)")
+        raise KdxError(f"calib_samples must be >= {MIN_PARITY_SAMPLES} (parity is measured on as many "
+                       "held-out observations)")
+    if config.parity_seed == config.seed:
+        raise KdxError(f"parity_seed must differ from seed ({config.seed}): parity is measured on held-out "
+                       "rollouts")
     bundles = config.bundles_dir
     dest, tarball = bundles / target.name, bundles / f"{target.name}.tar.gz"
     if (dest.exists() or tarball.exists()) and not config.force:
@@ -341,9 +350,12 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
             calib = record_rollouts(policies.env, policies.students, teacher,
                                     config.calib_samples, config.calib_envs, config.seed)
             calib.save(tmp_dir / CALIB_NAME)
+            heldout = record_rollouts(policies.env, policies.students, teacher,
+                                      config.calib_samples, config.calib_envs, config.parity_seed)
             seconds["record"] = time.perf_counter() - t
-            log(f"recorded {calib.n_samples} observations per agent from {policies.env}")
-            exporter = _AgentExporter(tmp_dir, scratch, target, calib, config.dynamic_batch, warn)
+            log(f"recorded {calib.n_samples} calibration and {heldout.n_samples} held-out parity observations "
+                f"per agent from {policies.env}")
+            exporter = _AgentExporter(tmp_dir, scratch, target, calib, heldout, config.dynamic_batch, warn)
             t = time.perf_counter()
             parity: list[ParityResult] = []
             students, teachers = [], []
@@ -361,7 +373,9 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
             )
             parity_doc = {
                 "target": target.name, "precision": precision, "env": policies.env,
-                "samples": calib.n_samples, "results": [r.to_json() for r in parity],
+                "samples": heldout.n_samples, "calibration_samples": calib.n_samples,
+                "rows": f"held-out: rollouts with seed {config.parity_seed} (calib.npz: seed {config.seed})",
+                "results": [r.to_json() for r in parity],
             }
             (tmp_dir / PARITY_NAME).write_text(json.dumps(parity_doc, indent=2) + "\n")
             shared = [_file_entry(tmp_dir, CALIB_NAME, "calib"), _file_entry(tmp_dir, PARITY_NAME, "json")]

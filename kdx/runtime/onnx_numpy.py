@@ -66,6 +66,24 @@ def _reduce_mean(xs: list, a: dict) -> list:
     return [np.mean(xs[0], axis=axes, keepdims=bool(a.get("keepdims", 1))).astype(xs[0].dtype)]
 
 
+def _reduce_sum(xs: list, a: dict) -> list:
+    axes = _axes(xs, a)
+    if axes == () and a.get("noop_with_empty_axes", 0):
+        return [xs[0]]
+    return [np.sum(xs[0], axis=axes or None, keepdims=bool(a.get("keepdims", 1))).astype(xs[0].dtype)]
+
+
+def _pad(xs: list, a: dict) -> list:
+    """ONNX Pad, constant mode only (the int8 block-wise layers pad the input axis with zeros)."""
+    mode = a.get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        raise KdxError(f"Pad mode {mode!r} is not supported by the numpy backend (constant only)")
+    pads = [int(v) for v in np.asarray(xs[1]).reshape(-1)]
+    rank = xs[0].ndim
+    value = np.asarray(xs[2]).reshape(()) if len(xs) > 2 and xs[2] is not None else 0
+    return [np.pad(xs[0], list(zip(pads[:rank], pads[rank:])), constant_values=value)]
+
+
 def _reduce_extreme(fn: Callable[..., np.ndarray]) -> Op:
     def op(xs: list, a: dict) -> list:
         return [fn(xs[0], axis=_axes(xs, a), keepdims=bool(a.get("keepdims", 1)))]
@@ -224,6 +242,8 @@ OPS: dict[str, Op] = {
     "ReduceMean": _reduce_mean,
     "ReduceMax": _reduce_extreme(np.max),
     "ReduceMin": _reduce_extreme(np.min),
+    "ReduceSum": _reduce_sum,
+    "Pad": _pad,
     "Round": lambda xs, a: [np.rint(xs[0]).astype(xs[0].dtype)],  # half to even, as ONNX Round
     "MatMulInteger": _matmul_integer,
     "Where": lambda xs, a: [np.where(xs[0], xs[1], xs[2]).astype(np.result_type(xs[1], xs[2]))],

@@ -84,6 +84,29 @@ def test_parity_json_and_checkpoint_metadata(rpi_export, spread_students) -> Non
     assert meta["precision"] == "int8" and meta["agent"] == "agent_0"
 
 
+def test_parity_is_measured_on_held_out_rollouts(rpi_export) -> None:
+    """parity.json's numbers come from rows recorded with parity_seed, not from calib.npz."""
+    from kdx.export.calib import record_rollouts
+    from kdx.export.parity import measure_parity
+    from kdx.export.sources import load_run_policies
+
+    config = ExportConfig(Path("."), "rpi")
+    doc = json.loads((rpi_export.bundle_dir / "parity.json").read_text())
+    assert str(config.parity_seed) in doc["rows"] and doc["calibration_samples"] >= 1000
+    policies = load_run_policies(rpi_export.bundle_dir.parent.parent, include_teacher=False)
+    heldout = record_rollouts(policies.env, policies.students, (), doc["samples"], config.calib_envs,
+                              config.parity_seed)
+    calib = CalibData.load(rpi_export.bundle_dir / "calib.npz")
+    source = policies.students[0]
+    assert not np.array_equal(heldout.obs[source.name][:100], calib.obs[source.name][:100])
+    recorded = next(r for r in doc["results"] if r["model"] == f"{source.name}.int8.onnx")
+    again = measure_parity(source, rpi_export.bundle_dir / recorded["model"], "int8", heldout.inputs(source))
+    assert again.action_agreement == recorded["action_agreement"]
+    assert again.max_abs_logit_diff == pytest.approx(recorded["max_abs_logit_diff"], rel=1e-6)
+    with pytest.raises(KdxError, match="parity_seed must differ"):
+        export_bundle(ExportConfig(Path("."), "rpi", seed=5, parity_seed=5))
+
+
 def test_tarball_holds_the_bundle(rpi_export) -> None:
     folder = rpi_export.bundle_dir
     with tarfile.open(rpi_export.tarball) as tar:

@@ -1,5 +1,6 @@
-"""The ``rowwise-dynamic`` int8 recipe (the rpi target's default): per-row activation
-quantisation, per-channel int8 weights, float observation standardisation, float nodes kept."""
+"""The ``rowwise-dynamic`` int8 recipes: per-row activation quantisation, per-channel int8
+weights, float observation standardisation, float nodes kept; ``blockwise-dynamic`` (the rpi
+target's default) with block-wise scales along the input axis."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from kdx.export.quantize import (
     matmul_nodes,
     quantize_int8,
     quantize_rows,
+    quantize_weights_blockwise,
     quantize_weights_per_channel,
     with_static_batch,
 )
@@ -82,8 +84,27 @@ def test_gptq_keeps_the_scales_lowers_the_output_error_and_is_nearest_for_white_
     assert np.array_equal(q_white, nearest)
 
 
-def numpy_rowwise(source, obs: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """The recipe by hand on the folded student: the reference of the ONNX graph."""
+def test_blockwise_weights_match_a_plain_loop() -> None:
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=(10, 3))
+    weight[4:8, 1] = 0.0  # an all-zero block of one output column keeps scale 1
+    q, scale = quantize_weights_blockwise(weight, 4)
+    assert q.shape == (3, 4, 3) and scale.shape == (3, 1, 3) and q.dtype == np.int8
+    for g in range(3):
+        for n in range(3):
+            values = [weight[k, n] if k < 10 else 0.0 for k in range(4 * g, 4 * g + 4)]
+            absmax = max(abs(v) for v in values)
+            s = absmax / 127 if absmax > 0 else 1.0
+            assert scale[g, 0, n] == pytest.approx(s)
+            assert q[g, :, n].tolist() == [int(np.round(v / s)) for v in values]
+    assert np.all(q[2, 2:] == 0)  # the zero padding past K = 10
+    assert np.abs(q.astype(float) * scale - np.pad(weight, ((0, 2), (0, 0))).reshape(3, 4, 3)).max() <= scale.max() / 2
+
+
+def numpy_rowwise(source, obs: np.ndarray, mean: np.ndarray, std: np.ndarray, block: int = 0,
+                  input_block: int = 0) -> np.ndarray:
+    """The recipe by hand on the folded student: the reference of the ONNX graph (``block`` /
+    ``input_block`` > 0: each block of the input axis quantised on its own, as ``blockwise-dynamic``)."""
     h, first = obs.astype(np.float64), True
     for module in fold_student_normalisation(source.module):
         if not isinstance(module, torch.nn.Linear):  # the activation, in float
@@ -91,17 +112,25 @@ def numpy_rowwise(source, obs: np.ndarray, mean: np.ndarray, std: np.ndarray) ->
             continue
         weight = module.weight.detach().double().numpy().T
         bias = module.bias.detach().double().numpy()
+        size = block
         if first:
             bias, weight, h, first = bias + mean @ weight, weight * std[:, None], (h - mean) / std, False
-        qw, ws = quantize_weights_per_channel(weight)
-        qx, xs, xz = quantize_rows(h)
-        h = ((qx.astype(np.float64) - xz) @ qw.astype(np.float64)) * xs * ws + bias
+            size = input_block
+        size = size if 0 < size < weight.shape[0] else weight.shape[0]
+        out = np.zeros((len(h), weight.shape[1]))
+        for start in range(0, weight.shape[0], size):  # one block at a time
+            part = weight[start:start + size]
+            qw, ws = quantize_weights_per_channel(part)
+            qx, xs, xz = quantize_rows(h[:, start:start + size])
+            out += ((qx.astype(np.float64) - xz) @ qw.astype(np.float64)) * xs * ws
+        h = out + bias
     return h
 
 
+@pytest.mark.parametrize("recipe", ["rowwise-dynamic", "blockwise-dynamic"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])  # relu: the nonnegative (zero point 0) path
 def test_rowwise_graph_matches_the_numpy_recipe_and_is_batch_invariant(student_and_data, activation: str,
-                                                                        tmp_path: Path) -> None:
+                                                                        recipe: str, tmp_path: Path) -> None:
     source, fp32, inputs = student_and_data
     if activation == "relu":  # an untrained ReLU student with the same normalisation
         torch.manual_seed(0)
@@ -110,16 +139,21 @@ def test_rowwise_graph_matches_the_numpy_recipe_and_is_batch_invariant(student_a
         student.set_obs_normalisation(obs_t.mean(0), obs_t.std(0))
         source = student_sources({"agent_0": student.eval()}, None)[0]
         fp32 = export_onnx(source, tmp_path / "relu.fp32.onnx", "fp32", True, "rpi")
-    out = quantize_int8(fp32, tmp_path / "int8.onnx", inputs, recipe="rowwise-dynamic")
+    out = quantize_int8(fp32, tmp_path / "int8.onnx", inputs, recipe=recipe)
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("ReduceMin") == (1 if activation == "relu" else ops.count("MatMulInteger"))
+    chosen = INT8_RECIPES[recipe]
+    # 18 inputs in blocks of 4 need padding to 20; 16 or 32 hidden units in blocks of 8 do not
+    assert ops.count("Pad") == (1 if chosen.input_block else 0)
+    assert ops.count("ReduceSum") == (ops.count("MatMulInteger") if chosen.block else 0)
     obs, mask = inputs["obs"][:300], inputs["action_mask"][:300]
     batched, _ = onnx_outputs(out, {"obs": obs, "action_mask": mask})
     single, _ = onnx_outputs(with_static_batch(out, tmp_path / "int8.b1.onnx"), {"obs": obs, "action_mask": mask})
     # one row's numbers do not depend on the other rows of its batch (unlike DynamicQuantizeLinear)
     np.testing.assert_allclose(batched, single, atol=1e-5)
     std = inputs["obs"].astype(np.float64).std(0)
-    reference = numpy_rowwise(source, obs, inputs["obs"].astype(np.float64).mean(0), np.where(std > 1e-4, std, 1.0))
+    reference = numpy_rowwise(source, obs, inputs["obs"].astype(np.float64).mean(0), np.where(std > 1e-4, std, 1.0),
+                              chosen.block, chosen.input_block)
     # float32 graph vs float64 reference: a rounding may land on the other side of a half step
     # in a few rows; the bulk must agree to float precision
     close = np.all(np.abs(batched - reference) < 1e-4, axis=1)
@@ -157,7 +191,7 @@ def test_recipe_settings_are_applied_and_excluded_node_stays_float(student_and_d
 def test_target_picks_the_recipe(student_and_data, tmp_path: Path) -> None:
     """No recipe given: the one of the target named in the model's metadata."""
     source, fp32, inputs = student_and_data
-    assert TARGETS["rpi"].int8_recipe == "rowwise-dynamic" and TARGETS["jetson"].int8_recipe == "static-qdq"
+    assert TARGETS["rpi"].int8_recipe == "blockwise-dynamic" and TARGETS["jetson"].int8_recipe == "static-qdq"
     assert all(t.int8_recipe in INT8_RECIPES for t in TARGETS.values())
     rpi = quantize_int8(fp32, tmp_path / "rpi.onnx", inputs)
     assert "MatMulInteger" in {n.op_type for n in onnx.load(str(rpi)).graph.node}
