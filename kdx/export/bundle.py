@@ -20,8 +20,9 @@ judged on them.
 
 Precision: fp16 and int8 models must pass their parity bar (``kdx.export.parity``). For int8
 the exporter first quantises every matrix multiply, then, if that misses the bar, keeps the
-first layer (the one reading raw observations) in float; an agent that still misses it is
-shipped in fp32 with a warning (per agent; the manifest records the precision of each).
+logits layer in float, then instead the first layer (the one reading raw observations); an
+agent that still misses it is shipped in fp32 with a warning (per agent; the manifest records
+the precision of each, and for int8 the share of multiply-adds that run in int8).
 """
 
 from __future__ import annotations
@@ -104,12 +105,15 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def int8_mac_fraction(obs_dim: int, hidden_sizes: list[int] | tuple[int, ...], macs: int) -> float:
-    """Share of an MLP's ``macs`` multiply-adds outside its first layer: what runs in int8 when
-    the first layer is kept in float. Recorded so that an "int8" agent says how much of it really
-    is (a small student spends most of its multiply-adds reading the observation)."""
-    first = obs_dim * hidden_sizes[0] if hidden_sizes else 0
-    return round(1.0 - first / macs, 4) if macs else 0.0
+def int8_mac_fraction(matmul_macs: dict[str, int], float_nodes: list[str], macs: int) -> float:
+    """Share of a model's ``macs`` weight multiply-adds (bias adds not counted) that run in
+    int8: its quantisable matmuls
+    (``kdx.export.quantize.matmul_macs``) minus those kept in float. Recorded so that an "int8"
+    agent says how much of it really is (a small student spends most of its multiply-adds
+    reading the observation; a recurrent one keeps its GRU in float)."""
+    if not macs:
+        return 0.0
+    return round(min(sum(m for name, m in matmul_macs.items() if name not in float_nodes) / macs, 1.0), 4)
 
 
 def _file_entry(root: Path, rel: str, kind: str) -> FileEntry:
@@ -117,11 +121,12 @@ def _file_entry(root: Path, rel: str, kind: str) -> FileEntry:
     return FileEntry(rel, sha256_of(path), kind, path.stat().st_size)
 
 
-def _agent_cost(source: PolicySource) -> tuple[int, int]:
+def _agent_cost(source: PolicySource) -> tuple[int, int, int]:
+    """``(params, macs, weight macs)``: the multiply-adds per decision with and without the bias adds."""
     from kdx.report.flops import count_network_cost
 
     cost = count_network_cost(source.module, source.obs_dim)
-    return cost.params, cost.macs
+    return cost.params, cost.macs, cost.macs - cost.bias_macs
 
 
 class _AgentExporter:
@@ -169,24 +174,31 @@ class _AgentExporter:
             export_onnx(source, out, precision, dynamic, self.target.name)
         return rel
 
-    def _attempts(self, source: PolicySource, precision: str) -> list[tuple[str, list[str] | None]]:
+    def _attempts(self, source: PolicySource, precision: str) -> list[tuple[str, list[str] | None, str]]:
+        """``(precision, matmuls kept in float, note)`` in the order tried: for int8 every matmul
+        in int8, then the logits layer in float, then the layer reading the observation in float
+        (most int8 multiply-adds first)."""
         if precision != "int8":
-            return [(precision, None)]
+            return [(precision, None, "")]
         from kdx.export.quantize import matmul_nodes
 
-        first = matmul_nodes(self._fp32_dynamic(source))[:1]
-        return [("int8", []), ("int8", first)] if first else [("int8", [])]
+        nodes = matmul_nodes(self._fp32_dynamic(source))
+        attempts = [("int8", [], "every matmul int8")]
+        if len(nodes) > 1:
+            attempts.append(("int8", nodes[-1:], "last layer kept in float"))
+        if nodes:
+            attempts.append(("int8", nodes[:1], "first layer kept in float"))
+        return attempts
 
     def export(self, source: PolicySource, precision: str) -> tuple[AgentEntry, list[ParityResult]]:
         inputs = self.heldout.inputs(source)  # parity rows: never seen by the quantiser
         results: list[ParityResult] = []
         chosen: tuple[str, list[str] | None, str, ParityResult] | None = None
-        for attempt_precision, float_nodes in self._attempts(source, precision):
+        for attempt_precision, float_nodes, note in self._attempts(source, precision):
             rel = self._write(source, attempt_precision, False, float_nodes)
             result = measure_parity(source, self.root / rel, attempt_precision, inputs)
             result.model = rel
-            if float_nodes is not None:
-                result.note = "first layer kept in float" if float_nodes else "every matmul int8"
+            result.note = note
             if result.passed:
                 chosen = (attempt_precision, float_nodes, rel, result)
                 break
@@ -229,15 +241,19 @@ class _AgentExporter:
             npz_rel = f"{source.name}.npz"
             if write_student_npz(source, self.root / npz_rel) is not None:
                 files.append(_file_entry(self.root, npz_rel, "npz"))
-        params, macs = _agent_cost(source)
+        params, macs, weight_macs = _agent_cost(source)
         parity = result.manifest_parity()
         if failed is not None:  # shipped in fp32 because the requested precision missed its bar
             parity["fallback_from"] = failed.precision
             parity["fallback_from_action_agreement"] = failed.action_agreement
+        if shipped_precision == "int8":
+            from kdx.export.quantize import matmul_macs
+
+            parity["int8_mac_fraction"] = int8_mac_fraction(matmul_macs(self._fp32_dynamic(source)),
+                                                            float_nodes or [], weight_macs)
         if float_nodes:
             parity["float_nodes"] = ",".join(float_nodes)
-            parity["int8_mac_fraction"] = int8_mac_fraction(source.obs_dim, source.hidden_sizes, macs)
-            self.warn(f"{source.role} {source.name}: int8 only with its first layer in float "
+            self.warn(f"{source.role} {source.name}: int8 only with its {result.note.split(' kept')[0]} in float "
                       f"({parity['int8_mac_fraction']:.0%} of its multiply-adds in int8)")
         recurrent = source.recurrent_size is not None
         entry = AgentEntry(

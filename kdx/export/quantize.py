@@ -123,6 +123,17 @@ def matmul_nodes(path: str | Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
 
 
+def matmul_macs(path: str | Path) -> dict[str, int]:
+    """Multiply-adds per decision (batch 1) of each Gemm/MatMul with constant 2-D weights of an
+    ONNX model, by node name, in graph order: the ones an int8 recipe can quantise."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    found = {n.name: _weight_and_bias(n, inits) for n in model.graph.node}
+    return {name: int(np.prod(wb[0].shape)) for name, wb in found.items() if wb is not None}
+
+
 def recipe_for_model(model: Any) -> str:
     """The int8 recipe of the export target named in the model's metadata (``target``);
     ``static-qdq`` for a model without one or with an unknown target."""

@@ -261,30 +261,58 @@ def test_heterogeneous_agents(make_bc_run) -> None:
     assert 0 <= policy.act(calib.obs["speaker_0"][0]) < 3
 
 
+def _int8_hopeless(student, obs: torch.Tensor) -> None:
+    """Rewire ``student`` (18 -> 32 tanh -> 5) so that no int8 rung can keep its greedy action:
+    hidden units 0-6, 8-14, 16-18 are steep steps on one observation feature each, at its median
+    (int8 observations move states across them); actions 0 and 1 tie but for a small signed sum
+    of those steps, the other actions are far below; and each block of 8 hidden units holds one
+    unit that is always 0 in float but carries a 1000x larger weight into action 1's logit, so
+    in an int8 head the small weights round to 0 and the tie is lost."""
+    signal = [*range(0, 7), *range(8, 15), *range(16, 19)]  # 17 units: the sum is odd, never 0
+    dead = [7, 15, 23, 31]
+    layer, head = student.body[0], student.head
+    with torch.no_grad():
+        normalised = (obs - student.obs_mean) / student.obs_std
+        layer.weight.zero_()
+        layer.bias.zero_()
+        for unit, feature in zip(signal, [f for f in range(18) if normalised[:, f].std() > 1e-3]):
+            layer.weight[unit, feature] = 1e3
+            layer.bias[unit] = -1e3 * normalised[:, feature].median()
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 0.0, -10.0, -10.0, -10.0]))
+        signs = torch.tensor([1.0, -1.0] * 9)[: len(signal)]
+        head.weight[1, signal] = 1e-3 * signs
+        head.weight[1, dead] = 1.0
+
+
 def test_int8_falls_back_to_fp32_per_agent(tmp_path: Path, spread_students) -> None:
-    """An agent whose two best actions are nearly tied everywhere cannot keep 99% agreement in
-    int8: it is shipped in fp32 with a warning while the other agents stay int8."""
+    """An agent that no int8 rung (every matmul, last layer in float, first layer in float)
+    keeps at 99% agreement is shipped in fp32 with a warning, each failed rung in parity.json,
+    while the other agents stay int8."""
     import copy
 
+    from kdx.export.calib import record_rollouts
     from kdx.export.sources import RunPolicies, student_sources
 
     students = {name: copy.deepcopy(s) for name, s in spread_students.items()}
-    head = students["agent_1"].head
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # action 1 = action 0 + differences far below int8 resolution
-        noise = torch.randn(head.weight.shape[1], generator=generator)
-        head.weight[1] = head.weight[0] + 1e-4 * head.weight[0].abs().max() * noise
-        head.bias[1] = head.bias[0]
+    calib = record_rollouts("mpe/simple_spread", student_sources(students, None), n_samples=1024)
+    _int8_hopeless(students["agent_1"], torch.from_numpy(calib.obs["agent_1"]))
     policies = RunPolicies(tmp_path, "mpe/simple_spread", student_sources(students, None), [])
     result = export_bundle(ExportConfig(tmp_path, "rpi"), policies=policies)
     precisions = {e.name: e.precision for e in result.manifest.agents}
-    assert precisions["agent_1"] == "fp32"
-    assert any("agent_1" in w for w in result.warnings)
-    assert len(result.warnings) == list(precisions.values()).count("fp32")
+    assert precisions["agent_1"] == "fp32" and list(precisions.values()).count("int8") == 2
+    assert any("agent_1" in w and "fp32" in w for w in result.warnings)
     entry = result.manifest.agent("agent_1")
     assert entry.file_of_kind("onnx").path == "agent_1.fp32.onnx"
     assert entry.parity["fallback_from"] == "int8" and entry.parity["fallback_from_action_agreement"] < 0.99
     assert not (result.bundle_dir / "agent_1.int8.onnx").exists()
+    tried = [r for r in result.parity if r.agent == "agent_1" and r.precision == "int8"]
+    assert [r.note for r in tried] == ["every matmul int8", "last layer kept in float", "first layer kept in float"]
+    assert all(not r.passed and r.action_agreement < 0.99 for r in tried)
+    for other in ("agent_0", "agent_2"):  # int8, with the share of int8 multiply-adds recorded
+        parity = result.manifest.agent(other).parity
+        assert 0.2 < parity["int8_mac_fraction"] <= 1.0
+        assert parity["int8_mac_fraction"] == 1.0 or parity["float_nodes"]
 
 
 def test_leftovers_of_a_killed_export_are_cleaned(tmp_path: Path) -> None:

@@ -231,10 +231,16 @@ def test_a_static_batch_model_quantises_like_its_dynamic_batch_twin(student_and_
         assert np.array_equal(numpy_helper.to_array(init), weights[init.name])
 
 
-def test_int8_mac_fraction_counts_what_leaves_the_first_layer():
+def test_int8_mac_fraction_counts_the_quantised_matmuls(student_and_data):
     from kdx.export.bundle import int8_mac_fraction
+    from kdx.export.quantize import matmul_macs
 
-    # 18 -> 32 -> 5: 576 of 736 multiply-adds read the observation, 160 remain for int8
-    assert int8_mac_fraction(18, [32], 18 * 32 + 32 * 5) == round(160 / 736, 4)
-    assert int8_mac_fraction(18, [], 90) == 1.0
-    assert int8_mac_fraction(4, [8], 0) == 0.0
+    _, fp32, _ = student_and_data
+    macs = matmul_macs(fp32)  # 18 -> 32 -> 5
+    assert list(macs.values()) == [18 * 32, 32 * 5] and list(macs) == matmul_nodes(fp32)
+    first, last = list(macs)
+    assert int8_mac_fraction(macs, [], 736) == 1.0
+    assert int8_mac_fraction(macs, [first], 736) == round(160 / 736, 4)
+    assert int8_mac_fraction(macs, [last], 736) == round(576 / 736, 4)
+    assert int8_mac_fraction(macs, [], 1472) == 0.5  # e.g. a recurrent cell left in float
+    assert int8_mac_fraction(macs, [], 0) == 0.0
