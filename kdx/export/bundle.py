@@ -105,15 +105,14 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def int8_mac_fraction(matmul_macs: dict[str, int], float_nodes: list[str], macs: int) -> float:
-    """Share of a model's ``macs`` weight multiply-adds (bias adds not counted) that run in
-    int8: its quantisable matmuls
-    (``kdx.export.quantize.matmul_macs``) minus those kept in float. Recorded so that an "int8"
-    agent says how much of it really is (a small student spends most of its multiply-adds
-    reading the observation; a recurrent one keeps its GRU in float)."""
-    if not macs:
-        return 0.0
-    return round(min(sum(m for name, m in matmul_macs.items() if name not in float_nodes) / macs, 1.0), 4)
+def int8_mac_fraction(matmul_macs: dict[str, int], float_nodes: list[str], recurrent_macs: int = 0) -> float:
+    """Share of a model's weight multiply-adds that run in int8 (``kdx.export.quantize.model_macs``):
+    its quantisable matmuls minus those kept in float, over all of them plus those of its GRU
+    cells (which stay in float). Recorded so that an "int8" agent says how much of it really is
+    (a small student spends most of its multiply-adds reading the observation)."""
+    total = sum(matmul_macs.values()) + recurrent_macs
+    quantised = sum(m for name, m in matmul_macs.items() if name not in float_nodes)
+    return round(quantised / total, 4) if total else 0.0
 
 
 def _file_entry(root: Path, rel: str, kind: str) -> FileEntry:
@@ -121,12 +120,11 @@ def _file_entry(root: Path, rel: str, kind: str) -> FileEntry:
     return FileEntry(rel, sha256_of(path), kind, path.stat().st_size)
 
 
-def _agent_cost(source: PolicySource) -> tuple[int, int, int]:
-    """``(params, macs, weight macs)``: the multiply-adds per decision with and without the bias adds."""
+def _agent_cost(source: PolicySource) -> tuple[int, int]:
     from kdx.report.flops import count_network_cost
 
     cost = count_network_cost(source.module, source.obs_dim)
-    return cost.params, cost.macs, cost.macs - cost.bias_macs
+    return cost.params, cost.macs
 
 
 class _AgentExporter:
@@ -174,15 +172,13 @@ class _AgentExporter:
             export_onnx(source, out, precision, dynamic, self.target.name)
         return rel
 
-    def _attempts(self, source: PolicySource, precision: str) -> list[tuple[str, list[str] | None, str]]:
-        """``(precision, matmuls kept in float, note)`` in the order tried: for int8 every matmul
-        in int8, then the logits layer in float, then the layer reading the observation in float
-        (most int8 multiply-adds first)."""
+    @staticmethod
+    def _attempts(precision: str, nodes: list[str]) -> list[tuple[str, list[str] | None, str]]:
+        """``(precision, matmuls kept in float, note)`` in the order tried: for int8 (``nodes``:
+        the quantisable matmuls) every matmul in int8, then the logits layer in float, then the
+        layer reading the observation in float (most int8 multiply-adds first)."""
         if precision != "int8":
             return [(precision, None, "")]
-        from kdx.export.quantize import matmul_nodes
-
-        nodes = matmul_nodes(self._fp32_dynamic(source))
         attempts = [("int8", [], "every matmul int8")]
         if len(nodes) > 1:
             attempts.append(("int8", nodes[-1:], "last layer kept in float"))
@@ -192,9 +188,14 @@ class _AgentExporter:
 
     def export(self, source: PolicySource, precision: str) -> tuple[AgentEntry, list[ParityResult]]:
         inputs = self.heldout.inputs(source)  # parity rows: never seen by the quantiser
+        matmul_macs, recurrent_macs = {}, 0
+        if precision == "int8":
+            from kdx.export.quantize import model_macs
+
+            matmul_macs, recurrent_macs = model_macs(self._fp32_dynamic(source))
         results: list[ParityResult] = []
         chosen: tuple[str, list[str] | None, str, ParityResult] | None = None
-        for attempt_precision, float_nodes, note in self._attempts(source, precision):
+        for attempt_precision, float_nodes, note in self._attempts(precision, list(matmul_macs)):
             rel = self._write(source, attempt_precision, False, float_nodes)
             result = measure_parity(source, self.root / rel, attempt_precision, inputs)
             result.model = rel
@@ -241,19 +242,16 @@ class _AgentExporter:
             npz_rel = f"{source.name}.npz"
             if write_student_npz(source, self.root / npz_rel) is not None:
                 files.append(_file_entry(self.root, npz_rel, "npz"))
-        params, macs, weight_macs = _agent_cost(source)
+        params, macs = _agent_cost(source)
         parity = result.manifest_parity()
         if failed is not None:  # shipped in fp32 because the requested precision missed its bar
             parity["fallback_from"] = failed.precision
             parity["fallback_from_action_agreement"] = failed.action_agreement
         if shipped_precision == "int8":
-            from kdx.export.quantize import matmul_macs
-
-            parity["int8_mac_fraction"] = int8_mac_fraction(matmul_macs(self._fp32_dynamic(source)),
-                                                            float_nodes or [], weight_macs)
+            parity["int8_mac_fraction"] = int8_mac_fraction(matmul_macs, float_nodes or [], recurrent_macs)
         if float_nodes:
             parity["float_nodes"] = ",".join(float_nodes)
-            self.warn(f"{source.role} {source.name}: int8 only with its {result.note.split(' kept')[0]} in float "
+            self.warn(f"{source.role} {source.name}: int8 with the {result.note} "
                       f"({parity['int8_mac_fraction']:.0%} of its multiply-adds in int8)")
         recurrent = source.recurrent_size is not None
         entry = AgentEntry(

@@ -123,15 +123,32 @@ def matmul_nodes(path: str | Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
 
 
-def matmul_macs(path: str | Path) -> dict[str, int]:
-    """Multiply-adds per decision (batch 1) of each Gemm/MatMul with constant 2-D weights of an
-    ONNX model, by node name, in graph order: the ones an int8 recipe can quantise."""
+def constant_tensors(graph: Any) -> dict[str, Any]:
+    """The graph's initializers by name, plus the names Identity nodes give them (the torch
+    exporter shares equal tensors, e.g. zero biases, between layers that way)."""
+    inits = {i.name: i for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
+    return inits
+
+
+def model_macs(path: str | Path) -> tuple[dict[str, int], int]:
+    """Weight multiply-adds per decision (batch 1) of an ONNX model: ``(by node name, in graph
+    order, for each Gemm/MatMul with constant 2-D weights -- the ones an int8 recipe can
+    quantise --, the sum of those of its GRU cells, which stay in float)``."""
     import onnx
+    from onnx import numpy_helper
 
     model = onnx.load(str(path))
-    inits = {i.name: i for i in model.graph.initializer}
-    found = {n.name: _weight_and_bias(n, inits) for n in model.graph.node}
-    return {name: int(np.prod(wb[0].shape)) for name, wb in found.items() if wb is not None}
+    inits = constant_tensors(model.graph)
+    quantisable, recurrent = {}, 0
+    for node in model.graph.node:
+        if (found := _weight_and_bias(node, inits)) is not None:
+            quantisable[node.name] = int(np.prod(found[0].shape))
+        elif node.op_type == "GRU":  # W [1, 3H, I] and R [1, 3H, H]
+            recurrent += sum(int(np.prod(numpy_helper.to_array(inits[name]).shape)) for name in node.input[1:3])
+    return quantisable, recurrent
 
 
 def recipe_for_model(model: Any) -> str:
@@ -211,13 +228,19 @@ def _static_qdq(fp32_path: str | Path, int8_path: str | Path, model: Any, inputs
 STD_FLOOR = 1e-4  # features with a smaller std in the calibration data are left unscaled
 
 
+def _symmetric_int8(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` -> ``(int8 q, float32 scale)`` with one scale per slice along ``axis`` (kept as a
+    size-1 axis): ``values ~= q * scale``, ``|q| <= 127``; an all-zero slice gets scale 1."""
+    absmax = np.abs(values).max(axis=axis, keepdims=True)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    return np.clip(np.round(values / scale), -127, 127).astype(np.int8), scale
+
+
 def quantize_weights_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``weight [K, N]`` (in x out) -> ``(int8 [K, N], float32 scale [N])``, symmetric, one scale
     per output column: ``weight ~= q * scale``, ``|q| <= 127``."""
-    absmax = np.abs(weight).max(axis=0)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
-    return q, scale
+    q, scale = _symmetric_int8(weight, axis=0)
+    return q, scale[0]
 
 
 def gptq_weights_per_channel(weight: np.ndarray, rows: np.ndarray, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
@@ -307,11 +330,7 @@ def quantize_weights_blockwise(weight: np.ndarray, block: int) -> tuple[np.ndarr
     groups = -(-k // block)
     padded = np.zeros((groups * block, n), dtype=np.float64)
     padded[:k] = weight
-    blocks = padded.reshape(groups, block, n)
-    absmax = np.abs(blocks).max(axis=1, keepdims=True)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.round(blocks / scale), -127, 127).astype(np.int8)
-    return q, scale
+    return _symmetric_int8(padded.reshape(groups, block, n), axis=1)
 
 
 def _rowwise_matmul(node: Any, weight: np.ndarray, bias: np.ndarray | None,
@@ -429,7 +448,7 @@ def rowwise_dynamic_int8(model: Any, inputs: dict[str, np.ndarray], exclude_node
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < 13:
         raise KdxError(f"rowwise-dynamic int8 needs an ONNX opset >= 13 model, got opset {opset}")
-    inits = {i.name: i for i in graph.initializer}
+    inits = constant_tensors(graph)
     graph_inputs = {i.name for i in graph.input}
     relu_outputs = {o for n in graph.node if n.op_type == "Relu" for o in n.output}
     targets = {n.name: found for n in graph.node
@@ -455,6 +474,11 @@ def rowwise_dynamic_int8(model: Any, inputs: dict[str, np.ndarray], exclude_node
         raise KdxError("the model has no matrix multiply with constant weights left to quantise")
     del graph.node[:]
     graph.node.extend(nodes)
+    outputs = {o.name for o in graph.output}
+    while dead := [n for n in graph.node if n.op_type == "Identity"  # aliases the new nodes no longer read
+                   and not {*n.output} & ({i for m in graph.node for i in m.input} | outputs)]:
+        for node in dead:
+            graph.node.remove(node)
     used = {i for n in graph.node for i in n.input}
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]

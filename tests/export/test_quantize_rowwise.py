@@ -233,14 +233,45 @@ def test_a_static_batch_model_quantises_like_its_dynamic_batch_twin(student_and_
 
 def test_int8_mac_fraction_counts_the_quantised_matmuls(student_and_data):
     from kdx.export.bundle import int8_mac_fraction
-    from kdx.export.quantize import matmul_macs
+    from kdx.export.quantize import model_macs
 
     _, fp32, _ = student_and_data
-    macs = matmul_macs(fp32)  # 18 -> 32 -> 5
-    assert list(macs.values()) == [18 * 32, 32 * 5] and list(macs) == matmul_nodes(fp32)
+    macs, recurrent = model_macs(fp32)  # 18 -> 32 -> 5, no GRU
+    assert list(macs.values()) == [18 * 32, 32 * 5] and list(macs) == matmul_nodes(fp32) and recurrent == 0
     first, last = list(macs)
-    assert int8_mac_fraction(macs, [], 736) == 1.0
-    assert int8_mac_fraction(macs, [first], 736) == round(160 / 736, 4)
-    assert int8_mac_fraction(macs, [last], 736) == round(576 / 736, 4)
-    assert int8_mac_fraction(macs, [], 1472) == 0.5  # e.g. a recurrent cell left in float
-    assert int8_mac_fraction(macs, [], 0) == 0.0
+    assert int8_mac_fraction(macs, []) == 1.0
+    assert int8_mac_fraction(macs, [first]) == round(160 / 736, 4)
+    assert int8_mac_fraction(macs, [last]) == round(576 / 736, 4)
+    assert int8_mac_fraction(macs, [], 736) == 0.5  # e.g. a recurrent cell left in float
+    assert int8_mac_fraction({}, [], 0) == 0.0
+
+
+def test_matmuls_whose_bias_is_an_identity_alias_are_quantised_and_counted(rpi_export, tmp_path: Path):
+    """The torch exporter shares equal biases through Identity nodes (the recurrent teacher has
+    two such Gemms): they are quantised like the others, the dead aliases dropped."""
+    from kdx.export.quantize import model_macs
+    from kdx.export.sources import load_run_policies
+
+    source = load_run_policies(rpi_export.bundle_dir.parent.parent, include_teacher=True).teacher[0]
+    fp32 = export_onnx(source, tmp_path / "teacher.fp32.onnx", "fp32", True, "rpi")
+    model = onnx.load(str(fp32))
+    inits = {i.name for i in model.graph.initializer}
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert any(n.input[2] not in inits for n in gemms)  # the case under test is present
+    macs, recurrent = model_macs(fp32)
+    assert list(macs) == [n.name for n in gemms] and recurrent == 0  # the GRU cell is exported as Gemms
+    int8 = onnx.load(str(quantize_int8(fp32, tmp_path / "teacher.int8.onnx", rpi_export_inputs(rpi_export, source),
+                                       recipe="blockwise-dynamic")))
+    ops = [n.op_type for n in int8.graph.node]
+    assert "Gemm" not in ops and ops.count("MatMulInteger") == len(gemms)
+    read = {i for n in int8.graph.node for i in n.input} | {o.name for o in int8.graph.output}
+    assert not [n for n in int8.graph.node if n.op_type == "Identity" and not set(n.output) & read]
+    entry = rpi_export.manifest.teacher[0]
+    if entry.precision == "int8" and "float_nodes" not in entry.parity:
+        assert entry.parity["int8_mac_fraction"] == 1.0
+
+
+def rpi_export_inputs(rpi_export, source) -> dict[str, np.ndarray]:
+    from kdx.export.calib import CalibData
+
+    return CalibData.load(rpi_export.bundle_dir / "calib.npz").inputs(source)
