@@ -9,7 +9,7 @@
 
 Each variant distils into its own folder under benchmarks/results/distill_runs/ (the teacher
 folder is linked, never copied or modified), with the same device profile and therefore the
-same student sizes, then ``kdx.trainer.student_eval.evaluate_with_students`` runs teacher,
+same student sizes, then ``kdx.trainer.evaluation.evaluate_run`` runs teacher,
 students and references on the same seeds. Targets: retention >= 95% and every student at
 >= 30x fewer MACs than the teacher actor. Prints tables and writes benchmarks/results/distill.json
 (with the machine's load average: other work sharing the cores slows wall-clock times).
@@ -28,9 +28,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kdx.trainer.checkpoint import RunPaths, read_run_config
-from kdx.trainer.distill import DistillConfig, distill, read_distill_metrics
-from kdx.trainer.student_eval import evaluate_with_students
+from kdx.layout import RunLayout
+from kdx.trainer.distill.config import DistillConfig
+from kdx.trainer.distill.loop import distill, read_distill_metrics
+from kdx.trainer.evaluation import evaluate_run
+from kdx.trainer.teacher.store import read_teacher_config
 
 RESULTS = Path(__file__).parent / "results"
 RETENTION_TARGET = 0.95
@@ -68,24 +70,24 @@ def _parse_set(items: list[str]) -> dict:
 def run_variant(teacher_run: Path, variant: str, settings: dict, episodes: int, console: Console,
                 work_root: Path = RESULTS / "distill_runs", reuse: bool = False) -> dict:
     """Distil ``teacher_run``'s teacher with ``VARIANTS[variant]`` and evaluate; one result row."""
-    env = read_run_config(RunPaths(teacher_run))[0].env
+    env = read_teacher_config(RunLayout(teacher_run).teacher)[0].env
     work = work_root / env.replace("/", "_") / variant
     family = env.split("/")[0]
     # family settings, then the command line's, then the variant's loss weights
     config = DistillConfig(**{**FAMILY_SETTINGS.get(family, {}), **settings, **VARIANTS[variant]})
     load0 = os.getloadavg()[0]
-    if reuse and (work / "students" / "config.json").is_file():  # evaluate the students already there
+    if reuse and RunLayout(work).students.config.is_file():  # evaluate the students already there
         last = read_distill_metrics(work)[-1]
-        config = DistillConfig.from_json(json.loads((work / "students" / "config.json").read_text())["distill"])
+        config = DistillConfig.from_json(json.loads(RunLayout(work).students.config.read_text())["distill"])
         distill_s = last["time_s"]
     else:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        (work / "teacher").symlink_to((teacher_run / "teacher").resolve())
+        RunLayout(work).teacher.root.symlink_to(RunLayout(teacher_run).teacher.root.resolve())
         t0 = time.perf_counter()
         last = distill(work, config, show_progress=False)
         distill_s = time.perf_counter() - t0
-    result = evaluate_with_students(work, episodes=episodes)
+    result = evaluate_run(work, episodes=episodes)
     s = result["students"]
     mode = s["mode"]
     pol = result["policies"]

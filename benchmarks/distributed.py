@@ -32,10 +32,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.distributed import option_args, torchrun_command
-from kdx.trainer.evaluate import evaluate_run
-from kdx.trainer.mappo import read_metrics
+from kdx.trainer.evaluation import evaluate_run
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.distributed import option_args, torchrun_command
+from kdx.trainer.teacher.mappo import read_metrics
 
 # The tuned simple_spread teacher settings of benchmarks/teacher.py, except num_envs (per setup).
 BASE = {"epochs": 5, "minibatches": 2, "lr": 2e-3, "hidden": "64,64", "input_norm": False}

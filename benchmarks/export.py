@@ -29,6 +29,7 @@ from rich.table import Table
 
 from kdx.export.bundle import ExportConfig, export_bundle
 from kdx.export.parity import NEAR_TIE_GAP
+from kdx.layout import RunLayout
 from kdx.runtime.bench import bench_policy
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.manifest import load_manifest
@@ -43,16 +44,12 @@ def make_bc_run(run: Path, env_name: str = "mpe/simple_spread", steps: int = 300
     """A run folder with oracle-cloned students (hidden 32, tanh) and an untrained GRU teacher."""
     from kdx.envs.mpe.oracles import ORACLES
     from kdx.envs.registry import make
-    from kdx.trainer.checkpoint import (
-        RunPaths,
-        atomic_save_tensors,
-        teacher_tensors,
-        write_run_config,
-    )
-    from kdx.trainer.config import TeacherConfig
-    from kdx.trainer.student_io import StudentPaths, publish_students, write_students_config
-    from kdx.trainer.students import StudentPolicy
-    from kdx.trainer.teacher import Teacher
+    from kdx.trainer.common.checkpoints import atomic_save_tensors
+    from kdx.trainer.distill.store import publish_students, write_students_config
+    from kdx.trainer.distill.students import StudentPolicy
+    from kdx.trainer.teacher.config import TeacherConfig
+    from kdx.trainer.teacher.model import Teacher
+    from kdx.trainer.teacher.store import teacher_tensors, write_teacher_config
 
     torch.manual_seed(0)
     env = make(env_name, num_envs=128, seed=0)
@@ -77,14 +74,14 @@ def make_bc_run(run: Path, env_name: str = "mpe/simple_spread", steps: int = 300
             loss.backward()
             opt.step()
         students[spec.name] = student.eval()
-    paths = StudentPaths(run)
+    paths = RunLayout(run).students
     write_students_config(paths, {"env": env_name, "distill": {"note": "behaviour cloning (benchmark)"},
                                   "agents": {n: s.arch_json() for n, s in students.items()}})
     publish_students(paths, students)
     config = TeacherConfig(env=env_name, hidden="64,64", recurrent=True)
     teacher = Teacher.build(config, env.spec)
-    write_run_config(RunPaths(run), config, env.spec.to_json())
-    atomic_save_tensors(RunPaths(run).weights, teacher_tensors(teacher))
+    write_teacher_config(RunLayout(run).teacher, config, env.spec.to_json())
+    atomic_save_tensors(RunLayout(run).teacher.weights, teacher_tensors(teacher))
     return run
 
 
@@ -243,22 +240,22 @@ def main() -> None:
     from kdx.export.quantize import INT8_RECIPES
     from kdx.export.sources import load_students, student_sources
     from kdx.export.targets import TARGETS
-    from kdx.trainer.evaluate import evaluate_policies
+    from kdx.trainer.common.evaluate import evaluate_policies
 
     students, env_name = load_students(run)
-    env_name = env_name or json.loads((run / "teacher" / "config.json").read_text())["teacher"]["env"]
+    env_name = env_name or json.loads(RunLayout(run).teacher.config.read_text())["teacher"]["env"]
     sources = student_sources(students, None)
     heldout = record_rollouts(env_name, sources, (), 4096, 16, seed=31_337)  # the bundles record with 20_000
-    forced = {recipe: ForcedInt8Students(recipe, run / "bundles" / "x86", run / "bundles" / "rpi" / "calib.npz",
+    forced = {recipe: ForcedInt8Students(recipe, RunLayout(run).bundle("x86"), RunLayout(run).bundle("rpi") / "calib.npz",
                                          heldout, scratch / "forced_int8", sources, args.iters)
               for recipe in INT8_RECIPES}
-    rpi_precisions = {e.name: e.precision for e in load_manifest(run / "bundles" / "rpi").agents}
+    rpi_precisions = {e.name: e.precision for e in load_manifest(RunLayout(run).bundle("rpi")).agents}
     policies = {
         "students_fp32_torch": TorchStudents(students),
-        "students_fp32_onnx_x86": BundlePolicy(Bundle.load(run / "bundles" / "x86"), "students_fp32_onnx_x86"),
-        "students_rpi_bundle": BundlePolicy(Bundle.load(run / "bundles" / "rpi"), "students_rpi_bundle"),
+        "students_fp32_onnx_x86": BundlePolicy(Bundle.load(RunLayout(run).bundle("x86")), "students_fp32_onnx_x86"),
+        "students_rpi_bundle": BundlePolicy(Bundle.load(RunLayout(run).bundle("rpi")), "students_rpi_bundle"),
         **{f.name: f for f in forced.values()},
-        "students_fp16_onnx_jetson": BundlePolicy(Bundle.load(run / "bundles" / "jetson"), "students_fp16_onnx_jetson"),
+        "students_fp16_onnx_jetson": BundlePolicy(Bundle.load(RunLayout(run).bundle("jetson")), "students_fp16_onnx_jetson"),
     }
     t = time.perf_counter()
     closed = evaluate_policies(env_name, policies, args.episodes)
@@ -273,7 +270,7 @@ def main() -> None:
     for col in ("target", "precision", "wall s", "record s", "export+parity s", "write s", "bundle KiB", "tar KiB", "warnings"):
         table.add_column(col, justify="right" if col not in ("target", "warnings") else "left")
     for target, e in exports.items():
-        m = json.loads((run / "bundles" / target / "manifest.json").read_text())
+        m = json.loads((RunLayout(run).bundle(target) / "manifest.json").read_text())
         table.add_row(target, m["precision"], f"{e['wall_s']:.2f}", f"{e['phases_s']['record']:.2f}",
                       f"{e['phases_s']['export_and_parity']:.2f}", f"{e['phases_s']['write']:.2f}",
                       f"{e['bundle_bytes'] / 1024:.0f}", f"{e['tar_bytes'] / 1024:.0f}", str(len(e["warnings"])))
@@ -319,7 +316,7 @@ def main() -> None:
     for source in sources:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(run / "bundles" / "x86" / f"{source.name}.fp32.onnx"), options,
+        session = ort.InferenceSession(str(RunLayout(run).bundle("x86") / f"{source.name}.fp32.onnx"), options,
                                        providers=["CPUExecutionProvider"])
         fp32_p50[source.name] = _session_p50_us(session, heldout.inputs(source), args.iters)
     for recipe, f in forced.items():

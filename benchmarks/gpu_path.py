@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kdx.envs.registry import make
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.mappo import read_metrics, train
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.mappo import read_metrics, train
 
 
 def _sync(device: str) -> None:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/teacher.py --env mpe/simple_spread --set num_envs=256 --set lr=1e-3
 
 Training runs with a callback that, every ``--eval-every`` seconds of training, pauses the clock
-and evaluates the greedy teacher (``kdx.trainer.evaluate``, 100 episodes on fixed seeds). The
+and evaluates the greedy teacher (``kdx.trainer.common.evaluate``, 100 episodes on fixed seeds). The
 clock counts training only. Prints a table and writes benchmarks/results/teacher.json. The
 machine's load (``os.getloadavg``) is recorded with each measurement: other work sharing the
 cores makes wall-clock numbers pessimistic.
@@ -24,9 +24,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.evaluate import TeacherPolicy, evaluate_policies
-from kdx.trainer.mappo import train
+from kdx.trainer.common.evaluate import TeacherPolicy, evaluate_policies
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.mappo import train
 
 
 @dataclass(frozen=True)

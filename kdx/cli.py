@@ -14,9 +14,10 @@ from kdx.cli_common import register_command_modules, run_app
 
 COMMAND_MODULES = (
     "kdx.envs.commands",
+    "kdx.trainer.teacher.commands",
+    "kdx.trainer.distill.commands",
     "kdx.trainer.commands",
-    "kdx.trainer.distill_commands",
-    "kdx.trainer.sweep_commands",
+    "kdx.trainer.distill.sweep_commands",
     "kdx.devices.commands",
     "kdx.export.commands",
     "kdx.report.commands",

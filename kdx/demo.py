@@ -29,6 +29,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from kdx.errors import KdxError
+from kdx.layout import RunLayout
 
 console = Console()
 
@@ -79,7 +80,7 @@ def _invoke(program: str, args: list[str]) -> None:
 
 
 def stage_train(cfg: DemoConfig) -> None:
-    teacher = cfg.out / "teacher" / "weights.safetensors"
+    teacher = RunLayout(cfg.out).teacher.weights
     if teacher.exists():
         _invoke("kdx", ["train", "--resume", str(cfg.out), "--steps", str(cfg.teacher_steps)])
         return
@@ -89,7 +90,7 @@ def stage_train(cfg: DemoConfig) -> None:
 
 def stage_distill(cfg: DemoConfig) -> None:
     args = ["distill", str(cfg.out), "--device", cfg.device_profile, "--steps", str(cfg.distill_steps)]
-    if (cfg.out / "students" / "config.json").exists():
+    if RunLayout(cfg.out).students.config.exists():
         args.append("--resume")
     _invoke("kdx", args)
 
@@ -111,8 +112,8 @@ def _pettingzoo_name(env: str) -> str | None:
 
 
 def stage_runtime(cfg: DemoConfig) -> None:
-    bundle = cfg.out / "bundles" / cfg.targets[0]
-    devices = cfg.out / "devices"
+    bundle = RunLayout(cfg.out).bundle(cfg.targets[0])
+    devices = RunLayout(cfg.out).devices
     devices.mkdir(parents=True, exist_ok=True)
     _invoke("kdx-runtime", ["info", str(bundle)])
     _invoke("kdx-runtime", ["bench", str(bundle), "--iters", str(cfg.bench_iters),
@@ -163,7 +164,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, dict]:
         table.add_row(title, o["outcome"], f"{o['seconds']:.1f} s")
     table.add_row("total", "", f"{total:.1f} s")
     console.print(table)
-    report = cfg.out / "report.html"
+    report = RunLayout(cfg.out).report_html
     console.print(f"Run folder: [bold]{cfg.out}/[/]" + (f"  report: [bold]{report}[/]" if report.exists() else ""))
     return outcomes
 

@@ -162,6 +162,10 @@ class BatchedEnv(ABC):
     """
 
     spec: EnvSpec
+    # Whether ``state_dict`` holds the env's whole state, so that a checkpoint resumes it exactly.
+    # Envs that wrap an external simulator (PettingZoo, StarCraft II) set False: a resume then
+    # starts fresh episodes.
+    state_in_tensors: bool = True
 
     def __init__(
         self,
@@ -338,7 +342,12 @@ class BatchedEnv(ABC):
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what ``state_dict`` returned (same scenario, ``num_envs`` and device)."""
+        """Restore what ``state_dict`` returned (same scenario, ``num_envs`` and device).
+
+        Tensors that the saved env had built lazily (caches created on its first steps) and this
+        env has not built yet are adopted first, so a freshly reset env restores any checkpoint.
+        """
+        self._adopt_lazy_tensors(state)
         current = self.state_dict()
         missing = sorted(set(current) - set(state))
         extra = sorted(set(state) - set(current))
@@ -355,6 +364,25 @@ class BatchedEnv(ABC):
                     "the same env and num_envs"
                 )
         _restore_tensors(self, "", state, seen=set())
+
+    def _adopt_lazy_tensors(self, saved: dict[str, torch.Tensor]) -> None:
+        """Attach saved tensors whose holder exists here but which were not created yet; keys
+        that do not resolve are left for ``load_state_dict`` to report."""
+        for key in sorted(set(saved) - set(self.state_dict())):
+            *path, name = key.split(".")
+            if name.endswith("#generator"):
+                continue
+            holder: object = self
+            try:
+                for part in path:
+                    holder = holder[int(part)] if isinstance(holder, (list, tuple)) else (
+                        holder[part] if isinstance(holder, dict) else getattr(holder, part))
+            except (AttributeError, KeyError, IndexError, ValueError):
+                continue
+            if isinstance(holder, dict):
+                holder[name] = saved[key].to(self.device).clone()
+            elif hasattr(holder, "__dict__") and not isinstance(holder, (list, tuple)):
+                setattr(holder, name, saved[key].to(self.device).clone())
 
 
 def _is_state_holder(value: object) -> bool:

@@ -65,6 +65,8 @@ def _split_obs(raw: Any) -> tuple[np.ndarray, np.ndarray | None]:
 class PettingZooEnv(BatchedEnv):
     """``num_envs`` copies of a PettingZoo ParallelEnv stepped sequentially in this process."""
 
+    state_in_tensors = False  # the state lives in the wrapped simulator
+
     def __init__(self, target: str, num_envs: int = 1, seed: int = 0, device: str = "cpu",
                  check_actions: bool = True, **env_kwargs: Any) -> None:
         check_num_envs(num_envs)

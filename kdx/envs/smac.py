@@ -156,6 +156,8 @@ class SmacEnv(BatchedEnv):
         processes: run each env in its own worker process.
     """
 
+    state_in_tensors = False  # the state lives in the wrapped simulator
+
     def __init__(self, name: str, make_envs: Sequence[Callable[[], object]], seed: int = 0,
                  device: str | torch.device = "cpu", check_actions: bool = True,
                  processes: bool = True) -> None:

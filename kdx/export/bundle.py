@@ -45,6 +45,7 @@ from kdx.export.calib import MIN_PARITY_SAMPLES, CalibData, record_rollouts
 from kdx.export.parity import ParityResult, measure_parity
 from kdx.export.sources import PolicySource, RunPolicies, load_run_policies, sha256_of
 from kdx.export.targets import ExportTarget, default_precision, get_target, resolve_precision
+from kdx.layout import RunLayout
 from kdx.runtime.manifest import (
     AgentEntry,
     FileEntry,
@@ -54,7 +55,6 @@ from kdx.runtime.manifest import (
     write_manifest,
 )
 
-BUNDLES_DIR = "bundles"
 CALIB_NAME = "calib.npz"
 PARITY_NAME = "parity.json"
 SCRIPT_NAME = "build_engines.sh"
@@ -76,8 +76,8 @@ class ExportConfig:
     parity_seed: int = 30_011  # seed of the held-out rollouts that parity is measured on
 
     @property
-    def bundles_dir(self) -> Path:
-        return Path(self.run_dir) / BUNDLES_DIR
+    def layout(self) -> RunLayout:
+        return RunLayout(Path(self.run_dir))
 
 
 @dataclass
@@ -336,8 +336,8 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
     if config.parity_seed == config.seed:
         raise KdxError(f"parity_seed must differ from seed ({config.seed}): parity is measured on held-out "
                        "rollouts")
-    bundles = config.bundles_dir
-    dest, tarball = bundles / target.name, bundles / f"{target.name}.tar.gz"
+    bundles = config.layout.bundles
+    dest, tarball = config.layout.bundle(target.name), config.layout.bundle_archive(target.name)
     if (dest.exists() or tarball.exists()) and not config.force:
         raise KdxError(f"{dest} already exists; pass --force to replace it")
     seconds: dict[str, float] = {}

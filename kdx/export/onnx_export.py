@@ -29,7 +29,7 @@ from kdx import __version__
 from kdx.errors import KdxError
 from kdx.export.sources import PolicySource
 from kdx.runtime.mlp_npz import MlpLayer, MlpWeights, save_mlp_npz
-from kdx.trainer.students import StudentPolicy
+from kdx.trainer.distill.students import StudentPolicy
 
 OPSET = 17
 MASKED_LOGIT = -1e9

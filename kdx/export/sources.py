@@ -1,8 +1,8 @@
 """What an export reads from a run folder: the students, the teacher actor, their checksums.
 
 Students live in ``RUN/students/`` (``config.json`` + ``<agent>.safetensors``, read by
-``kdx.trainer.student_io.load_students``); the teacher in ``RUN/teacher/`` (read by
-``kdx.trainer.checkpoint.load_teacher``). Nothing is unpickled.
+``kdx.trainer.distill.store.load_students``); the teacher in ``RUN/teacher/`` (read by
+``kdx.trainer.teacher.store.load_teacher``). Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 
 from kdx.errors import KdxError
 from kdx.fileio import sha256_file
-
-STUDENTS_DIR = "students"
+from kdx.layout import RunLayout
 
 
 def sha256_of(path: str | Path) -> str:
@@ -55,8 +54,8 @@ class RunPolicies:
 def load_students(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     """``({agent: StudentPolicy}, env name or None)`` from ``RUN/students`` (eval mode), read by
     the trainer's own loader (safetensors + config.json; KdxError when missing or corrupt)."""
-    from kdx.trainer.student_io import load_students as trainer_load_students
-    from kdx.trainer.student_io import read_students_config
+    from kdx.trainer.distill.store import load_students as trainer_load_students
+    from kdx.trainer.distill.store import read_students_config
 
     env = read_students_config(run_dir).get("env")
     return trainer_load_students(run_dir), env if isinstance(env, str) else None
@@ -66,7 +65,7 @@ def student_sources(students: dict[str, Any], run_dir: Path | None) -> list[Poli
     """Wrap ``StudentPolicy`` modules as export sources (checksums from their safetensors)."""
     sources = []
     for name, student in students.items():
-        weights = None if run_dir is None else run_dir / STUDENTS_DIR / f"{name}.safetensors"
+        weights = None if run_dir is None else RunLayout(run_dir).students.weights(name)
         sha = sha256_of(weights) if weights is not None and weights.is_file() else "0" * 64
         sources.append(PolicySource(
             name=name, role="student", module=student, obs_dim=student.obs_dim,
@@ -98,9 +97,9 @@ def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunP
         raise KdxError(f"run folder {run} does not exist; pass the folder `kdx train --out` wrote")
     students, env = load_students(run)
     teacher: list[PolicySource] = []
-    teacher_weights = run / "teacher" / "weights.safetensors"
-    if include_teacher and (run / "teacher" / "config.json").is_file():
-        from kdx.trainer.checkpoint import load_teacher
+    teacher_weights = RunLayout(run).teacher.weights
+    if include_teacher and RunLayout(run).teacher.config.is_file():
+        from kdx.trainer.teacher.store import load_teacher
 
         loaded = load_teacher(run)
         teacher = teacher_sources(loaded, sha256_of(teacher_weights))

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from kdx.errors import KdxError
+from kdx.layout import RunLayout
+from kdx.trainer.common.metrics_log import read_metrics_file
 
-DEVICES_DIR = "devices"
-BUNDLES_DIR = "bundles"
 ROLES = ("teacher", "student")
 
 
@@ -103,24 +103,6 @@ class ReportData:
 
 
 # ---------------------------------------------------------------- small readers
-def read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """JSON lines of ``path``; an unreadable line (a run killed mid-write) ends the read."""
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            problems.append(f"{path}: line {number} is not JSON; later lines ignored")
-            break
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def _read_json(path: Path, problems: list[str]) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -178,7 +160,7 @@ def device_label(path: Path, device: dict[str, Any]) -> str:
 
 def read_devices(run_dir: Path, problems: list[str]) -> list[LatencySet]:
     """Every ``RUN/devices/*.json``; malformed files are reported in ``problems`` and skipped."""
-    folder = run_dir / DEVICES_DIR
+    folder = RunLayout(run_dir).devices
     sets = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         doc = _read_json(path, problems)
@@ -196,7 +178,7 @@ def read_devices(run_dir: Path, problems: list[str]) -> list[LatencySet]:
 
 # ---------------------------------------------------------------- bundles
 def bundle_dirs(run_dir: Path) -> list[Path]:
-    folder = run_dir / BUNDLES_DIR
+    folder = RunLayout(run_dir).bundles
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
@@ -246,13 +228,13 @@ def network_costs(run_dir: Path, missing: list[str],
     """Env name, agent names, per-agent costs of the teacher actor and the students, and the
     device profile the students were sized for."""
     from kdx.report.flops import count_network_cost
-    from kdx.trainer.checkpoint import RunPaths, load_teacher
-    from kdx.trainer.student_io import StudentPaths, load_students, read_students_config
+    from kdx.trainer.distill.store import load_students, read_students_config
+    from kdx.trainer.teacher.store import load_teacher
 
     env, agents, costs, sizing_profile = None, [], {}, None
     teacher = None
-    if not RunPaths(run_dir).config.is_file():
-        missing.append(f"teacher: {RunPaths(run_dir).config} not found (train one with `kdx train --out {run_dir}`)")
+    if not RunLayout(run_dir).teacher.config.is_file():
+        missing.append(f"teacher: {RunLayout(run_dir).teacher.config} not found (train one with `kdx train --out {run_dir}`)")
     else:
         try:
             teacher = load_teacher(run_dir)
@@ -261,8 +243,8 @@ def network_costs(run_dir: Path, missing: list[str],
         except KdxError as exc:
             problems.append(f"teacher: {exc}")
     students = {}
-    if not StudentPaths(run_dir).config.is_file():
-        missing.append(f"students: {StudentPaths(run_dir).config} not found (distil them with `kdx distill {run_dir}`)")
+    if not RunLayout(run_dir).students.config.is_file():
+        missing.append(f"students: {RunLayout(run_dir).students.config} not found (distil them with `kdx distill {run_dir}`)")
     else:
         try:
             students = load_students(run_dir)
@@ -298,7 +280,7 @@ def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup
     data = ReportData(run_dir)
     data.env, data.agents, data.costs, data.sizing_profile = network_costs(run_dir, data.missing, data.problems)
 
-    eval_path = run_dir / "eval.json"
+    eval_path = RunLayout(run_dir).eval_json
     if eval_path.is_file():
         doc = _read_json(eval_path, data.problems)
         if isinstance(doc, dict) and isinstance(doc.get("policies"), dict):
@@ -314,7 +296,7 @@ def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup
 
     bundles = bundle_dirs(run_dir)
     if not bundles:
-        data.missing.append(f"bundles: nothing in {run_dir / BUNDLES_DIR} (run `kdx export {run_dir} --target x86`); "
+        data.missing.append(f"bundles: nothing in {RunLayout(run_dir).bundles} (run `kdx export {run_dir} --target x86`); "
                             "no ONNX sizes and no host latency")
     for bundle_dir in bundles:
         data.onnx += onnx_files(bundle_dir, data.problems)
@@ -329,10 +311,11 @@ def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup
 
     data.devices = read_devices(run_dir, data.problems)
     if not data.devices:
-        data.missing.append(f"device latency: no `kdx-runtime bench --json` files in {run_dir / DEVICES_DIR} "
+        data.missing.append(f"device latency: no `kdx-runtime bench --json` files in {RunLayout(run_dir).devices} "
                             "(copy them there from the devices)")
-    data.teacher_metrics = read_jsonl(run_dir / "teacher" / "metrics.jsonl", data.problems)
-    data.student_metrics = read_jsonl(run_dir / "students" / "metrics.jsonl", data.problems)
+    layout = RunLayout(run_dir)
+    data.teacher_metrics = read_metrics_file(layout.teacher.metrics, data.problems)
+    data.student_metrics = read_metrics_file(layout.students.metrics, data.problems)
     if not data.agents:
         data.agents = sorted({f.agent for f in data.onnx} | {r.agent for s in data.devices for r in s.results})
     return data

@@ -8,15 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdx.fileio import atomic_write_bytes
+from kdx.layout import RunLayout
 from kdx.report.collect import ReportData, collect
 from kdx.report.content import BENCH_HEADERS, benchmark_rows, build_blocks
 from kdx.report.document import Figure, to_html, to_markdown
 from kdx.report.estimates import ProfileEstimate, estimate_profiles
 from kdx.report.plots import PLOTS
 
-MARKDOWN_NAME = "report.md"
-HTML_NAME = "report.html"
-IMAGES_DIR = "report_files"
 DEFAULT_ITERS = 2000
 
 _ABSENT = {
@@ -69,6 +67,7 @@ def write_report(run_dir: str | Path, iters: int = DEFAULT_ITERS, measure: bool 
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     data = collect(run_dir, measure=measure, iters=iters, warmup=warmup, backend=backend)
     estimates = estimate_profiles(data, profiles)
     figures = make_figures(data)
@@ -76,11 +75,11 @@ def write_report(run_dir: str | Path, iters: int = DEFAULT_ITERS, measure: bool 
     images = []
     for figure in figures:
         if figure.png is not None:
-            path = run_dir / IMAGES_DIR / f"{figure.name}.png"
+            path = layout.report_images / f"{figure.name}.png"
             _atomic_write(path, figure.png)
             images.append(path)
-    markdown, page = run_dir / MARKDOWN_NAME, run_dir / HTML_NAME
-    _atomic_write(markdown, to_markdown(blocks, IMAGES_DIR))
+    markdown, page = layout.report_md, layout.report_html
+    _atomic_write(markdown, to_markdown(blocks, layout.report_images.name))
     _atomic_write(page, to_html(blocks, f"kdx report: {run_dir.name}"))
     return ReportPaths(markdown, page, images, data, estimates, time.perf_counter() - start)
 

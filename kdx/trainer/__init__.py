@@ -1,19 +1,17 @@
-"""kdx.trainer: stage 1 (MAPPO teacher) and stage 2 (distillation into students).
+"""kdx.trainer: the two learning stages, one package each, and what they share.
 
-Stage 1 interfaces later stages rely on:
+- ``kdx.trainer.common``: shared by both stages and by evaluation: GAE, the PPO loss pieces,
+  masked sampling, the checkpoint store (``common.checkpoints``), the env's part of a checkpoint
+  (``common.env_state``), metrics (``metrics.jsonl`` and its one reader), the progress bar,
+  config fields -> CLI options, and the evaluation harness (``common.evaluate``).
+- ``kdx.trainer.teacher``: stage 1, a MAPPO teacher (``mappo.train``), its networks, rollout,
+  value normaliser, data-parallel training, files (``teacher.store.load_teacher``) and
+  ``kdx train``.
+- ``kdx.trainer.distill``: stage 2, critic-free students distilled from the frozen teacher
+  (``loop.distill``), the composite loss, student rollouts, student files
+  (``distill.store.load_students``), per-agent student evaluation, ``kdx distill`` and ``kdx sweep``.
+- ``kdx.trainer.evaluation``: ``kdx evaluate`` (teacher vs students, ``RUN/eval.json``).
 
-- ``kdx.trainer.checkpoint.load_teacher(run_dir, device="cpu", env=None) -> Teacher``: the
-  frozen teacher of a run (eval mode, no grads); ``KdxError`` for a missing run, missing or
-  corrupt weights, or a different ``env``.
-- ``Teacher`` (``kdx.trainer.teacher``): ``config``, ``spec``, ``actor``, ``critic``,
-  ``value_norm``; ``forward_actor(obs [B, A, max_obs], mask?, hidden?)`` -> logits
-  ``[B, A, max_actions]``, embedding ``[B, A, H]`` (last hidden layer), hidden;
-  ``values(state [B, S], obs?)`` -> denormalised ``[B, A]``; ``act(...)`` -> actions.
-- ``TeacherActor.agent_view(i, n_actions, obs_dim)``: one agent's actor with its id fixed,
-  ``obs [B, obs_dim] -> logits [B, n_actions]`` (what ONNX export wraps).
-- ``kdx.trainer.evaluate``: the ``Policy`` interface (``reset(env)``, ``act(step) -> actions``),
-  ``evaluate_policies(env, {name: policy}, episodes)`` with random/oracle references on the same
-  seeds, ``evaluate_run(run_dir, extra_policies=...)`` writing ``RUN/eval.json``.
-- Run folder: ``RUN/teacher/{config.json, weights.safetensors, optimizer.safetensors,
-  metrics.jsonl, tb/, checkpoints/NNNNNN/}`` (see ``kdx.trainer.checkpoint``).
+Stage 2 imports stage 1's model and files (it distils the teacher), never its training loop.
+Every path of a run folder comes from ``kdx.layout.RunLayout``.
 """

@@ -11,11 +11,13 @@ import torch
 
 from kdx.envs.mpe.oracles import ORACLES
 from kdx.envs.registry import make
-from kdx.trainer.checkpoint import RunPaths, atomic_save_tensors, teacher_tensors, write_run_config
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.student_io import StudentPaths, publish_students, write_students_config
-from kdx.trainer.students import StudentPolicy
-from kdx.trainer.teacher import Teacher
+from kdx.layout import RunLayout
+from kdx.trainer.common.checkpoints import atomic_save_tensors
+from kdx.trainer.distill.store import publish_students, write_students_config
+from kdx.trainer.distill.students import StudentPolicy
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.model import Teacher
+from kdx.trainer.teacher.store import teacher_tensors, write_teacher_config
 
 
 def train_students(env_name: str, hidden: tuple[int, ...] = (32,), steps: int = 150,
@@ -51,7 +53,7 @@ def train_students(env_name: str, hidden: tuple[int, ...] = (32,), steps: int = 
 
 def save_run(run: Path, env_name: str, students: dict[str, StudentPolicy], recurrent_teacher: bool) -> Path:
     """Write RUN/students/ and RUN/teacher/ as the trainer does."""
-    paths = StudentPaths(run)
+    paths = RunLayout(run).students
     config = {"env": env_name, "distill": {}, "agents": {n: s.arch_json() for n, s in students.items()}}
     write_students_config(paths, config)
     publish_students(paths, students)
@@ -59,8 +61,8 @@ def save_run(run: Path, env_name: str, students: dict[str, StudentPolicy], recur
     spec = make(env_name, num_envs=1, seed=0).spec
     teacher_config = TeacherConfig(env=env_name, hidden="32,32", recurrent=recurrent_teacher)
     teacher = Teacher.build(teacher_config, spec)
-    run_paths = RunPaths(run)
-    write_run_config(run_paths, teacher_config, spec.to_json())
+    run_paths = RunLayout(run).teacher
+    write_teacher_config(run_paths, teacher_config, spec.to_json())
     atomic_save_tensors(run_paths.weights, teacher_tensors(teacher))
     return run
 

@@ -29,7 +29,7 @@ from kdx.export.parity import (
 from kdx.export.quantize import quantize_int8
 from kdx.export.sources import student_sources, teacher_sources
 from kdx.runtime.mlp_npz import MlpProgram
-from kdx.trainer.students import StudentPolicy
+from kdx.trainer.distill.students import StudentPolicy
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +162,8 @@ def test_npz_sidecar_matches_torch(spread_students, spread_calib) -> None:
 
 def test_recurrent_teacher_carries_its_state(tmp_path: Path, spread_calib) -> None:
     from kdx.envs.registry import make
-    from kdx.trainer.config import TeacherConfig
-    from kdx.trainer.teacher import Teacher
+    from kdx.trainer.teacher.config import TeacherConfig
+    from kdx.trainer.teacher.model import Teacher
 
     students, _ = spread_calib
     torch.manual_seed(3)

@@ -28,7 +28,7 @@ from kdx.export.quantize import (
 )
 from kdx.export.sources import student_sources
 from kdx.export.targets import TARGETS
-from kdx.trainer.students import StudentPolicy
+from kdx.trainer.distill.students import StudentPolicy
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from torch import nn
 
 from kdx.report.flops import count_network_cost
-from kdx.trainer.students import StudentPolicy
+from kdx.trainer.distill.students import StudentPolicy
 
 
 def test_student_mlp_counts_by_hand():

@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from kdx.errors import KdxError
+from kdx.layout import RunLayout
 from kdx.report.content import fmt_int, fmt_kib, fmt_pct
 from kdx.report.estimates import host_speed
 from kdx.report.flops import CONVENTION, count_network_cost
 from kdx.report.latency_model import CORE_FACTORS, fit_latency_model
-from kdx.report.report import IMAGES_DIR, benchmark_table, write_report
+from kdx.report.report import benchmark_table, write_report
 
 ITERS = 60  # timed decisions per model: enough for p50/p99, cheap in CI
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,10 +32,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def tiny_run(tmp_path_factory) -> Path:
     """A complete run folder made with the project's own APIs (~5 s)."""
     from kdx.export.bundle import ExportConfig, export_bundle
-    from kdx.trainer.config import TeacherConfig
-    from kdx.trainer.distill import DistillConfig, distill
-    from kdx.trainer.mappo import train
-    from kdx.trainer.student_eval import evaluate_with_students
+    from kdx.trainer.distill.config import DistillConfig
+    from kdx.trainer.distill.loop import distill
+    from kdx.trainer.evaluation import evaluate_run
+    from kdx.trainer.teacher.config import TeacherConfig
+    from kdx.trainer.teacher.mappo import train
 
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("report") / "run"
@@ -42,7 +44,7 @@ def tiny_run(tmp_path_factory) -> Path:
                              total_steps=8 * 25 * 2, epochs=1, threads=1), show_progress=False)
     distill(run, DistillConfig(total_steps=16 * 4 * 3, num_envs=16, rollout_length=4, threads=1, obs_norm_steps=4),
             show_progress=False)
-    evaluate_with_students(run, episodes=8)
+    evaluate_run(run, episodes=8)
     export_bundle(ExportConfig(run, "x86"))
     export_bundle(ExportConfig(run, "rpi"))
     return run
@@ -97,8 +99,8 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     from kdx.runtime.bench import bench_bundle, bench_json
     from kdx.runtime.bundle import Bundle
     from kdx.runtime.manifest import load_manifest
-    from kdx.trainer.checkpoint import load_teacher
-    from kdx.trainer.student_io import load_students
+    from kdx.trainer.distill.store import load_students
+    from kdx.trainer.teacher.store import load_teacher
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -173,9 +175,9 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
 
     # conventions, plots, and a self-contained HTML whose images decode as PNG
     assert CONVENTION in md
-    assert len(paths.images) == 3 and all(p.parent == run / IMAGES_DIR for p in paths.images)
+    assert len(paths.images) == 3 and all(p.parent == RunLayout(run).report_images for p in paths.images)
     for image in paths.images:
-        assert f"]({IMAGES_DIR}/{image.name})" in md
+        assert f"](report_files/{image.name})" in md
     pngs = _assert_self_contained(html_text)
     assert sorted(pngs) == sorted(p.read_bytes() for p in paths.images)
     assert paths.seconds < 60

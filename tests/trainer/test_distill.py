@@ -10,11 +10,10 @@ import torch
 
 from kdx.envs.registry import make
 from kdx.errors import KdxError
-from kdx.trainer.checkpoint import RunPaths, atomic_save_tensors, teacher_tensors, write_run_config
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.distill import (
-    LOSS_TERMS,
-    DistillConfig,
+from kdx.layout import RunLayout
+from kdx.trainer.common.checkpoints import atomic_save_tensors
+from kdx.trainer.distill.config import LOSS_TERMS, DistillConfig
+from kdx.trainer.distill.loop import (
     build_heads,
     build_students,
     distill,
@@ -22,9 +21,11 @@ from kdx.trainer.distill import (
     read_distill_metrics,
     size_run_students,
 )
-from kdx.trainer.distill_rollout import collect_student_rollout, team_forward
-from kdx.trainer.student_io import StudentPaths, load_students
-from kdx.trainer.teacher import Teacher
+from kdx.trainer.distill.rollout import collect_student_rollout, team_forward
+from kdx.trainer.distill.store import load_students
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.model import Teacher
+from kdx.trainer.teacher.store import teacher_tensors, write_teacher_config
 
 TOY = dict(num_envs=16, rollout_length=4, threads=1, obs_norm_steps=4, epochs=2, minibatches=2)
 
@@ -35,8 +36,8 @@ def make_teacher_run(run: Path, env: str = "toy/match", hidden: str = "32,32", s
     spec = make(env, num_envs=1).spec
     torch.manual_seed(seed)
     teacher = Teacher.build(config, spec)
-    paths = RunPaths(run)
-    write_run_config(paths, config, spec.to_json())
+    paths = RunLayout(run).teacher
+    write_teacher_config(paths, config, spec.to_json())
     atomic_save_tensors(paths.weights, teacher_tensors(teacher))
     return teacher.eval()
 
@@ -153,7 +154,7 @@ def test_outputs_in_the_students_folder(tmp_path):
     make_teacher_run(tmp_path)
     distill(tmp_path, DistillConfig(total_steps=16 * 4, device_profile="rpi4", students=("a1=8x8",), **TOY),
             show_progress=False)
-    paths = StudentPaths(tmp_path)
+    paths = RunLayout(tmp_path).students
     doc = json.loads(paths.config.read_text())
     assert doc["env"] == "toy/match" and doc["device_profile"] == "rpi4"
     assert doc["agents"]["a1"]["hidden"] == [8, 8]
@@ -162,7 +163,7 @@ def test_outputs_in_the_students_folder(tmp_path):
     assert sizing["agents"][1]["source"] == "override"
     students = load_students(tmp_path)
     assert list(students) == ["a0", "a1"] and students["a1"].hidden == (8, 8)
-    assert (paths.students / "a0.safetensors").is_file() and paths.metrics.is_file()
+    assert paths.weights("a0").is_file() and paths.metrics.is_file()
 
 
 def test_missing_wrong_env_and_corrupt_teacher(tmp_path):
@@ -195,7 +196,7 @@ def test_bad_overrides_and_too_small_profile(tmp_path):
                     .replace("max_macs_per_agent = 4096", "max_macs_per_agent = 10"))
     with pytest.raises(KdxError, match="short by"):
         distill(tmp_path, DistillConfig(total_steps=64, device_profile=str(tiny), **TOY), show_progress=False)
-    assert not StudentPaths(tmp_path).students.exists()  # nothing written before the checks passed
+    assert not RunLayout(tmp_path).students.root.exists()  # nothing written before the checks passed
 
 
 def test_load_students_errors(tmp_path):

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from kdx.cli import main
-from kdx.trainer.distill import DistillConfig, distill
-from kdx.trainer.student_eval import evaluate_with_students, retention
-from kdx.trainer.student_io import StudentPaths
+from kdx.layout import RunLayout
+from kdx.trainer.distill.config import DistillConfig
+from kdx.trainer.distill.evaluate import retention
+from kdx.trainer.distill.loop import distill
+from kdx.trainer.evaluation import evaluate_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_distill import TOY, make_teacher_run  # noqa: E402
@@ -20,7 +22,7 @@ from test_distill import TOY, make_teacher_run  # noqa: E402
 def test_eval_json_compares_teacher_and_students_on_cost_and_score(tmp_path):
     make_teacher_run(tmp_path)  # teacher 32x32, shared actor: input 3 (padded to 5) + 2 agent ids
     distill(tmp_path, DistillConfig(total_steps=16 * 4 * 2, students=("a0=8", "a1=8"), **TOY), show_progress=False)
-    result = evaluate_with_students(tmp_path, episodes=12)
+    result = evaluate_run(tmp_path, episodes=12)
     assert set(result["policies"]) >= {"teacher_greedy", "teacher_sampled", "students_greedy", "students_sampled", "random"}
     assert json.loads((tmp_path / "eval.json").read_text())["students"] == result["students"]
     cost = result["students"]["cost"]["a0"]
@@ -70,7 +72,7 @@ def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys, mon
     assert _kdx(["distill", str(tmp_path), "--device", "rpi4", "--student", "a1=16x16", "--w-rel", "0", *common]) == 0
     out = capsys.readouterr().out
     assert "students for rpi4" in out and "a1" in out  # the sizing table
-    saved = json.loads(StudentPaths(tmp_path).config.read_text())
+    saved = json.loads(RunLayout(tmp_path).students.config.read_text())
     assert saved["distill"]["w_rel"] == 0.0 and saved["agents"]["a1"]["hidden"] == [16, 16]
     assert _kdx(["distill", str(tmp_path), "--resume", "--steps", "128", "--quiet"]) == 0
     lines = (tmp_path / "students/metrics.jsonl").read_text().splitlines()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kdx.trainer.distill_losses import (
+from kdx.trainer.distill.losses import (
     greedy_cross_entropy,
     kl_distillation,
     relation_loss,

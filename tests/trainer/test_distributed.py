@@ -14,9 +14,15 @@ import torch
 from safetensors.torch import load_file
 
 from kdx.errors import KdxError
-from kdx.trainer.checkpoint import RunPaths, complete_checkpoints
-from kdx.trainer.distributed import check_world_size, combine_moments, option_args, torchrun_command
-from kdx.trainer.mappo import TIMING_METRICS, read_metrics, train
+from kdx.layout import RunLayout
+from kdx.trainer.teacher.distributed import (
+    check_world_size,
+    combine_moments,
+    option_args,
+    torchrun_command,
+)
+from kdx.trainer.teacher.mappo import TIMING_METRICS, read_metrics, train
+from kdx.trainer.teacher.store import checkpoint_store
 
 NUM_ENVS, ROLLOUT, WORLD = 4, 8, 2
 STEPS_PER_UPDATE = NUM_ENVS * ROLLOUT * WORLD  # over both ranks
@@ -35,7 +41,7 @@ def _torchrun(args: list[str], cwd: Path, via_nproc: bool = False) -> None:
 
 
 def _sync_hashes(run: Path) -> list[list[dict]]:
-    folder = RunPaths(run).teacher / "rank_sync"
+    folder = RunLayout(run).teacher.rank_sync
     return [[json.loads(line) for line in (folder / f"rank{r}.jsonl").read_text().splitlines()] for r in range(WORLD)]
 
 
@@ -54,7 +60,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     _torchrun(["train", "--out", str(root / "full"), "--steps", str(6 * STEPS_PER_UPDATE), *TINY], root)
     shutil.copytree(root / "full", root / "cut")
-    newest = complete_checkpoints(RunPaths(root / "cut"))
+    newest = checkpoint_store(RunLayout(root / "cut").teacher).complete()
     assert [p.name for p in newest] == ["000004", "000006"]
     shutil.rmtree(newest[-1])
     _torchrun(["train", "--resume", str(root / "cut"), "--quiet"], root, via_nproc=True)
@@ -76,7 +82,7 @@ def test_ranks_hold_identical_weights_after_every_update(runs):
 
 def test_checkpoint_holds_each_ranks_own_env_state(runs):
     root = runs
-    ckpt = complete_checkpoints(RunPaths(root / "full"))[-1]
+    ckpt = checkpoint_store(RunLayout(root / "full").teacher).complete()[-1]
     state = load_file(str(ckpt / "state.safetensors"))
     progress = json.loads((ckpt / "progress.json").read_text())
     assert progress["world_size"] == WORLD and progress["env_steps_all_ranks"] == 6 * STEPS_PER_UPDATE
@@ -97,17 +103,17 @@ def test_resume_under_torchrun_continues_exactly(runs):
     for r in range(WORLD):  # each resumed rank redoes updates 5-6 and reaches the very same weights
         assert [h["update"] for h in hashes_cut[r]] == [1, 2, 3, 4, 5, 6, 5, 6]
         assert hashes_cut[r][-2:] == hashes_full[r][-2:]
-    w_full = load_file(str(RunPaths(root / "full").weights))
-    w_cut = load_file(str(RunPaths(root / "cut").weights))
+    w_full = load_file(str(RunLayout(root / "full").teacher.weights))
+    w_cut = load_file(str(RunLayout(root / "cut").teacher.weights))
     assert all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
 
 
 def test_resume_with_another_world_size_is_refused(runs):
     root = runs
-    before = RunPaths(root / "full").metrics.read_text()
+    before = RunLayout(root / "full").teacher.metrics.read_text()
     with pytest.raises(KdxError, match="written by 2 process"):
         train(root / "full", resume=True, total_steps=8 * STEPS_PER_UPDATE, show_progress=False)
-    assert RunPaths(root / "full").metrics.read_text() == before
+    assert RunLayout(root / "full").teacher.metrics.read_text() == before
     with pytest.raises(KdxError, match="written by 1 process"):
         check_world_size({"update": 3}, 2)
 

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from kdx.trainer.gae import gae_advantages
-from kdx.trainer.ppo_losses import entropy, huber, masked_log_probs, policy_loss, value_loss
-from kdx.trainer.value_norm import ValueNormalizer
+from kdx.trainer.common.gae import gae_advantages
+from kdx.trainer.common.ppo_losses import entropy, huber, masked_log_probs, policy_loss, value_loss
+from kdx.trainer.teacher.value_norm import ValueNormalizer
 
 
 def test_gae_matches_a_plain_loop_with_terminations_and_truncations():

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 
-from kdx.trainer.checkpoint import RunPaths, complete_checkpoints, load_checkpoint, load_teacher
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.mappo import TIMING_METRICS, read_metrics, train
+from kdx.layout import RunLayout
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.mappo import TIMING_METRICS, read_metrics, train
+from kdx.trainer.teacher.store import checkpoint_store, load_teacher
 
 ARGS = {"env": "mpe/simple_spread", "steps": 8 * 5 * 60, "num-envs": 8, "rollout-length": 5,
         "hidden": "16", "epochs": 1, "checkpoint-every": 5, "threads": 1, "seed": 3}
@@ -30,9 +31,9 @@ def test_sigkill_loses_at_most_one_interval_and_resume_matches(tmp_path):
     cli = [f"--{k}={v}" for k, v in ARGS.items()]
     proc = subprocess.Popen(_kdx("train", "--out", str(run), "--quiet", *cli), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    paths = RunPaths(run)
+    paths = RunLayout(run).teacher
     deadline = time.monotonic() + 90
-    while len(complete_checkpoints(paths)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while len(checkpoint_store(paths).complete()) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.037)  # land somewhere inside an interval (possibly inside a checkpoint write)
     assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
@@ -40,10 +41,10 @@ def test_sigkill_loses_at_most_one_interval_and_resume_matches(tmp_path):
     proc.wait()
 
     logged = read_metrics(run)
-    ckpt = load_checkpoint(paths)  # the newest complete checkpoint loads
+    ckpt = checkpoint_store(paths).load_newest()  # the newest complete checkpoint loads
     assert ckpt.progress["update"] >= 10
     assert logged[-1]["update"] - ckpt.progress["update"] <= int(ARGS["checkpoint-every"])
-    for folder in complete_checkpoints(paths):
+    for folder in checkpoint_store(paths).complete():
         assert {p.name for p in folder.iterdir()} == {"weights.safetensors", "optimizer.safetensors",
                                                      "state.safetensors", "progress.json"}
     load_teacher(run)  # the published weights are whole, too

@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from kdx.errors import KdxError
-from kdx.trainer.checkpoint import RunPaths, complete_checkpoints, load_teacher
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.mappo import TIMING_METRICS, read_metrics, train
+from kdx.layout import RunLayout
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.mappo import TIMING_METRICS, read_metrics, train
+from kdx.trainer.teacher.store import checkpoint_store, load_teacher
 
 TINY = TeacherConfig(env="toy/match", num_envs=16, rollout_length=8, hidden="32,32", epochs=4,
                      minibatches=2, lr=3e-3, threads=1, checkpoint_every=3, lr_decay=True)
@@ -29,7 +30,7 @@ def test_toy_env_is_learned_and_teacher_loads(tmp_path):
     assert len(metrics) == 20 and last["update"] == 20
     first_return = metrics[0]["episode_return"]
     assert last["episode_return"] > first_return + 1.0, (first_return, last["episode_return"])
-    paths = RunPaths(tmp_path / "run")
+    paths = RunLayout(tmp_path / "run").teacher
     assert paths.weights.is_file() and paths.optimizer.is_file() and paths.config.is_file()
     assert any(paths.tensorboard.iterdir())
     teacher = load_teacher(tmp_path / "run")
@@ -48,14 +49,14 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, recurrent):
     train(tmp_path / "full", config, show_progress=False)
     # interrupted after 5 updates: the newest checkpoint is at update 3, so updates 4-5 are redone
     train(tmp_path / "cut", config, show_progress=False, stop_after_updates=5)
-    assert [p.name for p in complete_checkpoints(RunPaths(tmp_path / "cut"))] == ["000003"]
+    assert [p.name for p in checkpoint_store(RunLayout(tmp_path / "cut").teacher).complete()] == ["000003"]
     assert len(read_metrics(tmp_path / "cut")) == 5
     train(tmp_path / "cut", resume=True, show_progress=False)
     full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
     assert [m["update"] for m in cut] == list(range(1, 9))
     assert _deterministic(cut) == _deterministic(full)
-    w_full = load_file(str(RunPaths(tmp_path / "full").weights))
-    w_cut = load_file(str(RunPaths(tmp_path / "cut").weights))
+    w_full = load_file(str(RunLayout(tmp_path / "full").teacher.weights))
+    w_cut = load_file(str(RunLayout(tmp_path / "cut").teacher.weights))
     assert w_full.keys() == w_cut.keys()
     assert all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
 
@@ -63,10 +64,10 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, recurrent):
 def test_existing_run_is_never_overwritten_and_bad_input_fails_before_work(tmp_path):
     config = replace(TINY, total_steps=16 * 8 * 2)
     train(tmp_path / "run", config, show_progress=False)
-    before = RunPaths(tmp_path / "run").metrics.read_text()
+    before = RunLayout(tmp_path / "run").teacher.metrics.read_text()
     with pytest.raises(KdxError, match="already holds a teacher run"):
         train(tmp_path / "run", config, show_progress=False)
-    assert RunPaths(tmp_path / "run").metrics.read_text() == before
+    assert RunLayout(tmp_path / "run").teacher.metrics.read_text() == before
     with pytest.raises(KdxError, match="unknown environment"):
         train(tmp_path / "other", replace(config, env="nope/nothing"), show_progress=False)
     assert not (tmp_path / "other" / "teacher").exists()
@@ -80,7 +81,7 @@ def test_existing_run_is_never_overwritten_and_bad_input_fails_before_work(tmp_p
 def test_load_teacher_rejects_missing_or_corrupt_weights(tmp_path):
     config = replace(TINY, total_steps=16 * 8 * 2)
     train(tmp_path / "run", config, show_progress=False)
-    paths = RunPaths(tmp_path / "run")
+    paths = RunLayout(tmp_path / "run").teacher
     paths.weights.write_bytes(b"\x00" * 100)
     with pytest.raises(KdxError, match="corrupt"):
         load_teacher(tmp_path / "run")

@@ -10,9 +10,10 @@ import torch
 from test_distill import TOY, make_teacher_run
 
 from kdx.errors import KdxError
-from kdx.trainer.distill import DistillConfig, distill, read_distill_metrics
-from kdx.trainer.distill_losses import greedy_margin_loss
-from kdx.trainer.student_io import StudentPaths
+from kdx.layout import RunLayout
+from kdx.trainer.distill.config import DistillConfig
+from kdx.trainer.distill.loop import distill, read_distill_metrics
+from kdx.trainer.distill.losses import greedy_margin_loss
 
 
 def test_margin_matches_hand_computed_values():
@@ -73,7 +74,7 @@ def test_distill_logs_the_margin_term_when_it_is_on(tmp_path, w_margin):
     make_teacher_run(tmp_path)
     distill(tmp_path, DistillConfig(total_steps=16 * 4, device_profile="rpi4", w_margin=w_margin, **TOY),
             show_progress=False)
-    saved = json.loads(StudentPaths(tmp_path).config.read_text())["distill"]
+    saved = json.loads(RunLayout(tmp_path).students.config.read_text())["distill"]
     assert saved["w_margin"] == w_margin and saved["margin"] == DistillConfig().margin
     (line,) = read_distill_metrics(tmp_path)
     assert (line["loss_margin"] > 0) == (w_margin > 0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kdx.errors import KdxError
-from kdx.trainer.students import StudentPolicy, masked_logits
+from kdx.trainer.distill.students import StudentPolicy, masked_logits
 
 
 def test_forward_shapes_and_embedding():

@@ -9,10 +9,8 @@ import pytest
 
 from kdx.cli import main
 from kdx.errors import KdxError
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.distill import DistillConfig
-from kdx.trainer.mappo import train
-from kdx.trainer.sweep import (
+from kdx.trainer.distill.config import DistillConfig
+from kdx.trainer.distill.sweep import (
     ABLATIONS,
     SweepConfig,
     group_rows,
@@ -20,7 +18,9 @@ from kdx.trainer.sweep import (
     plan_jobs,
     run_sweep,
 )
-from kdx.trainer.sweep_commands import parse_settings
+from kdx.trainer.distill.sweep_commands import parse_settings
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.mappo import train
 
 TINY_DISTILL = {"total_steps": 128, "num_envs": 16, "rollout_length": 8, "obs_norm_steps": 2}
 

@@ -10,17 +10,17 @@ import torch
 
 from kdx.cli import main
 from kdx.envs.registry import available, make
-from kdx.trainer.checkpoint import load_teacher
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.evaluate import (
+from kdx.trainer.common.evaluate import (
     RandomPolicy,
     ScriptedPolicy,
     evaluate_policies,
-    evaluate_run,
     mean_ci95,
     run_episodes,
 )
-from kdx.trainer.mappo import read_metrics, train
+from kdx.trainer.evaluation import evaluate_run
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.mappo import read_metrics, train
+from kdx.trainer.teacher.store import load_teacher
 
 FAMILY_ENVS = ["mpe/simple_spread", "mpe/simple_speaker_listener", "skirmish/3m", "pettingzoo:mpe2.simple_spread_v3"]
 

@@ -7,9 +7,11 @@ import torch
 
 from kdx.envs.registry import make
 from kdx.errors import KdxError
-from kdx.trainer.config import TeacherConfig, field_help
-from kdx.trainer.networks import TeacherActor, TeacherCritic, masked_logits, sample_actions
-from kdx.trainer.teacher import Teacher
+from kdx.trainer.common.config_options import field_help
+from kdx.trainer.common.sampling import masked_logits, sample_actions
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.model import Teacher
+from kdx.trainer.teacher.networks import TeacherActor, TeacherCritic
 
 
 @pytest.fixture()
@@ -88,6 +90,6 @@ def test_bad_config_is_a_clear_error(changes, message):
 
 
 def test_every_config_field_has_a_one_line_description():
-    helps = field_help()
+    helps = field_help(TeacherConfig)
     assert helps and all(h and "\n" not in h for h in helps.values())
     TeacherConfig().validate()

@@ -13,7 +13,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kdx.trainer.config import TeacherConfig
+from kdx.trainer.teacher.config import TeacherConfig
 
 
 class TrainProgress:

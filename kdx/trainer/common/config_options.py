@@ -1,15 +1,31 @@
-"""CLI options generated from a config dataclass: one option per field, its one-line
-description (``field.metadata["help"]``) as help, so a config and its command never drift apart."""
+"""Typed config dataclasses and the CLI options generated from them: one option per field, its
+one-line description (``field.metadata["help"]``) as help, so a config and its command never drift
+apart. Shared by ``TeacherConfig`` and ``DistillConfig``."""
 
 from __future__ import annotations
 
 import inspect
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, fields
-from typing import Optional
+from dataclasses import MISSING, field, fields
+from typing import Any, Optional
 
 import typer
+
+
+def config_field(default: Any, help: str) -> Any:
+    """A dataclass field with its one-line description (shown by the command's ``--help``)."""
+    return field(default=default, metadata={"help": help})
+
+
+def field_help(config_cls: type) -> dict[str, str]:
+    """``{field name: one-line description}`` for every field of ``config_cls``."""
+    return {f.name: f.metadata["help"] for f in fields(config_cls)}
+
+
+def field_defaults(config_cls: type) -> dict[str, Any]:
+    """``{field name: default}`` for every field of ``config_cls`` that has one."""
+    return {f.name: f.default for f in fields(config_cls) if f.default is not MISSING}
 
 
 def config_parameters(config_cls: type, renamed: Mapping[str, str] | None = None,

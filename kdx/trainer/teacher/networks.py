@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from kdx.envs.base import EnvSpec
-
-MASKED_LOGIT = -1e9  # finite, so that masked entries give p = 0 and 0 * log p = 0 (no NaN)
+from kdx.trainer.common.sampling import MASKED_LOGIT
 
 
 class ActorOutput(NamedTuple):
@@ -194,17 +193,6 @@ class TeacherCritic(nn.Module):
         x = torch.cat([state.unsqueeze(1).expand(-1, self.n_agents, -1), obs,
                        self.agent_ids.expand(batch, -1, -1)], dim=-1)
         return self.head(self.trunk(x)).squeeze(-1)
-
-
-def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Illegal (or padded) actions get ``MASKED_LOGIT`` so they are never sampled."""
-    return logits.masked_fill(~mask, MASKED_LOGIT)
-
-
-def sample_actions(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Sample ``long [...]`` from (already masked) ``logits [..., K]`` with ``generator``."""
-    probs = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
-    return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
 
 
 def count_parameters(module: nn.Module) -> int:

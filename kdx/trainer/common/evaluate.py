@@ -12,11 +12,9 @@ initial states.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -24,9 +22,8 @@ import torch
 from kdx.envs.base import BatchedEnv, EnvStep
 from kdx.envs.registry import make
 from kdx.errors import KdxError
-from kdx.trainer.checkpoint import atomic_write_text, load_teacher
-from kdx.trainer.networks import sample_actions
-from kdx.trainer.teacher import Teacher
+from kdx.trainer.common.sampling import sample_actions
+from kdx.trainer.teacher.model import Teacher
 
 EVAL_SEED = 10_000  # evaluation seeds differ from training seeds
 MAX_EVAL_ENVS = 256
@@ -200,20 +197,6 @@ def evaluate_policies(env_name: str, policies: dict[str, Policy], episodes: int,
         "reference": {"random_return": rand, "oracle_return": oracle},
         "policies": results,
     }
-
-
-def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED, device: str = "cpu",
-                 extra_policies: dict[str, Policy] | None = None) -> dict[str, Any]:
-    """Evaluate a run's teacher (greedy and sampled) and write ``RUN/eval.json`` atomically."""
-    teacher = load_teacher(run_dir, device=device)
-    policies: dict[str, Policy] = {
-        "teacher_greedy": TeacherPolicy(teacher, greedy=True),
-        "teacher_sampled": TeacherPolicy(teacher, greedy=False),
-        **(extra_policies or {}),
-    }
-    result = evaluate_policies(teacher.config.env, policies, episodes, seed, device)
-    atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=2))
-    return result
 
 
 def print_eval_table(result: dict[str, Any], console=None) -> None:

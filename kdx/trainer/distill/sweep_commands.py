@@ -18,7 +18,7 @@ def parse_settings(settings: list[str] | None) -> dict:
     import typing
     from dataclasses import fields
 
-    from kdx.trainer.distill import DistillConfig
+    from kdx.trainer.distill.config import DistillConfig
 
     hints = typing.get_type_hints(DistillConfig)
     names = {f.name for f in fields(DistillConfig)}
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Distil + evaluate students for several device profiles x seeds x loss ablations in parallel; write sweep.json/.md."""
         from rich.console import Console
 
-        from kdx.trainer.sweep import SweepConfig, run_sweep
+        from kdx.trainer.distill.sweep import SweepConfig, run_sweep
 
         console = Console()
         distill = parse_settings(settings)

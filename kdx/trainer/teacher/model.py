@@ -1,8 +1,8 @@
 """The teacher as later stages see it: networks + value normaliser + the env's spec.
 
 ``Teacher`` bundles the actor, the critic and the value normaliser of one run; ``load_teacher``
-(in ``kdx.trainer.checkpoint``) rebuilds it, frozen, from a run folder. Shapes as in
-``kdx.trainer.networks``.
+(in ``kdx.trainer.teacher.store``) rebuilds it, frozen, from a run folder. Shapes as in
+``kdx.trainer.teacher.networks``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from kdx.envs.base import AgentSpec, EnvSpec
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.networks import (
-    ActorOutput,
-    TeacherActor,
-    TeacherCritic,
-    masked_logits,
-    sample_actions,
-)
-from kdx.trainer.value_norm import ValueNormalizer
+from kdx.trainer.common.sampling import masked_logits, sample_actions
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.networks import ActorOutput, TeacherActor, TeacherCritic
+from kdx.trainer.teacher.value_norm import ValueNormalizer
 
 
 @dataclass

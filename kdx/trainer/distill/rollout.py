@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import torch
 
 from kdx.envs.base import BatchedEnv, EnvStep
-from kdx.trainer.networks import MASKED_LOGIT, sample_actions
-from kdx.trainer.ppo_losses import masked_log_probs
-from kdx.trainer.students import StudentPolicy
-from kdx.trainer.teacher import Teacher
+from kdx.trainer.common.ppo_losses import masked_log_probs
+from kdx.trainer.common.sampling import MASKED_LOGIT, sample_actions
+from kdx.trainer.distill.students import StudentPolicy
+from kdx.trainer.teacher.model import Teacher
 
 
 def team_forward(students: Sequence[StudentPolicy], obs: torch.Tensor, n_actions: int) -> tuple[torch.Tensor, list[torch.Tensor]]:

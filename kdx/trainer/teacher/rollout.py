@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import torch
 
 from kdx.envs.base import BatchedEnv, EnvStep
-from kdx.trainer.networks import sample_actions
-from kdx.trainer.ppo_losses import masked_log_probs
-from kdx.trainer.teacher import Teacher
+from kdx.trainer.common.ppo_losses import masked_log_probs
+from kdx.trainer.common.sampling import sample_actions
+from kdx.trainer.teacher.model import Teacher
 
 
 @dataclass

@@ -11,15 +11,12 @@ rollout shape is tuned for wall-clock learning on a few CPU cores (many envs, fe
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from kdx.devices.mlp import ACTIVATIONS
 from kdx.errors import KdxError
-
-
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with its one-line description (shown by ``kdx train --help``)."""
-    return field(default=default, metadata={"help": help})
+from kdx.trainer.common.config_options import config_field as _f
 
 
 @dataclass(frozen=True)
@@ -132,13 +129,3 @@ class TeacherConfig:
         return json.dumps(self.to_json(), indent=2, sort_keys=True)
 
 
-ACTIVATIONS = ("relu", "tanh")
-
-
-def field_help() -> dict[str, str]:
-    """``{field name: one-line description}`` for every ``TeacherConfig`` field."""
-    return {f.name: f.metadata["help"] for f in fields(TeacherConfig)}
-
-
-def field_defaults() -> dict[str, Any]:
-    return {f.name: f.default for f in fields(TeacherConfig) if f.default is not MISSING}

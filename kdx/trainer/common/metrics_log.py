@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kdx.trainer.checkpoint import atomic_write_text
+from kdx.fileio import atomic_write_text
 
 
 def mean_or_none(xs: list[float]) -> float | None:
@@ -40,21 +40,33 @@ def append_metrics(path: Path, tb, metrics: dict[str, Any], tag: str) -> None:
 
 
 def truncate_metrics(path: Path, update: int) -> None:
-    """Drop metrics lines logged after ``update`` (a resume redoes them)."""
+    """Drop metrics lines logged after ``update`` (a resume redoes them) and any line cut short."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["update"] <= update:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a line cut short by a kill: everything after it is newer
+    kept = [json.dumps(row) for row in read_metrics_file(path) if row.get("update", 0) <= update]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def read_metrics_file(path: Path) -> list[dict[str, Any]]:
-    """Every metrics line of ``path`` (empty when the stage has not logged yet)."""
+def read_metrics_file(path: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every metrics line of ``path`` (empty when the stage has not logged yet).
+
+    The one reader of ``metrics.jsonl``. A line that is not a JSON object (a writer killed
+    mid-line) ends the read: everything after it is newer than the checkpoint a resume starts
+    from. It is noted in ``problems`` when a list is given.
+    """
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            if problems is not None:
+                problems.append(f"{path}: line {number} is not a JSON object; later lines ignored")
+            break
+        rows.append(row)
+    return rows

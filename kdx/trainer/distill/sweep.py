@@ -3,7 +3,7 @@
 ``run_sweep(run, out, config)`` plans one *job* per (device profile, seed, ablation), checks every
 job's ``DistillConfig`` before starting anything, then runs the jobs ``config.workers`` at a time.
 
-Parallelism: each job is its own OS process (``python -m kdx.trainer.sweep JOB_DIR``) supervised
+Parallelism: each job is its own OS process (``python -m kdx.trainer.distill.sweep JOB_DIR``) supervised
 by a ``concurrent.futures.ThreadPoolExecutor`` (threads only wait on children). Processes give
 every job its own torch thread pool, RNG and memory, and a job that crashes fails only its own
 row; the standard library is the whole engine, so a sweep needs nothing beyond ``kdx[train]``.
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kdx.errors import KdxError
+from kdx.layout import RunLayout, TeacherFolder
 
 # Loss ablations: name -> DistillConfig fields to override (a weight of 0 switches a term off).
 ABLATIONS: dict[str, dict[str, float]] = {
@@ -48,7 +49,6 @@ ABLATIONS: dict[str, dict[str, float]] = {
 }
 
 SUMMARY_JSON, SUMMARY_MD = "sweep.json", "sweep.md"
-_TEACHER_FILES = ("config.json", "weights.safetensors")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def plan_jobs(config: SweepConfig) -> list[SweepJob]:
 
 def job_distill_config(job: SweepJob, config: SweepConfig):
     """The checked ``DistillConfig`` of one job (raises ``KdxError`` on a bad option)."""
-    from kdx.trainer.distill import DistillConfig
+    from kdx.trainer.distill.config import DistillConfig
 
     known = {f.name for f in fields(DistillConfig)}
     bad = sorted(set(config.distill) - known)
@@ -116,17 +116,18 @@ def job_distill_config(job: SweepJob, config: SweepConfig):
 # ------------------------------------------------------------------ one job (child process)
 def run_job(job_dir: Path) -> dict[str, Any]:
     """Distil and evaluate the job described by ``job_dir/job.json``; write ``result.json``."""
-    from kdx.trainer.distill import DistillConfig, distill
-    from kdx.trainer.student_eval import evaluate_with_students
+    from kdx.trainer.distill.config import DistillConfig
+    from kdx.trainer.distill.loop import distill
+    from kdx.trainer.evaluation import evaluate_run
 
     spec = json.loads((job_dir / "job.json").read_text())
     t0 = time.perf_counter()
     distill(job_dir, DistillConfig.from_json(spec["distill"]), show_progress=False)
     t1 = time.perf_counter()
-    result = evaluate_with_students(job_dir, episodes=spec["episodes"], device=spec["distill"]["device"])
+    result = evaluate_run(job_dir, episodes=spec["episodes"], device=spec["distill"]["device"])
     row = {**spec["job"], **summarise_eval(result), "status": "ok",
            "distill_s": t1 - t0, "eval_s": time.perf_counter() - t1}
-    from kdx.trainer.checkpoint import atomic_write_text
+    from kdx.fileio import atomic_write_text
 
     atomic_write_text(job_dir / "result.json", json.dumps(row, indent=2))
     return row
@@ -156,12 +157,17 @@ def summarise_eval(result: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the sweep (parent)
+def _teacher_files(folder: TeacherFolder) -> tuple[Path, Path]:
+    return folder.config, folder.weights
+
+
 def _prepare_job_dir(run: Path, job_dir: Path, job: SweepJob, distill_config, episodes: int) -> None:
     if job_dir.exists():
         shutil.rmtree(job_dir)
-    (job_dir / "teacher").mkdir(parents=True)
-    for name in _TEACHER_FILES:
-        shutil.copy2(run / "teacher" / name, job_dir / "teacher" / name)
+    source, copy = RunLayout(run).teacher, RunLayout(job_dir).teacher
+    copy.root.mkdir(parents=True)
+    for path in _teacher_files(source):  # what distillation reads of the teacher
+        shutil.copy2(path, copy.root / path.name)
     spec = {"job": {"job": job.name, **asdict(job)}, "distill": distill_config.to_json(), "episodes": episodes}
     (job_dir / "job.json").write_text(json.dumps(spec, indent=2))
 
@@ -188,7 +194,7 @@ def _reusable(job_dir: Path, distill_config, episodes: int) -> bool:
 def _run_child(job: SweepJob, job_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     with open(job_dir / "log.txt", "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "kdx.trainer.sweep", str(job_dir)],
+        proc = subprocess.run([sys.executable, "-m", "kdx.trainer.distill.sweep", str(job_dir)],
                               stdout=log, stderr=subprocess.STDOUT, check=False)
     row = _finished_row(job_dir)
     if proc.returncode == 0 and row is not None:
@@ -202,20 +208,20 @@ def run_sweep(run_dir: str | Path, out: str | Path | None, config: SweepConfig,
               on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run every job of ``config`` for the teacher of ``run_dir``; write and return the summary."""
     from kdx.devices.registry import get_profile
-    from kdx.trainer.checkpoint import RunPaths, atomic_write_text
+    from kdx.fileio import atomic_write_text
 
     run = Path(run_dir)
     config = config.validate()
-    paths = RunPaths(run)
-    missing = [n for n in _TEACHER_FILES if not (paths.teacher / n).is_file()]
+    paths = RunLayout(run).teacher
+    missing = [p.name for p in _teacher_files(paths) if not p.is_file()]
     if missing:
-        raise KdxError(f"{run} has no trained teacher ({', '.join(missing)} missing in {paths.teacher}); "
+        raise KdxError(f"{run} has no trained teacher ({', '.join(missing)} missing in {paths.root}); "
                        "train one with `kdx train` first")
     for device in config.devices:
         get_profile(device)  # unknown profile: KdxError naming the choices
     jobs = plan_jobs(config)
     distill_configs = {job: job_distill_config(job, config) for job in jobs}  # all checked before any work
-    out = Path(out) if out is not None else run / "sweep"
+    out = Path(out) if out is not None else RunLayout(run).sweep
     out.mkdir(parents=True, exist_ok=True)
 
     rows: dict[str, dict[str, Any]] = {}

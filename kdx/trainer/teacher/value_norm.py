@@ -20,7 +20,7 @@ class ValueNormalizer(nn.Module):
         super().__init__()
         self.enabled, self.eps = enabled, eps
         # Data-parallel runs set this to fold every rank's batch into the statistics
-        # (``(n, mean, var) -> global (n, mean, var)``, see kdx.trainer.distributed).
+        # (``(n, mean, var) -> global (n, mean, var)``, see kdx.trainer.teacher.distributed).
         self.moments_reducer: Callable[[float, torch.Tensor, torch.Tensor], tuple[float, torch.Tensor, torch.Tensor]] | None = None
         self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("var", torch.ones((), dtype=torch.float64))

@@ -20,63 +20,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdx.envs.base import EnvStep
 from kdx.envs.registry import make
 from kdx.errors import KdxError
-from kdx.trainer.checkpoint import (
-    RunPaths,
-    load_checkpoint,
-    load_optimizer_tensors,
-    load_teacher_tensors,
-    optimizer_tensors,
-    read_run_config,
-    save_checkpoint,
-    teacher_tensors,
-    write_run_config,
-)
-from kdx.trainer.config import TeacherConfig
-from kdx.trainer.distributed import data_parallel
-from kdx.trainer.gae import gae_advantages
-from kdx.trainer.metrics_log import (
+from kdx.layout import RunLayout, TeacherFolder
+from kdx.trainer.common.checkpoints import load_optimizer_tensors, optimizer_tensors
+from kdx.trainer.common.env_state import env_checkpoint_tensors, restore_env
+from kdx.trainer.common.gae import gae_advantages
+from kdx.trainer.common.metrics_log import (
     append_metrics,
     mean_or_none,
     open_tensorboard,
     read_metrics_file,
     truncate_metrics,
 )
-from kdx.trainer.ppo_losses import entropy, masked_log_probs, policy_loss, value_loss
-from kdx.trainer.progress import TrainProgress
-from kdx.trainer.rollout import RolloutBuffer, collect_rollout
-from kdx.trainer.teacher import Teacher
+from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss, value_loss
+from kdx.trainer.common.progress import TrainProgress
+from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.distributed import data_parallel
+from kdx.trainer.teacher.model import Teacher
+from kdx.trainer.teacher.rollout import RolloutBuffer, collect_rollout
+from kdx.trainer.teacher.store import (
+    checkpoint_store,
+    load_teacher_tensors,
+    publish_teacher,
+    read_teacher_config,
+    teacher_tensors,
+    write_teacher_config,
+)
 
 # Metrics that depend on wall-clock time; everything else is reproducible from the seed.
 TIMING_METRICS = ("env_steps_per_s", "time_s")
-
-
-def env_state_in_tensors(env) -> bool:
-    """Pure-torch envs keep their whole state in tensors (exact resume); envs wrapping external
-    simulators (PettingZoo, StarCraft II) do not, unless they say so with ``state_in_tensors``."""
-    return bool(getattr(env, "state_in_tensors", not env.spec.name.startswith(("pettingzoo:", "smac/"))))
-
-
-def _adopt_lazy_tensors(env, saved: dict[str, torch.Tensor]) -> None:
-    """Attach saved tensors a fresh env has not created yet (caches built lazily on the first
-    steps), so that ``load_state_dict`` sees the same keys; unresolvable ones stay for it to report."""
-    for key in sorted(set(saved) - set(env.state_dict())):
-        *path, name = key.split(".")
-        if name.endswith("#generator"):
-            continue
-        holder: object = env
-        try:
-            for part in path:
-                holder = holder[int(part)] if isinstance(holder, (list, tuple)) else (
-                    holder[part] if isinstance(holder, dict) else getattr(holder, part))
-        except (AttributeError, KeyError, IndexError, ValueError):
-            continue
-        if isinstance(holder, dict):
-            holder[name] = saved[key].to(env.device).clone()
-        elif hasattr(holder, "__dict__") and not isinstance(holder, (list, tuple)):
-            setattr(holder, name, saved[key].to(env.device).clone())
 
 
 def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutBuffer,
@@ -137,40 +110,20 @@ def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutB
     return {k: sum(v) / len(v) for k, v in stats.items()}
 
 
-def step_tensors(step: EnvStep) -> dict[str, torch.Tensor]:
-    """The pending ``EnvStep`` as flat tensors, so a checkpoint can resume mid-episode (both stages)."""
-    out = {"step.state": step.state}
-    out.update({f"step.obs.{i}": o for i, o in enumerate(step.obs)})
-    out.update({f"step.mask.{i}": m for i, m in enumerate(step.action_mask)})
-    return out
-
-
-def step_from_tensors(state: dict[str, torch.Tensor], n_agents: int, device: torch.device) -> EnvStep:
-    """Inverse of :func:`step_tensors`."""
-    s = state["step.state"].to(device)
-    b = s.shape[0]
-    zeros = torch.zeros(b, dtype=torch.bool, device=device)
-    return EnvStep(
-        obs=tuple(state[f"step.obs.{i}"].to(device) for i in range(n_agents)),
-        action_mask=tuple(state[f"step.mask.{i}"].to(device) for i in range(n_agents)),
-        state=s, reward=torch.zeros(b, n_agents, device=device), terminated=zeros, truncated=zeros.clone(),
-    )
-
-
 def prepare_run(run_dir: str | Path, config: TeacherConfig | None, resume: bool,
-                total_steps: int | None = None) -> tuple[RunPaths, TeacherConfig]:
+                total_steps: int | None = None) -> tuple[TeacherFolder, TeacherConfig]:
     """Check the run folder and the config before any work: new runs never overwrite."""
-    paths = RunPaths(Path(run_dir))
+    paths = RunLayout(Path(run_dir)).teacher
     if resume:
-        saved, _ = read_run_config(paths)
+        saved, _ = read_teacher_config(paths)
         if total_steps is not None:
             saved = replace(saved, total_steps=total_steps)
         return paths, saved.validate()
     if config is None:
         raise KdxError("a new run needs a config")
-    if paths.teacher.exists() and any(paths.teacher.iterdir()):
+    if paths.exists():
         raise KdxError(
-            f"{paths.run} already holds a teacher run; continue it with `kdx train --resume {paths.run}` "
+            f"{run_dir} already holds a teacher run; continue it with `kdx train --resume {run_dir}` "
             "or choose another --out"
         )
     return paths, config.validate()
@@ -209,19 +162,13 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
     minibatch_gen = torch.Generator().manual_seed(dp.gen_seed(config.seed + 2))
 
     # ---- fresh start or resume at a rollout boundary
+    store = checkpoint_store(paths)
     if resume:
-        ckpt = load_checkpoint(paths)
+        ckpt = store.load_newest()
         load_teacher_tensors(teacher, ckpt.weights, ckpt.path)
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
         state = dp.rank_state(ckpt.state, ckpt.progress)  # this rank's env/RNG state
-        if env_state_in_tensors(env):
-            env.reset()  # creates every state tensor, then overwritten with the saved ones
-            env_state = {k[4:]: v for k, v in state.items() if k.startswith("env.")}
-            _adopt_lazy_tensors(env, env_state)
-            env.load_state_dict(env_state)
-            step = step_from_tensors(state, spec.n_agents, device)
-        else:  # a simulator's state cannot be saved: resume with fresh episodes (not bit-exact)
-            step = env.reset()
+        step = restore_env(env, state)
         hidden = state["hidden"].to(device) if "hidden" in state else None
         sample_gen.set_state(state["rng.sample"])
         minibatch_gen.set_state(state["rng.minibatch"])
@@ -232,14 +179,13 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
             truncate_metrics(paths.metrics, start_update)
     else:
         if dp.is_main:
-            write_run_config(paths, run_config, spec.to_json())
+            write_teacher_config(paths, run_config, spec.to_json())
         step = env.reset()
         hidden = teacher.actor.initial_hidden(config.num_envs, device)
         start_update, env_steps, episodes, elapsed0 = 0, 0, 0, 0.0
 
     def checkpoint(update: int, elapsed: float) -> None:
-        state = {f"env.{k}": v for k, v in env.state_dict().items()} if env_state_in_tensors(env) else {}
-        state.update(step_tensors(step))
+        state = env_checkpoint_tensors(env, step)
         if hidden is not None:
             state["hidden"] = hidden
         state["rng.sample"] = sample_gen.get_state()
@@ -248,7 +194,9 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
         progress = {"update": update, "env_steps": env_steps, "episodes": episodes, "time_s": elapsed,
                     **dp.progress_extra(env_steps)}
         if dp.is_main:
-            save_checkpoint(paths, update, teacher_tensors(teacher), optimizer_tensors(optimizer), state, progress)
+            weights, opt = teacher_tensors(teacher), optimizer_tensors(optimizer)
+            store.save(update, weights, opt, state, progress)
+            publish_teacher(paths, weights, opt, update)
 
     # ---- the loop
     tb = open_tensorboard(paths.tensorboard) if dp.is_main else None
@@ -306,4 +254,4 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every metrics line of a run's teacher."""
-    return read_metrics_file(RunPaths(Path(run_dir)).metrics)
+    return read_metrics_file(RunLayout(Path(run_dir)).teacher.metrics)

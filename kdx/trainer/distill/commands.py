@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from kdx.errors import KdxError
-from kdx.trainer.config_options import config_parameters
+from kdx.trainer.common.config_options import config_parameters
 
 # Fields with a dedicated option name; fields set by the fixed options are not generated.
 _RENAMED = {"total_steps": "steps", "device": "torch_device", "device_profile": "device"}
@@ -22,7 +22,7 @@ _FIXED = ("device_profile", "students")
 
 
 def _config_parameters() -> list[inspect.Parameter]:
-    from kdx.trainer.distill import DistillConfig
+    from kdx.trainer.distill.config import DistillConfig
 
     return config_parameters(DistillConfig, _RENAMED, skip=_FIXED)
 
@@ -32,7 +32,8 @@ def distill_command(run: str, device: str | None, student: list[str] | None, res
     """Distil the teacher of RUN into one small student per agent, sized for a device profile (stage 2)."""
     from rich.console import Console
 
-    from kdx.trainer.distill import DistillConfig, distill
+    from kdx.trainer.distill.config import DistillConfig
+    from kdx.trainer.distill.loop import distill
 
     console = Console()
     given = {k: v for k, v in options.items() if v is not None}

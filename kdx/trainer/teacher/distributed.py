@@ -48,14 +48,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from kdx.errors import KdxError
-from kdx.trainer.config import TeacherConfig
+from kdx.trainer.teacher.config import TeacherConfig
 
 # Env var that makes every rank append a hash of its weights after each update to
 # ``RUN/teacher/rank_sync/rank<r>.jsonl`` (tests and debugging: ranks must never drift apart).
@@ -245,7 +244,7 @@ class DataParallel(SingleProcess):
     def after_update(self, paths: Any, update: int, teacher: Any) -> None:
         if not self.check_sync:
             return
-        folder = Path(paths.teacher) / "rank_sync"
+        folder = paths.rank_sync
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"rank{self.rank}.jsonl", "a") as f:
             f.write(json.dumps({"update": update, "sha256": teacher_hash(teacher)}) + "\n")

@@ -2,7 +2,7 @@
 
 ``evaluate_with_students(run)`` runs the teacher and (when ``RUN/students/`` exists) the student
 team, greedy and sampled, plus the random/scripted references, all through
-``kdx.trainer.evaluate`` on the same env seeds, and adds a ``students`` section to ``eval.json``:
+``kdx.trainer.common.evaluate`` on the same env seeds, and adds a ``students`` section to ``eval.json``:
 
 - ``retention``: student / teacher in the same action mode. On envs with a win flag (SMAC-like)
   the ratio of win rates; otherwise the ratio of returns measured from the uniform-random policy,
@@ -15,21 +15,16 @@ team, greedy and sampled, plus the random/scripted references, all through
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdx.envs.base import BatchedEnv, EnvStep
-from kdx.trainer.checkpoint import atomic_write_text, load_teacher
-from kdx.trainer.distill_rollout import team_forward
-from kdx.trainer.evaluate import EVAL_SEED, Policy, evaluate_run
-from kdx.trainer.networks import sample_actions
-from kdx.trainer.ppo_losses import masked_log_probs
-from kdx.trainer.student_io import StudentPaths, load_students
-from kdx.trainer.students import StudentPolicy
-from kdx.trainer.teacher import Teacher
+from kdx.trainer.common.ppo_losses import masked_log_probs
+from kdx.trainer.common.sampling import sample_actions
+from kdx.trainer.distill.rollout import team_forward
+from kdx.trainer.distill.students import StudentPolicy
+from kdx.trainer.teacher.model import Teacher
 
 MODES = ("greedy", "sampled")
 
@@ -94,25 +89,6 @@ def retention(result: dict[str, Any]) -> dict[str, Any]:
         "mode": best,
         "retention": per_mode[best],
     }
-
-
-def evaluate_with_students(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED,
-                           device: str = "cpu") -> dict[str, Any]:
-    """Evaluate teacher, students (if distilled) and references on the same seeds; write ``RUN/eval.json``."""
-    run_dir = Path(run_dir)
-    if not StudentPaths(run_dir).config.is_file():
-        return evaluate_run(run_dir, episodes, seed, device)
-    students = load_students(run_dir, device)
-    policies: dict[str, Policy] = {f"students_{m}": StudentTeamPolicy(students, greedy=(m == "greedy")) for m in MODES}
-    result = evaluate_run(run_dir, episodes, seed, device, extra_policies=policies)
-    teacher = load_teacher(run_dir, device="cpu")
-    result["students"] = {
-        **retention(result),
-        "cost": network_costs(teacher, load_students(run_dir, "cpu")),
-        "cost_counted": "ptflops MACs (Linear multiply-adds + bias adds, batch 1; LayerNorm/activations excluded)",
-    }
-    atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
-    return result
 
 
 def print_students_table(result: dict[str, Any], console=None) -> None:

@@ -1,0 +1,90 @@
+"""The students' files in a run folder (``RUN/students/``, see ``kdx.layout``) and ``load_students``.
+
+    config.json              DistillConfig, env name, device profile, teacher fingerprint,
+                             per-agent architecture (``StudentPolicy.arch_json``), env spec
+    <agent>.safetensors      one StudentPolicy state dict per agent (weights + obs normalisation)
+    sizing.json              the sizing table (kdx.devices.sizing)
+    metrics.jsonl  tb/       one JSON line per logged update
+    checkpoints/NNNNNN/      students + projection heads, optimizer, env/RNG state, progress
+                             (``kdx.trainer.common.checkpoints``)
+
+Per-agent files are published atomically after each checkpoint. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from kdx.errors import KdxError
+from kdx.fileio import atomic_write_text, sha256_file
+from kdx.layout import RunLayout, StudentsFolder
+from kdx.trainer.common.checkpoints import CheckpointStore, atomic_save_tensors
+from kdx.trainer.distill.students import StudentPolicy
+
+CHECKPOINT_KIND = "kdx-students"
+
+
+def checkpoint_store(folder: StudentsFolder) -> CheckpointStore:
+    """The distillation stage's checkpoints."""
+    return CheckpointStore(folder, CHECKPOINT_KIND)
+
+
+def teacher_fingerprint(run_dir: Path) -> str:
+    """sha256 of the teacher's published weights: a resume must distil from the same teacher."""
+    return sha256_file(RunLayout(run_dir).teacher.weights)
+
+
+def write_students_config(folder: StudentsFolder, document: dict[str, Any]) -> None:
+    folder.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder.config, json.dumps(document, indent=2))
+
+
+def read_students_config(run_dir: str | Path) -> dict[str, Any]:
+    """``RUN/students/config.json`` as a dict; ``KdxError`` when missing or damaged."""
+    folder = RunLayout(Path(run_dir)).students
+    if not folder.config.is_file():
+        raise KdxError(f"{run_dir} has no students: {folder.config} is missing (distil them with `kdx distill {run_dir} --device PROFILE`)")
+    try:
+        doc = json.loads(folder.config.read_text())
+        if not isinstance(doc.get("agents"), dict) or not isinstance(doc.get("distill"), dict):
+            raise KeyError("agents/distill")
+        return doc
+    except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+        raise KdxError(f"{folder.config} is not a valid students config ({exc}); re-run `kdx distill`") from None
+
+
+def publish_students(folder: StudentsFolder, students: dict[str, StudentPolicy]) -> None:
+    """Write each student's state dict to ``RUN/students/<agent>.safetensors`` atomically."""
+    for name, student in students.items():
+        atomic_save_tensors(folder.weights(name), dict(student.state_dict()), metadata={"format": "kdx-student", "agent": name})
+
+
+def load_students(run_dir: str | Path, device: str = "cpu") -> dict[str, StudentPolicy]:
+    """``{agent name: StudentPolicy}`` (eval mode) from a run's ``students/`` folder, in env agent order.
+
+    Raises ``KdxError`` when the students config or a weight file is missing, corrupt, or does not
+    fit the architecture the config describes.
+    """
+    folder = RunLayout(Path(run_dir)).students
+    doc = read_students_config(run_dir)
+    students: dict[str, StudentPolicy] = {}
+    for name, arch in doc["agents"].items():
+        student = StudentPolicy.from_arch_json(arch)
+        path = folder.weights(name)
+        if not path.is_file():
+            raise KdxError(f"{path} is missing: the distillation has not written its students yet (resume it with `kdx distill --resume`)")
+        try:
+            tensors = load_file(str(path))
+        except (OSError, SafetensorError) as exc:
+            raise KdxError(f"{path} is corrupt ({exc}); re-run or resume `kdx distill`") from None
+        try:
+            student.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise KdxError(f"{path} does not fit the student described in {folder.config} ({str(exc).splitlines()[0]})") from None
+        students[name] = student.to(device).eval()
+    return students

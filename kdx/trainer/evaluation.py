@@ -1,0 +1,44 @@
+"""``kdx evaluate``: teacher vs students vs references on the same seeds, written once to ``eval.json``.
+
+Loads the teacher and (when the run has them) the students once, runs every policy through
+``kdx.trainer.common.evaluate.evaluate_policies`` on the same env seeds, adds the students'
+retention and cost, and writes ``RUN/eval.json`` atomically, once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kdx.fileio import atomic_write_text
+from kdx.layout import RunLayout
+from kdx.trainer.common.evaluate import EVAL_SEED, Policy, TeacherPolicy, evaluate_policies
+from kdx.trainer.distill.evaluate import MODES, StudentTeamPolicy, network_costs, retention
+from kdx.trainer.distill.store import load_students
+from kdx.trainer.teacher.store import load_teacher
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED, device: str = "cpu",
+                 extra_policies: dict[str, Policy] | None = None) -> dict[str, Any]:
+    """Evaluate a run's teacher (greedy and sampled), its students if distilled, ``extra_policies``
+    and the references on the same seeds; write ``RUN/eval.json`` atomically and return its content."""
+    layout = RunLayout(Path(run_dir))
+    teacher = load_teacher(layout.run, device=device)
+    students = load_students(layout.run, device) if layout.students.config.is_file() else None
+    policies: dict[str, Policy] = {
+        "teacher_greedy": TeacherPolicy(teacher, greedy=True),
+        "teacher_sampled": TeacherPolicy(teacher, greedy=False),
+    }
+    if students is not None:
+        policies.update({f"students_{m}": StudentTeamPolicy(students, greedy=(m == "greedy")) for m in MODES})
+    policies.update(extra_policies or {})
+    result = evaluate_policies(teacher.config.env, policies, episodes, seed, device)
+    if students is not None:
+        result["students"] = {
+            **retention(result),
+            "cost": network_costs(teacher, students),
+            "cost_counted": "ptflops MACs (Linear multiply-adds + bias adds, batch 1; LayerNorm/activations excluded)",
+        }
+    atomic_write_text(layout.eval_json, json.dumps(result, indent=2))
+    return result
