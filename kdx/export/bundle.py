@@ -394,7 +394,7 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
             (tmp_dir / PARITY_NAME).write_text(json.dumps(parity_doc, indent=2) + "\n")
             shared = [_file_entry(tmp_dir, CALIB_NAME, "calib"), _file_entry(tmp_dir, PARITY_NAME, "json")]
             if target.engine_build_on_device:
-                from kdx.export.tensorrt import trtexec_script
+                from kdx.export.trtexec import trtexec_script
 
                 script = tmp_dir / SCRIPT_NAME
                 script.write_text(trtexec_script(manifest))

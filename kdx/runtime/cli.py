@@ -10,10 +10,7 @@ from kdx import __version__
 from kdx.cli_common import register_command_modules, run_app
 
 # Modules that add runtime subcommands (info, bench, run, serve, build-engines), listed once.
-COMMAND_MODULES = (
-    "kdx.runtime.commands",
-    "kdx.export.runtime_commands",
-)
+COMMAND_MODULES = ("kdx.runtime.commands",)
 
 app = typer.Typer(
     name="kdx-runtime",

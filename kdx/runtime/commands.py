@@ -1,4 +1,5 @@
-"""``kdx-runtime`` subcommands: info, bench, run, serve. Formatting lives here and only here."""
+"""``kdx-runtime`` subcommands: info, bench, run, serve, build-engines. Formatting lives here and
+only here."""
 
 from __future__ import annotations
 
@@ -203,9 +204,32 @@ def serve(
     print("stopped; " + json.dumps(server.stats()), flush=True)
 
 
+def engine_line(record) -> str:
+    """One line per built engine: who uses it, where it is, its size, precision and build time."""
+    users = ", ".join(f"{role} {agent}" for role, agent in record.users)
+    return (f"{users}: {record.engine} ({record.size_bytes} bytes, {record.precision}, "
+            f"TensorRT {record.tensorrt_version}, {record.build_seconds:.1f} s)")
+
+
+def build_engines(
+    bundle: Path = typer.Argument(..., help="Bundle folder (holds manifest.json)."),
+    workspace_mib: int = typer.Option(256, "--workspace-mib", help="TensorRT builder workspace limit in MiB."),
+    agent: list[str] = typer.Option([], "--agent", help="Only this agent (repeat); default: every agent."),
+) -> None:
+    """Build one TensorRT engine per agent (students and teacher) and list them in the manifest."""
+    from kdx.runtime.tensorrt_build import build_engines as build
+
+    console = Console()
+    records = build(bundle, workspace_mib, agents=list(agent) or None,
+                    log=lambda message: console.print(message, highlight=False))
+    for record in records:
+        console.print(engine_line(record), highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add info, bench, run and serve to the ``kdx-runtime`` app."""
+    """Add info, bench, run, serve and build-engines to the ``kdx-runtime`` app."""
     app.command("info")(info)
     app.command("bench")(bench)
     app.command("run")(run)
     app.command("serve")(serve)
+    app.command("build-engines")(build_engines)
