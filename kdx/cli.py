@@ -1,4 +1,4 @@
-"""The ``kdx`` command: train, distill, evaluate, export, report, envs, devices, demo.
+"""The ``kdx`` command: train, distill, evaluate, export, run, report, envs, devices, demo.
 
 Each feature package contributes its commands from a small ``commands`` module with a
 ``register(app)`` function; they are listed once in ``COMMAND_MODULES``. Heavy imports (torch)
@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "kdx.trainer.sweep_commands",
     "kdx.devices.commands",
     "kdx.export.commands",
+    "kdx.export.run_commands",
     "kdx.report.commands",
     "kdx.demo",
 )
