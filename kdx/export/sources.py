@@ -17,11 +17,6 @@ from kdx.fileio import sha256_file
 STUDENTS_DIR = "students"
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return sha256_file(path)
-
-
 @dataclass
 class PolicySource:
     """One torch policy to export, seen from one agent.
@@ -67,7 +62,7 @@ def student_sources(students: dict[str, Any], run_dir: Path | None) -> list[Poli
     sources = []
     for name, student in students.items():
         weights = None if run_dir is None else run_dir / STUDENTS_DIR / f"{name}.safetensors"
-        sha = sha256_of(weights) if weights is not None and weights.is_file() else "0" * 64
+        sha = sha256_file(weights) if weights is not None and weights.is_file() else "0" * 64
         sources.append(PolicySource(
             name=name, role="student", module=student, obs_dim=student.obs_dim,
             n_actions=student.n_actions, hidden_sizes=list(student.hidden), checkpoint_sha256=sha,
@@ -103,7 +98,7 @@ def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunP
         from kdx.trainer.checkpoint import load_teacher
 
         loaded = load_teacher(run)
-        teacher = teacher_sources(loaded, sha256_of(teacher_weights))
+        teacher = teacher_sources(loaded, sha256_file(teacher_weights))
         env = env or loaded.config.env
         names = [a.name for a in loaded.spec.agents]
         unknown = sorted(set(students) - set(names))

@@ -68,7 +68,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kdx.errors import KdxError
-from kdx.fileio import atomic_write_text
+from kdx.fileio import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -101,6 +101,12 @@ class FileEntry:
     sha256: str
     kind: str
     size_bytes: int | None = None
+
+    @classmethod
+    def of_file(cls, bundle_dir: str | Path, path: str, kind: str) -> FileEntry:
+        """The entry of ``bundle_dir / path`` as it is on disk now (its sha256 and size)."""
+        full = Path(bundle_dir) / path
+        return cls(path, sha256_file(full), kind, full.stat().st_size)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ Only symbolic enum names are used: their numeric values changed between versions
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -34,7 +33,7 @@ from typing import Any
 
 from kdx import __version__
 from kdx.errors import KdxError
-from kdx.fileio import atomic_write_bytes
+from kdx.fileio import atomic_write_bytes, sha256_bytes
 from kdx.runtime.manifest import AgentEntry, FileEntry, Manifest, load_manifest, write_manifest
 
 TENSORRT_MISSING = "TensorRT not found: build engines on the Jetson (JetPack ships it)"
@@ -188,10 +187,6 @@ def engine_source(entry: AgentEntry) -> FileEntry:
     return source
 
 
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
     """Write atomically: an engine is never half-written."""
     atomic_write_bytes(path, data)
@@ -205,7 +200,7 @@ def store_engine(bundle_dir: Path, entries: list[AgentEntry], plan: TrtBuildPlan
     source = engine_source(entry)
     record = EngineRecord(
         users=[[e.role, e.name] for e in entries], onnx=source.path, onnx_sha256=source.sha256,
-        engine=engine_path_for(source.path), engine_sha256=_sha256_bytes(engine),
+        engine=engine_path_for(source.path), engine_sha256=sha256_bytes(engine),
         size_bytes=len(engine), precision=entry.precision, tensorrt_version=plan.tensorrt_version,
         network_flags=list(plan.network_flags), builder_flags=list(plan.builder_flags),
         build_seconds=build_seconds, host=f"{platform.node()} ({platform.machine()})",
@@ -221,20 +216,16 @@ def with_engines(manifest: Manifest, bundle_dir: Path, records: list[EngineRecor
     """A copy of ``manifest`` whose agents list their engine, its metadata and the timing cache
     (earlier engine entries of those agents are replaced)."""
     by_key = {(role, agent): r for r in records for role, agent in r.users}
-    cache_entry = None
-    if timing_cache is not None:
-        data = (bundle_dir / timing_cache).read_bytes()
-        cache_entry = FileEntry(timing_cache, _sha256_bytes(data), "timing-cache", len(data))
+    cache_entry = None if timing_cache is None else FileEntry.of_file(bundle_dir, timing_cache, "timing-cache")
 
     def updated(entry: AgentEntry) -> AgentEntry:
         record = by_key.get((entry.role, entry.name))
         if record is None:
             return entry
-        meta = (bundle_dir / record.metadata_path).read_bytes()
         stale = {record.engine, record.metadata_path}
         files = [f for f in entry.files if f.kind not in ENGINE_KINDS and f.path not in stale]
         files.append(FileEntry(record.engine, record.engine_sha256, "engine", record.size_bytes))
-        files.append(FileEntry(record.metadata_path, _sha256_bytes(meta), "json", len(meta)))
+        files.append(FileEntry.of_file(bundle_dir, record.metadata_path, "json"))
         if cache_entry is not None:
             files.append(cache_entry)
         return replace(entry, files=files)
