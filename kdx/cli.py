@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from kdx import __version__
-from kdx.cli_common import register_command_modules, run_app
+from kdx.cli_common import make_app, register_command_modules, run_app
 
 COMMAND_MODULES = (
     "kdx.envs.commands",
@@ -24,13 +24,7 @@ COMMAND_MODULES = (
     "kdx.demo",
 )
 
-app = typer.Typer(
-    name="kdx",
-    help="kdx: distil a cooperative multi-agent RL teacher into tiny per-agent students for edge devices.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = make_app("kdx", "kdx: distil a cooperative multi-agent RL teacher into tiny per-agent students for edge devices.")
 
 
 def _version(value: bool) -> None:

@@ -231,7 +231,7 @@ class _AgentExporter:
             dyn_result.note = result.note
             results.append(dyn_result)
             files.append(FileEntry.of_file(self.root, dyn, "onnx-dynamic"))
-        from kdx.export.onnx_export import INPUT_H, OUTPUT_H, write_student_npz
+        from kdx.export.onnx_export import write_student_npz
 
         if source.role == "student":
             npz_rel = f"{source.name}.npz"
@@ -252,8 +252,8 @@ class _AgentExporter:
         entry = AgentEntry(
             name=source.name, role=source.role, obs_dim=source.obs_dim, n_actions=source.n_actions,
             files=files, hidden_sizes=list(source.hidden_sizes), params=params, macs=macs,
-            inputs=InputNames(obs="obs", action_mask="action_mask", h_in=INPUT_H if recurrent else None),
-            outputs=OutputNames(logits="logits", action="action", h_out=OUTPUT_H if recurrent else None),
+            inputs=InputNames.of_policy(action_mask=True, recurrent=recurrent),
+            outputs=OutputNames.of_policy(recurrent),
             recurrent_state_shape=[1, source.recurrent_size] if recurrent else None,
             precision=shipped_precision, normalisation_folded=True, parity=parity,
         )

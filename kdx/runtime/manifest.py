@@ -117,6 +117,11 @@ class InputNames:
     action_mask: str | None = None
     h_in: str | None = None
 
+    @classmethod
+    def of_policy(cls, action_mask: bool, recurrent: bool) -> InputNames:
+        """The names kdx gives a policy model's inputs (exporter, test bundles)."""
+        return cls(action_mask="action_mask" if action_mask else None, h_in="h_in" if recurrent else None)
+
 
 @dataclass(frozen=True)
 class OutputNames:
@@ -125,6 +130,11 @@ class OutputNames:
     logits: str = "logits"
     action: str = "action"
     h_out: str | None = None
+
+    @classmethod
+    def of_policy(cls, recurrent: bool) -> OutputNames:
+        """The names kdx gives a policy model's outputs (exporter, test bundles)."""
+        return cls(h_out="h_out" if recurrent else None)
 
 
 @dataclass

@@ -44,6 +44,15 @@ def test_info_lists_agents_files_and_backends(spread_bundle: Path, capsys: pytes
         assert text in out, text
 
 
+def test_version_lists_the_backends_usable_here(capsys: pytest.CaptureFixture) -> None:
+    from kdx.runtime.backends import available_backends
+
+    main(["version"])
+    listed = capsys.readouterr().out.strip().split("backends: ")[1].split(", ")
+    assert listed == sorted(name for name, why in available_backends().items() if why is None)
+    assert "numpy" in listed
+
+
 def test_bench_writes_stats_samples_and_device(spread_bundle: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
     out_json = tmp_path / "lat.json"
