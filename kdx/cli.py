@@ -1,4 +1,4 @@
-"""The ``kdx`` command: train, distill, evaluate, export, report, envs, devices, demo.
+"""The ``kdx`` command: train, distill, evaluate, export, run, report, envs, devices, demo.
 
 Each feature package contributes its commands from a small ``commands`` module with a
 ``register(app)`` function; they are listed once in ``COMMAND_MODULES``. Heavy imports (torch)
@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from kdx import __version__
-from kdx.cli_common import register_command_modules, run_app
+from kdx.cli_common import make_app, register_command_modules, run_app
 
 COMMAND_MODULES = (
     "kdx.envs.commands",
@@ -20,17 +20,12 @@ COMMAND_MODULES = (
     "kdx.trainer.distill.sweep_commands",
     "kdx.devices.commands",
     "kdx.export.commands",
+    "kdx.export.run_commands",
     "kdx.report.commands",
     "kdx.demo",
 )
 
-app = typer.Typer(
-    name="kdx",
-    help="kdx: distil a cooperative multi-agent RL teacher into tiny per-agent students for edge devices.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = make_app("kdx", "kdx: distil a cooperative multi-agent RL teacher into tiny per-agent students for edge devices.")
 
 
 def _version(value: bool) -> None:

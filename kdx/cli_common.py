@@ -1,5 +1,5 @@
-"""What the ``kdx`` and ``kdx-runtime`` commands share: command-module loading and the entry
-point that turns user errors into one clear line (torch-free: the runtime uses it)."""
+"""What the ``kdx`` and ``kdx-runtime`` commands share: the typer app, command-module loading
+and the entry point that turns user errors into one clear line (torch-free: the runtime uses it)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from kdx.errors import KdxError
+
+
+def make_app(name: str, help: str) -> typer.Typer:
+    """A kdx console command's typer app: help when called bare, no shell-completion options,
+    and no rich tracebacks (``run_app`` prints user errors as one line)."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False)
 
 
 def register_command_modules(app: typer.Typer, module_names: Iterable[str]) -> None:

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
+from kdx.envs.twins import pettingzoo_twin
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
 
@@ -104,13 +105,6 @@ def stage_export(cfg: DemoConfig) -> None:
         _invoke("kdx", ["export", str(cfg.out), "--target", target, "--force"])
 
 
-def _pettingzoo_name(env: str) -> str | None:
-    names = {"mpe/simple_spread": "pettingzoo:mpe2.simple_spread_v3",
-             "mpe/simple_speaker_listener": "pettingzoo:mpe2.simple_speaker_listener_v4",
-             "mpe/simple_reference": "pettingzoo:mpe2.simple_reference_v3"}
-    return names.get(env)
-
-
 def stage_runtime(cfg: DemoConfig) -> None:
     bundle = RunLayout(cfg.out).bundle(cfg.targets[0])
     devices = RunLayout(cfg.out).devices
@@ -118,11 +112,9 @@ def stage_runtime(cfg: DemoConfig) -> None:
     _invoke("kdx-runtime", ["info", str(bundle)])
     _invoke("kdx-runtime", ["bench", str(bundle), "--iters", str(cfg.bench_iters),
                             "--json", str(devices / "this-host.json")])
-    env = _pettingzoo_name(cfg.env)
-    if env is None:
-        console.print(f"[yellow]no PettingZoo counterpart of {cfg.env}: closed-loop run skipped[/]")
-        return
-    _invoke("kdx-runtime", ["run", str(bundle), "--env", env, "--episodes", str(cfg.run_episodes)])
+    # The bundle's env, from its manifest: torch-free in its PettingZoo twin, else in kdx's own env.
+    program = "kdx-runtime" if pettingzoo_twin(cfg.env) else "kdx"
+    _invoke(program, ["run", str(bundle), "--episodes", str(cfg.run_episodes)])
 
 
 def stage_report(cfg: DemoConfig) -> None:

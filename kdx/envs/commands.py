@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         table = Table(title="kdx environments")
         table.add_column("name")
         table.add_column("family")
+        table.add_column("PettingZoo twin")
         if specs:
             table.add_column("agents")
             table.add_column("obs / actions")
@@ -27,7 +28,7 @@ def register(app: typer.Typer) -> None:
             table.add_column("limit")
         table.add_column("description")
         for name, entry in available().items():
-            row = [name, entry.family]
+            row = [name, entry.family, entry.pettingzoo_twin or "-"]
             if specs:
                 from kdx.errors import KdxError
 
@@ -47,7 +48,7 @@ def register(app: typer.Typer) -> None:
                 env.close()
             table.add_row(*row, entry.description)
         for entry in prefixes().values():
-            row = [entry.name, entry.family] + ([""] * 4 if specs else [])
+            row = [entry.name, entry.family, "itself"] + ([""] * 4 if specs else [])
             table.add_row(*row, entry.description)
         Console().print(table)
 

@@ -27,6 +27,7 @@ import torch
 
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec, check_num_envs
 from kdx.envs.registry import register_prefix
+from kdx.envs.twins import PETTINGZOO_PREFIX
 from kdx.errors import KdxError
 
 _NO_LIMIT = 10**9
@@ -195,7 +196,7 @@ def _make_pettingzoo(target: str, num_envs: int = 1, seed: int = 0, device: str 
 
 
 register_prefix(
-    "pettingzoo:",
+    PETTINGZOO_PREFIX,
     _make_pettingzoo,
     "any PettingZoo ParallelEnv by module name, N copies stepped in-process (slow path)",
     family="pettingzoo",

@@ -1,7 +1,8 @@
 """The environment registry: one dict from name to factory, filled in one place.
 
 Families register themselves with ``register(name, factory, description)``; open-ended families
-(``pettingzoo:<module>.<env>``) register a prefix with ``register_prefix``.
+(``pettingzoo:<module>.<env>``) register a prefix with ``register_prefix``. Each entry carries its
+PettingZoo twin, if any, from the torch-free table in ``kdx.envs.twins``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdx.envs.base import BatchedEnv
+from kdx.envs.twins import pettingzoo_twin
 from kdx.errors import KdxError
 
 EnvFactory = Callable[..., BatchedEnv]
@@ -18,12 +20,14 @@ EnvFactory = Callable[..., BatchedEnv]
 
 @dataclass(frozen=True)
 class EnvEntry:
-    """A registered environment: how to build it and one line about it."""
+    """A registered environment: how to build it, one line about it, and the PettingZoo env
+    (``pettingzoo:<module>.<env>``) the torch-free runtime plays it in, if there is one."""
 
     name: str
     factory: EnvFactory
     description: str
     family: str
+    pettingzoo_twin: str | None = None
 
 
 ENVS: dict[str, EnvEntry] = {}
@@ -43,7 +47,7 @@ def register(name: str, factory: EnvFactory, description: str, family: str) -> N
     """Add ``name`` to the registry (names are unique)."""
     if name in ENVS:
         raise KdxError(f"environment {name!r} is registered twice")
-    ENVS[name] = EnvEntry(name, factory, description, family)
+    ENVS[name] = EnvEntry(name, factory, description, family, pettingzoo_twin(name))
 
 
 def register_prefix(prefix: str, factory: EnvFactory, description: str, family: str) -> None:

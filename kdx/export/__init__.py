@@ -3,6 +3,7 @@
 Modules: ``targets`` (the target registry), ``sources`` (what is read from a run folder),
 ``calib`` (observations recorded from rollouts), ``onnx_export`` (torch -> ONNX, fp32/fp16, npz
 sidecar), ``quantize`` (int8 static QDQ), ``parity`` (onnxruntime vs torch), ``bundle`` (the
-atomic bundle writer behind ``kdx export``), ``tensorrt`` (engines built on the device, torch-free)
-and the CLI modules ``commands`` and ``runtime_commands`` (``kdx-runtime build-engines``).
+atomic bundle writer behind ``kdx export``), ``trtexec`` (``build_engines.sh`` for Jetson bundles;
+the engines themselves are built on the device by ``kdx.runtime.tensorrt_build``) and the CLI
+module ``commands``.
 """

@@ -43,7 +43,7 @@ from kdx import __version__
 from kdx.errors import KdxError
 from kdx.export.calib import MIN_PARITY_SAMPLES, CalibData, record_rollouts
 from kdx.export.parity import ParityResult, measure_parity
-from kdx.export.sources import PolicySource, RunPolicies, load_run_policies, sha256_of
+from kdx.export.sources import PolicySource, RunPolicies, load_run_policies
 from kdx.export.targets import ExportTarget, default_precision, get_target, resolve_precision
 from kdx.layout import RunLayout
 from kdx.runtime.manifest import (
@@ -113,11 +113,6 @@ def int8_mac_fraction(matmul_macs: dict[str, int], float_nodes: list[str], recur
     total = sum(matmul_macs.values()) + recurrent_macs
     quantised = sum(m for name, m in matmul_macs.items() if name not in float_nodes)
     return round(quantised / total, 4) if total else 0.0
-
-
-def _file_entry(root: Path, rel: str, kind: str) -> FileEntry:
-    path = root / rel
-    return FileEntry(rel, sha256_of(path), kind, path.stat().st_size)
 
 
 def _agent_cost(source: PolicySource) -> tuple[int, int]:
@@ -228,20 +223,20 @@ class _AgentExporter:
         shipped_precision, float_nodes, rel, result = chosen
         failed = results[-1] if shipped_precision != precision else None
         results.append(result)
-        files = [_file_entry(self.root, rel, "onnx")]
+        files = [FileEntry.of_file(self.root, rel, "onnx")]
         if self.dynamic_batch:
             dyn = self._write(source, shipped_precision, True, float_nodes)
             dyn_result = measure_parity(source, self.root / dyn, shipped_precision, inputs)
             dyn_result.model = dyn
             dyn_result.note = result.note
             results.append(dyn_result)
-            files.append(_file_entry(self.root, dyn, "onnx-dynamic"))
-        from kdx.export.onnx_export import INPUT_H, OUTPUT_H, write_student_npz
+            files.append(FileEntry.of_file(self.root, dyn, "onnx-dynamic"))
+        from kdx.export.onnx_export import write_student_npz
 
         if source.role == "student":
             npz_rel = f"{source.name}.npz"
             if write_student_npz(source, self.root / npz_rel) is not None:
-                files.append(_file_entry(self.root, npz_rel, "npz"))
+                files.append(FileEntry.of_file(self.root, npz_rel, "npz"))
         params, macs = _agent_cost(source)
         parity = result.manifest_parity()
         if failed is not None:  # shipped in fp32 because the requested precision missed its bar
@@ -257,8 +252,8 @@ class _AgentExporter:
         entry = AgentEntry(
             name=source.name, role=source.role, obs_dim=source.obs_dim, n_actions=source.n_actions,
             files=files, hidden_sizes=list(source.hidden_sizes), params=params, macs=macs,
-            inputs=InputNames(obs="obs", action_mask="action_mask", h_in=INPUT_H if recurrent else None),
-            outputs=OutputNames(logits="logits", action="action", h_out=OUTPUT_H if recurrent else None),
+            inputs=InputNames.of_policy(action_mask=True, recurrent=recurrent),
+            outputs=OutputNames.of_policy(recurrent),
             recurrent_state_shape=[1, source.recurrent_size] if recurrent else None,
             precision=shipped_precision, normalisation_folded=True, parity=parity,
         )
@@ -392,14 +387,14 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
                 "results": [r.to_json() for r in parity],
             }
             (tmp_dir / PARITY_NAME).write_text(json.dumps(parity_doc, indent=2) + "\n")
-            shared = [_file_entry(tmp_dir, CALIB_NAME, "calib"), _file_entry(tmp_dir, PARITY_NAME, "json")]
+            shared = [FileEntry.of_file(tmp_dir, CALIB_NAME, "calib"), FileEntry.of_file(tmp_dir, PARITY_NAME, "json")]
             if target.engine_build_on_device:
-                from kdx.export.tensorrt import trtexec_script
+                from kdx.export.trtexec import trtexec_script
 
                 script = tmp_dir / SCRIPT_NAME
                 script.write_text(trtexec_script(manifest))
                 script.chmod(0o755)
-                shared.append(_file_entry(tmp_dir, SCRIPT_NAME, "script"))
+                shared.append(FileEntry.of_file(tmp_dir, SCRIPT_NAME, "script"))
             for entry in manifest.entries():
                 entry.files.extend(shared)
             write_manifest(tmp_dir, manifest)

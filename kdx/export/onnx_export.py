@@ -18,6 +18,7 @@ import copy
 import io
 import json
 import warnings
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,14 @@ from torch import nn
 from kdx import __version__
 from kdx.errors import KdxError
 from kdx.export.sources import PolicySource
+from kdx.runtime.manifest import InputNames, OutputNames
 from kdx.runtime.mlp_npz import MlpLayer, MlpWeights, save_mlp_npz
 from kdx.trainer.distill.students import StudentPolicy
 
 OPSET = 17
 MASKED_LOGIT = -1e9
-INPUT_OBS, INPUT_MASK, INPUT_H = "obs", "action_mask", "h_in"
-OUTPUT_LOGITS, OUTPUT_ACTION, OUTPUT_H = "logits", "action", "h_out"
+INPUT_OBS, INPUT_MASK, INPUT_H = astuple(InputNames.of_policy(action_mask=True, recurrent=True))
+OUTPUT_LOGITS, OUTPUT_ACTION, OUTPUT_H = astuple(OutputNames.of_policy(recurrent=True))
 
 
 # Features whose std is below this were constant in the data the normalisation was fitted on.

@@ -16,11 +16,6 @@ from kdx.fileio import sha256_file
 from kdx.layout import RunLayout
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return sha256_file(path)
-
-
 @dataclass
 class PolicySource:
     """One torch policy to export, seen from one agent.
@@ -66,7 +61,7 @@ def student_sources(students: dict[str, Any], run_dir: Path | None) -> list[Poli
     sources = []
     for name, student in students.items():
         weights = None if run_dir is None else RunLayout(run_dir).students.weights(name)
-        sha = sha256_of(weights) if weights is not None and weights.is_file() else "0" * 64
+        sha = sha256_file(weights) if weights is not None and weights.is_file() else "0" * 64
         sources.append(PolicySource(
             name=name, role="student", module=student, obs_dim=student.obs_dim,
             n_actions=student.n_actions, hidden_sizes=list(student.hidden), checkpoint_sha256=sha,
@@ -102,7 +97,7 @@ def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunP
         from kdx.trainer.teacher.store import load_teacher
 
         loaded = load_teacher(run)
-        teacher = teacher_sources(loaded, sha256_of(teacher_weights))
+        teacher = teacher_sources(loaded, sha256_file(teacher_weights))
         env = env or loaded.config.env
         names = [a.name for a in loaded.spec.agents]
         unknown = sorted(set(students) - set(names))

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 from kdx import __version__
-from kdx.cli_common import register_command_modules, run_app
+from kdx.cli_common import make_app, register_command_modules, run_app
 
 # Modules that add runtime subcommands (info, bench, run, serve, build-engines), listed once.
-COMMAND_MODULES = (
-    "kdx.runtime.commands",
-    "kdx.export.runtime_commands",
-)
+COMMAND_MODULES = ("kdx.runtime.commands",)
 
-app = typer.Typer(
-    name="kdx-runtime",
-    help="kdx-runtime: run and profile exported kdx bundles on the device (no torch needed).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = make_app("kdx-runtime", "kdx-runtime: run and profile exported kdx bundles on the device (no torch needed).")
 
 
 @app.callback()
@@ -31,15 +20,11 @@ def _root() -> None:
 
 @app.command("version")
 def version() -> None:
-    """Print the kdx version and the inference backends importable here."""
-    found = []
-    for mod in ("onnxruntime", "tensorrt"):
-        try:
-            importlib.import_module(mod)
-            found.append(mod)
-        except ImportError:
-            pass
-    typer.echo(f"kdx-runtime {__version__}; backends: numpy" + "".join(f", {m}" for m in found))
+    """Print the kdx version and the inference backends usable here."""
+    from kdx.runtime.backends import available_backends
+
+    usable = [name for name, why in available_backends().items() if why is None]
+    typer.echo(f"kdx-runtime {__version__}; backends: {', '.join(sorted(usable))}")
 
 
 register_command_modules(app, COMMAND_MODULES)

@@ -1,8 +1,9 @@
 """``kdx-runtime run``: the bundle's policies in closed loop with a PettingZoo parallel env,
 each agent fed only its own observation (decentralised execution), torch-free.
 
-Env names: ``pettingzoo:<module>.<env>`` (e.g. ``pettingzoo:mpe2.simple_spread_v3``); the module
-must provide ``parallel_env(...)``. Discrete actions are requested (``continuous_actions=False``)
+Env names: ``pettingzoo:<module>.<env>`` (e.g. ``pettingzoo:mpe2.simple_spread_v3``), or a kdx
+env with a PettingZoo twin (``kdx.envs.twins``: ``mpe/simple_spread`` plays in
+``pettingzoo:mpe2.simple_spread_v3``); the module must provide ``parallel_env(...)``. Discrete actions are requested (``continuous_actions=False``)
 where the env takes that argument. Observations may be arrays, or dicts with ``observation`` and
 ``action_mask`` (PettingZoo's masking convention).
 """
@@ -13,23 +14,36 @@ import importlib
 import inspect
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kdx.envs.twins import PETTINGZOO_PREFIX, pettingzoo_twin
 from kdx.errors import KdxError
 from kdx.runtime.policy import Deadline, Policy
 from kdx.runtime.profiler import LatencyStats
 
-PREFIX = "pettingzoo:"
+
+def pettingzoo_env(env: str, bundle_path: str | Path = "BUNDLE") -> str:
+    """The PettingZoo env that plays ``env`` here: ``env`` itself if it is a ``pettingzoo:``
+    name, else the twin of kdx env ``env``; KdxError saying how to play an env without one."""
+    twin = pettingzoo_twin(env)
+    if twin is None:
+        raise KdxError(
+            f"env {env!r} has no torch-free PettingZoo twin, so kdx-runtime cannot play it. On a "
+            f"machine with kdx[train] (pip install 'kdx[train]'), `kdx run {bundle_path} --env {env}` "
+            f"plays the bundle in kdx's own {env} (same options as kdx-runtime run); or pass "
+            "--env pettingzoo:<module>.<env> for a PettingZoo env with the same agents.")
+    return twin
 
 
 def make_parallel_env(name: str, max_cycles: int | None = None) -> Any:
     """A PettingZoo ParallelEnv from ``pettingzoo:<module>.<env>``."""
-    if not name.startswith(PREFIX) or "." not in name[len(PREFIX):]:
+    if not name.startswith(PETTINGZOO_PREFIX) or "." not in name[len(PETTINGZOO_PREFIX):]:
         raise KdxError(f"env {name!r}: expected pettingzoo:<module>.<env>, "
                        "e.g. pettingzoo:mpe2.simple_spread_v3")
-    module_name = name[len(PREFIX):]
+    module_name = name[len(PETTINGZOO_PREFIX):]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

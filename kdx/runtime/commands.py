@@ -1,10 +1,13 @@
-"""``kdx-runtime`` subcommands: info, bench, run, serve. Formatting lives here and only here."""
+"""``kdx-runtime`` subcommands: info, bench, run, serve, build-engines. Formatting lives here and
+only here."""
 
 from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -119,32 +122,51 @@ def bench(
         console.print(f"wrote {json_out}")
 
 
-def run(
-    bundle_path: Path = typer.Argument(..., help="Bundle folder or its .tar.gz."),
-    env: str = typer.Option(..., "--env", help="pettingzoo:<module>.<env>, e.g. pettingzoo:mpe2.simple_spread_v3."),
-    episodes: int = typer.Option(10, "--episodes", min=1, help="Episodes to play."),
-    backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or numpy."),
-    role: str = typer.Option("student", "--role", help="student or teacher policies."),
-    seed: int = typer.Option(0, "--seed", help="Env seed of the first episode (then +1 per episode)."),
-    max_cycles: int | None = typer.Option(None, "--max-cycles", help="Episode length, where the env takes it."),
-    deadline_us: float | None = typer.Option(None, "--deadline-us", help="Per-decision budget; decisions over it are counted."),
-    fallback_action: int | None = typer.Option(None, "--fallback-action", help="Action used instead of a late decision."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the summary here."),
-) -> None:
-    """Closed loop on a PettingZoo env: each agent acts from its own observation only."""
-    from kdx.runtime.bundle import Bundle
-    from kdx.runtime.closed_loop import make_parallel_env, run_episodes
+# How a closed-loop command opens its env: (env name, --max-cycles, bundle path) -> (the name of
+# the env it plays, a PettingZoo-style ParallelEnv).
+EnvOpener = Callable[[str, int | None, Path], tuple[str, Any]]
 
-    if role not in ("student", "teacher"):
-        raise KdxError(f"--role must be student or teacher, got {role!r}")
-    bundle = Bundle.load(bundle_path)
-    environment = make_parallel_env(env, max_cycles)
-    try:
-        # Missing agents raise KdxError listing the bundle's names.
-        policies = {name: bundle.policy(name, backend, role) for name in environment.possible_agents}
-        result = run_episodes(environment, policies, episodes, seed, _deadline(deadline_us, fallback_action))
-    finally:
-        environment.close()
+
+def closed_loop_command(open_env: EnvOpener, env_help: str, doc: str) -> Callable[..., None]:
+    """A ``run`` command that plays a bundle in closed loop in the env ``open_env`` opens: the
+    one its manifest records unless ``--env`` says otherwise. ``kdx-runtime run`` opens
+    PettingZoo envs (torch-free); ``kdx run`` opens kdx's own envs (``kdx.export.run_commands``)."""
+
+    def run(
+        bundle_path: Path = typer.Argument(..., help="Bundle folder or its .tar.gz."),
+        env: str | None = typer.Option(None, "--env", help=env_help),
+        episodes: int = typer.Option(10, "--episodes", min=1, help="Episodes to play."),
+        backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or numpy."),
+        role: str = typer.Option("student", "--role", help="student or teacher policies."),
+        seed: int = typer.Option(0, "--seed", help="Env seed of the first episode (then +1 per episode)."),
+        max_cycles: int | None = typer.Option(None, "--max-cycles", help="Episode length, where the env takes it."),
+        deadline_us: float | None = typer.Option(None, "--deadline-us", help="Per-decision budget; decisions over it are counted."),
+        fallback_action: int | None = typer.Option(None, "--fallback-action", help="Action used instead of a late decision."),
+        json_out: Path | None = typer.Option(None, "--json", help="Write the summary here."),
+    ) -> None:
+        from kdx.runtime.bundle import Bundle
+        from kdx.runtime.closed_loop import run_episodes
+
+        if role not in ("student", "teacher"):
+            raise KdxError(f"--role must be student or teacher, got {role!r}")
+        bundle = Bundle.load(bundle_path)
+        wanted = env or bundle.manifest.env
+        if not wanted:
+            raise KdxError(f"{bundle_path}: the manifest records no env; name one with --env ({env_help})")
+        played, environment = open_env(wanted, max_cycles, bundle_path)
+        try:
+            # Missing agents raise KdxError listing the bundle's names.
+            policies = {name: bundle.policy(name, backend, role) for name in environment.possible_agents}
+            result = run_episodes(environment, policies, episodes, seed, _deadline(deadline_us, fallback_action))
+        finally:
+            environment.close()
+        _print_run(result, played, episodes, policies, role, json_out)
+
+    run.__doc__ = doc
+    return run
+
+
+def _print_run(result, env: str, episodes: int, policies: dict, role: str, json_out: Path | None) -> None:
     summary = result.summary()
     s = result.latency
     console = _console()
@@ -165,6 +187,22 @@ def run(
         _write_json(json_out, {**summary, "env": env, "role": role,
                                "latency_samples_ns": result.latency_samples_ns.tolist()})
         console.print(f"wrote {json_out}")
+
+
+def _open_pettingzoo(env: str, max_cycles: int | None, bundle_path: Path) -> tuple[str, Any]:
+    """The PettingZoo env that plays ``env`` (itself, or a kdx env's twin), torch-free."""
+    from kdx.runtime.closed_loop import make_parallel_env, pettingzoo_env
+
+    name = pettingzoo_env(env, bundle_path)
+    return name, make_parallel_env(name, max_cycles)
+
+
+run = closed_loop_command(
+    _open_pettingzoo,
+    "default: the bundle's env (a kdx env plays in its PettingZoo twin); or "
+    "pettingzoo:<module>.<env>, e.g. pettingzoo:mpe2.simple_spread_v3.",
+    "Closed loop on the bundle's env as a PettingZoo env: each agent acts from its own observation only.",
+)
 
 
 def serve(
@@ -203,9 +241,32 @@ def serve(
     print("stopped; " + json.dumps(server.stats()), flush=True)
 
 
+def engine_line(record) -> str:
+    """One line per built engine: who uses it, where it is, its size, precision and build time."""
+    users = ", ".join(f"{role} {agent}" for role, agent in record.users)
+    return (f"{users}: {record.engine} ({record.size_bytes} bytes, {record.precision}, "
+            f"TensorRT {record.tensorrt_version}, {record.build_seconds:.1f} s)")
+
+
+def build_engines(
+    bundle: Path = typer.Argument(..., help="Bundle folder (holds manifest.json)."),
+    workspace_mib: int = typer.Option(256, "--workspace-mib", help="TensorRT builder workspace limit in MiB."),
+    agent: list[str] = typer.Option([], "--agent", help="Only this agent (repeat); default: every agent."),
+) -> None:
+    """Build one TensorRT engine per agent (students and teacher) and list them in the manifest."""
+    from kdx.runtime.tensorrt_build import build_engines as build
+
+    console = Console()
+    records = build(bundle, workspace_mib, agents=list(agent) or None,
+                    log=lambda message: console.print(message, highlight=False))
+    for record in records:
+        console.print(engine_line(record), highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add info, bench, run and serve to the ``kdx-runtime`` app."""
+    """Add info, bench, run, serve and build-engines to the ``kdx-runtime`` app."""
     app.command("info")(info)
     app.command("bench")(bench)
     app.command("run")(run)
     app.command("serve")(serve)
+    app.command("build-engines")(build_engines)

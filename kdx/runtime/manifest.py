@@ -68,7 +68,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kdx.errors import KdxError
-from kdx.fileio import atomic_write_text
+from kdx.fileio import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -102,6 +102,12 @@ class FileEntry:
     kind: str
     size_bytes: int | None = None
 
+    @classmethod
+    def of_file(cls, bundle_dir: str | Path, path: str, kind: str) -> FileEntry:
+        """The entry of ``bundle_dir / path`` as it is on disk now (its sha256 and size)."""
+        full = Path(bundle_dir) / path
+        return cls(path, sha256_file(full), kind, full.stat().st_size)
+
 
 @dataclass(frozen=True)
 class InputNames:
@@ -111,6 +117,11 @@ class InputNames:
     action_mask: str | None = None
     h_in: str | None = None
 
+    @classmethod
+    def of_policy(cls, action_mask: bool, recurrent: bool) -> InputNames:
+        """The names kdx gives a policy model's inputs (exporter, test bundles)."""
+        return cls(action_mask="action_mask" if action_mask else None, h_in="h_in" if recurrent else None)
+
 
 @dataclass(frozen=True)
 class OutputNames:
@@ -119,6 +130,11 @@ class OutputNames:
     logits: str = "logits"
     action: str = "action"
     h_out: str | None = None
+
+    @classmethod
+    def of_policy(cls, recurrent: bool) -> OutputNames:
+        """The names kdx gives a policy model's outputs (exporter, test bundles)."""
+        return cls(h_out="h_out" if recurrent else None)
 
 
 @dataclass

@@ -8,7 +8,6 @@ npz-only bundles with numpy alone.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -155,12 +154,6 @@ def mlp_onnx_bytes(weights: MlpWeights, with_mask: bool = False, opset: int = 17
     return model.SerializeToString()
 
 
-def file_entry(bundle_dir: Path, rel_path: str, kind: str) -> FileEntry:
-    """A FileEntry with the sha256 and size of ``bundle_dir / rel_path``."""
-    data = (bundle_dir / rel_path).read_bytes()
-    return FileEntry(rel_path, hashlib.sha256(data).hexdigest(), kind, len(data))
-
-
 def write_agent(bundle_dir: Path, name: str, weights: MlpWeights, role: str = "student",
                 file_stem: str | None = None, with_mask: bool = False, with_onnx: bool = True,
                 with_npz: bool = True, id_one_hot_size: int = 0, id_index: int = 0) -> AgentEntry:
@@ -169,10 +162,10 @@ def write_agent(bundle_dir: Path, name: str, weights: MlpWeights, role: str = "s
     files = []
     if with_onnx:
         (bundle_dir / f"{stem}.onnx").write_bytes(mlp_onnx_bytes(weights, with_mask))
-        files.append(file_entry(bundle_dir, f"{stem}.onnx", "onnx"))
+        files.append(FileEntry.of_file(bundle_dir, f"{stem}.onnx", "onnx"))
     if with_npz:
         save_mlp_npz(bundle_dir / f"{stem}.npz", weights)
-        files.append(file_entry(bundle_dir, f"{stem}.npz", "npz"))
+        files.append(FileEntry.of_file(bundle_dir, f"{stem}.npz", "npz"))
     dense = [layer for layer in weights.layers if layer.kind == "dense"]
     params = sum(int(a.size) for layer in weights.layers for a in layer.params.values() if a.ndim)
     macs = sum(int(layer.params["weight"].size) for layer in dense)
@@ -183,8 +176,8 @@ def write_agent(bundle_dir: Path, name: str, weights: MlpWeights, role: str = "s
         name=name, role=role, obs_dim=weights.in_dim - id_one_hot_size, n_actions=weights.n_outputs,
         files=files, hidden_sizes=[int(layer.params["weight"].shape[1]) for layer in dense[:-1]],
         params=params, macs=macs,
-        inputs=InputNames("obs", "action_mask" if with_mask else None, "h_in" if state else None),
-        outputs=OutputNames("logits", "action", "h_out" if state else None),
+        inputs=InputNames.of_policy(action_mask=with_mask, recurrent=bool(state)),
+        outputs=OutputNames.of_policy(recurrent=bool(state)),
         recurrent_state_shape=[1, state] if state else None,
         id_one_hot_size=id_one_hot_size, id_index=id_index,
         normalisation_folded=weights.input_mean is None,

@@ -17,7 +17,7 @@ from kdx.export import bundle as bundle_module
 from kdx.export.bundle import ExportConfig, export_bundle
 from kdx.export.calib import CalibData
 from kdx.export.onnx_export import read_metadata
-from kdx.export.sources import sha256_of
+from kdx.fileio import sha256_file
 from kdx.runtime.bundle import Bundle, verify_files
 from kdx.runtime.manifest import Manifest, load_manifest
 
@@ -80,7 +80,7 @@ def test_parity_json_and_checkpoint_metadata(rpi_export, spread_students) -> Non
     assert {f"teacher/{e.name}.{e.precision}.onnx" for e in rpi_export.manifest.teacher} <= shipped
     run = rpi_export.bundle_dir.parent.parent
     meta = read_metadata(rpi_export.bundle_dir / "agent_0.int8.onnx")
-    assert meta["checkpoint_sha256"] == sha256_of(run / "students" / "agent_0.safetensors")
+    assert meta["checkpoint_sha256"] == sha256_file(run / "students" / "agent_0.safetensors")
     assert meta["precision"] == "int8" and meta["agent"] == "agent_0"
 
 
@@ -134,10 +134,10 @@ def test_runtime_runs_the_bundle_like_torch(rpi_export, spread_students) -> None
 def test_existing_bundle_needs_force(spread_run: Path) -> None:
     config = ExportConfig(spread_run, "x86", include_teacher=False)
     first = export_bundle(config)
-    before = sha256_of(first.tarball)
+    before = sha256_file(first.tarball)
     with pytest.raises(KdxError, match="--force"):
         export_bundle(config)
-    assert sha256_of(first.tarball) == before
+    assert sha256_file(first.tarball) == before
     (first.bundle_dir / "stray.txt").write_text("from the old bundle")
     again = export_bundle(ExportConfig(spread_run, "x86", include_teacher=False, force=True, precision="fp16"))
     assert not (again.bundle_dir / "stray.txt").exists()

@@ -52,7 +52,7 @@ def test_device_profiles_are_accepted_as_targets(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n, p in PROFILES.items() if p.tensorrt])
 def test_every_jetson_profile_tensorrt_is_supported(name: str) -> None:
-    from kdx.export.tensorrt import plan_build
+    from kdx.runtime.tensorrt_build import plan_build
 
     for precision in TARGETS["jetson"].precisions:
         plan = plan_build(PROFILES[name].tensorrt, precision)

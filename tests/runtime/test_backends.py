@@ -175,3 +175,20 @@ def test_tensorrt_reports_why_it_cannot_run_here() -> None:
     if reason is None:
         pytest.skip("TensorRT is installed here: covered by the equivalence tests above")
     assert "tensorrt" in reason.lower() or "cudart" in reason.lower()
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_unavailable_reason_follows_the_backend_library(name: str) -> None:
+    """A backend is usable exactly when its library imports (TensorRT also needs libcudart);
+    otherwise the reason names the library and where to get it."""
+    import importlib.util
+
+    cls = BACKENDS[name]
+    reason = cls.unavailable_reason()
+    if cls.library is None:
+        assert reason is None
+    elif importlib.util.find_spec(cls.library) is None:
+        assert reason is not None and reason.startswith(f"{cls.library} not installed")
+        assert reason.endswith(cls.install_hint) and cls.install_hint
+    elif name != "tensorrt":
+        assert reason is None

@@ -14,11 +14,18 @@ import pytest
 
 from kdx.errors import KdxError
 from kdx.runtime.bundle import Bundle
+from kdx.runtime.cli import app
 from kdx.runtime.cli import main as cli_main
 from kdx.runtime.protocol import Client
 from kdx.runtime.testing import stop_serve_process
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def raw(argv: list[str]) -> None:
+    """Run ``kdx-runtime argv`` in-process and let its KdxError through (the entry point would
+    print it, wrapped to the terminal's width)."""
+    app(args=argv, standalone_mode=False)
 
 
 def main(argv: list[str]) -> None:
@@ -35,6 +42,15 @@ def test_info_lists_agents_files_and_backends(spread_bundle: Path, capsys: pytes
     for text in ("agent_0", "agent_2", "teacher", "256x256x256", "32x32", "agent_1.fp32.onnx",
                  "teacher.fp32.npz", "backends available here", "numpy", "fp32"):
         assert text in out, text
+
+
+def test_version_lists_the_backends_usable_here(capsys: pytest.CaptureFixture) -> None:
+    from kdx.runtime.backends import available_backends
+
+    main(["version"])
+    listed = capsys.readouterr().out.strip().split("backends: ")[1].split(", ")
+    assert listed == sorted(name for name, why in available_backends().items() if why is None)
+    assert "numpy" in listed
 
 
 def test_bench_writes_stats_samples_and_device(spread_bundle: Path, tmp_path: Path,
@@ -83,6 +99,64 @@ def test_run_closed_loop_on_mpe2(spread_bundle: Path, tmp_path: Path, capsys: py
     assert "per-step latency" in printed
     assert data["deadline"]["decisions"] == 60 and data["deadline"]["late"] == 0
     assert np.isfinite(data["team_return_mean"])
+
+
+def test_run_plays_the_env_the_manifest_records(tmp_path: Path) -> None:
+    """No --env: the manifest's kdx env plays in its PettingZoo twin (from kdx.envs.twins)."""
+    pytest.importorskip("mpe2", reason="mpe2 provides the twin of mpe/simple_spread")
+    from kdx.runtime.testing import make_test_bundle
+
+    bundle = make_test_bundle(tmp_path / "b", teacher_hidden=None, with_onnx=False, env="mpe/simple_spread")
+    out_json = tmp_path / "run.json"
+    main(["run", str(bundle), "--episodes", "1", "--max-cycles", "4", "--json", str(out_json)])
+    data = json.loads(out_json.read_text())
+    assert data["env"] == "pettingzoo:mpe2.simple_spread_v3" and data["steps"] == 4
+
+
+def test_run_env_option_overrides_the_manifest(tmp_path: Path) -> None:
+    """A bundle recording skirmish/3m (no twin) still runs where --env names a PettingZoo env."""
+    pytest.importorskip("mpe2", reason="mpe2 provides the PettingZoo env of this test")
+    from kdx.runtime.testing import make_test_bundle
+
+    bundle = make_test_bundle(tmp_path / "b", teacher_hidden=None, with_onnx=False, env="skirmish/3m")
+    out_json = tmp_path / "run.json"
+    main(["run", str(bundle), "--env", "pettingzoo:mpe2.simple_spread_v3", "--episodes", "1",
+          "--max-cycles", "3", "--json", str(out_json)])
+    assert json.loads(out_json.read_text())["env"] == "pettingzoo:mpe2.simple_spread_v3"
+    with pytest.raises(KdxError, match="no torch-free PettingZoo twin"):
+        raw(["run", str(bundle)])  # without --env: the manifest's skirmish/3m
+
+
+def test_run_without_a_twin_names_the_kdx_command_that_plays_it(tmp_path: Path) -> None:
+    """skirmish/3m has no PettingZoo twin: the error names `kdx run`, and that command works."""
+    from kdx.runtime.testing import make_test_bundle
+
+    bundle = make_test_bundle(tmp_path / "b", obs_dim=30, n_actions=9, teacher_hidden=None,
+                              with_onnx=False, env="skirmish/3m")
+    with pytest.raises(KdxError) as info:
+        raw(["run", str(bundle), "--episodes", "1"])
+    message = str(info.value)
+    assert "'skirmish/3m' has no torch-free PettingZoo twin" in message and "kdx[train]" in message
+    suggested = re.search(r"`kdx (run [^`]+)`", message).group(1).split()
+    assert suggested == ["run", str(bundle), "--env", "skirmish/3m"]
+    pytest.importorskip("torch", reason="kdx run plays kdx's own (torch) envs")
+    from kdx.cli import main as kdx_main
+
+    out_json = tmp_path / "run.json"
+    with pytest.raises(SystemExit) as info:
+        kdx_main([*suggested, "--episodes", "2", "--backend", "numpy", "--json", str(out_json)])
+    assert info.value.code in (0, None)
+    data = json.loads(out_json.read_text())
+    assert data["env"] == "skirmish/3m" and data["episodes"] == 2
+    assert 2 <= data["steps"] <= 2 * 60 and len(data["latency_samples_ns"]) == 3 * data["steps"]
+
+
+def test_run_needs_an_env_when_the_manifest_has_none(tmp_path: Path) -> None:
+    from kdx.runtime.testing import make_test_bundle
+
+    bundle = make_test_bundle(tmp_path / "b", teacher_hidden=None, with_onnx=False, env="")
+    with pytest.raises(KdxError, match="the manifest records no env; name one with --env"):
+        raw(["run", str(bundle)])
 
 
 def test_run_is_decentralised_and_deterministic(spread_bundle: Path) -> None:

@@ -15,6 +15,7 @@ calls the backend's ``_infer_impl() -> int``, applies the mask itself when the m
 
 from __future__ import annotations
 
+import importlib
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -43,11 +44,20 @@ class Backend(ABC):
     name: ClassVar[str]
     #: model file kinds this backend can run, in order of preference
     file_kinds: ClassVar[tuple[str, ...]]
+    #: the inference library it imports (None: numpy alone) and where to get it
+    library: ClassVar[str | None] = None
+    install_hint: ClassVar[str] = ""
 
     @classmethod
-    @abstractmethod
     def unavailable_reason(cls) -> str | None:
-        """``None`` if the backend's libraries are importable here, else why not."""
+        """``None`` if the backend's library is importable here, else why not."""
+        if cls.library is None:
+            return None
+        try:
+            importlib.import_module(cls.library)
+        except ImportError as exc:
+            return f"{cls.library} not installed ({exc}); {cls.install_hint}"
+        return None
 
     @classmethod
     def unsupported_reason(cls, agent: AgentEntry) -> str | None:

@@ -45,10 +45,6 @@ class NumpyBackend(Backend):
             self.infer = self._compile_infer(self._program)  # type: ignore[method-assign]
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
-        return None  # numpy is a base dependency
-
-    @classmethod
     def unsupported_reason(cls, agent: AgentEntry) -> str | None:
         if agent.file_of_kind("npz") is not None:
             return None

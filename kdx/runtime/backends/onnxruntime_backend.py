@@ -9,7 +9,6 @@ share memory with the backend's numpy buffers, and each decision is a single
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 
 import numpy as np
@@ -55,14 +54,8 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
     file_kinds = ("onnx", "onnx-dynamic")
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        try:
-            importlib.import_module("onnxruntime")
-        except ImportError as exc:
-            return f"onnxruntime not installed ({exc}); pip install 'kdx[runtime]'"
-        return None
+    library = "onnxruntime"
+    install_hint = "pip install 'kdx[runtime]'"
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -88,18 +81,15 @@ class OnnxRuntimeBackend(Backend):
         binding = session.io_binding()
         # OrtValues over numpy memory: a write into obs_buf is what the next run reads.
         self._keep = []
-        for name, buf in ((a.inputs.obs, self.obs_buf), (a.inputs.action_mask, self.mask_buf),
-                          (a.inputs.h_in, self.h_in)):
+        bind_in, bind_out = binding.bind_ortvalue_input, binding.bind_ortvalue_output
+        buffers = ((a.inputs.obs, self.obs_buf, bind_in), (a.inputs.action_mask, self.mask_buf, bind_in),
+                   (a.inputs.h_in, self.h_in, bind_in), (a.outputs.logits, self.logits_buf, bind_out),
+                   (a.outputs.action, self.action_buf, bind_out), (a.outputs.h_out, self.h_out, bind_out))
+        for name, buf, bind in buffers:
             if name is not None:
                 value = ort.OrtValue.ortvalue_from_numpy(buf)
                 self._keep.append(value)
-                binding.bind_ortvalue_input(name, value)
-        for name, buf in ((a.outputs.logits, self.logits_buf), (a.outputs.action, self.action_buf),
-                          (a.outputs.h_out, self.h_out)):
-            if name is not None:
-                value = ort.OrtValue.ortvalue_from_numpy(buf)
-                self._keep.append(value)
-                binding.bind_ortvalue_output(name, value)
+                bind(name, value)
         self._binding = binding
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = 3

@@ -65,18 +65,19 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
     file_kinds = ("engine", "onnx", "onnx-dynamic")
+    library = "tensorrt"
+    install_hint = "it ships with JetPack on Jetson"
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        try:
-            importlib.import_module("tensorrt")
-        except ImportError as exc:
-            return f"tensorrt not installed ({exc}); it ships with JetPack on Jetson"
-        try:
-            _load_cudart()
-        except KdxError as exc:
-            return str(exc)
-        return None
+        """TensorRT importable, and the CUDA runtime it runs on found."""
+        reason = super().unavailable_reason()
+        if reason is None:
+            try:
+                _load_cudart()
+            except KdxError as exc:
+                return str(exc)
+        return reason
 
     def _load(self) -> None:
         import tensorrt as trt

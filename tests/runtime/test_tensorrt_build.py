@@ -1,11 +1,10 @@
-"""TensorRT engine building: version dispatch, manifest bookkeeping and build_engines.sh are
-tested here without TensorRT; the real build runs only where TensorRT is installed."""
+"""TensorRT engine building on the device: version dispatch and manifest bookkeeping are tested
+here without TensorRT; the real build runs only where TensorRT is installed."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from kdx.errors import KdxError
-from kdx.export.tensorrt import (
+from kdx.runtime.bundle import verify_files
+from kdx.runtime.commands import engine_line
+from kdx.runtime.manifest import load_manifest, write_manifest
+from kdx.runtime.tensorrt_build import (
     TENSORRT_MISSING,
     TIMING_CACHE,
     build_engines,
@@ -21,11 +23,8 @@ from kdx.export.tensorrt import (
     group_by_source,
     plan_build,
     store_engine,
-    trtexec_script,
     with_engines,
 )
-from kdx.runtime.bundle import verify_files
-from kdx.runtime.manifest import load_manifest, write_manifest
 from kdx.runtime.testing import make_test_bundle
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -99,28 +98,14 @@ def test_bookkeeping_lists_engines_and_keeps_the_bundle_valid(tmp_path: Path) ->
     # rebuilding replaces the entries instead of piling them up
     again = with_engines(reloaded, bundle, records, TIMING_CACHE)
     assert [f.kind for f in again.agents[0].files].count("engine") == 1
-
-
-def test_trtexec_script(tmp_path: Path) -> None:
-    bundle = make_test_bundle(tmp_path / "b")
-    manifest = load_manifest(bundle)
-    script = trtexec_script(manifest)
-    assert script.startswith("#!/bin/sh")
-    assert script.count('"$TRTEXEC" --onnx=') == 4
-    assert "--saveEngine=engines/agent_1.fp32.engine" in script
-    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
-    path = bundle / "build_engines.sh"
-    path.write_text(script)
-    for major, expected in (("10", "--onnx=agent_0.fp32.onnx"), ("11", "--stronglyTyped")):
-        # echo stands in for trtexec: this checks the commands the script would run
-        env = {**os.environ, "TRTEXEC": "/bin/echo", "TRT_MAJOR": major}
-        out = subprocess.run(["sh", str(path)], env=env, capture_output=True, text=True, check=True).stdout
-        assert expected in out and out.count("--saveEngine=") == 4
-        assert ("--stronglyTyped" in out) == (major == "11")
+    shared = next(r for r in records if len(r.users) == 3)  # the teacher's one engine
+    line = engine_line(shared)
+    assert line.startswith("teacher agent_0, teacher agent_1, teacher agent_2: engines/teacher.fp32.engine (")
+    assert "TensorRT 10.3.0.30" in line and "0.5 s" in line
 
 
 def test_runtime_side_stays_torch_free() -> None:
-    code = ("import sys, kdx.export.runtime_commands, kdx.export.tensorrt, kdx.runtime.cli; "
+    code = ("import sys, kdx.runtime.tensorrt_build, kdx.runtime.commands, kdx.runtime.cli; "
             "bad = [m for m in ('torch', 'tensorrt') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
