@@ -24,8 +24,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kdx.trainer.common.evaluate import TeacherPolicy, evaluate_policies
+from kdx.trainer.common.evaluate import evaluate_policies
 from kdx.trainer.teacher.config import TeacherConfig
+from kdx.trainer.teacher.evaluate import TeacherPolicy
 from kdx.trainer.teacher.mappo import train
 
 

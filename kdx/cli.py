@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "kdx.trainer.teacher.commands",
     "kdx.trainer.distill.commands",
     "kdx.trainer.commands",
-    "kdx.trainer.distill.sweep_commands",
+    "kdx.trainer.sweep_commands",
     "kdx.devices.commands",
     "kdx.export.commands",
     "kdx.export.run_commands",

@@ -13,9 +13,10 @@ from typing import Any
 
 from kdx.fileio import atomic_write_text
 from kdx.layout import RunLayout
-from kdx.trainer.common.evaluate import EVAL_SEED, Policy, TeacherPolicy, evaluate_policies
+from kdx.trainer.common.evaluate import EVAL_SEED, Policy, evaluate_policies
 from kdx.trainer.distill.evaluate import MODES, StudentTeamPolicy, network_costs, retention
 from kdx.trainer.distill.store import load_students
+from kdx.trainer.teacher.evaluate import TeacherPolicy
 from kdx.trainer.teacher.store import load_teacher
 
 

@@ -131,15 +131,24 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return {f"{a}.{k}": v.clone() for a, s in load_students(run).items() for k, v in s.state_dict().items()}
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("env", ["toy/match", "toy/lazy", "skirmish/3m"])
+def test_resume_continues_exactly(tmp_path, env):
+    """A stopped distillation resumed from its checkpoint ends bit-identical to an uninterrupted one,
+    on the toy envs (one builds a state tensor lazily, which a fresh env lacks at restore) and on
+    skirmish; temp files of a killed writer are removed on resume."""
     config = DistillConfig(total_steps=16 * 4 * 4, checkpoint_every=1, teacher_mix=0.5, **TOY)
     for name in ("straight", "resumed"):
-        make_teacher_run(tmp_path / name)
+        make_teacher_run(tmp_path / name, env=env)
     distill(tmp_path / "straight", config, show_progress=False)
     distill(tmp_path / "resumed", config, show_progress=False, stop_after_updates=2)
     with pytest.raises(KdxError, match="--resume"):
         distill(tmp_path / "resumed", config, show_progress=False)
+    folder = RunLayout(tmp_path / "resumed").students
+    stale = [folder.checkpoints / ".tmp-000003-999999999", folder.root / ".a0.safetensors.tmp-999999999"]
+    stale[0].mkdir()
+    stale[1].write_bytes(b"half a file")
     distill(tmp_path / "resumed", resume=True, show_progress=False)
+    assert not any(p.exists() for p in stale)
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
     for k in a:

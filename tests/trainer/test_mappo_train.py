@@ -93,21 +93,6 @@ def test_load_teacher_rejects_missing_or_corrupt_weights(tmp_path):
 
 
 def test_resume_restores_tensors_an_env_creates_lazily(tmp_path):
-    from trainer_toy_env import ToyMatchEnv
-
-    from kdx.envs import registry
-
-    class LazyCacheEnv(ToyMatchEnv):
-        """Builds a tensor cache on its first step (not in reset), like skirmish's lookup tables."""
-
-        def _step_envs(self, actions):
-            if not hasattr(self, "step_count"):
-                self.step_count = torch.zeros(self.num_envs)
-            self.step_count += 1
-            return super()._step_envs(actions)
-
-    if "toy/lazy" not in registry.ENVS:
-        registry.register("toy/lazy", LazyCacheEnv, "trainer test env with a lazy cache", "toy")
     config = replace(TINY, env="toy/lazy", total_steps=16 * 8 * 4)
     train(tmp_path / "full", config, show_progress=False)
     train(tmp_path / "cut", config, show_progress=False, stop_after_updates=3)

@@ -10,7 +10,7 @@ import pytest
 from kdx.cli import main
 from kdx.errors import KdxError
 from kdx.trainer.distill.config import DistillConfig
-from kdx.trainer.distill.sweep import (
+from kdx.trainer.sweep import (
     ABLATIONS,
     SweepConfig,
     group_rows,
@@ -18,7 +18,7 @@ from kdx.trainer.distill.sweep import (
     plan_jobs,
     run_sweep,
 )
-from kdx.trainer.distill.sweep_commands import parse_settings
+from kdx.trainer.sweep_commands import parse_settings
 from kdx.trainer.teacher.config import TeacherConfig
 from kdx.trainer.teacher.mappo import train
 

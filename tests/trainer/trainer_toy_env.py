@@ -52,3 +52,12 @@ class ToyMatchEnv(BatchedEnv):
         return torch.cat(self._observations(), dim=1)[:, :6]
 
 
+class LazyCacheEnv(ToyMatchEnv):
+    """Builds a tensor cache on its first step (not in reset), like a simulator's lookup tables:
+    a fresh env has not built it yet when a checkpoint is restored."""
+
+    def _step_envs(self, actions):
+        if not hasattr(self, "step_count"):
+            self.step_count = torch.zeros(self.num_envs)
+        self.step_count += 1
+        return super()._step_envs(actions)

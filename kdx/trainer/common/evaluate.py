@@ -3,7 +3,8 @@
 A *policy* is the small interface ``Policy``: ``reset(env)`` before a batch of episodes, then
 ``act(step) -> long [num_envs, n_agents]`` from the ``EnvStep`` (decentralised policies read
 only ``step.obs``, ``step.action_mask`` and ``step.done``; scripted references may read the env).
-Teachers, students, random and scripted policies all plug in the same way.
+Teachers (``kdx.trainer.teacher.evaluate``), students (``kdx.trainer.distill.evaluate``), random
+and scripted policies all plug in the same way.
 
 Every policy is run on the same env seeds, so the random and oracle references of MPE's
 normalised score (0 = uniform random, 1 = scripted oracle) come from the very same episodes'
@@ -23,7 +24,6 @@ from kdx.envs.base import BatchedEnv, EnvStep
 from kdx.envs.registry import make
 from kdx.errors import KdxError
 from kdx.trainer.common.sampling import sample_actions
-from kdx.trainer.teacher.model import Teacher
 
 EVAL_SEED = 10_000  # evaluation seeds differ from training seeds
 MAX_EVAL_ENVS = 256
@@ -37,28 +37,6 @@ class Policy(Protocol):
     def reset(self, env: BatchedEnv) -> None: ...
 
     def act(self, step: EnvStep) -> torch.Tensor: ...
-
-
-class TeacherPolicy:
-    """The teacher's actor, greedy (argmax) or sampled; keeps its GRU state across steps."""
-
-    def __init__(self, teacher: Teacher, greedy: bool, seed: int = 0) -> None:
-        self.teacher, self.greedy = teacher, greedy
-        self.name = "teacher_greedy" if greedy else "teacher_sampled"
-        self.generator = torch.Generator(device=next(teacher.actor.parameters()).device).manual_seed(seed)
-        self.hidden: torch.Tensor | None = None
-
-    def reset(self, env: BatchedEnv) -> None:
-        self.generator.manual_seed(env.seed)
-        self.hidden = self.teacher.actor.initial_hidden(env.num_envs, env.device)
-
-    @torch.no_grad()
-    def act(self, step: EnvStep) -> torch.Tensor:
-        if self.hidden is not None and step.done.any():
-            self.hidden = self.hidden.masked_fill(step.done.view(-1, 1, 1), 0.0)
-        actions, self.hidden = self.teacher.act(step.padded_obs(), step.padded_action_mask(), self.hidden,
-                                                greedy=self.greedy, generator=self.generator)
-        return actions
 
 
 class RandomPolicy:

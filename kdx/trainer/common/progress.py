@@ -1,8 +1,8 @@
-"""The rich progress bar of ``kdx train``: env-steps/s, episode return and win rate."""
+"""The rich progress bar of both training stages: env-steps/s, episode return and win rate."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from rich.progress import (
     BarColumn,
@@ -13,13 +13,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kdx.trainer.teacher.config import TeacherConfig
+
+class StageSettings(Protocol):
+    """What the bar needs of a stage's config."""
+
+    env: str
+    total_steps: int
+    steps_per_update: int
 
 
 class TrainProgress:
     """Context manager; ``advance(metrics)`` after each update."""
 
-    def __init__(self, config: TeacherConfig, start_update: int, enabled: bool = True) -> None:
+    def __init__(self, config: StageSettings, start_update: int, enabled: bool = True) -> None:
         self.config = config
         self.progress = Progress(
             TextColumn(f"[bold]{config.env}[/]"),

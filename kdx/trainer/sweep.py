@@ -3,7 +3,7 @@
 ``run_sweep(run, out, config)`` plans one *job* per (device profile, seed, ablation), checks every
 job's ``DistillConfig`` before starting anything, then runs the jobs ``config.workers`` at a time.
 
-Parallelism: each job is its own OS process (``python -m kdx.trainer.distill.sweep JOB_DIR``) supervised
+Parallelism: each job is its own OS process (``python -m kdx.trainer.sweep JOB_DIR``) supervised
 by a ``concurrent.futures.ThreadPoolExecutor`` (threads only wait on children). Processes give
 every job its own torch thread pool, RNG and memory, and a job that crashes fails only its own
 row; the standard library is the whole engine, so a sweep needs nothing beyond ``kdx[train]``.
@@ -194,7 +194,7 @@ def _reusable(job_dir: Path, distill_config, episodes: int) -> bool:
 def _run_child(job: SweepJob, job_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     with open(job_dir / "log.txt", "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "kdx.trainer.distill.sweep", str(job_dir)],
+        proc = subprocess.run([sys.executable, "-m", "kdx.trainer.sweep", str(job_dir)],
                               stdout=log, stderr=subprocess.STDOUT, check=False)
     row = _finished_row(job_dir)
     if proc.returncode == 0 and row is not None:

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Distil + evaluate students for several device profiles x seeds x loss ablations in parallel; write sweep.json/.md."""
         from rich.console import Console
 
-        from kdx.trainer.distill.sweep import SweepConfig, run_sweep
+        from kdx.trainer.sweep import SweepConfig, run_sweep
 
         console = Console()
         distill = parse_settings(settings)
