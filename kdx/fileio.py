@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -47,3 +49,36 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ leftovers of killed writers
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists (this process counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def dead_writer_temporaries(folder: Path, name_pattern: re.Pattern[str]) -> list[Path]:
+    """Entries of ``folder`` whose name matches ``name_pattern`` (group 1: the writer's PID) and
+    whose writer process is gone: what a write killed part-way left behind."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        match = name_pattern.match(path.name)
+        if match is not None and not pid_alive(int(match.group(1))):
+            found.append(path)
+    return found
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or a whole folder (missing is fine)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -45,6 +45,7 @@ from kdx.export.calib import MIN_PARITY_SAMPLES, CalibData, record_rollouts
 from kdx.export.parity import ParityResult, measure_parity
 from kdx.export.sources import PolicySource, RunPolicies, load_run_policies
 from kdx.export.targets import ExportTarget, default_precision, get_target, resolve_precision
+from kdx.fileio import dead_writer_temporaries, remove_path
 from kdx.layout import RunLayout
 from kdx.runtime.manifest import (
     AgentEntry,
@@ -267,17 +268,7 @@ def _write_tarball(folder: Path, arcname: str, tmp_path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
-_TEMP_NAME = re.compile(r"^\.(?:tmp-[A-Za-z0-9]+|scratch|old-[A-Za-z0-9]+)-(\d+)[-.]")
+_TEMP_NAME = re.compile(r"^\.(?:tmp-[A-Za-z0-9]+|scratch|old-[A-Za-z0-9]+)-(\d+)(?:[-.]|$)")
 
 
 def remove_stale_temporaries(bundles: Path) -> list[Path]:
@@ -285,19 +276,13 @@ def remove_stale_temporaries(bundles: Path) -> list[Path]:
     a set-aside old bundle) when the process that made it is gone; returns what was removed.
     A set-aside old bundle whose replacement never arrived is put back instead."""
     removed = []
-    for path in bundles.iterdir() if bundles.is_dir() else []:
-        match = _TEMP_NAME.match(path.name + ".")
-        if match is None or _pid_alive(int(match.group(1))):
-            continue
+    for path in dead_writer_temporaries(bundles, _TEMP_NAME):
         if path.name.startswith(".old-"):
             target = bundles / path.name[len(".old-"):].rsplit("-", 1)[0]
             if not target.exists():
                 os.rename(path, target)
                 continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path)
         removed.append(path)
     return removed
 

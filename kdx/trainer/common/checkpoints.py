@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kdx.errors import KdxError
+from kdx.fileio import dead_writer_temporaries, remove_path
 from kdx.layout import StageFolder
 
 KEEP_CHECKPOINTS = 2
@@ -109,18 +110,6 @@ class Checkpoint:
     progress: dict[str, Any]
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a temp file of this very process is from an earlier, finished write
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class CheckpointStore:
     """The checkpoints of one stage folder; ``kind`` is recorded in each weights file's metadata."""
@@ -172,19 +161,10 @@ class CheckpointStore:
         Looks in the stage folder and its checkpoints folder; a temp whose writer process is
         still alive is left alone. Returns what was removed.
         """
-        removed = []
-        for folder in (self.folder.root, self.root):
-            if not folder.is_dir():
-                continue
-            for path in folder.iterdir():
-                match = _TEMP_NAME.match(path.name)
-                if match is None or _pid_alive(int(match.group(1))):
-                    continue
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-                removed.append(path)
+        removed = [*dead_writer_temporaries(self.folder.root, _TEMP_NAME),
+                   *dead_writer_temporaries(self.root, _TEMP_NAME)]
+        for path in removed:
+            remove_path(path)
         return removed
 
     def load_newest(self) -> Checkpoint:
