@@ -62,14 +62,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Size students for hand-described agents on a device (what `kdx distill` does for an env)."""
         from kdx.devices.registry import get_profile
-        from kdx.devices.sizing import parse_overrides, size_students
+        from kdx.devices.sizing import mlp_teacher_costs, parse_overrides, size_students
         from kdx.devices.tables import sizing_table
 
         profile = get_profile(name)
         agents = [_parse_agent(a) for a in agent]
         overrides = parse_overrides(student, [a[0] for a in agents])
         teacher = _parse_hidden(teacher_hidden) if teacher_hidden else None
-        rows = size_students(agents, profile, overrides, teacher_hidden=teacher)
+        rows = size_students(agents, profile, overrides, teacher=mlp_teacher_costs(agents, teacher) if teacher else None)
         Console().print(sizing_table(rows, profile))
 
     app.add_typer(devices_app, name="devices")

@@ -1,23 +1,19 @@
-"""The student MLP's architecture and what it costs: parameter and MAC counts. Torch-free.
+"""The student MLP's architecture and its layers. Torch-free.
 
 A student maps an agent's observation to action logits through fully connected layers,
 ``obs_dim -> hidden[0] -> ... -> hidden[-1] -> n_actions``, with an activation after each
-hidden layer (and optionally a LayerNorm).
-
-What is counted (the same everywhere in kdx, so numbers in sizing.json, eval.json and the
-report agree):
-
-- **MACs**: multiply-accumulates of the Linear layers at batch 1, ``sum(in * out)``. Bias
-  additions, activations and LayerNorm are not counted (they are ``O(width)``, negligible next
-  to the ``O(width^2)`` matrix products, and FLOP counters disagree about them). FLOPs are
-  reported elsewhere as ``2 x MACs``.
-- **Parameters**: Linear weights and biases, plus LayerNorm gain and bias (``2 x width`` per
-  hidden layer) when the architecture has LayerNorm.
+hidden layer (and optionally a LayerNorm). What it costs is counted by
+:func:`kdx.devices.cost.count_cost` from :func:`student_layers`, under the one rule of
+:data:`kdx.devices.cost.COST_RULE` (Linear weight multiply-adds at batch 1, no bias adds;
+parameters include biases and LayerNorm gains and biases) -- the rule behind every cost that
+sizing.json, eval.json, the manifest and the report hold.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from kdx.devices.cost import Layer, NetworkCost, count_cost, mlp_layers
 
 ACTIVATIONS = ("relu", "tanh")
 
@@ -43,19 +39,11 @@ class StudentArch:
         return "x".join(str(w) for w in self.hidden)
 
 
-def layer_shapes(arch: StudentArch, obs_dim: int, n_actions: int) -> list[tuple[int, int]]:
-    """``(in_features, out_features)`` of each Linear layer, input to output."""
-    dims = [obs_dim, *arch.hidden, n_actions]
-    return list(zip(dims[:-1], dims[1:]))
+def student_layers(arch: StudentArch, obs_dim: int, n_actions: int) -> tuple[Layer, ...]:
+    """The student's layers, input to output, as :mod:`kdx.devices.cost` describes them."""
+    return mlp_layers(obs_dim, arch.hidden, n_actions, arch.layer_norm)
 
 
-def count_macs(arch: StudentArch, obs_dim: int, n_actions: int) -> int:
-    """Multiply-accumulates of one forward pass at batch 1 (Linear layers only, no bias)."""
-    return sum(i * o for i, o in layer_shapes(arch, obs_dim, n_actions))
-
-
-def count_params(arch: StudentArch, obs_dim: int, n_actions: int) -> int:
-    """Trainable parameters: Linear weights and biases, plus LayerNorm gain/bias if present."""
-    linear = sum(i * o + o for i, o in layer_shapes(arch, obs_dim, n_actions))
-    norm = sum(2 * w for w in arch.hidden) if arch.layer_norm else 0
-    return linear + norm
+def student_cost(arch: StudentArch, obs_dim: int, n_actions: int) -> NetworkCost:
+    """Parameters and MACs of the student (see :data:`kdx.devices.cost.COST_RULE`)."""
+    return count_cost(student_layers(arch, obs_dim, n_actions))

@@ -1,8 +1,9 @@
 """Resource-aware student sizing: one small MLP per agent, matched to its observation and
 capped by the device profile's budget.
 
-Architectures and their parameter/MAC counts live in :mod:`kdx.devices.mlp` (re-exported
-here).
+Architectures live in :mod:`kdx.devices.mlp` (re-exported here); their parameters and MACs
+are counted by :func:`kdx.devices.cost.count_cost` under its one rule (``COST_RULE``, written
+into sizing.json): Linear weight multiply-adds at batch 1, no bias adds.
 
 The capacity rule (``CapacityRule``): width ``= factor * sqrt(obs_dim * n_actions)``, rounded to
 the nearest power of two in log space and clamped to ``[min_width, max_width]``; a second
@@ -11,8 +12,8 @@ e.g. SMAC, need more processing than MPE's few coordinates). Both are non-decrea
 ``obs_dim`` and ``n_actions``, so a bigger observation never gets a smaller preferred student.
 The preferred architecture is then shrunk to the largest candidate (by MACs) that is no wider
 and no deeper and fits the device budget (MACs and parameter memory at the profile's default
-precision) and, when the teacher's hidden sizes are known, has at least ``min_mac_reduction``
-times fewer MACs than the teacher's actor. Under a budget a bigger observation can get a
+precision) and, when the teacher actor's costs are known, has at least ``min_mac_reduction``
+times fewer MACs than the teacher's actor seen from that agent. Under a budget a bigger observation can get a
 narrower student, because every layer it feeds costs more.
 
 Torch-free: agents are plain descriptions (anything with ``name``, ``obs_dim`` and
@@ -30,15 +31,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kdx.devices.mlp import ACTIVATIONS, StudentArch, count_macs, count_params, layer_shapes
+from kdx.devices.cost import COST_RULE, AgentCost, NetworkCost, count_cost, mlp_layers
+from kdx.devices.mlp import ACTIVATIONS, StudentArch, student_cost
 from kdx.devices.profile import DeviceProfile
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_text
 
 __all__ = [
     "ACTIVATIONS", "AgentShape", "CapacityRule", "StudentArch", "StudentSizing", "agent_shapes",
-    "count_macs", "count_params", "layer_shapes", "parse_overrides", "read_sizing_json",
-    "size_students", "sizing_document", "write_sizing_json",
+    "mlp_teacher_costs", "parse_overrides", "read_sizing_json", "read_stored_sizing", "size_students",
+    "sizing_document", "student_cost", "write_sizing_json",
 ]
 
 OVERRIDE_SYNTAX = "AGENT=W or AGENT=W1xW2 (hidden widths, e.g. listener_0=16 or agent_1=64x64)"
@@ -96,7 +98,7 @@ class CapacityRule:
 
 @dataclass(frozen=True)
 class StudentSizing:
-    """The chosen student of one agent and what it costs."""
+    """The chosen student of one agent and what it and the teacher actor seen from that agent cost."""
 
     agent: str
     obs_dim: int
@@ -110,6 +112,13 @@ class StudentSizing:
     limited_by: tuple[str, ...] = ()  # what the preferred student broke: "MACs", "memory", "teacher ratio"
     within_budget: bool = True  # False only for an override that exceeds the device budget
     teacher_macs: int | None = None
+    teacher_params: int | None = None
+
+    @property
+    def cost(self) -> AgentCost:
+        """Student and teacher costs of this agent (the teacher's None when it was not given)."""
+        teacher = None if self.teacher_macs is None else NetworkCost(self.teacher_params, self.teacher_macs)
+        return AgentCost(self.agent, NetworkCost(self.params, self.macs), teacher, self.arch.hidden)
 
     @property
     def mac_reduction(self) -> float | None:
@@ -136,6 +145,7 @@ class StudentSizing:
             "preferred_hidden": list(self.preferred.hidden),
             "limited_by": list(self.limited_by),
             "within_budget": self.within_budget,
+            "teacher_params": self.teacher_params,
             "teacher_macs": self.teacher_macs,
             "mac_reduction": self.mac_reduction,
         }
@@ -156,6 +166,7 @@ class StudentSizing:
             limited_by=tuple(row["limited_by"]),
             within_budget=row["within_budget"],
             teacher_macs=row["teacher_macs"],
+            teacher_params=row["teacher_params"],
         )
 
 
@@ -220,35 +231,40 @@ def parse_overrides(specs: Iterable[str], agent_names: Sequence[str]) -> dict[st
 # --- sizing ---------------------------------------------------------------------------------
 
 
+def _cost(arch: StudentArch, agent: AgentShape) -> NetworkCost:
+    return student_cost(arch, agent.obs_dim, agent.n_actions)
+
+
 def _fits(arch: StudentArch, agent: AgentShape, profile: DeviceProfile) -> bool:
+    cost = _cost(arch, agent)
     return (
-        count_macs(arch, agent.obs_dim, agent.n_actions) <= profile.budget.max_macs_per_agent
-        and count_params(arch, agent.obs_dim, agent.n_actions) * profile.bytes_per_param
-        <= profile.budget.max_param_bytes_per_agent
+        cost.macs <= profile.budget.max_macs_per_agent
+        and cost.params * profile.bytes_per_param <= profile.budget.max_param_bytes_per_agent
     )
 
 
-def _row(agent, arch, profile, source, preferred, limited_by=(), teacher_macs=None) -> StudentSizing:
-    params = count_params(arch, agent.obs_dim, agent.n_actions)
+def _row(agent, arch, profile, source, preferred, limited_by=(), teacher: NetworkCost | None = None) -> StudentSizing:
+    cost = _cost(arch, agent)
     return StudentSizing(
         agent=agent.name,
         obs_dim=agent.obs_dim,
         n_actions=agent.n_actions,
         arch=arch,
-        params=params,
-        macs=count_macs(arch, agent.obs_dim, agent.n_actions),
-        param_bytes=params * profile.bytes_per_param,
+        params=cost.params,
+        macs=cost.macs,
+        param_bytes=cost.params * profile.bytes_per_param,
         source=source,
         preferred=preferred,
         limited_by=tuple(limited_by),
         within_budget=_fits(arch, agent, profile),
-        teacher_macs=teacher_macs,
+        teacher_macs=None if teacher is None else teacher.macs,
+        teacher_params=None if teacher is None else teacher.params,
     )
 
 
 def _shortfall_message(agent: AgentShape, smallest: StudentArch, profile: DeviceProfile) -> str:
-    macs = count_macs(smallest, agent.obs_dim, agent.n_actions)
-    param_bytes = count_params(smallest, agent.obs_dim, agent.n_actions) * profile.bytes_per_param
+    cost = _cost(smallest, agent)
+    macs, param_bytes = cost.macs, cost.params * profile.bytes_per_param
     budget = profile.budget
     parts = []
     if macs > budget.max_macs_per_agent:
@@ -274,7 +290,7 @@ def size_students(
     agents: Iterable[Any],
     profile: DeviceProfile,
     overrides: Mapping[str, StudentArch] | None = None,
-    teacher_hidden: Sequence[int] | None = None,
+    teacher: Mapping[str, NetworkCost] | None = None,
     rule: CapacityRule | None = None,
     activation: str = "relu",
     layer_norm: bool = False,
@@ -282,15 +298,15 @@ def size_students(
     """Choose each agent's student: the capacity rule's pick, shrunk to fit ``profile``.
 
     ``overrides`` (from :func:`parse_overrides`) are taken as given and never shrunk; one that
-    exceeds the device budget is kept and marked ``within_budget=False``. ``teacher_hidden``
-    (e.g. ``(256, 256, 256)``) adds the rule's minimum MAC reduction against the teacher's actor
-    as a further cap and fills ``teacher_macs``. Raises :class:`KdxError` when the profile cannot
-    fit even the smallest student of an automatically sized agent, saying by how much.
+    exceeds the device budget is kept and marked ``within_budget=False``. ``teacher`` (agent ->
+    the cost of the teacher actor seen from that agent; ``kdx distill`` counts the real actor,
+    :func:`mlp_teacher_costs` approximates one from its hidden widths) adds the rule's minimum
+    MAC reduction against it as a further cap and fills ``teacher_macs``/``teacher_params``.
+    Raises :class:`KdxError` when the profile cannot fit even the smallest student of an
+    automatically sized agent, saying by how much.
 
-    ``teacher_macs`` counts a plain MLP ``obs_dim -> teacher_hidden -> n_actions``; a shared
-    teacher actor that also reads an agent id or padded observations costs slightly more, so
-    the ratio is conservative. ``activation`` and ``layer_norm`` apply to every student (auto
-    and overridden), so that the parameter counts match the networks distillation builds.
+    ``activation`` and ``layer_norm`` apply to every student (auto and overridden), so that the
+    parameter counts match the networks distillation builds.
     """
     if activation not in ACTIVATIONS:
         raise KdxError(f"unknown student activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
@@ -306,6 +322,8 @@ def size_students(
             f"student override(s) for unknown agent(s) {', '.join(unknown)}; "
             f"agents: {', '.join(s.name for s in shapes)}."
         )
+    if teacher is not None and (lacking := [s.name for s in shapes if s.name not in teacher]):
+        raise KdxError(f"no teacher cost for agent(s) {', '.join(lacking)}.")
     smallest = StudentArch((rule.min_width,), activation, layer_norm)
     too_big = [
         _shortfall_message(s, smallest, profile)
@@ -322,58 +340,53 @@ def size_students(
 
     rows = []
     for agent in shapes:
-        teacher_macs = None
-        if teacher_hidden is not None:
-            teacher_macs = count_macs(StudentArch(tuple(teacher_hidden)), agent.obs_dim, agent.n_actions)
+        teacher_cost = None if teacher is None else teacher[agent.name]
         if agent.name in overrides:
             arch = overrides[agent.name]
-            rows.append(_row(agent, arch, profile, "override", arch, teacher_macs=teacher_macs))
+            rows.append(_row(agent, arch, profile, "override", arch, teacher=teacher_cost))
             continue
         preferred = replace(rule.preferred(agent.obs_dim, agent.n_actions), activation=activation, layer_norm=layer_norm)
         fitting = [
             replace(a, activation=activation, layer_norm=layer_norm) for a in rule.candidates(preferred)
         ]
         fitting = [a for a in fitting if _fits(a, agent, profile)]
-        if teacher_macs is not None:
-            ratio_cap = teacher_macs / rule.min_mac_reduction
+        if teacher_cost is not None:
+            ratio_cap = teacher_cost.macs / rule.min_mac_reduction
             # If even the smallest student misses the ratio, keep the smallest that fits the device.
-            fitting = [a for a in fitting if count_macs(a, agent.obs_dim, agent.n_actions) <= ratio_cap] or fitting[:1]
-        chosen = max(
-            fitting,
-            key=lambda a: (count_macs(a, agent.obs_dim, agent.n_actions), -len(a.hidden)),
-        )
-        rows.append(
-            _row(agent, chosen, profile, "auto", preferred, _limits(agent, preferred, chosen, profile, teacher_macs, rule), teacher_macs)
-        )
+            fitting = [a for a in fitting if _cost(a, agent).macs <= ratio_cap] or fitting[:1]
+        chosen = max(fitting, key=lambda a: (_cost(a, agent).macs, -len(a.hidden)))
+        limits = _limits(agent, preferred, chosen, profile, teacher_cost, rule)
+        rows.append(_row(agent, chosen, profile, "auto", preferred, limits, teacher_cost))
     return rows
 
 
-def _limits(agent, preferred, chosen, profile, teacher_macs, rule) -> list[str]:
+def _limits(agent, preferred, chosen, profile, teacher: NetworkCost | None, rule) -> list[str]:
     """Which constraints the preferred student broke, if the chosen one differs from it."""
     if chosen == preferred:
         return []
-    macs = count_macs(preferred, agent.obs_dim, agent.n_actions)
-    param_bytes = count_params(preferred, agent.obs_dim, agent.n_actions) * profile.bytes_per_param
+    cost = _cost(preferred, agent)
+    macs, param_bytes = cost.macs, cost.params * profile.bytes_per_param
     out = []
     if macs > profile.budget.max_macs_per_agent:
         out.append("MACs")
     if param_bytes > profile.budget.max_param_bytes_per_agent:
         out.append("memory")
-    if teacher_macs is not None and macs > teacher_macs / rule.min_mac_reduction:
+    if teacher is not None and macs > teacher.macs / rule.min_mac_reduction:
         out.append("teacher ratio")
     return out
 
 
 # --- sizing.json ----------------------------------------------------------------------------
 
-SIZING_SCHEMA_VERSION = 1
-MACS_COUNTED = "Linear-layer multiply-accumulates at batch 1; bias, activations and LayerNorm not counted"
+# 2: each agent also stores the teacher actor's cost seen from that agent (teacher_params,
+# teacher_macs counted from the real actor), and "cost_rule" says how everything was counted.
+SIZING_SCHEMA_VERSION = 2
+_OLDER_SCHEMA_VERSIONS = (1,)
 
 
 def sizing_document(
     rows: Sequence[StudentSizing],
     profile: DeviceProfile,
-    teacher_hidden: Sequence[int] | None = None,
     rule: CapacityRule | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready content of ``students/sizing.json``."""
@@ -396,8 +409,7 @@ def sizing_document(
             "two_layer_min_obs_dim": rule.two_layer_min_obs_dim,
             "min_mac_reduction": rule.min_mac_reduction,
         },
-        "teacher_hidden": None if teacher_hidden is None else list(teacher_hidden),
-        "macs_counted": MACS_COUNTED,
+        "cost_rule": COST_RULE,
         "agents": [row.to_dict() for row in rows],
     }
 
@@ -406,7 +418,6 @@ def write_sizing_json(
     path: str | Path,
     rows: Sequence[StudentSizing],
     profile: DeviceProfile,
-    teacher_hidden: Sequence[int] | None = None,
     rule: CapacityRule | None = None,
 ) -> Path:
     """Write ``RUN/students/sizing.json`` atomically (temporary file, then ``os.replace``).
@@ -415,20 +426,21 @@ def write_sizing_json(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(sizing_document(rows, profile, teacher_hidden, rule), indent=2) + "\n"
+    text = json.dumps(sizing_document(rows, profile, rule), indent=2) + "\n"
     atomic_write_text(path, text)
     return path
 
 
-def read_sizing_json(path: str | Path) -> list[StudentSizing]:
-    """Read the rows back from a ``sizing.json`` written by :func:`write_sizing_json`."""
-    path = Path(path)
+def _read_document(path: Path) -> Any:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise KdxError(f"cannot read student sizing {path}: {exc.strerror or exc}.") from exc
     except json.JSONDecodeError as exc:
         raise KdxError(f"{path} is not valid JSON ({exc}); re-run `kdx distill` to rewrite it.") from exc
+
+
+def _rows(path: Path, doc: Any) -> list[StudentSizing]:
     if not isinstance(doc, dict) or doc.get("schema_version") != SIZING_SCHEMA_VERSION:
         found = doc.get("schema_version") if isinstance(doc, dict) else None
         raise KdxError(
@@ -439,3 +451,30 @@ def read_sizing_json(path: str | Path) -> list[StudentSizing]:
         return [StudentSizing.from_dict(row) for row in doc["agents"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise KdxError(f"{path}: malformed agent entry ({exc!r}); re-run `kdx distill`.") from exc
+
+
+def read_sizing_json(path: str | Path) -> list[StudentSizing]:
+    """Read the rows back from a ``sizing.json`` written by :func:`write_sizing_json`."""
+    path = Path(path)
+    return _rows(path, _read_document(path))
+
+
+def read_stored_sizing(path: str | Path) -> list[StudentSizing] | None:
+    """The rows of a run's ``sizing.json``, or None when the run has none or an older kdx wrote
+    it (before the teacher's costs were stored): the caller then counts the costs itself, with
+    the same function. A damaged file still raises :class:`KdxError`."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    doc = _read_document(path)
+    if isinstance(doc, dict) and doc.get("schema_version") in _OLDER_SCHEMA_VERSIONS:
+        return None
+    return _rows(path, doc)
+
+
+def mlp_teacher_costs(agents: Iterable[Any], hidden: Sequence[int]) -> dict[str, NetworkCost]:
+    """A teacher actor approximated, per agent, as a plain MLP ``obs_dim -> hidden -> n_actions``
+    (what ``kdx devices size --teacher-hidden`` knows without a run). kdx's shared actor also
+    reads the agent id and normalises its layers, so the cost ``kdx distill`` counts from the
+    real actor is a little higher."""
+    return {a.name: count_cost(mlp_layers(a.obs_dim, hidden, a.n_actions)) for a in agent_shapes(agents)}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kdx import __version__
+from kdx.devices.cost import GRUCell, Layer, LayerNorm, Linear, count_cost
 from kdx.runtime.manifest import (
     AgentEntry,
     FileEntry,
@@ -154,6 +155,20 @@ def mlp_onnx_bytes(weights: MlpWeights, with_mask: bool = False, opset: int = 17
     return model.SerializeToString()
 
 
+def sidecar_layers(weights: MlpWeights) -> list[Layer]:
+    """The sidecar's layers as ``kdx.devices.cost`` describes them, for its one cost rule."""
+    out: list[Layer] = []
+    for layer in weights.layers:
+        p = layer.params
+        if layer.kind == "dense":
+            out.append(Linear(int(p["weight"].shape[0]), int(p["weight"].shape[1]), "bias" in p))
+        elif layer.kind == "layernorm":
+            out.append(LayerNorm(int(p["scale"].shape[0])))
+        else:
+            out.append(GRUCell(int(p["weight_ih"].shape[0]), int(p["weight_hh"].shape[0]), "bias_ih" in p))
+    return out
+
+
 def write_agent(bundle_dir: Path, name: str, weights: MlpWeights, role: str = "student",
                 file_stem: str | None = None, with_mask: bool = False, with_onnx: bool = True,
                 with_npz: bool = True, id_one_hot_size: int = 0, id_index: int = 0) -> AgentEntry:
@@ -167,15 +182,12 @@ def write_agent(bundle_dir: Path, name: str, weights: MlpWeights, role: str = "s
         save_mlp_npz(bundle_dir / f"{stem}.npz", weights)
         files.append(FileEntry.of_file(bundle_dir, f"{stem}.npz", "npz"))
     dense = [layer for layer in weights.layers if layer.kind == "dense"]
-    params = sum(int(a.size) for layer in weights.layers for a in layer.params.values() if a.ndim)
-    macs = sum(int(layer.params["weight"].size) for layer in dense)
-    macs += sum(int(layer.params["weight_ih"].size + layer.params["weight_hh"].size)
-                for layer in weights.layers if layer.kind == "gru")
+    cost = count_cost(sidecar_layers(weights))
     state = weights.state_size
     return AgentEntry(
         name=name, role=role, obs_dim=weights.in_dim - id_one_hot_size, n_actions=weights.n_outputs,
         files=files, hidden_sizes=[int(layer.params["weight"].shape[1]) for layer in dense[:-1]],
-        params=params, macs=macs,
+        params=cost.params, macs=cost.macs,
         inputs=InputNames.of_policy(action_mask=with_mask, recurrent=bool(state)),
         outputs=OutputNames.of_policy(recurrent=bool(state)),
         recurrent_state_shape=[1, state] if state else None,

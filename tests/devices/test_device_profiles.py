@@ -8,7 +8,7 @@ import pytest
 
 from kdx.devices.profile import BYTES_PER_PARAM, TARGETS, load_profile_file, load_profile_text
 from kdx.devices.registry import PROFILES, get_profile
-from kdx.devices.sizing import CapacityRule, StudentArch, count_macs, count_params
+from kdx.devices.sizing import CapacityRule, StudentArch, student_cost
 from kdx.errors import KdxError
 
 EXPECTED = {
@@ -66,11 +66,11 @@ def test_budgets_fit_typical_students_but_stay_far_below_a_3x256_teacher(name):
     # The biggest SMAC observation in REFERENCE.md (MMM2: 176 obs, 18 actions) must fit the
     # smallest student everywhere, or the profile is useless for SMAC.
     smallest = StudentArch((CapacityRule().min_width,))
-    assert count_macs(smallest, 176, 18) <= p.budget.max_macs_per_agent
-    assert count_params(smallest, 176, 18) * p.bytes_per_param <= p.budget.max_param_bytes_per_agent
+    assert student_cost(smallest, 176, 18).macs <= p.budget.max_macs_per_agent
+    assert student_cost(smallest, 176, 18).params * p.bytes_per_param <= p.budget.max_param_bytes_per_agent
     # The MAC ceiling itself is a real compression of the 3x256 teacher actor (>= 4x even at the
     # ceiling; the capacity rule usually lands far lower).
-    teacher = count_macs(StudentArch((256, 256, 256)), 18, 5)
+    teacher = student_cost(StudentArch((256, 256, 256)), 18, 5).macs
     assert p.budget.max_macs_per_agent * 4 <= teacher
 
 

@@ -7,11 +7,14 @@ import os
 
 import pytest
 
+from kdx.devices.cost import COST_RULE
 from kdx.devices.registry import PROFILES
 from kdx.devices.sizing import (
     SIZING_SCHEMA_VERSION,
     StudentArch,
+    mlp_teacher_costs,
     read_sizing_json,
+    read_stored_sizing,
     size_students,
     write_sizing_json,
 )
@@ -21,22 +24,25 @@ AGENTS = [("speaker_0", 3, 3), ("listener_0", 11, 5), ("agent_2", 80, 14)]
 
 
 def _rows():
-    return size_students(AGENTS, PROFILES["rpi5"], {"listener_0": StudentArch((24, 8))}, teacher_hidden=(256, 256, 256))
+    return size_students(AGENTS, PROFILES["rpi5"], {"listener_0": StudentArch((24, 8))},
+                         teacher=mlp_teacher_costs(AGENTS, (256, 256, 256)))
 
 
 def test_round_trip(tmp_path):
     rows = _rows()
-    path = write_sizing_json(tmp_path / "run" / "students" / "sizing.json", rows, PROFILES["rpi5"], (256, 256, 256))
+    path = write_sizing_json(tmp_path / "run" / "students" / "sizing.json", rows, PROFILES["rpi5"])
     assert path.is_file()
-    assert read_sizing_json(path) == rows
+    assert read_sizing_json(path) == rows == read_stored_sizing(path)
     doc = json.loads(path.read_text())
     assert doc["schema_version"] == SIZING_SCHEMA_VERSION
     assert doc["profile"] == "rpi5" and doc["target"] == "rpi" and doc["precision"] == "int8"
     assert doc["budget"]["max_macs_per_agent"] == 8192
-    assert doc["teacher_hidden"] == [256, 256, 256]
+    assert doc["cost_rule"] == COST_RULE
     listener = doc["agents"][1]
     assert listener["hidden"] == [24, 8] and listener["source"] == "override"
     assert listener["macs"] == 11 * 24 + 24 * 8 + 8 * 5 and listener["flops"] == 2 * listener["macs"]
+    assert listener["teacher_macs"] == 11 * 256 + 2 * 256 * 256 + 256 * 5
+    assert listener["teacher_params"] == listener["teacher_macs"] + 3 * 256 + 5
 
 
 def test_write_replaces_atomically_and_leaves_no_temporary_files(tmp_path, monkeypatch):
@@ -67,3 +73,16 @@ def test_reading_a_bad_file_says_what_to_do(tmp_path):
     path.write_text(json.dumps({"schema_version": SIZING_SCHEMA_VERSION, "agents": [{"agent": "a"}]}))
     with pytest.raises(KdxError, match="malformed agent entry"):
         read_sizing_json(path)
+
+
+def test_a_run_without_stored_costs_reads_as_none(tmp_path):
+    """No sizing.json, or one from before costs were stored (schema 1): the caller counts them."""
+    path = tmp_path / "sizing.json"
+    assert read_stored_sizing(path) is None
+    path.write_text(json.dumps({"schema_version": 1, "agents": [{"agent": "a"}]}))
+    assert read_stored_sizing(path) is None
+    with pytest.raises(KdxError, match="schema version 1"):
+        read_sizing_json(path)
+    path.write_text("{not json")
+    with pytest.raises(KdxError, match="not valid JSON"):  # damaged is not the same as old
+        read_stored_sizing(path)

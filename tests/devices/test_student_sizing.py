@@ -15,10 +15,10 @@ from kdx.devices.registry import PROFILES
 from kdx.devices.sizing import (
     CapacityRule,
     StudentArch,
-    count_macs,
-    count_params,
+    mlp_teacher_costs,
     parse_overrides,
     size_students,
+    student_cost,
 )
 from kdx.errors import KdxError
 
@@ -41,17 +41,17 @@ def generous(profile_name: str = "x86-cpu"):
 
 def test_counts_match_hand_computed_values():
     # 18 -> 32 -> 5: MACs 18*32 + 32*5; params add the biases 32 + 5.
-    assert count_macs(StudentArch((32,)), 18, 5) == 576 + 160
-    assert count_params(StudentArch((32,)), 18, 5) == 576 + 32 + 160 + 5
+    assert student_cost(StudentArch((32,)), 18, 5).macs == 576 + 160
+    assert student_cost(StudentArch((32,)), 18, 5).params == 576 + 32 + 160 + 5
     # 80 -> 64 -> 64 -> 14
-    assert count_macs(StudentArch((64, 64)), 80, 14) == 5120 + 4096 + 896
-    assert count_params(StudentArch((64, 64)), 80, 14) == 5120 + 64 + 4096 + 64 + 896 + 14
+    assert student_cost(StudentArch((64, 64)), 80, 14).macs == 5120 + 4096 + 896
+    assert student_cost(StudentArch((64, 64)), 80, 14).params == 5120 + 64 + 4096 + 64 + 896 + 14
     # LayerNorm adds a gain and a bias per hidden unit and no MACs.
     ln = StudentArch((64, 64), layer_norm=True)
-    assert count_params(ln, 80, 14) == count_params(StudentArch((64, 64)), 80, 14) + 2 * 128
-    assert count_macs(ln, 80, 14) == count_macs(StudentArch((64, 64)), 80, 14)
+    assert student_cost(ln, 80, 14).params == student_cost(StudentArch((64, 64)), 80, 14).params + 2 * 128
+    assert student_cost(ln, 80, 14).macs == student_cost(StudentArch((64, 64)), 80, 14).macs
     # The 3x256 teacher actor on simple_spread (18 obs, 5 actions).
-    assert count_macs(StudentArch((256, 256, 256)), 18, 5) == 18 * 256 + 2 * 256 * 256 + 256 * 5
+    assert student_cost(StudentArch((256, 256, 256)), 18, 5).macs == 18 * 256 + 2 * 256 * 256 + 256 * 5
 
 
 @given(
@@ -69,8 +69,8 @@ def test_counts_match_the_sizes_of_real_weight_arrays(hidden, obs_dim, n_actions
         macs += w.shape[0] * w.shape[1]
         x = np.maximum(w @ x + b, 0)
     arch = StudentArch(tuple(hidden))
-    assert count_params(arch, obs_dim, n_actions) == sum(w.size + b.size for w, b in zip(weights, biases))
-    assert count_macs(arch, obs_dim, n_actions) == macs
+    assert student_cost(arch, obs_dim, n_actions).params == sum(w.size + b.size for w, b in zip(weights, biases))
+    assert student_cost(arch, obs_dim, n_actions).macs == macs
     assert x.shape == (n_actions,)
 
 
@@ -124,10 +124,10 @@ def test_auto_students_respect_the_profile_budget(name):
             assert row.limited_by
             # Maximal: every bigger candidate under the preferred one breaks the budget.
             for cand in rule.candidates(row.preferred):
-                if count_macs(cand, row.obs_dim, row.n_actions) > row.macs:
-                    over_macs = count_macs(cand, row.obs_dim, row.n_actions) > profile.budget.max_macs_per_agent
+                if student_cost(cand, row.obs_dim, row.n_actions).macs > row.macs:
+                    over_macs = student_cost(cand, row.obs_dim, row.n_actions).macs > profile.budget.max_macs_per_agent
                     over_mem = (
-                        count_params(cand, row.obs_dim, row.n_actions) * profile.bytes_per_param
+                        student_cost(cand, row.obs_dim, row.n_actions).params * profile.bytes_per_param
                         > profile.budget.max_param_bytes_per_agent
                     )
                     assert over_macs or over_mem
@@ -143,12 +143,18 @@ def test_tighter_profile_never_gets_a_bigger_student():
 
 
 def test_teacher_ratio_caps_students_at_30x_fewer_macs():
-    rows = size_students(TYPICAL_AGENTS, generous(), teacher_hidden=(256, 256, 256))
+    teacher = mlp_teacher_costs(TYPICAL_AGENTS, (256, 256, 256))
+    assert teacher["spread_0"].macs == 18 * 256 + 2 * 256 * 256 + 256 * 5  # weight multiply-adds only
+    assert teacher["spread_0"].params == teacher["spread_0"].macs + 3 * 256 + 5  # plus the biases
+    rows = size_students(TYPICAL_AGENTS, generous(), teacher=teacher)
     for row in rows:
-        assert row.teacher_macs == count_macs(StudentArch((256, 256, 256)), row.obs_dim, row.n_actions)
+        assert (row.teacher_params, row.teacher_macs) == (teacher[row.agent].params, teacher[row.agent].macs)
+        assert row.cost.teacher == teacher[row.agent] and row.cost.student.macs == row.macs
         assert row.mac_reduction >= 30.0
     uncapped = {r.agent: r for r in size_students(TYPICAL_AGENTS, generous())}
     assert any("teacher ratio" in r.limited_by and r.macs < uncapped[r.agent].macs for r in rows)
+    with pytest.raises(KdxError, match="no teacher cost for agent.*spread_0"):
+        size_students(TYPICAL_AGENTS, generous(), teacher={k: v for k, v in teacher.items() if k != "spread_0"})
 
 
 def test_impossible_budget_says_by_how_much():
@@ -245,7 +251,7 @@ def test_layer_norm_and_activation_apply_to_every_student():
     rows = size_students(agents, PROFILES["x86-cpu"], {"b": StudentArch((32,))}, activation="tanh", layer_norm=True)
     for row in rows:
         assert row.arch.activation == "tanh" and row.arch.layer_norm
-        assert row.params == count_params(row.arch, row.obs_dim, row.n_actions)
+        assert row.params == student_cost(row.arch, row.obs_dim, row.n_actions).params
     assert rows[0].arch.hidden == plain["a"].arch.hidden
     assert rows[0].params == plain["a"].params + 2 * sum(plain["a"].arch.hidden)
     with pytest.raises(KdxError, match="relu, tanh"):

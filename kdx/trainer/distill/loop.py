@@ -83,13 +83,15 @@ TIMING_METRICS = ("env_steps_per_s", "time_s")
 
 # ------------------------------------------------------------------ students and sizing
 def size_run_students(teacher: Teacher, config: DistillConfig):
-    """The sizing rows for the teacher's agents on ``config.device_profile`` (overrides honoured)."""
+    """The sizing rows for the teacher's agents on ``config.device_profile`` (overrides honoured),
+    with every agent's student and teacher-actor costs: what ``students/sizing.json`` stores."""
     from kdx.devices.registry import get_profile
     from kdx.devices.sizing import parse_overrides, size_students
+    from kdx.trainer.distill.costs import teacher_view_costs
 
     profile = get_profile(config.device_profile)
     overrides = parse_overrides(config.students, teacher.spec.agent_names)
-    rows = size_students(teacher.spec.agents, profile, overrides, teacher_hidden=teacher.config.hidden_sizes,
+    rows = size_students(teacher.spec.agents, profile, overrides, teacher=teacher_view_costs(teacher),
                          activation=config.activation)
     return profile, rows
 
@@ -248,7 +250,7 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
     else:
         from kdx.devices.sizing import write_sizing_json
 
-        write_sizing_json(paths.sizing, rows, profile, teacher.config.hidden_sizes)
+        write_sizing_json(paths.sizing, rows, profile)  # the run's costs, counted once (kdx.trainer.distill.costs)
         step = env.reset()
         if config.obs_norm_steps > 0:  # fixed input normalisation from the teacher's own visits
             stats, step = teacher_observation_stats(env, teacher, step, config.obs_norm_steps, sample_gen)

@@ -3,7 +3,8 @@
     config.json              DistillConfig, env name, device profile, teacher fingerprint,
                              per-agent architecture (``StudentPolicy.arch_json``), env spec
     <agent>.safetensors      one StudentPolicy state dict per agent (weights + obs normalisation)
-    sizing.json              the sizing table (kdx.devices.sizing)
+    sizing.json              the sizing table (kdx.devices.sizing) with every agent's costs, student
+                             and teacher actor view, counted once (kdx.trainer.distill.costs)
     metrics.jsonl  tb/       one JSON line per logged update
     checkpoints/NNNNNN/      students + projection heads, optimizer, env/RNG state, progress
                              (``kdx.trainer.common.checkpoints``)
