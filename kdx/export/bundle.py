@@ -116,13 +116,6 @@ def int8_mac_fraction(matmul_macs: dict[str, int], float_nodes: list[str], recur
     return round(quantised / total, 4) if total else 0.0
 
 
-def _agent_cost(source: PolicySource) -> tuple[int, int]:
-    from kdx.report.flops import count_network_cost
-
-    cost = count_network_cost(source.module, source.obs_dim)
-    return cost.params, cost.macs
-
-
 class _AgentExporter:
     """Exports one policy at the requested precision, with the fallbacks described above."""
 
@@ -238,7 +231,6 @@ class _AgentExporter:
             npz_rel = f"{source.name}.npz"
             if write_student_npz(source, self.root / npz_rel) is not None:
                 files.append(FileEntry.of_file(self.root, npz_rel, "npz"))
-        params, macs = _agent_cost(source)
         parity = result.manifest_parity()
         if failed is not None:  # shipped in fp32 because the requested precision missed its bar
             parity["fallback_from"] = failed.precision
@@ -252,7 +244,8 @@ class _AgentExporter:
         recurrent = source.recurrent_size is not None
         entry = AgentEntry(
             name=source.name, role=source.role, obs_dim=source.obs_dim, n_actions=source.n_actions,
-            files=files, hidden_sizes=list(source.hidden_sizes), params=params, macs=macs,
+            files=files, hidden_sizes=list(source.hidden_sizes),
+            params=source.cost.params, macs=source.cost.macs,  # as stored by kdx distill (PolicySource.cost)
             inputs=InputNames.of_policy(action_mask=True, recurrent=recurrent),
             outputs=OutputNames.of_policy(recurrent),
             recurrent_state_shape=[1, source.recurrent_size] if recurrent else None,

@@ -136,7 +136,11 @@ def constant_tensors(graph: Any) -> dict[str, Any]:
 def model_macs(path: str | Path) -> tuple[dict[str, int], int]:
     """Weight multiply-adds per decision (batch 1) of an ONNX model: ``(by node name, in graph
     order, for each Gemm/MatMul with constant 2-D weights -- the ones an int8 recipe can
-    quantise --, the sum of those of its GRU cells, which stay in float)``."""
+    quantise --, the sum of those of its GRU cells, which stay in float)``.
+
+    Read from the ONNX graph because the int8 share needs them per node; on an fp32 model they sum
+    to the MACs ``kdx distill`` stored for the policy (``kdx.devices.cost.COST_RULE``: weight
+    multiply-adds, no bias adds; the tests check it)."""
     import onnx
     from onnx import numpy_helper
 

@@ -2,7 +2,10 @@
 
 Students live in ``RUN/students/`` (``config.json`` + ``<agent>.safetensors``, read by
 ``kdx.trainer.distill.store.load_students``); the teacher in ``RUN/teacher/`` (read by
-``kdx.trainer.teacher.store.load_teacher``). Nothing is unpickled.
+``kdx.trainer.teacher.store.load_teacher``). Nothing is unpickled. Each policy's parameters
+and MACs (the manifest's ``params``/``macs``) are the ones ``kdx distill`` stored
+(``kdx.trainer.distill.costs.run_costs``); policies handed over in memory are counted with the
+same function (``kdx.trainer.common.layers.module_cost``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdx.devices.cost import NetworkCost
 from kdx.errors import KdxError
 from kdx.fileio import sha256_file
 from kdx.layout import RunLayout
@@ -32,6 +36,7 @@ class PolicySource:
     n_actions: int
     hidden_sizes: list[int]
     checkpoint_sha256: str
+    cost: NetworkCost  # parameters and MACs, kdx.devices.cost.COST_RULE
     recurrent_size: int | None = None
     extra_metadata: dict[str, str] = field(default_factory=dict)
 
@@ -56,8 +61,18 @@ def load_students(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     return trainer_load_students(run_dir), env if isinstance(env, str) else None
 
 
-def student_sources(students: dict[str, Any], run_dir: Path | None) -> list[PolicySource]:
-    """Wrap ``StudentPolicy`` modules as export sources (checksums from their safetensors)."""
+def _cost(costs: dict[str, NetworkCost] | None, name: str, module: Any) -> NetworkCost:
+    if costs is not None and costs.get(name) is not None:
+        return costs[name]
+    from kdx.trainer.common.layers import module_cost
+
+    return module_cost(module)
+
+
+def student_sources(students: dict[str, Any], run_dir: Path | None,
+                    costs: dict[str, NetworkCost] | None = None) -> list[PolicySource]:
+    """Wrap ``StudentPolicy`` modules as export sources (checksums from their safetensors; costs
+    from ``costs`` by agent, else counted)."""
     sources = []
     for name, student in students.items():
         weights = None if run_dir is None else RunLayout(run_dir).students.weights(name)
@@ -65,13 +80,15 @@ def student_sources(students: dict[str, Any], run_dir: Path | None) -> list[Poli
         sources.append(PolicySource(
             name=name, role="student", module=student, obs_dim=student.obs_dim,
             n_actions=student.n_actions, hidden_sizes=list(student.hidden), checkpoint_sha256=sha,
-            extra_metadata={"activation": student.activation},
+            cost=_cost(costs, name, student), extra_metadata={"activation": student.activation},
         ))
     return sources
 
 
-def teacher_sources(teacher: Any, checkpoint_sha256: str) -> list[PolicySource]:
-    """One ``AgentActor`` view of the teacher's actor per agent (agent id and padding baked in)."""
+def teacher_sources(teacher: Any, checkpoint_sha256: str,
+                    costs: dict[str, NetworkCost] | None = None) -> list[PolicySource]:
+    """One ``AgentActor`` view of the teacher's actor per agent (agent id and padding baked in;
+    costs from ``costs`` by agent, else counted)."""
     spec = teacher.spec
     sources = []
     for index, agent in enumerate(spec.agents):
@@ -79,7 +96,7 @@ def teacher_sources(teacher: Any, checkpoint_sha256: str) -> list[PolicySource]:
         sources.append(PolicySource(
             name=agent.name, role="teacher", module=view, obs_dim=agent.obs_dim,
             n_actions=agent.n_actions, hidden_sizes=list(teacher.config.hidden_sizes),
-            checkpoint_sha256=checkpoint_sha256,
+            checkpoint_sha256=checkpoint_sha256, cost=_cost(costs, agent.name, view),
             recurrent_size=teacher.actor.hidden_dim if teacher.actor.recurrent else None,
         ))
     return sources
@@ -90,14 +107,19 @@ def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunP
     run = Path(run_dir)
     if not run.is_dir():
         raise KdxError(f"run folder {run} does not exist; pass the folder `kdx train --out` wrote")
+    from kdx.trainer.distill.costs import run_costs
+
     students, env = load_students(run)
     teacher: list[PolicySource] = []
     teacher_weights = RunLayout(run).teacher.weights
+    loaded = None
     if include_teacher and RunLayout(run).teacher.config.is_file():
         from kdx.trainer.teacher.store import load_teacher
 
         loaded = load_teacher(run)
-        teacher = teacher_sources(loaded, sha256_file(teacher_weights))
+    costs = run_costs(run, loaded)
+    if loaded is not None:
+        teacher = teacher_sources(loaded, sha256_file(teacher_weights), {n: c.teacher for n, c in costs.items()})
         env = env or loaded.config.env
         names = [a.name for a in loaded.spec.agents]
         unknown = sorted(set(students) - set(names))
@@ -107,4 +129,4 @@ def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunP
     if env is None:
         raise KdxError(f"{run}: cannot tell which environment the students were trained on "
                        "(no 'env' in students/config.json and no teacher); re-run `kdx distill`")
-    return RunPolicies(run, env, student_sources(students, run), teacher)
+    return RunPolicies(run, env, student_sources(students, run, {n: c.student for n, c in costs.items()}), teacher)

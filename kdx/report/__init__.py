@@ -1,8 +1,7 @@
 """kdx.report: teacher vs students, as tables and plots.
 
-- ``kdx.report.flops``: ``count_network_cost`` (params, MACs, FLOPs; ptflops cross-checked with
-  torch.utils.flop_counter) and its ``CONVENTION``.
-- ``kdx.report.collect``: everything a run folder holds, plus host latency measured through the
+- ``kdx.report.collect``: everything a run folder holds (costs as ``kdx distill`` stored them,
+  ``kdx.trainer.distill.costs``; the rule is ``kdx.devices.cost.COST_RULE``), plus host latency measured through the
   runtime (``ReportData``); device bench files from ``RUN/devices/``.
 - ``kdx.report.latency_model`` / ``estimates``: the rough per-profile latency estimate.
 - ``kdx.report.report``: ``write_report(run) -> ReportPaths`` (report.md, report.html) and

@@ -14,21 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from kdx.devices.cost import AgentCost
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
 from kdx.trainer.common.metrics_log import read_metrics_file
 
 ROLES = ("teacher", "student")
-
-
-@dataclass
-class AgentCost:
-    """Teacher actor (that agent's view) and student cost of one agent (``kdx.report.flops``)."""
-
-    agent: str
-    teacher: Any = None  # NetworkCost | None
-    student: Any = None  # NetworkCost | None
-    student_hidden: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -81,7 +72,7 @@ class ReportData:
     env: str | None = None
     sizing_profile: str | None = None  # device profile the students were sized for
     agents: list[str] = field(default_factory=list)
-    costs: dict[str, AgentCost] = field(default_factory=dict)
+    costs: dict[str, AgentCost] = field(default_factory=dict)  # as kdx distill stored them
     eval: dict[str, Any] | None = None
     onnx: list[OnnxFile] = field(default_factory=list)
     host: list[LatencySet] = field(default_factory=list)
@@ -225,9 +216,10 @@ def measure_host(bundle_dir: Path, iters: int, warmup: int, backend: str = "auto
 # ---------------------------------------------------------------- networks
 def network_costs(run_dir: Path, missing: list[str],
                   problems: list[str]) -> tuple[str | None, list[str], dict[str, AgentCost], str | None]:
-    """Env name, agent names, per-agent costs of the teacher actor and the students, and the
-    device profile the students were sized for."""
-    from kdx.report.flops import count_network_cost
+    """Env name, agent names, per-agent costs of the teacher actor and the students (those
+    ``kdx distill`` stored, ``kdx.trainer.distill.costs``), and the device profile the students
+    were sized for."""
+    from kdx.trainer.distill.costs import run_costs, teacher_view_costs
     from kdx.trainer.distill.store import load_students, read_students_config
     from kdx.trainer.teacher.store import load_teacher
 
@@ -242,7 +234,6 @@ def network_costs(run_dir: Path, missing: list[str],
             agents = list(teacher.spec.agent_names)
         except KdxError as exc:
             problems.append(f"teacher: {exc}")
-    students = {}
     if not RunLayout(run_dir).students.config.is_file():
         missing.append(f"students: {RunLayout(run_dir).students.config} not found (distil them with `kdx distill {run_dir}`)")
     else:
@@ -251,17 +242,11 @@ def network_costs(run_dir: Path, missing: list[str],
             env = env or read_students_config(run_dir).get("env")
             sizing_profile = read_students_config(run_dir).get("device_profile")
             agents = agents or list(students)
+            costs = run_costs(run_dir, teacher)
         except KdxError as exc:
             problems.append(f"students: {exc}")
-    for i, name in enumerate(agents):
-        cost = AgentCost(name)
-        if teacher is not None:
-            spec = teacher.spec.agents[i]
-            cost.teacher = count_network_cost(teacher.actor.agent_view(i, spec.n_actions, spec.obs_dim).cpu(), spec.obs_dim)
-        if name in students:
-            cost.student = count_network_cost(students[name], students[name].obs_dim)
-            cost.student_hidden = list(students[name].hidden)
-        costs[name] = cost
+    if teacher is not None and not costs:  # no students (yet): count the teacher as kdx distill will
+        costs = {name: AgentCost(name, teacher=cost) for name, cost in teacher_view_costs(teacher).items()}
     return env, agents, costs, sizing_profile
 
 

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kdx import __version__
+from kdx.devices.cost import COST_RULE
 from kdx.report.collect import LatencyResult, LatencySet, OnnxFile, ReportData
 from kdx.report.document import Block, Bullets, Figure, Heading, Paragraph, TableBlock
 from kdx.report.estimates import ProfileEstimate
@@ -115,8 +116,6 @@ def agent_table(data: ReportData, agent: str) -> TableBlock:
         ["parameters", fmt_int(t and t.params), fmt_int(s and s.params), fmt_ratio(t and t.params, s and s.params)],
         ["MACs", fmt_int(t and t.macs), fmt_int(s and s.macs), fmt_ratio(t and t.macs, s and s.macs)],
         ["FLOPs (2 x MACs)", fmt_int(t and t.flops), fmt_int(s and s.flops), fmt_ratio(t and t.flops, s and s.flops)],
-        ["FLOP counters agree", "-" if t is None else ("yes" if t.cross_check_ok else "NO"),
-         "-" if s is None else ("yes" if s.cross_check_ok else "NO"), ""],
     ]
     for bundle, _ in _bundles(data):
         ts, ss = _onnx_file(data, bundle, "teacher", agent), _onnx_file(data, bundle, "student", agent)
@@ -157,7 +156,7 @@ def summary_table(data: ReportData) -> TableBlock:
     where = host.label if host else "not measured"
     return TableBlock(["agent", "student", "teacher params", "student params", "teacher MACs", "student MACs",
                        "MACs ÷", "teacher p50 µs", "student p50 µs", "latency ÷", "retained (team)"], rows,
-                      caption=f"summary (latency: {where})")
+                      caption=f"summary (latency: {where}; params and MACs by the cost rule under Conventions)")
 
 
 BENCH_HEADERS = ["machine", "model", "agent", "status", "backend", "ONNX KiB", "params", "MACs", "FLOPs", "retained",
@@ -250,8 +249,6 @@ def device_table(latency: LatencySet) -> TableBlock:
 
 # ---------------------------------------------------------------- the document
 def build_blocks(data: ReportData, estimates: list[ProfileEstimate], figures: list[Figure]) -> list[Block]:
-    from kdx.report.flops import CONVENTION
-
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     blocks: list[Block] = [
         Heading(f"kdx report: {data.run_dir.name}", 1),
@@ -283,7 +280,8 @@ def build_blocks(data: ReportData, estimates: list[ProfileEstimate], figures: li
                                 emphasis=True))
     blocks.append(Heading("Plots"))
     blocks += figures
-    blocks += [Heading("Conventions"), Bullets([f"Cost: {CONVENTION}", LATENCY_NOTE,
+    blocks += [Heading("Conventions"), Bullets([f"Cost (counted once by kdx distill, stored in students/sizing.json): {COST_RULE}",
+               LATENCY_NOTE,
                "Performance retained: team student score / teacher score on the same evaluation seeds "
                "(RUN/eval.json, kdx evaluate); the same value for every agent, since agents are scored as a team."])]
     return blocks

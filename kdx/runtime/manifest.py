@@ -20,7 +20,7 @@ Schema (version 1)
 
 Each ``AgentEntry``::
 
-    name, role, obs_dim, n_actions, hidden_sizes [int], params, macs,
+    name, role, obs_dim, n_actions, hidden_sizes [int], params, macs (kdx.devices.cost.COST_RULE),
     inputs  {"obs": "obs", "action_mask": null | "action_mask", "h_in": null | "h_in"}
     outputs {"logits": "logits", "action": "action", "h_out": null | "h_out"}
     recurrent_state_shape  null | [1, hidden]

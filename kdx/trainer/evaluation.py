@@ -2,7 +2,7 @@
 
 Loads the teacher and (when the run has them) the students once, runs every policy through
 ``kdx.trainer.common.evaluate.evaluate_policies`` on the same env seeds, adds the students'
-retention and cost, and writes ``RUN/eval.json`` atomically, once.
+retention and cost (as ``kdx distill`` stored it), and writes ``RUN/eval.json`` atomically, once.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kdx.devices.cost import COST_RULE
 from kdx.fileio import atomic_write_text
 from kdx.layout import RunLayout
 from kdx.trainer.common.evaluate import EVAL_SEED, Policy, evaluate_policies
-from kdx.trainer.distill.evaluate import MODES, StudentTeamPolicy, network_costs, retention
+from kdx.trainer.distill.costs import run_costs
+from kdx.trainer.distill.evaluate import MODES, StudentTeamPolicy, retention
 from kdx.trainer.distill.store import load_students
 from kdx.trainer.teacher.evaluate import TeacherPolicy
 from kdx.trainer.teacher.store import load_teacher
@@ -38,8 +40,8 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED
     if students is not None:
         result["students"] = {
             **retention(result),
-            "cost": network_costs(teacher, students),
-            "cost_counted": "ptflops MACs (Linear multiply-adds + bias adds, batch 1; LayerNorm/activations excluded)",
+            "cost": {name: cost.to_json() for name, cost in run_costs(layout.run, teacher).items()},
+            "cost_counted": COST_RULE,
         }
     atomic_write_text(layout.eval_json, json.dumps(result, indent=2))
     return result

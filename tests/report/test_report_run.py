@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdx.devices.cost import COST_RULE
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
 from kdx.report.content import fmt_int, fmt_kib, fmt_pct
 from kdx.report.estimates import host_speed
-from kdx.report.flops import CONVENTION, count_network_cost
 from kdx.report.latency_model import CORE_FACTORS, fit_latency_model
 from kdx.report.report import benchmark_table, write_report
 
@@ -99,6 +99,7 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     from kdx.runtime.bench import bench_bundle, bench_json
     from kdx.runtime.bundle import Bundle
     from kdx.runtime.manifest import load_manifest
+    from kdx.trainer.common.layers import module_cost
     from kdx.trainer.distill.store import load_students
     from kdx.trainer.teacher.store import load_teacher
 
@@ -116,12 +117,12 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     md = paths.markdown.read_text()
     html_text = paths.html.read_text()
 
-    # costs: the numbers flops.py gives for the very networks of the run
+    # costs: the one rule applied to the very networks of the run
     teacher, students = load_teacher(run), load_students(run)
     eval_doc = json.loads((run / "eval.json").read_text())
     for i, agent in enumerate(teacher.spec.agents):
         rows = _agent_table(md, agent.name)
-        t_cost = count_network_cost(teacher.actor.agent_view(i, agent.n_actions, agent.obs_dim), agent.obs_dim)
+        t_cost = module_cost(teacher.actor.agent_view(i, agent.n_actions, agent.obs_dim))
         s_params = sum(p.numel() for p in students[agent.name].parameters())
         assert rows["parameters"][:2] == [fmt_int(t_cost.params), fmt_int(s_params)]
         assert rows["MACs"][0] == fmt_int(t_cost.macs)
@@ -162,7 +163,7 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     # rpi5: least squares on the device file's own (MACs, p50) points, applied to the run's networks
     points = [(r["macs"], r["p50_us"]) for r in device_doc["results"]]
     device_fit = fit_latency_model(*zip(*points))
-    student_macs = count_network_cost(students["agent_0"], students["agent_0"].obs_dim).macs
+    student_macs = module_cost(students["agent_0"]).macs
     rpi5_student = next(r for r in by_profile["rpi5"].rows if r.agent == "agent_0" and r.role == "student")
     assert rpi5_student.p50_us == pytest.approx(device_fit.p50_us(student_macs))
     # rpi4: the host's fit on the rpi bundle, times speed(host) / (1.5 GHz x Cortex-A72 factor)
@@ -174,7 +175,7 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     assert "ESTIMATE, not a measurement" in md and "ESTIMATED latency per device profile" in html_text
 
     # conventions, plots, and a self-contained HTML whose images decode as PNG
-    assert CONVENTION in md
+    assert COST_RULE in md
     assert len(paths.images) == 3 and all(p.parent == RunLayout(run).report_images for p in paths.images)
     for image in paths.images:
         assert f"](report_files/{image.name})" in md
@@ -198,6 +199,50 @@ def test_report_of_a_run_without_students_or_bundles(tiny_run, tmp_path):
     assert [p.name for p in paths.images] == ["learning_curves.png"]
     assert "not drawn" in md
     assert len(_assert_self_contained(paths.html.read_text())) == 1
+
+
+def test_costs_are_counted_once_and_read_everywhere(tiny_run, tmp_path):
+    """sizing.json holds each agent's costs (written by kdx distill); eval.json, the manifest and
+    the report show those very numbers, which the fp32 ONNX weights confirm; a run from before
+    costs were stored gets the same numbers counted on the spot."""
+    from kdx.export.quantize import model_macs
+    from kdx.export.sources import load_run_policies
+    from kdx.report.collect import collect
+    from kdx.runtime.manifest import load_manifest
+
+    sizing = RunLayout(tiny_run).students.sizing
+    stored = {row["agent"]: row for row in json.loads(sizing.read_text())["agents"]}
+    evaluated = json.loads((tiny_run / "eval.json").read_text())["students"]["cost"]
+    bundle = tiny_run / "bundles" / "x86"
+    manifest = load_manifest(bundle)
+    assert manifest.precision == "fp32"
+    for role, entries, prefix in (("student", manifest.agents, ""), ("teacher", manifest.teacher, "teacher_")):
+        for entry in entries:
+            row, ev = stored[entry.name], evaluated[entry.name]
+            expected = (row[f"{prefix}params"], row[f"{prefix}macs"])
+            assert (entry.params, entry.macs) == expected == (ev[f"{role}_params"], ev[f"{role}_macs"])
+            # quantize.model_macs (the int8 share's count) reads the fp32 ONNX weights: the same MACs
+            matmuls, recurrent = model_macs(bundle / entry.file_of_kind("onnx").path)
+            assert sum(matmuls.values()) + recurrent == entry.macs
+    report_costs = collect(tiny_run, measure=False).costs
+    assert {a: (c.student.macs, c.teacher.macs) for a, c in report_costs.items()} == \
+        {a: (r["macs"], r["teacher_macs"]) for a, r in stored.items()}
+
+    # readers read: a stored value changed by hand is what the report and export show
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    doc = json.loads(sizing.read_text())
+    doc["agents"][0]["teacher_macs"] = 123_456_789
+    RunLayout(run).students.sizing.write_text(json.dumps(doc))
+    agent = doc["agents"][0]["agent"]
+    assert collect(run, measure=False).costs[agent].teacher.macs == 123_456_789
+    assert load_run_policies(run).teacher[0].cost.macs == 123_456_789
+    # a run distilled before costs were stored: counted now with the same function, same numbers
+    RunLayout(run).students.sizing.unlink()
+    assert collect(run, measure=False).costs == report_costs
+    policies = load_run_policies(run)
+    assert [(p.cost.params, p.cost.macs) for p in policies.students] == \
+        [(stored[p.name]["params"], stored[p.name]["macs"]) for p in policies.students]
 
 
 def test_report_of_an_empty_folder_and_of_no_folder(tmp_path):

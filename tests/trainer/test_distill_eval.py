@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kdx.cli import main
+from kdx.devices.cost import COST_RULE
 from kdx.layout import RunLayout
 from kdx.trainer.distill.config import DistillConfig
 from kdx.trainer.distill.evaluate import retention
@@ -26,10 +27,19 @@ def test_eval_json_compares_teacher_and_students_on_cost_and_score(tmp_path):
     assert set(result["policies"]) >= {"teacher_greedy", "teacher_sampled", "students_greedy", "students_sampled", "random"}
     assert json.loads((tmp_path / "eval.json").read_text())["students"] == result["students"]
     cost = result["students"]["cost"]["a0"]
-    # ptflops MACs = Linear multiply-adds + bias adds. Student 3->8->3; teacher 7->32->32->4.
-    assert cost["student_macs"] == 3 * 8 + 8 + 8 * 3 + 3
-    assert cost["teacher_macs"] == 7 * 32 + 32 + 32 * 32 + 32 + 32 * 4 + 4
+    # MACs = weight multiply-adds, no bias adds (COST_RULE). Student 3->8->3; teacher 7->32->32->4.
+    assert cost["student_macs"] == 3 * 8 + 8 * 3
+    assert cost["teacher_macs"] == 7 * 32 + 32 * 32 + 32 * 4
+    # params: weights and biases, and the teacher's LayerNorms (input 7, after each hidden layer 32)
+    assert cost["student_params"] == cost["student_macs"] + 8 + 3
+    assert cost["teacher_params"] == cost["teacher_macs"] + 32 + 32 + 4 + 2 * (7 + 32 + 32)
     assert cost["mac_ratio"] == pytest.approx(cost["teacher_macs"] / cost["student_macs"])
+    assert result["students"]["cost_counted"] == COST_RULE
+    # what eval.json says is what distillation stored, not a recount
+    stored = {row["agent"]: row for row in json.loads(RunLayout(tmp_path).students.sizing.read_text())["agents"]}
+    for agent, c in result["students"]["cost"].items():
+        assert (c["student_params"], c["student_macs"]) == (stored[agent]["params"], stored[agent]["macs"])
+        assert (c["teacher_params"], c["teacher_macs"]) == (stored[agent]["teacher_params"], stored[agent]["teacher_macs"])
     assert result["students"]["mode"] in ("greedy", "sampled")
     assert result["students"]["measure"].startswith("win rate")
 

@@ -9,8 +9,8 @@ team, greedy and sampled, plus the random/scripted references, all through
   ``(student - random) / (teacher - random)``, which on MPE equals the ratio of normalised scores
   (0 = random, 1 = scripted oracle). The headline uses the mode in which the teacher scores best.
 - ``cost``: per agent, parameters and MACs of the teacher actor's view of that agent and of its
-  student, counted by ``kdx.report.flops.count_network_cost`` (ptflops, Linear multiply-adds +
-  bias adds at batch 1), and their ratio.
+  student, and their ratios: the values ``kdx distill`` stored in ``students/sizing.json``
+  (``kdx.trainer.distill.costs.run_costs``; rule: ``kdx.devices.cost.COST_RULE``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from kdx.trainer.common.ppo_losses import masked_log_probs
 from kdx.trainer.common.sampling import sample_actions
 from kdx.trainer.distill.rollout import team_forward
 from kdx.trainer.distill.students import StudentPolicy
-from kdx.trainer.teacher.model import Teacher
 
 MODES = ("greedy", "sampled")
 
@@ -46,24 +45,6 @@ class StudentTeamPolicy:
         logits, _ = team_forward(self.students, step.padded_obs(), mask.shape[-1])
         logp = masked_log_probs(logits, mask)
         return logp.argmax(-1) if self.greedy else sample_actions(logp, self.generator)
-
-
-def network_costs(teacher: Teacher, students: dict[str, StudentPolicy]) -> dict[str, dict[str, Any]]:
-    """Per agent: teacher actor (that agent's view) vs student params and MACs, and the ratios."""
-    from kdx.report.flops import count_network_cost
-
-    out = {}
-    for i, agent in enumerate(teacher.spec.agents):
-        student = students[agent.name]
-        t_cost = count_network_cost(teacher.actor.agent_view(i, agent.n_actions, agent.obs_dim).cpu(), agent.obs_dim)
-        s_cost = count_network_cost(student.cpu(), agent.obs_dim)
-        out[agent.name] = {
-            "student_hidden": list(student.hidden),
-            "teacher_params": t_cost.params, "teacher_macs": t_cost.macs,
-            "student_params": s_cost.params, "student_macs": s_cost.macs,
-            "param_ratio": t_cost.params / s_cost.params, "mac_ratio": t_cost.macs / s_cost.macs,
-        }
-    return out
 
 
 def _score(result: dict[str, Any], name: str) -> float | None:
