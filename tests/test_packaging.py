@@ -34,9 +34,9 @@ def test_extras_carry_what_each_stage_needs():
     extras = _setup_cfg()["options.extras_require"]
     assert _requirements(extras["runtime"]) == ["onnxruntime"]
     train = set(_requirements(extras["train"]))
-    assert {"torch", "pettingzoo", "mpe2", "onnx", "onnxscript", "onnxruntime", "ptflops",
+    assert {"torch", "pettingzoo", "mpe2", "onnx", "onnxscript", "onnxruntime",
             "safetensors", "matplotlib", "tensorboard"} <= train
-    assert {"pytest", "hypothesis", "ruff"} <= set(_requirements(extras["dev"]))
+    assert {"pytest", "hypothesis", "ruff", "ptflops"} <= set(_requirements(extras["dev"]))
     assert _requirements(extras["tensorrt"]) == []  # provided by JetPack on the device
     assert ">=2.3" in extras["train"].split("torch", 1)[1].splitlines()[0]
 
