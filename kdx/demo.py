@@ -44,7 +44,7 @@ class DemoConfig:
     seed: int = 0
     teacher_steps: int = 2_000_000
     distill_steps: int = 600_000
-    device_profile: str = "rpi5"
+    profile: str = "rpi5"
     targets: tuple[str, ...] = ("rpi", "x86")
     eval_episodes: int = 100
     bench_iters: int = 5_000
@@ -90,7 +90,7 @@ def stage_train(cfg: DemoConfig) -> None:
 
 
 def stage_distill(cfg: DemoConfig) -> None:
-    args = ["distill", str(cfg.out), "--device", cfg.device_profile, "--steps", str(cfg.distill_steps)]
+    args = ["distill", str(cfg.out), "--profile", cfg.profile, "--steps", str(cfg.distill_steps)]
     if RunLayout(cfg.out).students.config.exists():
         args.append("--resume")
     _invoke("kdx", args)
@@ -148,7 +148,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, dict]:
             outcome = f"skipped ({exc})"
         outcomes[title] = {"outcome": outcome, "seconds": time.perf_counter() - t0}
     total = time.perf_counter() - start
-    table = Table(title=f"kdx demo: {cfg.env}, students for {cfg.device_profile}")
+    table = Table(title=f"kdx demo: {cfg.env}, students for {cfg.profile}")
     table.add_column("stage")
     table.add_column("outcome")
     table.add_column("wall time", justify="right")
@@ -168,9 +168,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(DemoConfig.seed, help="Random seed."),
         teacher_steps: int = typer.Option(DemoConfig.teacher_steps, help="Teacher training env steps."),
         distill_steps: int = typer.Option(DemoConfig.distill_steps, help="Distillation env steps."),
-        device: str = typer.Option(DemoConfig.device_profile, "--device", help="Device profile for the students."),
+        profile: str = typer.Option(DemoConfig.profile, "--profile", help="Device profile for the students."),
         fresh: bool = typer.Option(False, "--fresh", help="Delete the demo run folder first (otherwise finished stages resume)."),
     ) -> None:
         """Run the whole pipeline end to end on simple_spread (what `make demo` runs)."""
         run_demo(DemoConfig(out=out, seed=seed, teacher_steps=teacher_steps, distill_steps=distill_steps,
-                            device_profile=device, fresh=fresh))
+                            profile=profile, fresh=fresh))

@@ -228,7 +228,7 @@ def network_costs(run_dir: Path, missing: list[str],
     """Env name, agent names, per-agent costs of the teacher actor and the students, and the
     device profile the students were sized for."""
     from kdx.report.flops import count_network_cost
-    from kdx.trainer.distill.store import load_students, read_students_config
+    from kdx.trainer.distill.store import load_students, read_students_config, students_profile
     from kdx.trainer.teacher.store import load_teacher
 
     env, agents, costs, sizing_profile = None, [], {}, None
@@ -248,8 +248,9 @@ def network_costs(run_dir: Path, missing: list[str],
     else:
         try:
             students = load_students(run_dir)
-            env = env or read_students_config(run_dir).get("env")
-            sizing_profile = read_students_config(run_dir).get("device_profile")
+            students_doc = read_students_config(run_dir)
+            env = env or students_doc.get("env")
+            sizing_profile = students_profile(students_doc)["name"]
             agents = agents or list(students)
         except KdxError as exc:
             problems.append(f"students: {exc}")

@@ -67,9 +67,9 @@ def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys, mon
     monkeypatch.setenv("COLUMNS", "250")  # rich tables unwrapped
     make_teacher_run(tmp_path)
     common = ["--steps", "64", "--num-envs", "16", "--rollout-length", "4", "--threads", "1", "--obs-norm-steps", "2"]
-    assert _kdx(["distill", str(tmp_path), *common, "--quiet"]) == 2 and "--device PROFILE" in " ".join(capsys.readouterr().err.split())
-    assert _kdx(["distill", str(tmp_path), "--device", "rpi4", "--student", "nobody=16", *common, "--quiet"]) == 2 and "agents: a0, a1" in " ".join(capsys.readouterr().err.split())
-    assert _kdx(["distill", str(tmp_path), "--device", "rpi4", "--student", "a1=16x16", "--w-rel", "0", *common]) == 0
+    assert _kdx(["distill", str(tmp_path), *common, "--quiet"]) == 2 and "--profile PROFILE" in " ".join(capsys.readouterr().err.split())
+    assert _kdx(["distill", str(tmp_path), "--profile", "rpi4", "--student", "nobody=16", *common, "--quiet"]) == 2 and "agents: a0, a1" in " ".join(capsys.readouterr().err.split())
+    assert _kdx(["distill", str(tmp_path), "--profile", "rpi4", "--student", "a1=16x16", "--w-rel", "0", *common]) == 0
     out = capsys.readouterr().out
     assert "students for rpi4" in out and "a1" in out  # the sizing table
     saved = json.loads(RunLayout(tmp_path).students.config.read_text())
