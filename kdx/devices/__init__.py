@@ -1,5 +1,8 @@
 """kdx.devices: device profiles and resource-aware student sizing. Torch-free.
 
+- ``kdx.devices.targets``: ``PRECISIONS`` (name -> ``Precision``) and ``TARGETS`` (name ->
+  ``ExportTarget``), the one definition of both that profiles, manifest, runtime, export and
+  report import.
 - ``kdx.devices.registry``: ``PROFILES`` (name -> ``DeviceProfile``) loaded from
   ``profiles/*.toml``, and ``get_profile(name_or_path)``.
 - ``kdx.devices.mlp``: ``StudentArch`` and ``count_params`` / ``count_macs`` (what is counted).

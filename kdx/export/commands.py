@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kdx.devices.targets import PRECISIONS, TARGETS
 from kdx.errors import KdxError
 
 
@@ -47,9 +48,9 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
         run: Path = typer.Argument(None, help="Run folder holding students/ (and teacher/)."),
-        target: str = typer.Option(None, "--target", "-t", help="Export target: jetson, rpi, x86, or a device profile such as rpi5 "
+        target: str = typer.Option(None, "--target", "-t", help=f"Export target: {', '.join(TARGETS)}, or a device profile such as rpi5 "
                                    "(see --list-targets); default: the target of the profile the students were distilled for."),
-        precision: str = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8; default: the profile's default precision "
+        precision: str = typer.Option(None, "--precision", "-p", help=f"{', '.join(PRECISIONS)}; default: the profile's default precision "
                                       "(of --target if it names a profile, else of the students' profile), else the target's."),
         force: bool = typer.Option(False, "--force", help="Replace an existing bundle for this target."),
         dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Also write a dynamic-batch ONNX per agent."),

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from kdx.devices.targets import PRECISIONS
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
 from kdx.trainer.common.metrics_log import read_metrics_file
@@ -99,7 +100,7 @@ class ReportData:
 
     @property
     def precisions(self) -> list[str]:
-        return sorted({f.precision for f in self.onnx}, key=["fp32", "fp16", "int8"].index)
+        return sorted({f.precision for f in self.onnx}, key=list(PRECISIONS).index)
 
 
 # ---------------------------------------------------------------- small readers

@@ -10,9 +10,9 @@ import pytest
 
 import kdx.devices
 from kdx.cli import main
+from kdx.devices.targets import TARGETS
 from kdx.errors import KdxError
 from kdx.export.bundle import ExportConfig, export_bundle, export_target
-from kdx.export.targets import TARGETS
 from kdx.layout import RunLayout
 from kdx.runtime.manifest import load_manifest
 from kdx.trainer.distill.config import DistillConfig
