@@ -59,11 +59,13 @@ PRECISIONS: dict[str, Precision] = {
 
 @dataclass(frozen=True)
 class ExportTarget:
-    """One deployment target: what ``kdx export --target T`` produces for a kind of device.
+    """One deployment target: what ``kdx export --target T`` produces for a kind of device. The
+    defaults describe a plain CPU target (onnxruntime or numpy, every precision, fp32 fallback).
 
     Attributes:
         name: the ``--target`` value (also the manifest's ``target`` and a device profile's).
         default_precision: precision used when ``--precision`` is not given.
+        description: one line for the capability table.
         precisions: precisions this target accepts.
         backends: runtime backends that can run the bundle there, best first.
         engine_build_on_device: TensorRT engines are built on the device
@@ -73,18 +75,17 @@ class ExportTarget:
         symmetric_int8_activations: int8 activations quantised with zero point 0 (TensorRT
             accepts only symmetric Q/DQ; onnxruntime on a CPU does better with asymmetric).
             Used by the ``static-qdq`` int8 recipe.
-        description: one line for the capability table.
         int8_recipe: how int8 models are made, a key of ``kdx.export.quantize.INT8_RECIPES``.
     """
 
     name: str
     default_precision: str
-    precisions: tuple[str, ...]
-    backends: tuple[str, ...]
-    engine_build_on_device: bool
-    fallback_to_fp32: bool
-    symmetric_int8_activations: bool
     description: str
+    precisions: tuple[str, ...] = tuple(PRECISIONS)
+    backends: tuple[str, ...] = ("onnxruntime", "numpy")
+    engine_build_on_device: bool = False
+    fallback_to_fp32: bool = True
+    symmetric_int8_activations: bool = False
     int8_recipe: str = "static-qdq"
 
 
@@ -92,35 +93,19 @@ TARGETS: dict[str, ExportTarget] = {
     "jetson": ExportTarget(
         name="jetson",
         default_precision="fp16",
-        precisions=tuple(PRECISIONS),
+        description="NVIDIA Jetson: ONNX + calibration data; TensorRT engines built on the device",
         backends=("tensorrt", "onnxruntime", "numpy"),
         engine_build_on_device=True,
-        fallback_to_fp32=True,
         symmetric_int8_activations=True,
-        description="NVIDIA Jetson: ONNX + calibration data; TensorRT engines built on the device",
     ),
     "rpi": ExportTarget(
         name="rpi",
         default_precision="int8",
-        precisions=tuple(PRECISIONS),
-        backends=("onnxruntime", "numpy"),
-        engine_build_on_device=False,
-        fallback_to_fp32=True,
-        symmetric_int8_activations=False,
         description="Raspberry Pi / ARM CPU: int8 (onnxruntime MatMulInteger, block-wise run-time "
                     "activation scales), fp32 per agent as fallback",
         # Static QDQ ranges cost distilled students 4-6% greedy-action agreement (near ties);
         # per-row run-time ranges with a standardised observation 1-2%, block-wise scales ~0.5-1.4%.
         int8_recipe="blockwise-dynamic",
     ),
-    "x86": ExportTarget(
-        name="x86",
-        default_precision="fp32",
-        precisions=tuple(PRECISIONS),
-        backends=("onnxruntime", "numpy"),
-        engine_build_on_device=False,
-        fallback_to_fp32=True,
-        symmetric_int8_activations=False,
-        description="Any x86-64 Linux box: fp32 ONNX",
-    ),
+    "x86": ExportTarget(name="x86", default_precision="fp32", description="Any x86-64 Linux box: fp32 ONNX"),
 }
