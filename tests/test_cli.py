@@ -38,17 +38,6 @@ def test_console_scripts_run_and_report_user_errors_without_traceback():
     assert "Traceback" not in bad.stderr
 
 
-def _kdx(args: list[str]) -> int:
-    """Run the `kdx` console entry point in-process; its exit code."""
-    from kdx.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
-
-
 @pytest.mark.parametrize(("args", "message"), [
     (["train", "--device", "cuda", "--out", "nowhere"], "`--device` is now `--torch-device`"),
     (["train", "--device=cuda", "--out", "nowhere"], "`--device` is now `--torch-device`"),
@@ -58,14 +47,14 @@ def _kdx(args: list[str]) -> int:
     (["sweep", "nowhere", "--devices", "rpi5,rpi4"], "`--devices` is now `--profiles`"),
     (["demo", "--device", "rpi5"], "`--device` is now `--profile`"),
 ])
-def test_retired_option_spellings_name_their_replacement(args, message, capsys):
-    assert _kdx(args) == 2
+def test_retired_option_spellings_name_their_replacement(args, message, run_kdx, capsys):
+    assert run_kdx(args) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert message in err and "Traceback" not in err
 
 
-def test_an_option_that_never_existed_still_gets_clicks_usage_error(capsys):
-    assert _kdx(["train", "--warp-speed", "9"]) == 2
+def test_an_option_that_never_existed_still_gets_clicks_usage_error(run_kdx, capsys):
+    assert run_kdx(["train", "--warp-speed", "9"]) == 2
     err = capsys.readouterr().err
     assert "No such option" in err and "is now" not in err
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import kdx.devices
-from kdx.cli import main
 from kdx.devices.targets import TARGETS
 from kdx.errors import KdxError
 from kdx.export.bundle import ExportConfig, export_bundle, export_target
@@ -60,22 +59,14 @@ def test_export_defaults_to_the_students_profile(distilled_run: Path) -> None:
     assert export_target(ExportConfig(distilled_run, "jetson-orin-nano")) == (TARGETS["jetson"], "fp16")
 
 
-def test_cli_export_without_target_and_its_overrides(distilled_run: Path, tmp_path: Path, capsys) -> None:
+def test_cli_export_without_target_and_its_overrides(distilled_run: Path, tmp_path: Path, capsys, run_kdx) -> None:
     run = _copy_run(distilled_run, tmp_path / "run")
-
-    def kdx(*args: str) -> int:
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            return exc.code or 0
-        return 0
-
-    assert kdx("export", str(run), "--no-teacher", "--precision", "fp32") == 0
+    assert run_kdx(["export", str(run), "--no-teacher", "--precision", "fp32"]) == 0
     manifest = load_manifest(RunLayout(run).bundle("x86"))
     assert (manifest.target, manifest.precision) == ("x86", "fp32")
     capsys.readouterr()
     teacher_only = _copy_run(distilled_run, tmp_path / "teacher-only", students=False)
-    assert kdx("export", str(teacher_only)) == 2
+    assert run_kdx(["export", str(teacher_only)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "has no students" in err and "--target" in err and "kdx distill" in err
 
