@@ -87,7 +87,7 @@ def run_variant(teacher_run: Path, variant: str, settings: dict, episodes: int, 
         t0 = time.perf_counter()
         last = distill(work, config, show_progress=False)
         distill_s = time.perf_counter() - t0
-    result = evaluate_run(work, episodes=episodes)
+    result = evaluate_run(work, episodes=episodes, torch_device=config.torch_device)
     s = result["students"]
     mode = s["mode"]
     pol = result["policies"]
@@ -135,7 +135,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="Teacher run folders (each holds teacher/).")
     parser.add_argument("--ablation", action="store_true", help="Also run the PG / KL+CE / KL+CE+PG variants.")
     parser.add_argument("--variants", default="", help="Comma-separated variants to run (default: full, + ablation).")
-    parser.add_argument("--device", default="x86-cpu", help="Device profile sizing the students.")
+    parser.add_argument("--profile", default="x86-cpu", help="Device profile sizing the students.")
+    parser.add_argument("--torch-device", default="cpu", help="Torch device of distillation and evaluation (cpu or cuda).")
     parser.add_argument("--steps", type=int, default=None, help="Distillation env steps (default: DistillConfig's).")
     parser.add_argument("--episodes", type=int, default=100, help="Evaluation episodes per policy.")
     parser.add_argument("--set", action="append", default=[], help="DistillConfig field=value (repeatable).")
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=RESULTS / "distill_runs", help="Where the variants' run folders go.")
     args = parser.parse_args()
     console = Console()
-    settings = {"device_profile": args.device, **_parse_set(args.set)}
+    settings = {"profile": args.profile, "torch_device": args.torch_device, **_parse_set(args.set)}
     if args.steps:
         settings["total_steps"] = args.steps
     variants = args.variants.split(",") if args.variants else (list(VARIANTS) if args.ablation else ["full"])

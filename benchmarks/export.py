@@ -27,6 +27,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from kdx.devices.targets import TARGETS
 from kdx.export.bundle import ExportConfig, export_bundle
 from kdx.export.parity import NEAR_TIE_GAP
 from kdx.layout import RunLayout
@@ -37,7 +38,6 @@ from kdx.runtime.profiler import device_info
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-TARGET_ORDER = ("x86", "rpi", "jetson")
 
 
 def make_bc_run(run: Path, env_name: str = "mpe/simple_spread", steps: int = 300) -> Path:
@@ -215,7 +215,7 @@ def main() -> None:
         source = f"behaviour-cloned students (made in {time.perf_counter() - t:.1f} s)"
 
     exports, parity_rows, latency_rows = {}, [], []
-    for target in TARGET_ORDER:
+    for target in TARGETS:
         start = time.perf_counter()
         result = export_bundle(ExportConfig(run, target, force=True))
         wall = time.perf_counter() - start
@@ -239,7 +239,6 @@ def main() -> None:
     from kdx.export.calib import record_rollouts
     from kdx.export.quantize import INT8_RECIPES
     from kdx.export.sources import load_students, student_sources
-    from kdx.export.targets import TARGETS
     from kdx.trainer.common.evaluate import evaluate_policies
 
     students, env_name = load_students(run)

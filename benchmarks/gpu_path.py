@@ -59,7 +59,7 @@ def env_steps_per_s(env_name: str, num_envs: int, device: str, steps: int, warmu
 
 def train_steps_per_s(env_name: str, num_envs: int, device: str, updates: int, rollout: int, hidden: str) -> float:
     with tempfile.TemporaryDirectory(prefix="kdx-gpu-bench-") as tmp:
-        config = TeacherConfig(env=env_name, num_envs=num_envs, rollout_length=rollout, hidden=hidden, device=device,
+        config = TeacherConfig(env=env_name, num_envs=num_envs, rollout_length=rollout, hidden=hidden, torch_device=device,
                                total_steps=num_envs * rollout * updates, checkpoint_every=10_000, epochs=5)
         train(Path(tmp) / "run", config, show_progress=False)
         metrics = read_metrics(Path(tmp) / "run")

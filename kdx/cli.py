@@ -25,6 +25,17 @@ COMMAND_MODULES = (
     "kdx.demo",
 )
 
+# Option spellings retired so that each name means one thing: `--profile` a device profile,
+# `--torch-device` a torch device. Giving an old one stops with a message that names the new one.
+_TORCH_DEVICE = "`--device` is now `--torch-device`"
+RETIRED_OPTIONS = {
+    "train": {"--device": _TORCH_DEVICE},
+    "evaluate": {"--device": _TORCH_DEVICE},
+    "distill": {"--device": "`--device` is now `--profile` (the device profile; the torch device is `--torch-device`)"},
+    "sweep": {"--devices": "`--devices` is now `--profiles` (device profiles, comma-separated)"},
+    "demo": {"--device": "`--device` is now `--profile` (the device profile the students are sized for)"},
+}
+
 app = make_app("kdx", "kdx: distil a cooperative multi-agent RL teacher into tiny per-agent students for edge devices.")
 
 
@@ -46,7 +57,7 @@ register_command_modules(app, COMMAND_MODULES)
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``kdx`` console script: user errors print one message, exit code 2."""
-    run_app(app, argv)
+    run_app(app, argv, RETIRED_OPTIONS)
 
 
 if __name__ == "__main__":

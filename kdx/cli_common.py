@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import typer
 from rich.console import Console
@@ -58,18 +58,46 @@ def exit_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
-    """Run a typer app as a console script: ``KdxError`` prints one message and exits with 2."""
+def retired_option_message(exc: BaseException, retired: Mapping[str, Mapping[str, str]]) -> str | None:
+    """The message of ``retired`` for the unknown option that raised ``exc`` (click's
+    ``NoSuchOption``), looked up by the command's path below the app (``"distill"``, ``"devices
+    show"``); None when ``exc`` is another error or the option was never a kdx option."""
+    option, ctx = getattr(exc, "option_name", None), getattr(exc, "ctx", None)
+    if option is None or ctx is None:
+        return None
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return retired.get(" ".join(reversed(names)), {}).get(option)
+
+
+def _print_error(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None,
+            retired: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    """Run a typer app as a console script: ``KdxError`` prints one message and exits with 2.
+
+    ``retired`` maps a command (``"train"``) to its retired option spellings and the message that
+    names their replacement (``{"--device": "`--device` is now `--torch-device`"}``): giving one is
+    a user error like any other.
+    """
     try:
         rc = app(args=argv, standalone_mode=False)
     except KdxError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        _print_error(str(exc))
         sys.exit(2)
     except exit_types() as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
     except usage_error_types() as exc:
+        message = retired_option_message(exc, retired or {})
+        if message is not None:
+            _print_error(message)
+            sys.exit(2)
         if hasattr(exc, "show"):
             exc.show()
         else:

@@ -6,7 +6,8 @@ in this process and prints the command line first, so the demo doubles as a tuto
 1. ``kdx train``     a MAPPO teacher on ``mpe/simple_spread``
 2. ``kdx distill``   per-agent students sized for a Raspberry Pi 5
 3. ``kdx evaluate``  teacher vs students on the same seeds
-4. ``kdx export``    bundles for ``rpi`` (int8) and ``x86`` (fp32)
+4. ``kdx export``    a bundle for the profile's target and precision (``rpi``, int8: export's
+                     default for students distilled for ``rpi5``), then one for ``x86`` (fp32)
 5. ``kdx-runtime bench`` and ``kdx-runtime run``  (torch-free runtime, latency and closed loop)
 6. ``kdx report``    report.md + report.html
 
@@ -44,8 +45,8 @@ class DemoConfig:
     seed: int = 0
     teacher_steps: int = 2_000_000
     distill_steps: int = 600_000
-    device_profile: str = "rpi5"
-    targets: tuple[str, ...] = ("rpi", "x86")
+    profile: str = "rpi5"
+    extra_targets: tuple[str, ...] = ("x86",)  # bundles beyond the one for the profile's own target
     eval_episodes: int = 100
     bench_iters: int = 5_000
     run_episodes: int = 20
@@ -54,6 +55,18 @@ class DemoConfig:
     # 256x256 keeps the teacher "high-capacity" (~70k MACs per decision) against ~1k for a student.
     extra_train_args: tuple[str, ...] = ("--num-envs", "256", "--epochs", "5", "--minibatches", "2",
                                          "--lr", "1e-3", "--hidden", "256,256", "--no-input-norm")
+
+    @property
+    def profile_target(self) -> str:
+        """The export target of the device profile (where ``kdx export`` puts the first bundle)."""
+        from kdx.devices.registry import get_profile
+
+        return get_profile(self.profile).target
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every target the demo exports to: the profile's, then the extra ones."""
+        return tuple(dict.fromkeys((self.profile_target, *self.extra_targets)))
 
 
 class StageUnavailable(Exception):
@@ -90,7 +103,7 @@ def stage_train(cfg: DemoConfig) -> None:
 
 
 def stage_distill(cfg: DemoConfig) -> None:
-    args = ["distill", str(cfg.out), "--device", cfg.device_profile, "--steps", str(cfg.distill_steps)]
+    args = ["distill", str(cfg.out), "--profile", cfg.profile, "--steps", str(cfg.distill_steps)]
     if RunLayout(cfg.out).students.config.exists():
         args.append("--resume")
     _invoke("kdx", args)
@@ -101,12 +114,13 @@ def stage_evaluate(cfg: DemoConfig) -> None:
 
 
 def stage_export(cfg: DemoConfig) -> None:
-    for target in cfg.targets:
+    _invoke("kdx", ["export", str(cfg.out), "--force"])  # the profile's target and precision
+    for target in cfg.targets[1:]:
         _invoke("kdx", ["export", str(cfg.out), "--target", target, "--force"])
 
 
 def stage_runtime(cfg: DemoConfig) -> None:
-    bundle = RunLayout(cfg.out).bundle(cfg.targets[0])
+    bundle = RunLayout(cfg.out).bundle(cfg.profile_target)
     devices = RunLayout(cfg.out).devices
     devices.mkdir(parents=True, exist_ok=True)
     _invoke("kdx-runtime", ["info", str(bundle)])
@@ -148,7 +162,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, dict]:
             outcome = f"skipped ({exc})"
         outcomes[title] = {"outcome": outcome, "seconds": time.perf_counter() - t0}
     total = time.perf_counter() - start
-    table = Table(title=f"kdx demo: {cfg.env}, students for {cfg.device_profile}")
+    table = Table(title=f"kdx demo: {cfg.env}, students for {cfg.profile}")
     table.add_column("stage")
     table.add_column("outcome")
     table.add_column("wall time", justify="right")
@@ -168,9 +182,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(DemoConfig.seed, help="Random seed."),
         teacher_steps: int = typer.Option(DemoConfig.teacher_steps, help="Teacher training env steps."),
         distill_steps: int = typer.Option(DemoConfig.distill_steps, help="Distillation env steps."),
-        device: str = typer.Option(DemoConfig.device_profile, "--device", help="Device profile for the students."),
+        profile: str = typer.Option(DemoConfig.profile, "--profile", help="Device profile for the students."),
         fresh: bool = typer.Option(False, "--fresh", help="Delete the demo run folder first (otherwise finished stages resume)."),
     ) -> None:
         """Run the whole pipeline end to end on simple_spread (what `make demo` runs)."""
         run_demo(DemoConfig(out=out, seed=seed, teacher_steps=teacher_steps, distill_steps=distill_steps,
-                            device_profile=device, fresh=fresh))
+                            profile=profile, fresh=fresh))

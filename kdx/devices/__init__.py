@@ -1,5 +1,8 @@
 """kdx.devices: device profiles and resource-aware student sizing. Torch-free.
 
+- ``kdx.devices.targets``: ``PRECISIONS`` (name -> ``Precision``) and ``TARGETS`` (name ->
+  ``ExportTarget``), the one definition of both that profiles, manifest, runtime, export and
+  report import.
 - ``kdx.devices.registry``: ``PROFILES`` (name -> ``DeviceProfile``) loaded from
   ``profiles/*.toml``, and ``get_profile(name_or_path)``.
 - ``kdx.devices.cost``: the one cost rule (``COST_RULE``) and ``count_cost(layers)``: parameters

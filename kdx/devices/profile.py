@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdx.devices.targets import PRECISIONS, TARGETS
 from kdx.errors import KdxError
 
 if sys.version_info >= (3, 11):
@@ -19,10 +20,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-# Export targets a profile can map to (``kdx export --target``).
-TARGETS = ("jetson", "rpi", "x86")
-# Storage bytes of one parameter at each deployment precision.
-BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 RUNTIME_BACKENDS = ("tensorrt", "onnxruntime", "numpy")
 
 
@@ -82,7 +79,7 @@ class DeviceProfile:
     @property
     def bytes_per_param(self) -> int:
         """Storage bytes of one parameter at the default precision."""
-        return BYTES_PER_PARAM[self.default_precision]
+        return PRECISIONS[self.default_precision].bytes_per_param
 
     @property
     def max_params_per_agent(self) -> int:
@@ -178,10 +175,10 @@ def profile_from_dict(data: dict[str, Any], where: str = "profile") -> DevicePro
 
     if data["target"] not in TARGETS:
         raise KdxError(f"{where}: target {data['target']!r} is not one of {', '.join(TARGETS)}.")
-    if data["default_precision"] not in BYTES_PER_PARAM:
+    if data["default_precision"] not in PRECISIONS:
         raise KdxError(
             f"{where}: default_precision {data['default_precision']!r} is not one of "
-            f"{', '.join(BYTES_PER_PARAM)}."
+            f"{', '.join(PRECISIONS)}."
         )
     memory = data["memory_gb"]
     if not memory or any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in memory):

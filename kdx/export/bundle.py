@@ -1,5 +1,9 @@
 """``kdx export``: a run's students (and teacher actor) -> a deployment bundle for one target.
 
+The target defaults to the one of the device profile the students were distilled for, and the
+precision to that profile's default precision (``students/config.json`` records both); a given
+target (or profile name) and precision override them.
+
 Layout of ``RUN/bundles/<target>/`` (the manifest lists every file with its sha256)::
 
     manifest.json                  schema: kdx.runtime.manifest
@@ -44,7 +48,13 @@ from kdx.errors import KdxError
 from kdx.export.calib import MIN_PARITY_SAMPLES, CalibData, record_rollouts
 from kdx.export.parity import ParityResult, measure_parity
 from kdx.export.sources import PolicySource, RunPolicies, load_run_policies
-from kdx.export.targets import ExportTarget, default_precision, get_target, resolve_precision
+from kdx.export.targets import (
+    TARGETS,
+    ExportTarget,
+    default_precision,
+    get_target,
+    resolve_precision,
+)
 from kdx.fileio import dead_writer_temporaries, remove_path
 from kdx.layout import RunLayout
 from kdx.runtime.manifest import (
@@ -66,8 +76,10 @@ class ExportConfig:
     """What ``kdx export`` does."""
 
     run_dir: Path
-    target: str  # jetson, rpi, x86, or a device profile name (exports to that profile's target)
-    precision: str | None = None  # None: the profile's or the target's default
+    # jetson, rpi, x86, or a device profile name (exports to that profile's target);
+    # None: the target of the device profile the students were distilled for
+    target: str | None = None
+    precision: str | None = None  # None: the profile's default precision, else the target's
     force: bool = False  # replace an existing bundle
     dynamic_batch: bool = False  # also write a dynamic-batch ONNX per agent
     include_teacher: bool = True  # export the teacher actor per agent too (if the run has one)
@@ -297,12 +309,34 @@ def _publish(tmp_dir: Path, dest: Path, tmp_tar: Path, tarball: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def export_target(config: ExportConfig) -> tuple[ExportTarget, str]:
+    """The target and precision of an export: ``config.target`` (a target or a profile name) if
+    given, else the target of the device profile the students were distilled for; ``config.precision``
+    if given, else the default precision of that profile (else of the target)."""
+    if config.target is not None:
+        target = get_target(config.target)
+        return target, resolve_precision(target, config.precision or default_precision(config.target))
+    from kdx.trainer.distill.store import read_students_config, students_profile
+
+    run, students = config.run_dir, config.layout.students
+    targets = ", ".join(TARGETS)
+    if not students.config.is_file():
+        raise KdxError(f"{run} has no students ({students.config} is missing), so there is no device profile "
+                       f"to take the export target from: distil them with `kdx distill {run} --profile PROFILE`, "
+                       f"or name the target with --target ({targets})")
+    profile = students_profile(read_students_config(run))
+    if profile["target"] is None:
+        raise KdxError(f"the students of {run} were sized for device profile {profile['name']!r}, whose export "
+                       f"target this run does not record (a profile file kdx does not ship); pass --target ({targets})")
+    target = get_target(profile["target"])
+    return target, resolve_precision(target, config.precision or profile["precision"])
+
+
 def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
                   log: Callable[[str], None] = lambda message: None) -> ExportResult:
-    """Export ``config.run_dir`` for ``config.target``; see the module docstring."""
+    """Export ``config.run_dir`` for its target (see ``export_target``); see the module docstring."""
     started = time.perf_counter()
-    target = get_target(config.target)
-    precision = resolve_precision(target, config.precision or default_precision(config.target))
+    target, precision = export_target(config)
     if config.calib_samples < MIN_PARITY_SAMPLES:
         raise KdxError(f"calib_samples must be >= {MIN_PARITY_SAMPLES} (parity is measured on as many "
                        "held-out observations)")

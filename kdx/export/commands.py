@@ -1,5 +1,5 @@
-"""``kdx export RUN --target T``: a deployment bundle; ``kdx export --list-targets``: what each
-target offers."""
+"""``kdx export RUN [--target T]``: a deployment bundle (by default for the device profile the
+students were distilled for); ``kdx export --list-targets``: what each target offers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kdx.devices.targets import PRECISIONS, TARGETS
 from kdx.errors import KdxError
 
 
@@ -47,8 +48,10 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
         run: Path = typer.Argument(None, help="Run folder holding students/ (and teacher/)."),
-        target: str = typer.Option(None, "--target", "-t", help="Export target: jetson, rpi, x86, or a device profile such as rpi5 (see --list-targets)."),
-        precision: str = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8; default: the target's."),
+        target: str = typer.Option(None, "--target", "-t", help=f"Export target: {', '.join(TARGETS)}, or a device profile such as rpi5 "
+                                   "(see --list-targets); default: the target of the profile the students were distilled for."),
+        precision: str = typer.Option(None, "--precision", "-p", help=f"{', '.join(PRECISIONS)}; default: the profile's default precision "
+                                      "(of --target if it names a profile, else of the students' profile), else the target's."),
         force: bool = typer.Option(False, "--force", help="Replace an existing bundle for this target."),
         dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Also write a dynamic-batch ONNX per agent."),
         teacher: bool = typer.Option(True, "--teacher/--no-teacher", help="Also export the teacher actor per agent."),
@@ -60,11 +63,9 @@ def register(app: typer.Typer) -> None:
         if list_targets:
             console.print(targets_table())
             return
-        from kdx.export.targets import TARGETS
-
-        if run is None or target is None:
-            raise KdxError(f"kdx export needs a run folder and --target ({', '.join(TARGETS)}); "
-                           "e.g. `kdx export runs/spread --target rpi`")
+        if run is None:
+            raise KdxError("kdx export needs a run folder, e.g. `kdx export runs/spread` (for the device profile "
+                           "the students were distilled for) or `kdx export runs/spread --target rpi`")
         from kdx.export.bundle import ExportConfig, export_bundle
 
         config = ExportConfig(run_dir=run, target=target, precision=precision, force=force,

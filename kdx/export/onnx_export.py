@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from kdx import __version__
+from kdx.devices.targets import PRECISIONS
 from kdx.errors import KdxError
 from kdx.export.sources import PolicySource
 from kdx.runtime.manifest import InputNames, OutputNames
@@ -154,9 +155,10 @@ def model_metadata(source: PolicySource, precision: str, dynamic_batch: bool, ta
 def export_onnx(source: PolicySource, path: str | Path, precision: str = "fp32",
                 dynamic_batch: bool = False, target: str = "x86") -> Path:
     """Export ``source`` to ``path`` as fp32 or fp16 ONNX (opset 17), metadata included."""
-    if precision not in ("fp32", "fp16"):
-        raise KdxError(f"export_onnx makes fp32 or fp16 models, not {precision!r} (int8 is quantised "
-                       "from fp32 by kdx.export.quantize)")
+    if precision not in PRECISIONS or PRECISIONS[precision].quantized:
+        made = " or ".join(p.name for p in PRECISIONS.values() if not p.quantized)
+        raise KdxError(f"export_onnx makes {made} models, not {precision!r} (quantised precisions are "
+                       "made from fp32 by kdx.export.quantize)")
     recurrent = source.recurrent_size is not None
     wrapper = ExportWrapper(source, half=precision == "fp16").eval()
     args: tuple[torch.Tensor, ...] = (torch.zeros(1, source.obs_dim), torch.ones(1, source.n_actions, dtype=torch.bool))

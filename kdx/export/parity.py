@@ -1,11 +1,9 @@
 """Parity of an exported model with its torch source, on recorded observations.
 
 The reference is the *original* torch module (normalisation not folded, full fp32), so the
-check covers the folding and the export as well as the precision. Bars (issue 6):
-
-    fp32  max |logit difference| <= 1e-4 and 100% greedy-action agreement
-    fp16  >= 99.5% greedy-action agreement
-    int8  >= 99% greedy-action agreement
+check covers the folding and the export as well as the precision. The bar of each precision is
+part of its entry in ``kdx.devices.targets.PRECISIONS`` (issue 6): fp32 max |logit difference|
+<= 1e-4 and 100% greedy-action agreement, fp16 >= 99.5%, int8 >= 99% greedy-action agreement.
 
 Greedy action = argmax of the masked logits (illegal actions never chosen), ties to the first.
 The bars are on the plain agreement; the agreement on the states that are not near ties (the
@@ -21,27 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdx.devices.targets import PRECISIONS
 from kdx.errors import KdxError
 from kdx.export.calib import MIN_PARITY_SAMPLES
 from kdx.export.onnx_export import MASKED_LOGIT
 from kdx.export.sources import PolicySource
 
 NEAR_TIE_GAP = 0.05  # logits; a state whose top-2 legal logits are closer is a near tie
-
-
-@dataclass(frozen=True)
-class ParityBar:
-    """What a model of one precision must reach; ``max_abs_logit_diff`` None = not checked."""
-
-    min_action_agreement: float
-    max_abs_logit_diff: float | None = None
-
-
-PARITY_BARS: dict[str, ParityBar] = {
-    "fp32": ParityBar(min_action_agreement=1.0, max_abs_logit_diff=1e-4),
-    "fp16": ParityBar(min_action_agreement=0.995),
-    "int8": ParityBar(min_action_agreement=0.99),
-}
 
 
 @dataclass
@@ -124,7 +108,7 @@ def measure_parity(source: PolicySource, model_path: str | Path, precision: str,
     n = inputs["obs"].shape[0]
     if n < min_samples:
         raise KdxError(f"parity needs at least {min_samples} recorded observations, got {n}")
-    bar = PARITY_BARS[precision]
+    bar = PRECISIONS[precision]  # its min_action_agreement and max_abs_logit_diff
     ref_logits, ref_actions = torch_reference(source, inputs)
     logits, actions = onnx_outputs(model_path, inputs)
     diff = np.abs(logits.astype(np.float64) - ref_logits.astype(np.float64))

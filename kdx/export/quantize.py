@@ -158,7 +158,7 @@ def model_macs(path: str | Path) -> tuple[dict[str, int], int]:
 def recipe_for_model(model: Any) -> str:
     """The int8 recipe of the export target named in the model's metadata (``target``);
     ``static-qdq`` for a model without one or with an unknown target."""
-    from kdx.export.targets import TARGETS
+    from kdx.devices.targets import TARGETS
 
     target = {p.key: p.value for p in model.metadata_props}.get("target", "")
     return TARGETS[target].int8_recipe if target in TARGETS else DEFAULT_INT8_RECIPE

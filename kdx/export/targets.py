@@ -1,85 +1,15 @@
-"""Export targets: what ``kdx export --target T`` produces for each kind of device (torch-free).
+"""Resolving ``kdx export --target T --precision P`` against the registries (torch-free).
 
-``TARGETS`` is the registry, filled here and nowhere else. Device profiles
-(``kdx/devices/profiles/*.toml``) name their target in their ``target`` field; the capability
-table of ``kdx export --list-targets`` joins the two.
+The targets themselves (``TARGETS``, :class:`ExportTarget`) and the precisions are defined once,
+in :mod:`kdx.devices.targets`. Device profiles (``kdx/devices/profiles/*.toml``) name their
+target in their ``target`` field; a profile name is accepted wherever a target is, and the
+capability table of ``kdx export --list-targets`` joins the two.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from kdx.devices.targets import TARGETS, ExportTarget
 from kdx.errors import KdxError
-
-
-@dataclass(frozen=True)
-class ExportTarget:
-    """One deployment target.
-
-    Attributes:
-        name: the ``--target`` value (also the manifest's ``target``).
-        default_precision: precision used when ``--precision`` is not given.
-        precisions: precisions this target accepts.
-        backends: runtime backends that can run the bundle there, best first.
-        engine_build_on_device: TensorRT engines are built on the device
-            (``kdx-runtime build-engines``), never by ``kdx export``.
-        fallback_to_fp32: an agent whose quantised model misses the parity bar is shipped in
-            fp32 instead (with a warning), rather than failing the export.
-        symmetric_int8_activations: int8 activations quantised with zero point 0 (TensorRT
-            accepts only symmetric Q/DQ; onnxruntime on a CPU does better with asymmetric).
-            Used by the ``static-qdq`` int8 recipe.
-        int8_recipe: how int8 models are made, a key of ``kdx.export.quantize.INT8_RECIPES``.
-        description: one line for the capability table.
-    """
-
-    name: str
-    default_precision: str
-    precisions: tuple[str, ...]
-    backends: tuple[str, ...]
-    engine_build_on_device: bool
-    fallback_to_fp32: bool
-    symmetric_int8_activations: bool
-    description: str
-    int8_recipe: str = "static-qdq"
-
-
-TARGETS: dict[str, ExportTarget] = {
-    "jetson": ExportTarget(
-        name="jetson",
-        default_precision="fp16",
-        precisions=("fp32", "fp16", "int8"),
-        backends=("tensorrt", "onnxruntime", "numpy"),
-        engine_build_on_device=True,
-        fallback_to_fp32=True,
-        symmetric_int8_activations=True,
-        description="NVIDIA Jetson: ONNX + calibration data; TensorRT engines built on the device",
-    ),
-    "rpi": ExportTarget(
-        name="rpi",
-        default_precision="int8",
-        precisions=("fp32", "fp16", "int8"),
-        backends=("onnxruntime", "numpy"),
-        engine_build_on_device=False,
-        fallback_to_fp32=True,
-        symmetric_int8_activations=False,
-        description="Raspberry Pi / ARM CPU: int8 (onnxruntime MatMulInteger, block-wise run-time "
-                    "activation scales), fp32 per agent as fallback",
-        # Static QDQ ranges cost distilled students 4-6% greedy-action agreement (near ties);
-        # per-row run-time ranges with a standardised observation 1-2%, block-wise scales ~0.5-1.4%.
-        int8_recipe="blockwise-dynamic",
-    ),
-    "x86": ExportTarget(
-        name="x86",
-        default_precision="fp32",
-        precisions=("fp32", "fp16", "int8"),
-        backends=("onnxruntime", "numpy"),
-        engine_build_on_device=False,
-        fallback_to_fp32=True,
-        symmetric_int8_activations=False,
-        description="Any x86-64 Linux box: fp32 ONNX",
-    ),
-}
-
 
 
 def get_target(name: str) -> ExportTarget:

@@ -6,8 +6,14 @@ from __future__ import annotations
 import shlex
 from pathlib import PurePosixPath
 
+from kdx.devices.targets import PRECISIONS
 from kdx.runtime.manifest import Manifest
 from kdx.runtime.tensorrt_build import ENGINE_DIR, TIMING_CACHE, engine_path_for, group_by_source
+
+
+def _variable(precision: str) -> str:
+    """The script's shell variable holding trtexec's options for ``precision`` (``FP16``)."""
+    return precision.upper()
 
 
 def trtexec_script(manifest: Manifest) -> str:
@@ -30,13 +36,12 @@ def trtexec_script(manifest: Manifest) -> str:
         'TRT_MAJOR="${TRT_MAJOR:-$(python3 -c \'import tensorrt; print(tensorrt.__version__.split(".")[0])\')}"',
         'if [ "$TRT_MAJOR" -ge 11 ]; then',
         "  # TensorRT 11: no precision flags; strongly typed, precision from the ONNX",
-        '  FP32="--stronglyTyped"; FP16="--stronglyTyped"; INT8="--stronglyTyped"',
+        "  " + "; ".join(f'{_variable(p.name)}="--stronglyTyped"' for p in PRECISIONS.values()),
         "else",
-        '  FP32=""; FP16="--fp16"; INT8="--int8"',
+        "  " + "; ".join(f'{_variable(p.name)}="{p.trtexec_option}"' for p in PRECISIONS.values()),
         "fi",
         f"mkdir -p {ENGINE_DIR}",
     ]
-    variables = {"fp32": "$FP32", "fp16": "$FP16", "int8": "$INT8"}
     for onnx_path, users in group_by_source(manifest.entries()).items():
         engine = engine_path_for(onnx_path)
         parent = str(PurePosixPath(engine).parent)
@@ -44,7 +49,7 @@ def trtexec_script(manifest: Manifest) -> str:
             lines.append(f"mkdir -p {shlex.quote(parent)}")
         lines.append(
             f'"$TRTEXEC" --onnx={shlex.quote(onnx_path)} --saveEngine={shlex.quote(engine)} '
-            f"--timingCacheFile={TIMING_CACHE} {variables[users[0].precision]}"
+            f"--timingCacheFile={TIMING_CACHE} ${_variable(users[0].precision)}"
         )
     lines.append('echo "engines written to ' + ENGINE_DIR + '/"')
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kdx.devices.cost import AgentCost
+from kdx.devices.targets import PRECISIONS
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
 from kdx.trainer.common.metrics_log import read_metrics_file
@@ -90,7 +91,7 @@ class ReportData:
 
     @property
     def precisions(self) -> list[str]:
-        return sorted({f.precision for f in self.onnx}, key=["fp32", "fp16", "int8"].index)
+        return sorted({f.precision for f in self.onnx}, key=list(PRECISIONS).index)
 
 
 # ---------------------------------------------------------------- small readers
@@ -220,7 +221,7 @@ def network_costs(run_dir: Path, missing: list[str],
     ``kdx distill`` stored, ``kdx.trainer.distill.costs``), and the device profile the students
     were sized for."""
     from kdx.trainer.distill.costs import run_costs, teacher_view_costs
-    from kdx.trainer.distill.store import load_students, read_students_config
+    from kdx.trainer.distill.store import load_students, read_students_config, students_profile
     from kdx.trainer.teacher.store import load_teacher
 
     env, agents, costs, sizing_profile = None, [], {}, None
@@ -239,8 +240,9 @@ def network_costs(run_dir: Path, missing: list[str],
     else:
         try:
             students = load_students(run_dir)
-            env = env or read_students_config(run_dir).get("env")
-            sizing_profile = read_students_config(run_dir).get("device_profile")
+            students_doc = read_students_config(run_dir)
+            env = env or students_doc.get("env")
+            sizing_profile = students_profile(students_doc)["name"]
             agents = agents or list(students)
             costs = run_costs(run_dir, teacher)
         except KdxError as exc:

@@ -11,8 +11,8 @@ Schema (version 1)
 
     schema_version   int, 1                       (unknown versions are refused)
     kdx_version      str, version of kdx that wrote the bundle
-    target           "jetson" | "rpi" | "x86"
-    precision        "fp32" | "fp16" | "int8"     (bundle-wide request; agents may differ)
+    target           a key of kdx.devices.targets.TARGETS
+    precision        a key of kdx.devices.targets.PRECISIONS  (bundle-wide request; agents may differ)
     env              str, environment name the policies were trained on
     created_at       str, ISO 8601 UTC time of export
     agents           [AgentEntry, ...]            students (role "student"), at least one
@@ -63,18 +63,18 @@ import json
 import math
 import os
 import re
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kdx.devices.targets import PRECISIONS, TARGETS
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
-TARGETS = ("jetson", "rpi", "x86")
-PRECISIONS = ("fp32", "fp16", "int8")
 ROLES = ("student", "teacher")
 # File kinds a manifest may list, and what each is. "Model" kinds are ones a backend can run.
 FILE_KINDS = {
@@ -261,7 +261,7 @@ class Manifest:
                 raise KdxError(f"{source}: file {f.path!r} is listed with two different sha256")
 
 
-def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> None:
+def _one_of(value: Any, allowed: Collection[str], what: str) -> None:
     if value not in allowed:
         raise KdxError(f"{what} is {value!r}; expected one of {', '.join(allowed)}")
 

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kdx import __version__
+from kdx.devices.targets import PRECISIONS
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_bytes, sha256_bytes
 from kdx.runtime.manifest import AgentEntry, FileEntry, Manifest, load_manifest, write_manifest
@@ -79,15 +80,15 @@ def plan_build(tensorrt_version: str, precision: str) -> TrtBuildPlan:
     if (major, minor) < MIN_VERSION:
         raise KdxError(f"TensorRT {tensorrt_version} is too old: kdx needs >= 8.2 "
                        "(JetPack 4.6 or newer)")
-    if precision not in ("fp32", "fp16", "int8"):
-        raise KdxError(f"unknown precision {precision!r}; valid precisions: fp32, fp16, int8")
+    if precision not in PRECISIONS:
+        raise KdxError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
     if major >= 11:
         # Strongly typed: layer precisions follow the ONNX types (fp16 weights, Q/DQ nodes).
         return TrtBuildPlan(tensorrt_version, major, precision, ("STRONGLY_TYPED",), (),
                             "set_memory_pool_limit")
     network_flags = ("EXPLICIT_BATCH",) if major < 10 else ()
-    # INT8 enables the int8 kernels the explicit Q/DQ nodes ask for (no calibrator needed).
-    builder_flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision]
+    flag = PRECISIONS[precision].tensorrt_flag  # INT8: the kernels the Q/DQ nodes ask for, no calibrator
+    builder_flags = (flag,) if flag else ()
     workspace = "set_memory_pool_limit" if (major, minor) >= (8, 4) else "max_workspace_size"
     # TF32 is on by default on Ampere (Orin): fp32 would then not match the fp32 parity check.
     cleared = ("TF32",) if precision == "fp32" else ()

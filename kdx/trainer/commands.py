@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
         run: str = typer.Argument(..., help="Run folder holding a trained teacher."),
         episodes: int = typer.Option(100, "--episodes", help="Episodes per policy."),
         seed: int = typer.Option(10_000, "--seed", help="First evaluation seed (every policy meets the same ones)."),
-        device: str = typer.Option("cpu", "--device", help="torch device."),
+        torch_device: str = typer.Option("cpu", "--torch-device", help="Torch device (cpu or cuda)."),
     ) -> None:
         """Evaluate the teacher (greedy and sampled), its students if distilled (retention, params and
         MACs per agent) and random/scripted references on the same seeds; writes RUN/eval.json."""
@@ -21,6 +21,6 @@ def register(app: typer.Typer) -> None:
         from kdx.trainer.distill.evaluate import print_students_table
         from kdx.trainer.evaluation import evaluate_run
 
-        result = evaluate_run(run, episodes=episodes, seed=seed, device=device)
+        result = evaluate_run(run, episodes=episodes, seed=seed, torch_device=torch_device)
         print_eval_table(result)
         print_students_table(result)

@@ -22,13 +22,14 @@ from kdx.trainer.teacher.evaluate import TeacherPolicy
 from kdx.trainer.teacher.store import load_teacher
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED, device: str = "cpu",
+def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED, torch_device: str = "cpu",
                  extra_policies: dict[str, Policy] | None = None) -> dict[str, Any]:
     """Evaluate a run's teacher (greedy and sampled), its students if distilled, ``extra_policies``
-    and the references on the same seeds; write ``RUN/eval.json`` atomically and return its content."""
+    and the references on the same seeds on ``torch_device``; write ``RUN/eval.json`` atomically and
+    return its content."""
     layout = RunLayout(Path(run_dir))
-    teacher = load_teacher(layout.run, device=device)
-    students = load_students(layout.run, device) if layout.students.config.is_file() else None
+    teacher = load_teacher(layout.run, device=torch_device)
+    students = load_students(layout.run, torch_device) if layout.students.config.is_file() else None
     policies: dict[str, Policy] = {
         "teacher_greedy": TeacherPolicy(teacher, greedy=True),
         "teacher_sampled": TeacherPolicy(teacher, greedy=False),
@@ -36,7 +37,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED
     if students is not None:
         policies.update({f"students_{m}": StudentTeamPolicy(students, greedy=(m == "greedy")) for m in MODES})
     policies.update(extra_policies or {})
-    result = evaluate_policies(teacher.config.env, policies, episodes, seed, device)
+    result = evaluate_policies(teacher.config.env, policies, episodes, seed, torch_device)
     if students is not None:
         result["students"] = {
             **retention(result),

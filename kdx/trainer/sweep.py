@@ -10,9 +10,9 @@ row; the standard library is the whole engine, so a sweep needs nothing beyond `
 
 Layout of ``OUT`` (default ``RUN/sweep``)::
 
-    <device>-s<seed>-<ablation>/   a run folder of its own: teacher/ (config + weights copied
+    <profile>-s<seed>-<ablation>/  a run folder of its own: teacher/ (config + weights copied
                                    from RUN), students/, eval.json, job.json, result.json, log.txt
-    sweep.json  sweep.md           one row per job, plus mean/std retention per (device, ablation)
+    sweep.json  sweep.md           one row per job, plus mean/std retention per (profile, ablation)
 
 A job whose ``result.json`` says ``ok`` is reused when the sweep is run again (a stopped sweep
 continues where it was); any other job folder is cleared and redone.
@@ -55,7 +55,7 @@ SUMMARY_JSON, SUMMARY_MD = "sweep.json", "sweep.md"
 class SweepConfig:
     """What a sweep runs. ``distill`` holds extra ``DistillConfig`` fields shared by every job."""
 
-    devices: tuple[str, ...]
+    profiles: tuple[str, ...]
     seeds: int = 1
     first_seed: int = 1
     ablations: tuple[str, ...] = ("full",)
@@ -65,8 +65,8 @@ class SweepConfig:
     distill: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> SweepConfig:
-        if not self.devices:
-            raise KdxError("say which device profiles to sweep: --devices rpi5,jetson-orin-nano")
+        if not self.profiles:
+            raise KdxError("say which device profiles to sweep: --profiles rpi5,jetson-orin-nano")
         for name in ("seeds", "workers", "episodes"):
             if getattr(self, name) < 1:
                 raise KdxError(f"--{name} must be a positive integer (got {getattr(self, name)})")
@@ -78,21 +78,21 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class SweepJob:
-    """One distil + evaluate job."""
+    """One distil + evaluate job: students for device profile ``profile``."""
 
-    device: str
+    profile: str
     seed: int
     ablation: str
 
     @property
     def name(self) -> str:
-        stem = Path(self.device).stem if self.device.endswith(".toml") else self.device
+        stem = Path(self.profile).stem if self.profile.endswith(".toml") else self.profile
         return f"{stem}-s{self.seed}-{self.ablation}"
 
 
 def plan_jobs(config: SweepConfig) -> list[SweepJob]:
-    """Every (device, seed, ablation) combination, in a stable order."""
-    return [SweepJob(d, config.first_seed + s, a) for d in config.devices for a in config.ablations
+    """Every (profile, seed, ablation) combination, in a stable order."""
+    return [SweepJob(p, config.first_seed + s, a) for p in config.profiles for a in config.ablations
             for s in range(config.seeds)]
 
 
@@ -105,9 +105,9 @@ def job_distill_config(job: SweepJob, config: SweepConfig):
     if bad:
         raise KdxError(f"unknown distill option(s) {bad}; see `kdx distill --help` for the fields")
     threads = max(1, len(os.sched_getaffinity(0)) // config.workers)
-    base = {"threads": threads, "device": config.torch_device, **config.distill}
+    base = {"threads": threads, "torch_device": config.torch_device, **config.distill}
     try:
-        dc = DistillConfig(device_profile=job.device, seed=job.seed, **{**base, **ABLATIONS[job.ablation]})
+        dc = DistillConfig(profile=job.profile, seed=job.seed, **{**base, **ABLATIONS[job.ablation]})
     except TypeError as exc:
         raise KdxError(f"bad distill option: {exc}") from None
     return dc.validate()
@@ -122,9 +122,10 @@ def run_job(job_dir: Path) -> dict[str, Any]:
 
     spec = json.loads((job_dir / "job.json").read_text())
     t0 = time.perf_counter()
-    distill(job_dir, DistillConfig.from_json(spec["distill"]), show_progress=False)
+    config = DistillConfig.from_json(spec["distill"])
+    distill(job_dir, config, show_progress=False)
     t1 = time.perf_counter()
-    result = evaluate_run(job_dir, episodes=spec["episodes"], device=spec["distill"]["device"])
+    result = evaluate_run(job_dir, episodes=spec["episodes"], torch_device=config.torch_device)
     row = {**spec["job"], **summarise_eval(result), "status": "ok",
            "distill_s": t1 - t0, "eval_s": time.perf_counter() - t1}
     from kdx.fileio import atomic_write_text
@@ -217,8 +218,8 @@ def run_sweep(run_dir: str | Path, out: str | Path | None, config: SweepConfig,
     if missing:
         raise KdxError(f"{run} has no trained teacher ({', '.join(missing)} missing in {paths.root}); "
                        "train one with `kdx train` first")
-    for device in config.devices:
-        get_profile(device)  # unknown profile: KdxError naming the choices
+    for profile in config.profiles:
+        get_profile(profile)  # unknown profile: KdxError naming the choices
     jobs = plan_jobs(config)
     distill_configs = {job: job_distill_config(job, config) for job in jobs}  # all checked before any work
     out = Path(out) if out is not None else RunLayout(run).sweep
@@ -253,18 +254,18 @@ def run_sweep(run_dir: str | Path, out: str | Path | None, config: SweepConfig,
 
 
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, std and min retention over seeds per (device, ablation); MACs are the same across seeds."""
+    """Mean, std and min retention over seeds per (profile, ablation); MACs are the same across seeds."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["device"], row["ablation"]), []).append(row)
+        groups.setdefault((row["profile"], row["ablation"]), []).append(row)
     out = []
-    for (device, ablation), members in groups.items():
+    for (profile, ablation), members in groups.items():
         ok = [r for r in members if r["status"] == "ok"]
         vals = [r["retention"] for r in ok if r.get("retention") is not None]
         mean = sum(vals) / len(vals) if vals else None
         std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
         out.append({
-            "device": device, "ablation": ablation, "jobs": len(members), "ok": len(ok),
+            "profile": profile, "ablation": ablation, "jobs": len(members), "ok": len(ok),
             "retention_mean": mean, "retention_std": std, "retention_min": min(vals) if vals else None,
             "student_macs": ok[0]["student_macs"] if ok else None,
             "mac_ratio": ok[0]["mac_ratio"] if ok else None,
@@ -282,10 +283,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
              f"{summary['config']['jobs']} jobs, {summary['config']['workers']} workers, "
              f"{summary['wall_s']:.0f} s wall.", "",
              "## Retention vs MACs (over seeds)", "",
-             "| device | ablation | ok/jobs | retention mean | std | min | student MACs | MACs ratio |",
+             "| profile | ablation | ok/jobs | retention mean | std | min | student MACs | MACs ratio |",
              "|---|---|---|---|---|---|---|---|"]
     for g in summary["groups"]:
-        lines.append(f"| {g['device']} | {g['ablation']} | {g['ok']}/{g['jobs']} | {_pct(g['retention_mean'])} | "
+        lines.append(f"| {g['profile']} | {g['ablation']} | {g['ok']}/{g['jobs']} | {_pct(g['retention_mean'])} | "
                      f"{_pct(g['retention_std'])} | {_pct(g['retention_min'])} | "
                      f"{'-' if g['student_macs'] is None else format(g['student_macs'], ',')} | "
                      f"{'-' if g['mac_ratio'] is None else format(g['mac_ratio'], '.1f') + 'x'} |")

@@ -1,4 +1,4 @@
-"""``kdx sweep RUN --devices rpi5,jetson-orin-nano --seeds 3 --workers K [--ablations full,no-rel]``."""
+"""``kdx sweep RUN --profiles rpi5,jetson-orin-nano --seeds 3 --workers K [--ablations full,no-rel]``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from typing import Optional
 import typer
 
 from kdx.errors import KdxError
+
+# DistillConfig fields every job gets from the sweep itself (not from --set).
+SWEEP_FIELDS = ("profile", "seed", "torch_device")
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -26,9 +29,9 @@ def parse_settings(settings: list[str] | None) -> dict:
     for item in settings or []:
         key, sep, value = item.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or key not in names or key in ("device_profile", "seed", "device"):
+        if not sep or key not in names or key in SWEEP_FIELDS:
             raise KdxError(f"--set {item!r}: expected FIELD=VALUE with a DistillConfig field other than "
-                           "device_profile/seed/device (see `kdx distill --help`)")
+                           f"{'/'.join(SWEEP_FIELDS)}, which the sweep sets (see `kdx distill --help`)")
         kind = hints[key]
         try:
             if kind is bool:
@@ -48,8 +51,8 @@ def register(app: typer.Typer) -> None:
     @app.command("sweep")
     def sweep(
         run: str = typer.Argument(..., help="Run folder holding a trained teacher."),
-        devices: str = typer.Option(..., "--devices", help="Device profiles, comma-separated (`kdx devices list`)."),
-        seeds: int = typer.Option(1, "--seeds", help="Seeds per (device, ablation): first-seed, first-seed+1, ..."),
+        profiles: str = typer.Option(..., "--profiles", help="Device profiles, comma-separated (`kdx devices list`)."),
+        seeds: int = typer.Option(1, "--seeds", help="Seeds per (profile, ablation): first-seed, first-seed+1, ..."),
         first_seed: int = typer.Option(1, "--first-seed", help="First distillation seed."),
         ablations: str = typer.Option("full", "--ablations", help="Loss ablations, comma-separated: "
                                       "full, no-pg, no-kl, no-ce, no-rel, no-role, no-structure, actions-only."),
@@ -69,7 +72,7 @@ def register(app: typer.Typer) -> None:
         distill = parse_settings(settings)
         if steps is not None:
             distill["total_steps"] = steps
-        config = SweepConfig(devices=_split(devices), seeds=seeds, first_seed=first_seed, ablations=_split(ablations),
+        config = SweepConfig(profiles=_split(profiles), seeds=seeds, first_seed=first_seed, ablations=_split(ablations),
                              workers=workers, episodes=episodes, torch_device=torch_device, distill=distill)
 
         def report(row: dict) -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from kdx.devices.profile import BYTES_PER_PARAM, TARGETS, load_profile_file, load_profile_text
+from kdx.devices.profile import load_profile_file, load_profile_text
 from kdx.devices.registry import PROFILES, get_profile
 from kdx.devices.sizing import CapacityRule, StudentArch, student_cost
+from kdx.devices.targets import PRECISIONS, TARGETS
 from kdx.errors import KdxError
 
 EXPECTED = {
@@ -43,7 +44,7 @@ def test_profile_fields_are_valid(name):
     assert p.target in TARGETS and p.target == expected_target(name)
     expected_precision = {"jetson": "fp16", "rpi": "int8", "x86": "fp32"}[p.target]
     assert p.default_precision == expected_precision
-    assert p.bytes_per_param == BYTES_PER_PARAM[expected_precision]
+    assert p.bytes_per_param == PRECISIONS[expected_precision].bytes_per_param
     assert p.cpu.cores >= 4 and 1.0 <= p.cpu.clock_ghz <= 5.0
     assert p.cpu.arch == ("x86_64" if p.target == "x86" else "aarch64")
     assert all(m > 0 for m in p.memory_gb)

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from kdx.devices.targets import PRECISIONS
 from kdx.errors import KdxError
 from kdx.export.calib import CalibData, record_rollouts
 from kdx.export.onnx_export import (
@@ -20,7 +21,6 @@ from kdx.export.onnx_export import (
     student_npz_weights,
 )
 from kdx.export.parity import (
-    PARITY_BARS,
     greedy_actions,
     measure_parity,
     onnx_outputs,
@@ -93,7 +93,7 @@ def test_parity_bars_on_trained_students(tmp_path: Path, spread_calib, precision
         else:
             export_onnx(source, path, precision)
         result = measure_parity(source, path, precision, inputs)
-        bar = PARITY_BARS[precision]
+        bar = PRECISIONS[precision]
         assert result.samples == 1024
         assert result.action_agreement >= bar.min_action_agreement, result
         ref_logits, ref_actions = torch_reference(source, inputs)

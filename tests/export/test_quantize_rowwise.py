@@ -12,6 +12,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from kdx.devices.targets import TARGETS
 from kdx.errors import KdxError
 from kdx.export.calib import record_rollouts
 from kdx.export.onnx_export import export_onnx, fold_student_normalisation, read_metadata
@@ -27,7 +28,6 @@ from kdx.export.quantize import (
     with_static_batch,
 )
 from kdx.export.sources import student_sources
-from kdx.export.targets import TARGETS
 from kdx.trainer.distill.students import StudentPolicy
 
 

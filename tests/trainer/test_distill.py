@@ -161,11 +161,11 @@ def test_resume_continues_exactly(tmp_path, env):
 
 def test_outputs_in_the_students_folder(tmp_path):
     make_teacher_run(tmp_path)
-    distill(tmp_path, DistillConfig(total_steps=16 * 4, device_profile="rpi4", students=("a1=8x8",), **TOY),
+    distill(tmp_path, DistillConfig(total_steps=16 * 4, profile="rpi4", students=("a1=8x8",), **TOY),
             show_progress=False)
     paths = RunLayout(tmp_path).students
     doc = json.loads(paths.config.read_text())
-    assert doc["env"] == "toy/match" and doc["device_profile"] == "rpi4"
+    assert doc["env"] == "toy/match" and doc["profile"] == {"name": "rpi4", "target": "rpi", "precision": "int8"}
     assert doc["agents"]["a1"]["hidden"] == [8, 8]
     sizing = json.loads(paths.sizing.read_text())
     assert [a["agent"] for a in sizing["agents"]] == ["a0", "a1"]
@@ -204,7 +204,7 @@ def test_bad_overrides_and_too_small_profile(tmp_path):
     tiny.write_text(profile.read_text().replace('name = "rpi4"', 'name = "tiny"')
                     .replace("max_macs_per_agent = 4096", "max_macs_per_agent = 10"))
     with pytest.raises(KdxError, match="short by"):
-        distill(tmp_path, DistillConfig(total_steps=64, device_profile=str(tiny), **TOY), show_progress=False)
+        distill(tmp_path, DistillConfig(total_steps=64, profile=str(tiny), **TOY), show_progress=False)
     assert not RunLayout(tmp_path).students.root.exists()  # nothing written before the checks passed
 
 

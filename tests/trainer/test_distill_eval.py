@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from kdx.cli import main
 from kdx.devices.cost import COST_RULE
 from kdx.layout import RunLayout
 from kdx.trainer.distill.config import DistillConfig
@@ -64,31 +63,22 @@ def test_retention_uses_win_rates_or_returns_above_random():
     assert retention(_result((0.0, 0.0), (0.5, 0.5)))["retention"] is None
 
 
-def _kdx(args: list[str]) -> int:
-    """Run the `kdx` console entry point in-process; its exit code (0 when it returns normally)."""
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
-
-
-def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys, monkeypatch):
+def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys, monkeypatch, run_kdx):
     monkeypatch.setenv("COLUMNS", "250")  # rich tables unwrapped
     make_teacher_run(tmp_path)
     common = ["--steps", "64", "--num-envs", "16", "--rollout-length", "4", "--threads", "1", "--obs-norm-steps", "2"]
-    assert _kdx(["distill", str(tmp_path), *common, "--quiet"]) == 2 and "--device PROFILE" in " ".join(capsys.readouterr().err.split())
-    assert _kdx(["distill", str(tmp_path), "--device", "rpi4", "--student", "nobody=16", *common, "--quiet"]) == 2 and "agents: a0, a1" in " ".join(capsys.readouterr().err.split())
-    assert _kdx(["distill", str(tmp_path), "--device", "rpi4", "--student", "a1=16x16", "--w-rel", "0", *common]) == 0
+    assert run_kdx(["distill", str(tmp_path), *common, "--quiet"]) == 2 and "--profile PROFILE" in " ".join(capsys.readouterr().err.split())
+    assert run_kdx(["distill", str(tmp_path), "--profile", "rpi4", "--student", "nobody=16", *common, "--quiet"]) == 2 and "agents: a0, a1" in " ".join(capsys.readouterr().err.split())
+    assert run_kdx(["distill", str(tmp_path), "--profile", "rpi4", "--student", "a1=16x16", "--w-rel", "0", *common]) == 0
     out = capsys.readouterr().out
     assert "students for rpi4" in out and "a1" in out  # the sizing table
     saved = json.loads(RunLayout(tmp_path).students.config.read_text())
     assert saved["distill"]["w_rel"] == 0.0 and saved["agents"]["a1"]["hidden"] == [16, 16]
-    assert _kdx(["distill", str(tmp_path), "--resume", "--steps", "128", "--quiet"]) == 0
+    assert run_kdx(["distill", str(tmp_path), "--resume", "--steps", "128", "--quiet"]) == 0
     lines = (tmp_path / "students/metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["env_steps"] == 128
     capsys.readouterr()
-    assert _kdx(["evaluate", str(tmp_path), "--episodes", "4"]) == 0
+    assert run_kdx(["evaluate", str(tmp_path), "--episodes", "4"]) == 0
     out = capsys.readouterr().out
     assert "students_greedy" in out and "retention" in out and "MACs ratio" in out
     assert "cost" in json.loads((tmp_path / "eval.json").read_text())["students"]

@@ -62,7 +62,7 @@ def test_gradient_raises_the_teachers_action_and_lowers_the_runner_up():
 
 def test_margin_is_off_by_default_and_validated():
     assert DistillConfig().w_margin == 0.0
-    assert DistillConfig.from_json({"device_profile": "rpi5"}).w_margin == 0.0  # saved before the term existed
+    assert DistillConfig.from_json({"profile": "rpi5"}).w_margin == 0.0  # saved before the term existed
     with pytest.raises(KdxError, match="--margin"):
         DistillConfig(w_margin=1.0, margin=0.0).validate()
     with pytest.raises(KdxError, match="--w-margin"):
@@ -72,7 +72,7 @@ def test_margin_is_off_by_default_and_validated():
 @pytest.mark.parametrize("w_margin", [0.0, 1.0])
 def test_distill_logs_the_margin_term_when_it_is_on(tmp_path, w_margin):
     make_teacher_run(tmp_path)
-    distill(tmp_path, DistillConfig(total_steps=16 * 4, device_profile="rpi4", w_margin=w_margin, **TOY),
+    distill(tmp_path, DistillConfig(total_steps=16 * 4, profile="rpi4", w_margin=w_margin, **TOY),
             show_progress=False)
     saved = json.loads(RunLayout(tmp_path).students.config.read_text())["distill"]
     assert saved["w_margin"] == w_margin and saved["margin"] == DistillConfig().margin

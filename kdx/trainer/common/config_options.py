@@ -47,3 +47,14 @@ def config_parameters(config_cls: type, renamed: Mapping[str, str] | None = None
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=Optional[hints[f.name]]))  # noqa: UP045 (typer needs Optional)
     return params
+
+
+def renamed_keys(data: Mapping[str, Any], renamed: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` (a saved config) with each old key of ``renamed`` under its new name, so that runs
+    written before a field was renamed still load; a key given both ways keeps the new one."""
+    out = dict(data)
+    for old, new in renamed.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out

@@ -1,7 +1,7 @@
-"""``kdx distill RUN --device PROFILE [--student AGENT=WxW ...] [--steps N] [--resume]``.
+"""``kdx distill RUN --profile PROFILE [--student AGENT=WxW ...] [--steps N] [--resume]``.
 
 Every other option is generated from ``DistillConfig``'s fields (its one-line description is the
-help), so the config and the CLI never drift apart. ``--device`` names the *device profile*
+help), so the config and the CLI never drift apart. ``--profile`` names the *device profile*
 that sizes the students; the torch device is ``--torch-device``.
 """
 
@@ -17,8 +17,8 @@ from kdx.errors import KdxError
 from kdx.trainer.common.config_options import config_parameters
 
 # Fields with a dedicated option name; fields set by the fixed options are not generated.
-_RENAMED = {"total_steps": "steps", "device": "torch_device", "device_profile": "device"}
-_FIXED = ("device_profile", "students")
+_RENAMED = {"total_steps": "steps"}
+_FIXED = ("profile", "students")
 
 
 def _config_parameters() -> list[inspect.Parameter]:
@@ -27,7 +27,7 @@ def _config_parameters() -> list[inspect.Parameter]:
     return config_parameters(DistillConfig, _RENAMED, skip=_FIXED)
 
 
-def distill_command(run: str, device: str | None, student: list[str] | None, resume: bool, quiet: bool,
+def distill_command(run: str, profile: str | None, student: list[str] | None, resume: bool, quiet: bool,
                     **options) -> None:
     """Distil the teacher of RUN into one small student per agent, sized for a device profile (stage 2)."""
     from rich.console import Console
@@ -38,20 +38,20 @@ def distill_command(run: str, device: str | None, student: list[str] | None, res
     console = Console()
     given = {k: v for k, v in options.items() if v is not None}
     if resume:
-        extra = sorted(set(given) - {"steps"}) + (["device"] if device else []) + (["student"] if student else [])
+        extra = sorted(set(given) - {"steps"}) + (["profile"] if profile else []) + (["student"] if student else [])
         if extra:
             raise KdxError(f"--resume continues with the saved config; only --steps may change (got {extra}). "
                            "Start over (delete RUN/students) to change other settings.")
         last = distill(run, resume=True, total_steps=given.get("steps"), show_progress=not quiet, console=console)
     else:
-        if not device:
+        if not profile:
             from kdx.devices.registry import profile_names
 
-            raise KdxError(f"say which device the students are for: --device PROFILE (one of {', '.join(profile_names())}, "
+            raise KdxError(f"say which device the students are for: --profile PROFILE (one of {', '.join(profile_names())}, "
                            "or a path to a profile .toml)")
         kwargs = {f.name: given[_RENAMED.get(f.name, f.name)] for f in fields(DistillConfig)
                   if _RENAMED.get(f.name, f.name) in given and f.name not in _FIXED}
-        config = DistillConfig(device_profile=device, students=tuple(student or ()), **kwargs)
+        config = DistillConfig(profile=profile, students=tuple(student or ()), **kwargs)
         last = distill(run, config, show_progress=not quiet, console=console)
     if last:
         agree = last.get("teacher_agreement")
@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
     base = [
         inspect.Parameter("run", inspect.Parameter.KEYWORD_ONLY, annotation=str,
                           default=typer.Argument(..., help="Run folder holding a trained teacher.")),
-        inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
-                          default=typer.Option(None, "--device", help="Device profile that sizes the students (`kdx devices list`).")),
+        inspect.Parameter("profile", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                          default=typer.Option(None, "--profile", help="Device profile that sizes the students (`kdx devices list`).")),
         inspect.Parameter("student", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],  # noqa: UP045
                           default=typer.Option(None, "--student", help="Override one agent's student: AGENT=W or AGENT=W1xW2 (repeatable).")),
         inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,

@@ -11,15 +11,18 @@ from typing import Any
 from kdx.devices.mlp import ACTIVATIONS
 from kdx.errors import KdxError
 from kdx.trainer.common.config_options import config_field as _f
+from kdx.trainer.common.config_options import renamed_keys
 
 LOSS_TERMS = ("pg", "kl", "ce", "margin", "rel", "role")
+# Fields renamed since runs were first written: old key in a saved config.json -> field.
+RENAMED_FIELDS = {"device_profile": "profile", "device": "torch_device"}
 
 
 @dataclass(frozen=True)
 class DistillConfig:
     """Hyper-parameters of stage 2. ``validate()`` checks them before any work."""
 
-    device_profile: str = _f("x86-cpu", "Device profile that sizes the students (see `kdx devices list`).")
+    profile: str = _f("x86-cpu", "Device profile that sizes the students (see `kdx devices list`).")
     students: tuple[str, ...] = _f((), "Per-agent overrides AGENT=W or AGENT=W1xW2 (hidden widths).")
     activation: str = _f("relu", "Hidden activation of the students: relu or tanh.")
     total_steps: int = _f(300_000, "Environment steps of student rollouts (summed over the batched envs).")
@@ -58,7 +61,7 @@ class DistillConfig:
     obs_norm_steps: int = _f(25, "Steps of the sampled teacher whose observations set the students' input normalisation (0 = none).")
     checkpoint_every: int = _f(20, "Write a resumable checkpoint every N updates (and at the end).")
     log_every: int = _f(1, "Write a metrics line every N updates.")
-    device: str = _f("cpu", "Torch device (cpu or cuda).")
+    torch_device: str = _f("cpu", "Torch device (cpu or cuda).")
     threads: int = _f(0, "torch.set_num_threads; 0 = number of available cores.")
 
     @property
@@ -108,6 +111,7 @@ class DistillConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DistillConfig:
+        data = renamed_keys(data, RENAMED_FIELDS)
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise KdxError(f"distill config has unknown fields {unknown}; was it written by a newer kdx?")

@@ -69,6 +69,7 @@ from kdx.trainer.distill.rollout import (
 )
 from kdx.trainer.distill.store import (
     checkpoint_store,
+    profile_record,
     publish_students,
     read_students_config,
     teacher_fingerprint,
@@ -83,13 +84,13 @@ TIMING_METRICS = ("env_steps_per_s", "time_s")
 
 # ------------------------------------------------------------------ students and sizing
 def size_run_students(teacher: Teacher, config: DistillConfig):
-    """The sizing rows for the teacher's agents on ``config.device_profile`` (overrides honoured),
+    """The sizing rows for the teacher's agents on ``config.profile`` (overrides honoured),
     with every agent's student and teacher-actor costs: what ``students/sizing.json`` stores."""
     from kdx.devices.registry import get_profile
     from kdx.devices.sizing import parse_overrides, size_students
     from kdx.trainer.distill.costs import teacher_view_costs
 
-    profile = get_profile(config.device_profile)
+    profile = get_profile(config.profile)
     overrides = parse_overrides(config.students, teacher.spec.agent_names)
     rows = size_students(teacher.spec.agents, profile, overrides, teacher=teacher_view_costs(teacher),
                          activation=config.activation)
@@ -213,15 +214,15 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
                        "or delete that folder to start over")
     config = config.validate()
     torch.set_num_threads(config.threads or max(1, len(os.sched_getaffinity(0))))
-    device = torch.device(config.device)
+    device = torch.device(config.torch_device)
 
     # ---- teacher, env, sizing
-    teacher = _teacher_for(run_dir, config.device)
+    teacher = _teacher_for(run_dir, config.torch_device)
     if resume and saved["teacher_sha256"] != teacher_fingerprint(run_dir):
         raise KdxError(f"the teacher of {run_dir} changed since these students were distilled; start over without --resume")
     spec = teacher.spec
     profile, rows = size_run_students(teacher, config)
-    env = make(teacher.config.env, num_envs=config.num_envs, seed=config.seed, device=config.device)
+    env = make(teacher.config.env, num_envs=config.num_envs, seed=config.seed, device=config.torch_device)
     env.check_actions = False  # actions come from masked distributions
     torch.manual_seed(config.seed)
     students_by_name = build_students(rows)
@@ -257,7 +258,7 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
             for student, (mean, std) in zip(students, stats):
                 student.set_obs_normalisation(mean, torch.where(std < 1e-3, torch.ones_like(std), std))
         write_students_config(paths, {
-            "distill": config.to_json(), "env": teacher.config.env, "device_profile": profile.name,
+            "distill": config.to_json(), "env": teacher.config.env, "profile": profile_record(profile),
             "teacher_sha256": teacher_fingerprint(run_dir), "teacher_embedding_dim": teacher.actor.hidden_dim,
             "agents": {name: s.arch_json() for name, s in students_by_name.items()}, "env_spec": spec.to_json(),
         })

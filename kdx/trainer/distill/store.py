@@ -1,6 +1,7 @@
 """The students' files in a run folder (``RUN/students/``, see ``kdx.layout``) and ``load_students``.
 
-    config.json              DistillConfig, env name, device profile, teacher fingerprint,
+    config.json              DistillConfig, env name, device profile (name, target, precision),
+                             teacher fingerprint,
                              per-agent architecture (``StudentPolicy.arch_json``), env spec
     <agent>.safetensors      one StudentPolicy state dict per agent (weights + obs normalisation)
     sizing.json              the sizing table (kdx.devices.sizing) with every agent's costs, student
@@ -21,6 +22,7 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from kdx.devices.profile import DeviceProfile
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_text, sha256_file
 from kdx.layout import RunLayout, StudentsFolder
@@ -49,7 +51,7 @@ def read_students_config(run_dir: str | Path) -> dict[str, Any]:
     """``RUN/students/config.json`` as a dict; ``KdxError`` when missing or damaged."""
     folder = RunLayout(Path(run_dir)).students
     if not folder.config.is_file():
-        raise KdxError(f"{run_dir} has no students: {folder.config} is missing (distil them with `kdx distill {run_dir} --device PROFILE`)")
+        raise KdxError(f"{run_dir} has no students: {folder.config} is missing (distil them with `kdx distill {run_dir} --profile PROFILE`)")
     try:
         doc = json.loads(folder.config.read_text())
         if not isinstance(doc.get("agents"), dict) or not isinstance(doc.get("distill"), dict):
@@ -57,6 +59,28 @@ def read_students_config(run_dir: str | Path) -> dict[str, Any]:
         return doc
     except (json.JSONDecodeError, KeyError, AttributeError) as exc:
         raise KdxError(f"{folder.config} is not a valid students config ({exc}); re-run `kdx distill`") from None
+
+
+def profile_record(profile: DeviceProfile) -> dict[str, str]:
+    """What ``students/config.json`` keeps of the device profile the students were sized for: its
+    name, export target and default precision (what ``kdx export`` defaults to)."""
+    return {"name": profile.name, "target": profile.target, "precision": profile.default_precision}
+
+
+def students_profile(doc: dict[str, Any]) -> dict[str, str | None]:
+    """The profile record of a students config (see ``profile_record``). Runs written before the
+    record existed keep only ``"device_profile": NAME``; their target and precision come from the
+    shipped profile of that name, or are None for a profile kdx does not ship."""
+    record = doc.get("profile")
+    if isinstance(record, dict):
+        return {key: record.get(key) for key in ("name", "target", "precision")}
+    name = doc.get("device_profile")
+    from kdx.devices.registry import PROFILES
+
+    shipped = PROFILES.get(name) if isinstance(name, str) else None
+    return {"name": name if isinstance(name, str) else None,
+            "target": shipped.target if shipped else None,
+            "precision": shipped.default_precision if shipped else None}
 
 
 def publish_students(folder: StudentsFolder, students: dict[str, StudentPolicy]) -> None:

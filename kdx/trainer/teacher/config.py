@@ -17,6 +17,10 @@ from typing import Any
 from kdx.devices.mlp import ACTIVATIONS
 from kdx.errors import KdxError
 from kdx.trainer.common.config_options import config_field as _f
+from kdx.trainer.common.config_options import renamed_keys
+
+# Fields renamed since runs were first written: old key in a saved config.json -> field.
+RENAMED_FIELDS = {"device": "torch_device"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class TeacherConfig:
     agent_specific_state: bool = _f(False, "Critic sees global state + the agent's obs and id.")
     checkpoint_every: int = _f(20, "Write a resumable checkpoint every N updates (and at the end).")
     log_every: int = _f(1, "Write a metrics line every N updates.")
-    device: str = _f("cpu", "Torch device (cpu or cuda).")
+    torch_device: str = _f("cpu", "Torch device (cpu or cuda).")
     threads: int = _f(0, "torch.set_num_threads; 0 = number of available cores.")
 
     # ------------------------------------------------------------------ derived values
@@ -119,6 +123,7 @@ class TeacherConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TeacherConfig:
+        data = renamed_keys(data, RENAMED_FIELDS)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

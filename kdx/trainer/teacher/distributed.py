@@ -32,7 +32,7 @@ minibatch and the critic is also used outside the update. The gradient average D
 one ``all_reduce`` of the flattened gradients, which is what ``sync_grads`` calls; bucketing and
 overlap matter little for networks of a few hundred thousand parameters.
 
-Backends: ``gloo`` on CPU, ``nccl`` when ``--device cuda`` (each rank then uses
+Backends: ``gloo`` on CPU, ``nccl`` when ``--torch-device cuda`` (each rank then uses
 ``cuda:LOCAL_RANK``). Multi-node runs use torchrun's own rendezvous flags, e.g. on every node
 ``torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29400
 --rdzv_id RUN -m kdx train --out /shared/run ...`` (the run folder must be on a shared file
@@ -273,10 +273,10 @@ def data_parallel(config: TeacherConfig) -> SingleProcess:
     import faulthandler
 
     faulthandler.enable()  # a rank killed by a C++ abort still says where it was
-    device = torch.device(config.device)
+    device = torch.device(config.torch_device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise KdxError("--device cuda but torch sees no CUDA device on this node")
+            raise KdxError("--torch-device cuda but torch sees no CUDA device on this node")
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     owns = not dist.is_initialized()

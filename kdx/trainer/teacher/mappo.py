@@ -144,10 +144,10 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
     dp = data_parallel(config)
     run_config, config = config, dp.rank_config(config)
     torch.set_num_threads(config.threads or max(1, len(os.sched_getaffinity(0))))
-    device = torch.device(config.device)
+    device = torch.device(config.torch_device)
 
     # ---- env and networks
-    env = make(config.env, num_envs=config.num_envs, seed=dp.env_seed(config.seed), device=config.device)
+    env = make(config.env, num_envs=config.num_envs, seed=dp.env_seed(config.seed), device=config.torch_device)
     env.check_actions = False  # actions come from masked distributions
     spec = env.spec
     torch.manual_seed(config.seed)

@@ -36,7 +36,7 @@ class Teacher:
         critic = TeacherCritic(spec, config.hidden_sizes, config.activation, config.agent_specific_state,
                                config.input_norm)
         teacher = cls(config, spec, actor, critic, ValueNormalizer(config.value_norm))
-        return teacher.to(config.device)
+        return teacher.to(config.torch_device)
 
     def to(self, device: str | torch.device) -> Teacher:
         for m in (self.actor, self.critic, self.value_norm):
