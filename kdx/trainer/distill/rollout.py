@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kdx.envs.base import BatchedEnv, EnvStep
+from kdx.trainer.common.episodes import EndedEpisodes, reset_ended
 from kdx.trainer.common.ppo_losses import masked_log_probs
 from kdx.trainer.common.sampling import MASKED_LOGIT, sample_actions
 from kdx.trainer.distill.students import StudentPolicy
@@ -66,10 +67,9 @@ def collect_student_rollout(env: BatchedEnv, teacher: Teacher, students: Sequenc
     rec: dict[str, list[torch.Tensor]] = {k: [] for k in (
         "obs", "masks", "states", "actions", "log_probs", "student_acted", "teacher_logits",
         "teacher_embedding", "agreement", "values", "rewards", "terminated", "done")}
-    final_states, final_obs, done_at = [], [], []
-    returns, wins = [], []
+    ended = EndedEpisodes()
     k = env.spec.max_actions
-    for t in range(length):
+    for _ in range(length):
         obs, mask, state = step.padded_obs(), step.padded_action_mask(), step.state
         t_out = teacher.forward_actor(obs, mask, teacher_hidden)
         s_logits, _ = team_forward(students, obs, k)
@@ -94,25 +94,11 @@ def collect_student_rollout(env: BatchedEnv, teacher: Teacher, students: Sequenc
         rec["rewards"].append(nxt.reward)
         rec["terminated"].append(nxt.terminated)
         rec["done"].append(nxt.done)
-        teacher_hidden = t_out.hidden
-        if bool(nxt.done.any()):
-            idx = nxt.done.nonzero().squeeze(1)
-            final_states.append(nxt.info["final_state"][idx])
-            final_obs.append(obs[idx])
-            done_at.append((t, idx))
-            returns += nxt.info["episode_return"][idx].tolist()
-            wins += nxt.info["won"][idx].float().tolist()
-            if teacher_hidden is not None:
-                teacher_hidden = teacher_hidden.masked_fill(nxt.done.view(-1, 1, 1), 0.0)
+        ended.record(obs, nxt)
+        teacher_hidden = reset_ended(t_out.hidden, nxt.done)
         step = nxt
-    values = torch.stack(rec["values"])
-    next_norm = torch.cat([values[1:], teacher.critic(step.state, step.padded_obs()).unsqueeze(0)])
-    if done_at:  # an ended episode bootstraps from its own final state, not from the reset one
-        final_v = teacher.critic(torch.cat(final_states), torch.cat(final_obs))
-        row = 0
-        for t, idx in done_at:
-            next_norm[t, idx] = final_v[row : row + len(idx)]
-            row += len(idx)
+    values, done = torch.stack(rec["values"]), torch.stack(rec["done"])
+    next_norm = ended.next_values(teacher.critic, values, step, done)
     vn = teacher.value_norm
     rollout = StudentRollout(
         obs=torch.stack(rec["obs"]), masks=torch.stack(rec["masks"]), actions=torch.stack(rec["actions"]),
@@ -120,8 +106,8 @@ def collect_student_rollout(env: BatchedEnv, teacher: Teacher, students: Sequenc
         teacher_logits=torch.stack(rec["teacher_logits"]), teacher_embedding=torch.stack(rec["teacher_embedding"]),
         agreement=torch.stack(rec["agreement"]), values=vn.denormalize(values),
         next_values=vn.denormalize(next_norm), rewards=torch.stack(rec["rewards"]),
-        terminated=torch.stack(rec["terminated"]), done=torch.stack(rec["done"]),
-        episode_returns=returns, episode_wins=wins,
+        terminated=torch.stack(rec["terminated"]), done=done,
+        episode_returns=ended.returns, episode_wins=ended.wins,
     )
     return rollout, step, teacher_hidden
 
@@ -138,8 +124,7 @@ def teacher_observation_stats(env: BatchedEnv, teacher: Teacher, step: EnvStep, 
             seen[i].append(o)
         actions, hidden = teacher.act(step.padded_obs(), step.padded_action_mask(), hidden, generator=generator)
         step = env.step(actions)
-        if hidden is not None:
-            hidden = hidden.masked_fill(step.done.view(-1, 1, 1), 0.0)
+        hidden = reset_ended(hidden, step.done)
     stats = []
     for per_agent in seen:
         x = torch.cat(per_agent)

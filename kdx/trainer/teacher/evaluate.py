@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from kdx.envs.base import BatchedEnv, EnvStep
+from kdx.trainer.common.episodes import reset_ended
 from kdx.trainer.teacher.model import Teacher
 
 
@@ -23,8 +24,7 @@ class TeacherPolicy:
 
     @torch.no_grad()
     def act(self, step: EnvStep) -> torch.Tensor:
-        if self.hidden is not None and step.done.any():
-            self.hidden = self.hidden.masked_fill(step.done.view(-1, 1, 1), 0.0)
+        self.hidden = reset_ended(self.hidden, step.done)
         actions, self.hidden = self.teacher.act(step.padded_obs(), step.padded_action_mask(), self.hidden,
                                                 greedy=self.greedy, generator=self.generator)
         return actions

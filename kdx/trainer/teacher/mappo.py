@@ -25,6 +25,7 @@ from kdx.errors import KdxError
 from kdx.layout import RunLayout, TeacherFolder
 from kdx.trainer.common.checkpoints import load_optimizer_tensors, optimizer_tensors
 from kdx.trainer.common.env_state import env_checkpoint_tensors, restore_env
+from kdx.trainer.common.episodes import reset_ended
 from kdx.trainer.common.gae import gae_advantages
 from kdx.trainer.common.metrics_log import (
     append_metrics,
@@ -73,7 +74,7 @@ def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutB
                 hidden, steps = buf.hidden0[mb], []
                 for t in range(T):
                     if t > 0:
-                        hidden = hidden.masked_fill(buf.done[t - 1, mb].view(-1, 1, 1), 0.0)
+                        hidden = reset_ended(hidden, buf.done[t - 1, mb])
                     out = teacher.actor(obs[t], hidden)
                     hidden = out.hidden
                     steps.append(out.logits)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kdx.envs.base import BatchedEnv, EnvStep
+from kdx.trainer.common.episodes import EndedEpisodes, reset_ended
 from kdx.trainer.common.ppo_losses import masked_log_probs
 from kdx.trainer.common.sampling import sample_actions
 from kdx.trainer.teacher.model import Teacher
@@ -43,16 +44,14 @@ def collect_rollout(env: BatchedEnv, teacher: Teacher, step: EnvStep, hidden: to
     """Act ``length`` steps with the sampled policy; returns the buffer, next step and hidden."""
     hidden0 = None if hidden is None else hidden.clone()
     obs_l, mask_l, state_l, act_l, logp_l, v_l, rew_l, term_l, done_l = ([] for _ in range(9))
-    final_states, final_obs, done_at = [], [], []
-    returns, lengths, wins = [], [], []
-    for t in range(length):
+    ended = EndedEpisodes()
+    for _ in range(length):
         obs, mask, state = step.padded_obs(), step.padded_action_mask(), step.state
         out = teacher.actor(obs, hidden)
         log_probs = masked_log_probs(out.logits, mask)
         actions = sample_actions(log_probs, generator)
         old_v = teacher.critic(state, obs)
         nxt = env.step(actions)
-        done = nxt.done
         obs_l.append(obs)
         mask_l.append(mask)
         state_l.append(state)
@@ -61,34 +60,18 @@ def collect_rollout(env: BatchedEnv, teacher: Teacher, step: EnvStep, hidden: to
         v_l.append(old_v)
         rew_l.append(nxt.reward)
         term_l.append(nxt.terminated)
-        done_l.append(done)
-        hidden = out.hidden
-        if bool(done.any()):
-            idx = done.nonzero().squeeze(1)
-            final_states.append(nxt.info["final_state"][idx])
-            final_obs.append(obs[idx])  # agent-specific critics pair the final state with the last obs
-            done_at.append((t, idx))
-            returns += nxt.info["episode_return"][idx].tolist()
-            lengths += nxt.info["episode_length"][idx].float().tolist()
-            wins += nxt.info["won"][idx].float().tolist()
-            if hidden is not None:
-                hidden = hidden.masked_fill(done.view(-1, 1, 1), 0.0)
+        done_l.append(nxt.done)
+        ended.record(obs, nxt)
+        hidden = reset_ended(out.hidden, nxt.done)
         step = nxt
-    old_values = torch.stack(v_l)
-    last_v = teacher.critic(step.state, step.padded_obs())
-    next_norm = torch.cat([old_values[1:], last_v.unsqueeze(0)])
-    if done_at:
-        final_v = teacher.critic(torch.cat(final_states), torch.cat(final_obs))
-        row = 0
-        for t, idx in done_at:
-            next_norm[t, idx] = final_v[row : row + len(idx)]
-            row += len(idx)
+    old_values, done = torch.stack(v_l), torch.stack(done_l)
+    next_norm = ended.next_values(teacher.critic, old_values, step, done)
     vn = teacher.value_norm
     buffer = RolloutBuffer(
         obs=torch.stack(obs_l), masks=torch.stack(mask_l), states=torch.stack(state_l),
         actions=torch.stack(act_l), log_probs=torch.stack(logp_l), old_values=old_values,
         values=vn.denormalize(old_values), next_values=vn.denormalize(next_norm),
-        rewards=torch.stack(rew_l), terminated=torch.stack(term_l), done=torch.stack(done_l),
-        hidden0=hidden0, episode_returns=returns, episode_lengths=lengths, episode_wins=wins,
+        rewards=torch.stack(rew_l), terminated=torch.stack(term_l), done=done,
+        hidden0=hidden0, episode_returns=ended.returns, episode_lengths=ended.lengths, episode_wins=ended.wins,
     )
     return buffer, step, hidden
