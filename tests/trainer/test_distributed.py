@@ -15,13 +15,14 @@ from safetensors.torch import load_file
 
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
+from kdx.trainer.common.update_loop import TIMING_METRICS
 from kdx.trainer.teacher.distributed import (
     check_world_size,
     combine_moments,
     option_args,
     torchrun_command,
 )
-from kdx.trainer.teacher.mappo import TIMING_METRICS, read_metrics, train
+from kdx.trainer.teacher.mappo import read_metrics, train
 from kdx.trainer.teacher.store import checkpoint_store
 
 NUM_ENVS, ROLLOUT, WORLD = 4, 8, 2

@@ -14,8 +14,9 @@ import sys
 import time
 
 from kdx.layout import RunLayout
+from kdx.trainer.common.update_loop import TIMING_METRICS
 from kdx.trainer.teacher.config import TeacherConfig
-from kdx.trainer.teacher.mappo import TIMING_METRICS, read_metrics, train
+from kdx.trainer.teacher.mappo import read_metrics, train
 from kdx.trainer.teacher.store import checkpoint_store, load_teacher
 
 ARGS = {"env": "mpe/simple_spread", "steps": 8 * 5 * 60, "num-envs": 8, "rollout-length": 5,

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
+from kdx.trainer.common.update_loop import TIMING_METRICS
 from kdx.trainer.teacher.config import TeacherConfig
-from kdx.trainer.teacher.mappo import TIMING_METRICS, read_metrics, train
+from kdx.trainer.teacher.mappo import read_metrics, train
 from kdx.trainer.teacher.store import checkpoint_store, load_teacher
 
 TINY = TeacherConfig(env="toy/match", num_envs=16, rollout_length=8, hidden="32,32", epochs=4,

@@ -1,9 +1,11 @@
-"""The env's part of a checkpoint, saved and restored the same way by both stages.
+"""The rollout's part of a checkpoint, saved and restored the same way by both stages.
 
 A checkpoint taken at a rollout boundary holds the env's tensors (``env.*``, when the env keeps
 its whole state in tensors: ``BatchedEnv.state_in_tensors``) and the pending ``EnvStep``
 (``step.*``), so that on CPU a resumed run continues exactly as an uninterrupted one would. An
-env wrapping an external simulator cannot be saved: its resume starts fresh episodes.
+env wrapping an external simulator cannot be saved: its resume starts fresh episodes. With them
+go the GRU state a recurrent policy carries across rollouts and each ``torch.Generator``'s state
+(``rng.<name>``): :func:`loop_state_tensors` and :func:`restore_loop_state`.
 """
 
 from __future__ import annotations
@@ -50,3 +52,25 @@ def restore_env(env: BatchedEnv, state: dict[str, torch.Tensor]) -> EnvStep:
     env.reset()  # builds every state tensor; the saved ones then overwrite them
     env.load_state_dict({k[len("env."):]: v for k, v in state.items() if k.startswith("env.")})
     return step_from_tensors(state, env.spec.n_agents, env.device)
+
+
+def loop_state_tensors(env: BatchedEnv, step: EnvStep, hidden: torch.Tensor | None,
+                       generators: dict[str, torch.Generator], hidden_key: str = "hidden") -> dict[str, torch.Tensor]:
+    """Everything a training loop needs to continue at a rollout boundary: the env's part
+    (:func:`env_checkpoint_tensors`), ``hidden [B, A, H]`` under ``hidden_key`` (when recurrent)
+    and ``rng.<name>`` for each generator."""
+    out = env_checkpoint_tensors(env, step)
+    if hidden is not None:
+        out[hidden_key] = hidden
+    out.update({f"rng.{name}": generator.get_state() for name, generator in generators.items()})
+    return out
+
+
+def restore_loop_state(env: BatchedEnv, state: dict[str, torch.Tensor], generators: dict[str, torch.Generator],
+                       hidden_key: str = "hidden") -> tuple[EnvStep, torch.Tensor | None]:
+    """Inverse of :func:`loop_state_tensors`: restores ``env`` and the generators in place;
+    returns the pending step and the GRU state (None when the policy is not recurrent)."""
+    step = restore_env(env, state)
+    for name, generator in generators.items():
+        generator.set_state(state[f"rng.{name}"])
+    return step, state[hidden_key].to(env.device) if hidden_key in state else None

@@ -24,7 +24,6 @@ not exported). A weight of 0 switches a term off (it is then not computed).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -43,17 +42,12 @@ from kdx.trainer.common.checkpoints import (
     module_tensors,
     optimizer_tensors,
 )
-from kdx.trainer.common.env_state import env_checkpoint_tensors, restore_env
+from kdx.trainer.common.env_state import loop_state_tensors, restore_loop_state
 from kdx.trainer.common.gae import gae_advantages
-from kdx.trainer.common.metrics_log import (
-    append_metrics,
-    mean_or_none,
-    open_tensorboard,
-    read_metrics_file,
-    truncate_metrics,
-)
+from kdx.trainer.common.metrics_log import mean_or_none, read_metrics_file
 from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss
 from kdx.trainer.common.progress import TrainProgress
+from kdx.trainer.common.update_loop import Counters, UpdateLoop
 from kdx.trainer.distill.config import LOSS_TERMS, DistillConfig
 from kdx.trainer.distill.losses import (
     greedy_cross_entropy,
@@ -78,8 +72,6 @@ from kdx.trainer.distill.store import (
 from kdx.trainer.distill.students import StudentPolicy
 from kdx.trainer.teacher.model import Teacher
 from kdx.trainer.teacher.store import load_teacher
-
-TIMING_METRICS = ("env_steps_per_s", "time_s")
 
 
 # ------------------------------------------------------------------ students and sizing
@@ -234,6 +226,7 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
     optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps)
     sample_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
     minibatch_gen = torch.Generator().manual_seed(config.seed + 2)
+    generators = {"sample": sample_gen, "minibatch": minibatch_gen}
 
     store = checkpoint_store(paths)
     if resume:
@@ -241,13 +234,8 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
         load_module_tensors(students_by_name, ckpt.weights, ckpt.path, prefix="student.")
         load_module_tensors(dict(heads_by_name), ckpt.weights, ckpt.path, prefix="head.")
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
-        step = restore_env(env, ckpt.state)
-        t_hidden = ckpt.state["teacher_hidden"].to(device) if "teacher_hidden" in ckpt.state else None
-        sample_gen.set_state(ckpt.state["rng.sample"])
-        minibatch_gen.set_state(ckpt.state["rng.minibatch"])
-        start_update, env_steps, episodes = (int(ckpt.progress[k]) for k in ("update", "env_steps", "episodes"))
-        elapsed0 = float(ckpt.progress["time_s"])
-        truncate_metrics(paths.metrics, start_update)
+        step, t_hidden = restore_loop_state(env, ckpt.state, generators, hidden_key="teacher_hidden")
+        start = Counters.from_progress(ckpt.progress)
     else:
         from kdx.devices.sizing import write_sizing_json
 
@@ -263,33 +251,27 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
             "agents": {name: s.arch_json() for name, s in students_by_name.items()}, "env_spec": spec.to_json(),
         })
         t_hidden = teacher.actor.initial_hidden(config.num_envs, device)
-        start_update, env_steps, episodes, elapsed0 = 0, 0, 0, 0.0
+        start = Counters()
     if console is not None and show_progress:
         from kdx.devices.tables import sizing_table
 
         console.print(sizing_table(rows, profile))
 
-    def checkpoint(update: int, elapsed: float) -> None:
-        state = env_checkpoint_tensors(env, step)
-        if t_hidden is not None:
-            state["teacher_hidden"] = t_hidden
-        state["rng.sample"] = sample_gen.get_state()
-        state["rng.minibatch"] = minibatch_gen.get_state()
+    def checkpoint(at: Counters) -> None:
+        state = loop_state_tensors(env, step, t_hidden, generators, hidden_key="teacher_hidden")
         weights = {**module_tensors(students_by_name, prefix="student."), **module_tensors(dict(heads_by_name), prefix="head.")}
-        progress = {"update": update, "env_steps": env_steps, "episodes": episodes, "time_s": elapsed}
-        store.save(update, weights, optimizer_tensors(optimizer), state, progress)
+        store.save(at.update, weights, optimizer_tensors(optimizer), state, at.to_progress())
         publish_students(paths, students_by_name)
 
+    def stop_asked(metrics: dict[str, Any]) -> bool:
+        return callback is not None and bool(callback(metrics, students_by_name))
+
     # ---- the loop
-    tb = open_tensorboard(paths.tensorboard)
-    t0 = time.perf_counter()
-    last: dict[str, Any] = {}
-    bar_cfg = SimpleNamespace(env=f"distill {teacher.config.env}", total_steps=config.num_updates * config.steps_per_update,
-                              steps_per_update=config.steps_per_update)
-    with TrainProgress(bar_cfg, start_update, enabled=show_progress) as bar:
-        for update in range(start_update, config.num_updates):
-            if stop_after_updates is not None and update - start_update >= stop_after_updates:
-                break
+    bar = TrainProgress(SimpleNamespace(env=f"distill {teacher.config.env}", total_steps=config.num_updates * config.steps_per_update,
+                                        steps_per_update=config.steps_per_update), start.update, enabled=show_progress)
+    with UpdateLoop(config, start, checkpoint, folder=paths, tag="distill", bar=bar,
+                    stop_after_updates=stop_after_updates) as loop:
+        for update in loop:
             progress_frac = update / config.num_updates
             optimizer.param_groups[0]["lr"] = config.lr * ((1.0 - progress_frac) if config.lr_decay else 1.0)
             mix = config.teacher_mix * max(0.0, 1.0 - progress_frac / config.teacher_mix_fraction) if config.teacher_mix_fraction > 0 else 0.0
@@ -300,36 +282,19 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
                                            config.gamma, config.gae_lambda)
             losses = distill_update(students, heads, params, optimizer, buf, advantages, config, minibatch_gen)
 
-            env_steps += config.steps_per_update
-            episodes += len(buf.episode_returns)
-            elapsed = elapsed0 + time.perf_counter() - t0
             legal_choice = buf.masks.sum(-1) > 1  # agreement only where there was a choice
-            metrics: dict[str, Any] = {
-                "update": update + 1,
-                "env_steps": env_steps,
-                "episodes": episodes,
+            metrics = loop.metrics(len(buf.episode_returns), {
                 "episode_return": mean_or_none(buf.episode_returns),
                 "win_rate": mean_or_none(buf.episode_wins) if spec.has_win_flag else None,
                 "teacher_agreement": float(buf.agreement[legal_choice].float().mean()) if bool(legal_choice.any()) else None,
                 "teacher_mix": mix,
                 "lr": optimizer.param_groups[0]["lr"],
                 **losses,
-                "env_steps_per_s": (env_steps - start_update * config.steps_per_update) / max(elapsed - elapsed0, 1e-9),
-                "time_s": elapsed,
-            }
-            last = metrics
-            if (update + 1) % config.log_every == 0 or update + 1 == config.num_updates:
-                append_metrics(paths.metrics, tb, metrics, "distill")
-            bar.advance(metrics)
-            stop = callback is not None and bool(callback(metrics, students_by_name))
-            if stop or (update + 1) % config.checkpoint_every == 0 or update + 1 == config.num_updates:
-                checkpoint(update + 1, elapsed)
-            if stop:
+            })
+            if loop.end_update(metrics, stop_asked):
                 break
-    if tb is not None:
-        tb.close()
     env.close()
-    return last
+    return loop.last
 
 
 def read_distill_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ resumed run continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,18 +23,13 @@ from kdx.envs.registry import make
 from kdx.errors import KdxError
 from kdx.layout import RunLayout, TeacherFolder
 from kdx.trainer.common.checkpoints import load_optimizer_tensors, optimizer_tensors
-from kdx.trainer.common.env_state import env_checkpoint_tensors, restore_env
+from kdx.trainer.common.env_state import loop_state_tensors, restore_loop_state
 from kdx.trainer.common.episodes import reset_ended
 from kdx.trainer.common.gae import gae_advantages
-from kdx.trainer.common.metrics_log import (
-    append_metrics,
-    mean_or_none,
-    open_tensorboard,
-    read_metrics_file,
-    truncate_metrics,
-)
+from kdx.trainer.common.metrics_log import mean_or_none, read_metrics_file
 from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss, value_loss
 from kdx.trainer.common.progress import TrainProgress
+from kdx.trainer.common.update_loop import Counters, UpdateLoop
 from kdx.trainer.teacher.config import TeacherConfig
 from kdx.trainer.teacher.distributed import data_parallel
 from kdx.trainer.teacher.model import Teacher
@@ -48,9 +42,6 @@ from kdx.trainer.teacher.store import (
     teacher_tensors,
     write_teacher_config,
 )
-
-# Metrics that depend on wall-clock time; everything else is reproducible from the seed.
-TIMING_METRICS = ("env_steps_per_s", "time_s")
 
 
 def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutBuffer,
@@ -161,6 +152,7 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
     )
     sample_gen = torch.Generator(device=device).manual_seed(dp.gen_seed(config.seed + 1))
     minibatch_gen = torch.Generator().manual_seed(dp.gen_seed(config.seed + 2))
+    generators = {"sample": sample_gen, "minibatch": minibatch_gen}
 
     # ---- fresh start or resume at a rollout boundary
     store = checkpoint_store(paths)
@@ -169,45 +161,32 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
         load_teacher_tensors(teacher, ckpt.weights, ckpt.path)
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
         state = dp.rank_state(ckpt.state, ckpt.progress)  # this rank's env/RNG state
-        step = restore_env(env, state)
-        hidden = state["hidden"].to(device) if "hidden" in state else None
-        sample_gen.set_state(state["rng.sample"])
-        minibatch_gen.set_state(state["rng.minibatch"])
-        start_update = int(ckpt.progress["update"])
-        env_steps, episodes = int(ckpt.progress["env_steps"]), dp.resume_episodes(state, ckpt.progress)
-        elapsed0 = float(ckpt.progress["time_s"])
-        if dp.is_main:
-            truncate_metrics(paths.metrics, start_update)
+        step, hidden = restore_loop_state(env, state, generators)
+        start = replace(Counters.from_progress(ckpt.progress), episodes=dp.resume_episodes(state, ckpt.progress))
     else:
         if dp.is_main:
             write_teacher_config(paths, run_config, spec.to_json())
         step = env.reset()
         hidden = teacher.actor.initial_hidden(config.num_envs, device)
-        start_update, env_steps, episodes, elapsed0 = 0, 0, 0, 0.0
+        start = Counters()
 
-    def checkpoint(update: int, elapsed: float) -> None:
-        state = env_checkpoint_tensors(env, step)
-        if hidden is not None:
-            state["hidden"] = hidden
-        state["rng.sample"] = sample_gen.get_state()
-        state["rng.minibatch"] = minibatch_gen.get_state()
-        state = dp.gather_state(state, episodes)  # every rank's part, on rank 0
-        progress = {"update": update, "env_steps": env_steps, "episodes": episodes, "time_s": elapsed,
-                    **dp.progress_extra(env_steps)}
+    def checkpoint(at: Counters) -> None:
+        state = dp.gather_state(loop_state_tensors(env, step, hidden, generators), at.episodes)  # all ranks', on rank 0
+        progress = {**at.to_progress(), **dp.progress_extra(at.env_steps)}
         if dp.is_main:
             weights, opt = teacher_tensors(teacher), optimizer_tensors(optimizer)
-            store.save(update, weights, opt, state, progress)
-            publish_teacher(paths, weights, opt, update)
+            store.save(at.update, weights, opt, state, progress)
+            publish_teacher(paths, weights, opt, at.update)
+
+    def stop_asked(metrics: dict[str, Any]) -> bool:  # every rank stops together
+        return dp.agree(callback is not None and bool(callback(metrics, teacher)))
 
     # ---- the loop
-    tb = open_tensorboard(paths.tensorboard) if dp.is_main else None
-    t0 = time.perf_counter()
-    last: dict[str, Any] = {}
     # the bar counts env steps over all ranks (run_config.total_steps), as the metrics do
-    with TrainProgress(run_config, start_update, enabled=show_progress and dp.is_main) as bar:
-        for update in range(start_update, config.num_updates):
-            if stop_after_updates is not None and update - start_update >= stop_after_updates:
-                break
+    bar = TrainProgress(run_config, start.update, enabled=show_progress and dp.is_main)
+    with UpdateLoop(config, start, checkpoint, folder=paths, tag="teacher", bar=bar, writes_metrics=dp.is_main,
+                    stop_after_updates=stop_after_updates) as loop:
+        for update in loop:
             frac = 1.0 - update / config.num_updates if config.lr_decay else 1.0
             optimizer.param_groups[0]["lr"] = config.lr * frac
             optimizer.param_groups[1]["lr"] = config.effective_critic_lr * frac
@@ -220,37 +199,20 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
                                 grad_sync=dp.grad_sync(teacher))
             dp.after_update(paths, update + 1, teacher)
 
-            env_steps += config.steps_per_update
-            episodes += len(buf.episode_returns)
-            elapsed = elapsed0 + time.perf_counter() - t0
-            metrics: dict[str, Any] = {
-                "update": update + 1,
-                "env_steps": env_steps,
-                "episodes": episodes,
+            metrics = loop.metrics(len(buf.episode_returns), {
                 "episode_return": mean_or_none(buf.episode_returns),
                 "episode_length": mean_or_none(buf.episode_lengths),
                 "win_rate": mean_or_none(buf.episode_wins) if spec.has_win_flag else None,
                 "value_mean": float(buf.values.mean()),
                 "lr": optimizer.param_groups[0]["lr"],
                 **losses,
-                "env_steps_per_s": (env_steps - start_update * config.steps_per_update) / max(elapsed - elapsed0, 1e-9),
-                "time_s": elapsed,
-            }
+            })
             metrics = dp.global_metrics(metrics, buf, spec.has_win_flag)
-            last = metrics
-            if dp.is_main and ((update + 1) % config.log_every == 0 or update + 1 == config.num_updates):
-                append_metrics(paths.metrics, tb, metrics, "teacher")
-            bar.advance(metrics)
-            stop = dp.agree(callback is not None and bool(callback(metrics, teacher)))
-            if stop or (update + 1) % config.checkpoint_every == 0 or update + 1 == config.num_updates:
-                checkpoint(update + 1, elapsed)
-            if stop:
+            if loop.end_update(metrics, stop_asked):
                 break
-    if tb is not None:
-        tb.close()
     env.close()
     dp.close()
-    return last
+    return loop.last
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,130 @@
+"""The bookkeeping around each update, the same for both stages.
+
+Before an update: which update comes next (a resume starts after its checkpoint; tests stop a
+process early with ``stop_after_updates``). After it: count env steps and episodes, time the run,
+write the metrics line (every ``log_every`` updates and at the end), advance the progress bar,
+ask the caller whether to stop, and checkpoint (every ``checkpoint_every`` updates, at the end,
+and before stopping). What an update *does* stays in each stage's loop.
+
+    with UpdateLoop(config, start, checkpoint, folder=paths, tag="teacher", bar=bar) as loop:
+        for update in loop:
+            ...  # rollout, advantages, losses
+            metrics = loop.metrics(len(buf.episode_returns), {"episode_return": ..., **losses})
+            if loop.end_update(metrics, should_stop=lambda metrics: False):
+                break
+    return loop.last
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+from kdx.layout import StageFolder
+from kdx.trainer.common.metrics_log import append_metrics, open_tensorboard, truncate_metrics
+from kdx.trainer.common.progress import TrainProgress
+
+#: Metrics that depend on wall-clock time; every other metric is reproducible from the seed.
+TIMING_METRICS = ("env_steps_per_s", "time_s")
+
+
+class LoopSettings(Protocol):
+    """What the loop needs of a stage's config."""
+
+    num_updates: int
+    steps_per_update: int
+    log_every: int
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class Counters:
+    """How far a stage has come: the ``progress`` of its checkpoints, restored on resume."""
+
+    update: int = 0
+    env_steps: int = 0
+    episodes: int = 0
+    time_s: float = 0.0
+
+    @classmethod
+    def from_progress(cls, progress: dict[str, Any]) -> Counters:
+        """The counters a checkpoint's ``progress`` saved (extra keys are ignored)."""
+        return cls(int(progress["update"]), int(progress["env_steps"]), int(progress["episodes"]),
+                   float(progress["time_s"]))
+
+    def to_progress(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UpdateLoop:
+    """Counts, times, logs, checkpoints and stops a stage's updates (see the module docstring).
+
+    Args:
+        settings: the stage's config (``num_updates``, ``steps_per_update``, ``log_every``,
+            ``checkpoint_every``), for this process.
+        start: the counters to start from (``Counters()`` for a new run).
+        checkpoint: ``checkpoint(counters)`` writes a resumable checkpoint at ``counters``.
+        folder: the stage's run folder; ``metrics.jsonl`` and ``tb/`` are written there.
+        tag: the TensorBoard prefix (``"teacher"``, ``"distill"``).
+        bar: the progress bar, entered and left with the loop.
+        writes_metrics: False in a process that must not write (a data-parallel rank > 0).
+        stop_after_updates: end this process's loop after that many updates (the run stays
+            resumable from its last checkpoint).
+    """
+
+    def __init__(self, settings: LoopSettings, start: Counters, checkpoint: Callable[[Counters], None], *,
+                 folder: StageFolder, tag: str, bar: TrainProgress, writes_metrics: bool = True,
+                 stop_after_updates: int | None = None) -> None:
+        self.settings, self.start, self.now = settings, start, start
+        self.checkpoint, self.folder, self.tag, self.bar = checkpoint, folder, tag, bar
+        self.writes_metrics = writes_metrics
+        self.stop_after_updates = stop_after_updates
+        self.last: dict[str, Any] = {}
+        self._tb = None
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> UpdateLoop:
+        if self.writes_metrics:
+            truncate_metrics(self.folder.metrics, self.start.update)  # a resume redoes later updates
+            self._tb = open_tensorboard(self.folder.tensorboard)
+        self.bar.__enter__()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+        if self._tb is not None:
+            self._tb.close()
+
+    def __iter__(self) -> Iterator[int]:
+        """The 0-based index of each update this process runs."""
+        for update in range(self.start.update, self.settings.num_updates):
+            if self.stop_after_updates is not None and update - self.start.update >= self.stop_after_updates:
+                return
+            yield update
+
+    def metrics(self, episodes_ended: int, stage_metrics: dict[str, Any]) -> dict[str, Any]:
+        """Count the update just done; its metrics line: ``update``, ``env_steps``, ``episodes``,
+        then ``stage_metrics``, then :data:`TIMING_METRICS`."""
+        elapsed = self.start.time_s + time.perf_counter() - self._t0
+        self.now = replace(self.now, update=self.now.update + 1,
+                           env_steps=self.now.env_steps + self.settings.steps_per_update,
+                           episodes=self.now.episodes + episodes_ended, time_s=elapsed)
+        steps_per_s = (self.now.env_steps - self.start.env_steps) / max(elapsed - self.start.time_s, 1e-9)
+        return {"update": self.now.update, "env_steps": self.now.env_steps, "episodes": self.now.episodes,
+                **stage_metrics, "env_steps_per_s": steps_per_s, "time_s": elapsed}
+
+    def end_update(self, metrics: dict[str, Any], should_stop: Callable[[dict[str, Any]], bool]) -> bool:
+        """Log ``metrics``, advance the bar, ask ``should_stop(metrics)``, checkpoint when due;
+        True: stop now (after that checkpoint)."""
+        done, s = self.now.update, self.settings
+        self.last = metrics
+        if self.writes_metrics and (done % s.log_every == 0 or done == s.num_updates):
+            append_metrics(self.folder.metrics, self._tb, metrics, self.tag)
+        self.bar.advance(metrics)
+        stop = should_stop(metrics)
+        if stop or done % s.checkpoint_every == 0 or done == s.num_updates:
+            self.checkpoint(self.now)
+        return stop

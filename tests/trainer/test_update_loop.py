@@ -1,0 +1,65 @@
+"""The per-update bookkeeping both stages share: counting, logging and checkpoint cadence, stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from kdx.layout import RunLayout
+from kdx.trainer.common.metrics_log import read_metrics_file
+from kdx.trainer.common.progress import TrainProgress
+from kdx.trainer.common.update_loop import TIMING_METRICS, Counters, UpdateLoop
+
+SETTINGS = SimpleNamespace(env="test", num_updates=7, steps_per_update=10, total_steps=70, log_every=2,
+                           checkpoint_every=3)
+
+
+def _run(folder, start: Counters, stop_at: int | None = None, stop_after_updates: int | None = None):
+    checkpoints: list[Counters] = []
+    bar = TrainProgress(SETTINGS, start.update, enabled=False)
+    with UpdateLoop(SETTINGS, start, checkpoints.append, folder=folder, tag="t", bar=bar,
+                    stop_after_updates=stop_after_updates) as loop:
+        ran = []
+        for update in loop:
+            ran.append(update)
+            metrics = loop.metrics(update % 2, {"episode_return": None, "win_rate": None, "x": update})
+            if loop.end_update(metrics, lambda m: m["update"] == stop_at):
+                break
+    return ran, checkpoints, loop.last
+
+
+def test_counts_logs_and_checkpoints_on_schedule(tmp_path: Path):
+    folder = RunLayout(tmp_path).teacher
+    ran, checkpoints, last = _run(folder, Counters())
+    assert ran == list(range(7))
+    assert [c.update for c in checkpoints] == [3, 6, 7]  # every 3rd and the last
+    assert checkpoints[-1].env_steps == 70 and checkpoints[-1].episodes == 3  # updates 1, 3, 5 ended one
+    rows = read_metrics_file(folder.metrics)
+    assert [r["update"] for r in rows] == [2, 4, 6, 7]  # every 2nd and the last
+    assert list(rows[0])[:3] == ["update", "env_steps", "episodes"] and list(rows[0])[-2:] == list(TIMING_METRICS)
+    assert last["update"] == 7 and last["x"] == 6
+
+
+def test_a_stop_checkpoints_first_and_a_resume_continues_the_counters(tmp_path: Path):
+    folder = RunLayout(tmp_path).teacher
+    ran, checkpoints, _ = _run(folder, Counters(), stop_at=5)
+    assert ran == list(range(5)) and [c.update for c in checkpoints] == [3, 5]
+    saved = checkpoints[-1]
+    assert Counters.from_progress({**saved.to_progress(), "world_size": 1}) == saved
+    # a resume from update 5: later lines (none here) are dropped, counting goes on from the checkpoint
+    ran, checkpoints, last = _run(folder, saved)
+    assert ran == [5, 6] and [c.update for c in checkpoints] == [6, 7]
+    assert last["env_steps"] == 70 and last["episodes"] == 3
+    assert [r["update"] for r in read_metrics_file(folder.metrics)] == [2, 4, 6, 7]
+
+
+def test_resume_drops_metrics_logged_after_its_checkpoint(tmp_path: Path):
+    folder = RunLayout(tmp_path).teacher
+    _, checkpoints, _ = _run(folder, Counters())
+    _run(folder, checkpoints[0], stop_after_updates=0)  # resume from update 3, run nothing
+    assert [r["update"] for r in read_metrics_file(folder.metrics)] == [2]
+
+
+def test_stop_after_updates_ends_the_process_loop_without_a_checkpoint(tmp_path: Path):
+    ran, checkpoints, _ = _run(RunLayout(tmp_path).teacher, Counters(), stop_after_updates=2)
+    assert ran == [0, 1] and checkpoints == []
