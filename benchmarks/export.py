@@ -42,48 +42,18 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def make_bc_run(run: Path, env_name: str = "mpe/simple_spread", steps: int = 300) -> Path:
     """A run folder with oracle-cloned students (hidden 32, tanh) and an untrained GRU teacher."""
-    from kdx.envs.mpe.oracles import ORACLES
     from kdx.envs.registry import make
-    from kdx.trainer.common.checkpoints import atomic_save_tensors
-    from kdx.trainer.distill.store import publish_students, write_students_config
-    from kdx.trainer.distill.students import StudentPolicy
+    from kdx.trainer.distill.cloning import clone_students
+    from kdx.trainer.distill.store import save_students
     from kdx.trainer.teacher.config import TeacherConfig
     from kdx.trainer.teacher.model import Teacher
-    from kdx.trainer.teacher.store import teacher_tensors, write_teacher_config
+    from kdx.trainer.teacher.store import save_teacher
 
-    torch.manual_seed(0)
-    env = make(env_name, num_envs=128, seed=0)
-    step = env.reset()
-    names = env.spec.agent_names
-    data = {n: ([], []) for n in names}
-    for _ in range(50):
-        actions = ORACLES[env_name](env)
-        for i, n in enumerate(names):
-            data[n][0].append(step.obs[i])
-            data[n][1].append(actions[:, i])
-        step = env.step(actions)
-    students = {}
-    for spec in env.spec.agents:
-        x, y = torch.cat(data[spec.name][0]), torch.cat(data[spec.name][1])
-        student = StudentPolicy(spec.obs_dim, spec.n_actions, (32,))
-        student.set_obs_normalisation(x.mean(0), x.std(0))
-        opt = torch.optim.Adam(student.parameters(), 1e-2)
-        for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(student(x)[0], y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        students[spec.name] = student.eval()
-    paths = RunLayout(run).students
-    write_students_config(paths, {"env": env_name, "distill": {"note": "behaviour cloning (benchmark)"},
-                                  "agents": {n: s.arch_json() for n, s in students.items()}})
-    publish_students(paths, students)
-    config = TeacherConfig(env=env_name, hidden="64,64", recurrent=True)
-    teacher = Teacher.build(config, env.spec)
-    write_teacher_config(RunLayout(run).teacher, config, env.spec.to_json())
-    atomic_save_tensors(RunLayout(run).teacher.weights, teacher_tensors(teacher))
+    spec = make(env_name, num_envs=1).spec
+    students = clone_students(env_name, num_envs=128, rollout_steps=50, train_steps=steps)
+    save_students(run, env_name, students, {"note": "behaviour cloning (benchmark)"})
+    save_teacher(run, Teacher.build(TeacherConfig(env=env_name, hidden="64,64", recurrent=True), spec))
     return run
-
 
 
 def _per_row_actions(step, deciders) -> torch.Tensor:

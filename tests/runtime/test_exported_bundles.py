@@ -23,13 +23,11 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     try:
         from kdx.envs.registry import make
         from kdx.export.bundle import ExportConfig, export_bundle
-        from kdx.layout import RunLayout
-        from kdx.trainer.common.checkpoints import atomic_save_tensors
-        from kdx.trainer.distill.store import publish_students, write_students_config
+        from kdx.trainer.distill.store import save_students
         from kdx.trainer.distill.students import StudentPolicy
         from kdx.trainer.teacher.config import TeacherConfig
         from kdx.trainer.teacher.model import Teacher
-        from kdx.trainer.teacher.store import teacher_tensors, write_teacher_config
+        from kdx.trainer.teacher.store import save_teacher
     except ImportError as exc:  # the exporter or trainer is not in this tree
         pytest.skip(f"exporter/trainer not importable: {exc}")
     torch.manual_seed(0)
@@ -39,14 +37,8 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     students = {a.name: StudentPolicy(a.obs_dim, a.n_actions, (32,)).eval() for a in spec.agents}
     for student in students.values():
         student.set_obs_normalisation(torch.randn(student.obs_dim), torch.rand(student.obs_dim) + 0.5)
-    paths = RunLayout(run).students
-    write_students_config(paths, {"env": "mpe/simple_spread", "distill": {},
-                                  "agents": {n: s.arch_json() for n, s in students.items()}})
-    publish_students(paths, students)
-    config = TeacherConfig(env="mpe/simple_spread", hidden="32,32", recurrent=True)
-    teacher = Teacher.build(config, spec)
-    write_teacher_config(RunLayout(run).teacher, config, spec.to_json())
-    atomic_save_tensors(RunLayout(run).teacher.weights, teacher_tensors(teacher))
+    save_students(run, "mpe/simple_spread", students)
+    save_teacher(run, Teacher.build(TeacherConfig(env="mpe/simple_spread", hidden="32,32", recurrent=True), spec))
     return export_bundle(ExportConfig(run, request.param)).bundle_dir
 
 

@@ -11,7 +11,6 @@ import torch
 from kdx.envs.registry import make
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
-from kdx.trainer.common.checkpoints import atomic_save_tensors
 from kdx.trainer.distill.config import LOSS_TERMS, DistillConfig
 from kdx.trainer.distill.loop import (
     build_heads,
@@ -25,7 +24,7 @@ from kdx.trainer.distill.rollout import collect_student_rollout, team_forward
 from kdx.trainer.distill.store import load_students
 from kdx.trainer.teacher.config import TeacherConfig
 from kdx.trainer.teacher.model import Teacher
-from kdx.trainer.teacher.store import teacher_tensors, write_teacher_config
+from kdx.trainer.teacher.store import save_teacher
 
 TOY = dict(num_envs=16, rollout_length=4, threads=1, obs_norm_steps=4, epochs=2, minibatches=2)
 
@@ -36,9 +35,7 @@ def make_teacher_run(run: Path, env: str = "toy/match", hidden: str = "32,32", s
     spec = make(env, num_envs=1).spec
     torch.manual_seed(seed)
     teacher = Teacher.build(config, spec)
-    paths = RunLayout(run).teacher
-    write_teacher_config(paths, config, spec.to_json())
-    atomic_save_tensors(paths.weights, teacher_tensors(teacher))
+    save_teacher(run, teacher)
     return teacher.eval()
 
 

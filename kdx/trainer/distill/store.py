@@ -89,6 +89,19 @@ def publish_students(folder: StudentsFolder, students: dict[str, StudentPolicy])
         atomic_save_tensors(folder.weights(name), dict(student.state_dict()), metadata={"format": "kdx-student", "agent": name})
 
 
+def save_students(run_dir: str | Path, env_name: str, students: dict[str, StudentPolicy],
+                  distill: dict[str, Any] | None = None) -> StudentsFolder:
+    """Write ``students`` (one per agent, in env agent order) into ``RUN/students/`` as ``kdx
+    distill`` publishes them, with a config naming ``env_name`` and ``distill`` (what made them):
+    for students made outside ``kdx distill``, e.g. behaviour-cloned ones
+    (``kdx.trainer.distill.cloning``) in tests and benchmarks."""
+    folder = RunLayout(Path(run_dir)).students
+    write_students_config(folder, {"env": env_name, "distill": dict(distill or {}),
+                                   "agents": {name: s.arch_json() for name, s in students.items()}})
+    publish_students(folder, students)
+    return folder
+
+
 def load_students(run_dir: str | Path, device: str = "cpu") -> dict[str, StudentPolicy]:
     """``{agent name: StudentPolicy}`` (eval mode) from a run's ``students/`` folder, in env agent order.
 

@@ -68,6 +68,16 @@ def write_teacher_config(folder: TeacherFolder, config: TeacherConfig, spec_json
     atomic_write_text(folder.config, json.dumps({"teacher": config.to_json(), "env_spec": spec_json}, indent=2))
 
 
+def save_teacher(run_dir: str | Path, teacher: Teacher) -> TeacherFolder:
+    """Write ``teacher`` into ``RUN/teacher/`` as ``kdx train`` publishes it (config.json and
+    weights.safetensors; no optimizer or checkpoints, so it loads but does not resume): for
+    teachers made outside ``kdx train``, e.g. in tests and benchmarks."""
+    folder = RunLayout(Path(run_dir)).teacher
+    write_teacher_config(folder, teacher.config, teacher.spec.to_json())
+    atomic_save_tensors(folder.weights, teacher_tensors(teacher), metadata={"format": CHECKPOINT_KIND})
+    return folder
+
+
 def read_teacher_config(folder: TeacherFolder) -> tuple[TeacherConfig, dict]:
     """The teacher's config and env spec; ``KdxError`` when the run has none or it is damaged."""
     if not folder.config.is_file():
