@@ -32,6 +32,7 @@ from kdx.errors import KdxError
 from kdx.export.sources import PolicySource
 from kdx.runtime.manifest import InputNames, OutputNames
 from kdx.runtime.mlp_npz import MlpLayer, MlpWeights, save_mlp_npz
+from kdx.trainer.common.activations import TORCH_ACTIVATIONS
 from kdx.trainer.distill.students import StudentPolicy
 
 OPSET = 17
@@ -200,7 +201,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-_NPZ_ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.ELU: "elu", nn.Sigmoid: "sigmoid"}
+# the npz format names activations as kdx networks do
+_NPZ_ACTIVATIONS = {module: name for name, module in TORCH_ACTIVATIONS.items()}
 
 
 def student_npz_weights(student: StudentPolicy) -> MlpWeights:
@@ -214,8 +216,6 @@ def student_npz_weights(student: StudentPolicy) -> MlpWeights:
             }))
         elif type(module) in _NPZ_ACTIVATIONS and layers and layers[-1].activation == "identity":
             layers[-1].activation = _NPZ_ACTIVATIONS[type(module)]
-            if isinstance(module, nn.ELU):
-                layers[-1].params["alpha"] = np.array(module.alpha, dtype=np.float32)
         else:
             raise KdxError(f"the numpy sidecar cannot express a {type(module).__name__} layer")
     return MlpWeights(layers)

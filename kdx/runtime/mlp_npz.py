@@ -44,11 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
+from kdx.devices.mlp import ACTIVATIONS as NETWORK_ACTIVATIONS
 from kdx.errors import KdxError
 
 FORMAT_VERSION = 1
 LAYER_KINDS = ("dense", "layernorm", "gru")
-ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "elu", "leaky_relu")
+#: What a layer's activation may be: none (``identity``), every activation kdx networks use
+#: (``kdx.devices.mlp.ACTIVATIONS``), and the format's others, which the kdx exporter never writes.
+ACTIVATIONS = ("identity", *NETWORK_ACTIVATIONS,
+               *(a for a in ("sigmoid", "elu", "leaky_relu") if a not in NETWORK_ACTIVATIONS))
 
 
 @dataclass

@@ -81,8 +81,9 @@ def random_mlp_weights(
     return weights
 
 
-_ONNX_ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "elu": "Elu",
-                     "leaky_relu": "LeakyRelu"}
+#: The ONNX operator of each npz activation but ``identity`` (none).
+ONNX_ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "elu": "Elu",
+                    "leaky_relu": "LeakyRelu"}
 
 
 def mlp_onnx_bytes(weights: MlpWeights, with_mask: bool = False, opset: int = 17) -> bytes:
@@ -131,7 +132,7 @@ def mlp_onnx_bytes(weights: MlpWeights, with_mask: bool = False, opset: int = 17
             ]
         if layer.activation != "identity":
             nodes[-1].output[0] = out + "_pre"
-            nodes.append(helper.make_node(_ONNX_ACTIVATIONS[layer.activation], [out + "_pre"], [out]))
+            nodes.append(helper.make_node(ONNX_ACTIVATIONS[layer.activation], [out + "_pre"], [out]))
         x = out
     masked = "logits"
     if with_mask:

@@ -40,7 +40,7 @@ def spread_calib(spread_students) -> tuple[list, CalibData]:
 
 def test_folding_matches_the_unfolded_student_and_drops_constant_features() -> None:
     torch.manual_seed(0)
-    student = StudentPolicy(6, 4, (8, 8), activation="elu")
+    student = StudentPolicy(6, 4, (8, 8), activation="relu")
     mean = torch.randn(6)
     std = torch.tensor([0.5, 2.0, 1e-6, 1.0, 3.0, 0.1])  # feature 2 was constant (std floored)
     student.set_obs_normalisation(mean, std)

@@ -24,7 +24,7 @@ class DistillConfig:
 
     profile: str = _f("x86-cpu", "Device profile that sizes the students (see `kdx devices list`).")
     students: tuple[str, ...] = _f((), "Per-agent overrides AGENT=W or AGENT=W1xW2 (hidden widths).")
-    activation: str = _f("relu", "Hidden activation of the students: relu or tanh.")
+    activation: str = _f("relu", f"Hidden activation of the students: {' or '.join(ACTIVATIONS)}.")
     total_steps: int = _f(300_000, "Environment steps of student rollouts (summed over the batched envs).")
     seed: int = _f(1, "Seed for student init, action sampling, minibatches and the env.")
     num_envs: int = _f(128, "Parallel environments stepped together.")

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from kdx.devices.mlp import ACTIVATIONS
 from kdx.errors import KdxError
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+from kdx.trainer.common.activations import activation_module
 
 
 def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
@@ -32,7 +32,7 @@ class StudentPolicy(nn.Module):
         obs_dim: the agent's observation size.
         n_actions: the agent's discrete action count.
         hidden: hidden layer widths, e.g. ``(32,)`` or ``(64, 64)``; at least one layer.
-        activation: a key of ``ACTIVATIONS``.
+        activation: one of ``kdx.devices.mlp.ACTIVATIONS``.
     """
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int], activation: str = "tanh") -> None:
@@ -41,7 +41,7 @@ class StudentPolicy(nn.Module):
         if not hidden or any(h < 1 for h in hidden):
             raise KdxError(f"a student needs at least one hidden layer of positive width, got {hidden}")
         if activation not in ACTIVATIONS:
-            raise KdxError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+            raise KdxError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         self.obs_dim = int(obs_dim)
         self.n_actions = int(n_actions)
         self.hidden = hidden
@@ -51,7 +51,7 @@ class StudentPolicy(nn.Module):
         layers: list[nn.Module] = []
         width = obs_dim
         for h in hidden:
-            layers += [_orthogonal(nn.Linear(width, h), gain=2**0.5), ACTIVATIONS[activation]()]
+            layers += [_orthogonal(nn.Linear(width, h), gain=2**0.5), activation_module(activation)]
             width = h
         self.body = nn.Sequential(*layers)
         self.head = _orthogonal(nn.Linear(width, n_actions), gain=0.01)

@@ -47,7 +47,7 @@ class TeacherConfig:
     max_grad_norm: float = _f(10.0, "Gradient-norm clip for actor and critic.")
     value_norm: bool = _f(True, "Normalise value targets with a running mean/std.")
     hidden: str = _f("256,256,256", "Hidden widths of actor and critic MLPs, comma-separated.")
-    activation: str = _f("relu", "Hidden activation: relu or tanh.")
+    activation: str = _f("relu", f"Hidden activation: {' or '.join(ACTIVATIONS)}.")
     input_norm: bool = _f(True, "LayerNorm on network inputs (MAPPO feature normalisation).")
     recurrent: bool = _f(False, "Add a GRU after the actor's MLP (needs full-rollout minibatches).")
     per_group_actors: bool = _f(False, "One actor per agent group instead of one shared actor.")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kdx.envs.base import EnvSpec
+from kdx.trainer.common.activations import activation_module
 from kdx.trainer.common.sampling import MASKED_LOGIT
 
 
@@ -28,10 +29,6 @@ class ActorOutput(NamedTuple):
     logits: torch.Tensor
     embedding: torch.Tensor
     hidden: torch.Tensor | None
-
-
-def _activation(name: str) -> nn.Module:
-    return {"relu": nn.ReLU, "tanh": nn.Tanh}[name]()
 
 
 def orthogonal_init(layer: nn.Linear, gain: float) -> nn.Linear:
@@ -46,7 +43,7 @@ def mlp_trunk(in_dim: int, hidden: tuple[int, ...], activation: str, input_norm:
     layers: list[nn.Module] = [nn.LayerNorm(in_dim)] if input_norm else []
     width = in_dim
     for h in hidden:
-        layers += [orthogonal_init(nn.Linear(width, h), gain), _activation(activation), nn.LayerNorm(h)]
+        layers += [orthogonal_init(nn.Linear(width, h), gain), activation_module(activation), nn.LayerNorm(h)]
         width = h
     return nn.Sequential(*layers)
 
