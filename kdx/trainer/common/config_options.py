@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, field, fields
+from dataclasses import MISSING, Field, field, fields
 from typing import Any, Optional
 
 import typer
@@ -28,6 +28,14 @@ def field_defaults(config_cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in fields(config_cls) if f.default is not MISSING}
 
 
+def cli_order(config_cls: type) -> list[Field]:
+    """The fields of ``config_cls`` as ``--help`` lists them: the ones the class itself declares
+    first (its own knobs, in its order), then those it inherits unchanged (shared loop settings)."""
+    own = list(vars(config_cls).get("__annotations__", {}))
+    by_name = {f.name: f for f in fields(config_cls)}
+    return [by_name[n] for n in own if n in by_name] + [f for f in by_name.values() if f.name not in own]
+
+
 def config_parameters(config_cls: type, renamed: Mapping[str, str] | None = None,
                       skip: Iterable[str] = ()) -> list[inspect.Parameter]:
     """Keyword-only parameters (typer options defaulting to None = "use the config's default")
@@ -36,7 +44,7 @@ def config_parameters(config_cls: type, renamed: Mapping[str, str] | None = None
     skip = set(skip)
     hints = typing.get_type_hints(config_cls)
     params = []
-    for f in fields(config_cls):
+    for f in cli_order(config_cls):
         if f.name in skip:
             continue
         name = renamed.get(f.name, f.name)

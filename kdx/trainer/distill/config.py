@@ -5,39 +5,35 @@ The help strings are the ``--help`` of ``kdx distill`` (the CLI is generated fro
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from kdx.devices.mlp import ACTIVATIONS
 from kdx.errors import KdxError
 from kdx.trainer.common.config_options import config_field as _f
-from kdx.trainer.common.config_options import renamed_keys
+from kdx.trainer.common.loop_config import LoopConfig
 
 LOSS_TERMS = ("pg", "kl", "ce", "margin", "rel", "role")
-# Fields renamed since runs were first written: old key in a saved config.json -> field.
-RENAMED_FIELDS = {"device_profile": "profile", "device": "torch_device"}
 
 
-@dataclass(frozen=True)
-class DistillConfig:
-    """Hyper-parameters of stage 2. ``validate()`` checks them before any work."""
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig(LoopConfig):
+    """Hyper-parameters of stage 2. ``validate()`` checks them before any work.
+
+    The loop settings (rollout shape, Adam, GAE of the teacher-guided advantages, the policy
+    term's clip, checkpoints, hardware) come from ``LoopConfig``.
+    """
+
+    KIND: ClassVar[str] = "distill"
+    RENAMED_FIELDS: ClassVar[dict[str, str]] = {"device_profile": "profile", "device": "torch_device"}
 
     profile: str = _f("x86-cpu", "Device profile that sizes the students (see `kdx devices list`).")
     students: tuple[str, ...] = _f((), "Per-agent overrides AGENT=W or AGENT=W1xW2 (hidden widths).")
     activation: str = _f("relu", f"Hidden activation of the students: {' or '.join(ACTIVATIONS)}.")
     total_steps: int = _f(300_000, "Environment steps of student rollouts (summed over the batched envs).")
-    seed: int = _f(1, "Seed for student init, action sampling, minibatches and the env.")
-    num_envs: int = _f(128, "Parallel environments stepped together.")
-    rollout_length: int = _f(25, "Steps per env in one rollout (one update per rollout).")
     epochs: int = _f(10, "Passes over each rollout (students are tiny: many passes are cheap next to the teacher-labelled rollout).")
     minibatches: int = _f(4, "Minibatches per epoch (split over envs); must divide num_envs.")
     lr: float = _f(3e-3, "Adam learning rate of students and projection heads.")
-    lr_decay: bool = _f(True, "Decay the learning rate linearly to zero over the run.")
-    adam_eps: float = _f(1e-5, "Adam epsilon.")
-    gamma: float = _f(0.99, "Discount factor of teacher-guided GAE.")
-    gae_lambda: float = _f(0.95, "GAE lambda.")
-    clip: float = _f(0.2, "PPO ratio clip of the policy term.")
-    max_grad_norm: float = _f(10.0, "Gradient-norm clip over all students and heads.")
     w_pg: float = _f(1.0, "Weight of the PPO policy term on teacher-guided advantages (0 = off).")
     w_kl: float = _f(1.0, "Weight of KL(teacher || student) at --temperature (0 = off).")
     temperature: float = _f(1.0, "Softmax temperature of the KL term.")
@@ -59,61 +55,25 @@ class DistillConfig:
     teacher_mix: float = _f(0.0, "Initial probability that an agent executes the teacher's action instead of its own.")
     teacher_mix_fraction: float = _f(0.2, "Fraction of the run over which --teacher-mix decays linearly to 0.")
     obs_norm_steps: int = _f(25, "Steps of the sampled teacher whose observations set the students' input normalisation (0 = none).")
-    checkpoint_every: int = _f(20, "Write a resumable checkpoint every N updates (and at the end).")
-    log_every: int = _f(1, "Write a metrics line every N updates.")
-    torch_device: str = _f("cpu", "Torch device (cpu or cuda).")
-    threads: int = _f(0, "torch.set_num_threads; 0 = number of available cores.")
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.rollout_length
-
-    @property
-    def num_updates(self) -> int:
-        return max(1, self.total_steps // self.steps_per_update)
 
     def weight(self, term: str) -> float:
         return getattr(self, f"w_{term}")
 
     def validate(self) -> DistillConfig:
         """Raise ``KdxError`` naming the bad field and the fix; return self when fine."""
-
-        def bad(name: str, why: str) -> KdxError:
-            return KdxError(f"--{name.replace('_', '-')} {why} (got {getattr(self, name)!r})")
-
-        for name in ("total_steps", "num_envs", "rollout_length", "epochs", "minibatches", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise bad(name, "must be a positive integer")
-        for name in ("lr", "adam_eps", "max_grad_norm", "temperature", "role_tau", "margin"):
+        self.check_loop()
+        for name in ("temperature", "role_tau", "margin"):
             if not getattr(self, name) > 0:
-                raise bad(name, "must be positive")
-        for name in ("clip", "entropy_coef", "rkd_w_distance", "rkd_w_angle", "structural_samples", "obs_norm_steps",
-                     "threads", *(f"w_{t}" for t in LOSS_TERMS)):
+                raise self.bad(name, "must be positive")
+        for name in ("entropy_coef", "rkd_w_distance", "rkd_w_angle", "structural_samples", "obs_norm_steps",
+                     *(f"w_{t}" for t in LOSS_TERMS)):
             if getattr(self, name) < 0:
-                raise bad(name, "must not be negative")
-        for name in ("gamma", "gae_lambda", "teacher_mix", "teacher_mix_fraction"):
+                raise self.bad(name, "must not be negative")
+        for name in ("teacher_mix", "teacher_mix_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise bad(name, "must be between 0 and 1")
+                raise self.bad(name, "must be between 0 and 1")
         if not any(self.weight(t) > 0 for t in LOSS_TERMS):
             raise KdxError("every loss term is switched off (all --w-* are 0); give at least one a positive weight")
         if self.activation not in ACTIVATIONS:
-            raise bad("activation", f"must be one of {', '.join(ACTIVATIONS)}")
-        if self.num_envs % self.minibatches:
-            raise KdxError(f"--minibatches {self.minibatches} does not divide --num-envs {self.num_envs}")
-        if self.total_steps < self.steps_per_update:
-            raise KdxError(f"--total-steps {self.total_steps} is less than one rollout ({self.steps_per_update} steps)")
+            raise self.bad("activation", f"must be one of {', '.join(ACTIVATIONS)}")
         return self
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["students"] = list(self.students)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DistillConfig:
-        data = renamed_keys(data, RENAMED_FIELDS)
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise KdxError(f"distill config has unknown fields {unknown}; was it written by a newer kdx?")
-        return cls(**{**data, "students": tuple(data.get("students", ()))})
-
