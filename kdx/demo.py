@@ -18,7 +18,6 @@ stops the demo with its error. ``make demo`` calls ``kdx demo``.
 from __future__ import annotations
 
 import shlex
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from rich.table import Table
 
 from kdx.envs.twins import pettingzoo_twin
 from kdx.errors import KdxError
+from kdx.fileio import remove_path
 from kdx.layout import RunLayout
 
 console = Console()
@@ -145,10 +145,44 @@ STAGES: dict[str, Callable[[DemoConfig], None]] = {
 }
 
 
+def check_demo_config(cfg: DemoConfig) -> None:
+    """Every argument, before anything is written or deleted; ``KdxError`` naming the bad one."""
+    from kdx.devices.registry import get_profile
+
+    for name in ("teacher_steps", "distill_steps", "eval_episodes", "bench_iters", "run_episodes"):
+        if getattr(cfg, name) < 1:
+            raise KdxError(f"--{name.replace('_', '-')} must be a positive integer (got {getattr(cfg, name)})")
+    get_profile(cfg.profile)  # an unknown profile names the choices
+    layout = RunLayout(cfg.out)
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise KdxError(f"--out {cfg.out} is a file, not a folder; choose another --out")
+    if cfg.fresh and cfg.out.is_dir() and any(cfg.out.iterdir()) and not layout.is_kdx_run():
+        raise KdxError(f"--fresh would delete {cfg.out}, which is not a kdx run (no teacher/config.json, "
+                       "students/, eval.json or bundles/ in it); choose another --out")
+
+
+def _empty_run_folder(layout: RunLayout) -> None:
+    """Delete what a run folder holds, keeping the writer lock this process holds."""
+    for path in layout.run.iterdir():
+        if path != layout.lock:
+            remove_path(path)
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, dict]:
-    """Run every stage in order; returns each stage's outcome and wall time in seconds."""
-    if cfg.fresh and cfg.out.exists():
-        shutil.rmtree(cfg.out)
+    """Run every stage in order; returns each stage's outcome and wall time in seconds.
+
+    Every argument is checked first; ``--fresh`` empties the folder only when it holds a kdx run.
+    The demo holds the run's writer lock throughout (its stages take it again).
+    """
+    check_demo_config(cfg)
+    layout = RunLayout(cfg.out)
+    with layout.writing("kdx demo", create=True):
+        if cfg.fresh:
+            _empty_run_folder(layout)
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: DemoConfig) -> dict[str, dict]:
     outcomes: dict[str, dict] = {}
     start = time.perf_counter()
     for title, stage in STAGES.items():

@@ -6,12 +6,17 @@ into place, so a reader (or a killed writer) never sees a half-written file.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from kdx.errors import KdxError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -82,3 +87,46 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ one writer at a time
+_HELD_LOCKS: dict[str, list[int]] = {}  # resolved lock path -> [fd, depth]; re-entered in-process
+
+
+@contextmanager
+def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``path`` for the ``with`` block.
+
+    The file records ``PID holder`` so that a second writer's ``KdxError`` names who holds it.
+    The kernel drops the lock when the holder dies (even by SIGKILL), so a stale lock file never
+    blocks anyone. Re-entrant within one process: the demo holds a run's lock while its stages
+    take it again.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    if key in _HELD_LOCKS:
+        _HELD_LOCKS[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[key][1] -= 1
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        pid = owner.split()[0] if owner.split() and owner.split()[0].isdigit() else None
+        who = f"PID {pid} ({' '.join(owner.split()[1:])})" if pid else owner
+        raise KdxError(f"{path.parent} is being written by {who}; wait for it to finish, or stop it "
+                       f"(kill {pid or 'PID'}) before starting another writer on this run") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {holder}\n".encode(), 0)
+        _HELD_LOCKS[key] = [fd, 1]
+        yield
+    finally:
+        _HELD_LOCKS.pop(key, None)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

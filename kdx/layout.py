@@ -12,6 +12,7 @@ One run folder holds the whole story of a team, stage by stage::
       devices/      latency JSON from `kdx-runtime bench` on real devices (dropped in by hand)
       report.md  report.html  report_files/                   (kdx report)
       sweep/<job>/  one run folder per sweep job                (kdx sweep)
+      .kdx-lock     held by the stage writing into the run (one writer at a time)
 
 Every stage, the demo, the sweep, the report, the tests and the benchmarks ask a ``RunLayout``
 for a path instead of joining names by hand, so a file of the run is named exactly once.
@@ -19,8 +20,12 @@ for a path instead of joining names by hand, so a file of the run is named exact
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+from kdx.errors import KdxError
+from kdx.fileio import exclusive_lock
 
 CHECKPOINTS = "checkpoints"
 
@@ -92,6 +97,29 @@ class RunLayout:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run", Path(self.run))
+
+    @property
+    def lock(self) -> Path:
+        """Held by the stage writing into the run (train, distill, export, demo)."""
+        return self.run / ".kdx-lock"
+
+    def writing(self, stage: str, create: bool = False) -> AbstractContextManager[None]:
+        """Hold the run's writer lock while ``stage`` (e.g. ``"kdx train"``) writes into it.
+
+        A second writer gets a ``KdxError`` naming the holder's PID; ``KdxError`` too when the
+        run path is a file. A stage that needs an existing run (``create=False``) takes no lock
+        on a missing folder and creates nothing: its own checks then report the missing run.
+        """
+        if self.run.exists() and not self.run.is_dir():
+            raise KdxError(f"{self.run} is a file, not a run folder; choose another folder")
+        if not create and not self.run.is_dir():
+            return nullcontext()
+        return exclusive_lock(self.lock, stage)
+
+    def is_kdx_run(self) -> bool:
+        """True when the folder holds something a kdx stage wrote (what `kdx demo --fresh` may delete)."""
+        return any(p.exists() for p in (self.teacher.config, self.students.config, self.eval_json, self.bundles,
+                                         self.lock))
 
     @property
     def teacher(self) -> TeacherFolder:

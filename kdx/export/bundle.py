@@ -334,7 +334,15 @@ def export_target(config: ExportConfig) -> tuple[ExportTarget, str]:
 
 def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
                   log: Callable[[str], None] = lambda message: None) -> ExportResult:
-    """Export ``config.run_dir`` for its target (see ``export_target``); see the module docstring."""
+    """Export ``config.run_dir`` for its target (see ``export_target``); see the module docstring.
+
+    Holds the run's writer lock throughout (a second writer gets an error naming it)."""
+    with config.layout.writing("kdx export"):
+        return _export_bundle(config, policies, log)
+
+
+def _export_bundle(config: ExportConfig, policies: RunPolicies | None,
+                   log: Callable[[str], None]) -> ExportResult:
     started = time.perf_counter()
     target, precision = export_target(config)
     if config.calib_samples < MIN_PARITY_SAMPLES:

@@ -19,13 +19,16 @@ def mean_or_none(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def open_tensorboard(folder: Path):
-    """A TensorBoard ``SummaryWriter`` on ``folder``, or None without tensorboard installed."""
+def open_tensorboard(folder: Path, purge_step: int | None = None):
+    """A TensorBoard ``SummaryWriter`` on ``folder``, or None without tensorboard installed.
+
+    ``purge_step``: a resumed stage hides the events it logged at env steps >= this one before it
+    was stopped (it logs them again), as ``truncate_metrics`` does for metrics.jsonl."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is in the [train] extra; metrics.jsonl is always written
         return None
-    return SummaryWriter(str(folder))
+    return SummaryWriter(str(folder), purge_step=purge_step)
 
 
 def append_metrics(path: Path, tb, metrics: dict[str, Any], tag: str) -> None:

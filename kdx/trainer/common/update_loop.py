@@ -88,7 +88,7 @@ class UpdateLoop:
     def __enter__(self) -> UpdateLoop:
         if self.writes_metrics:
             truncate_metrics(self.folder.metrics, self.start.update)  # a resume redoes later updates
-            self._tb = open_tensorboard(self.folder.tensorboard)
+            self._tb = open_tensorboard(self.folder.tensorboard, purge_step=self.start.env_steps + 1)
         self.bar.__enter__()
         self._t0 = time.perf_counter()
         return self

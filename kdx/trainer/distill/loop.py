@@ -191,8 +191,16 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
 
     ``stop_after_updates`` ends this process's loop early (the run stays resumable);
     ``callback(metrics, students)`` runs after every update, returning True stops after a checkpoint.
+    Holds the run's writer lock throughout (a second writer gets an error naming it).
     """
-    run_dir = Path(run_dir)
+    with RunLayout(Path(run_dir)).writing("kdx distill"):
+        return _distill(Path(run_dir), config, resume, total_steps, show_progress, stop_after_updates, callback, console)
+
+
+def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_steps: int | None,
+             show_progress: bool, stop_after_updates: int | None,
+             callback: Callable[[dict[str, Any], dict[str, StudentPolicy]], bool] | None,
+             console: Any) -> dict[str, Any]:
     paths = RunLayout(run_dir).students
     if resume:
         saved = read_students_config(run_dir)
@@ -229,6 +237,9 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
     generators = {"sample": sample_gen, "minibatch": minibatch_gen}
 
     store = checkpoint_store(paths)
+    if resume and not store.complete():  # killed before its first checkpoint: nothing to lose
+        store.remove_stale_temps()
+        resume = False
     if resume:
         ckpt = store.load_newest()
         load_module_tensors(students_by_name, ckpt.weights, ckpt.path, prefix="student.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss
 from kdx.trainer.common.progress import TrainProgress
 from kdx.trainer.common.update_loop import Counters, UpdateLoop
 from kdx.trainer.teacher.config import TeacherConfig
-from kdx.trainer.teacher.distributed import data_parallel
+from kdx.trainer.teacher.distributed import data_parallel, world_from_env
 from kdx.trainer.teacher.model import Teacher
 from kdx.trainer.teacher.rollout import RolloutBuffer, collect_rollout
 from kdx.trainer.teacher.store import (
@@ -130,7 +131,18 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
     ``stop_after_updates`` ends the process-local loop early (tests use it to emulate a stop
     between checkpoints); the run stays resumable. ``callback(metrics, teacher)`` runs after
     every update (benchmarks evaluate there); returning True stops training after a checkpoint.
+    Rank 0 holds the run's writer lock throughout (a second writer gets an error naming it).
     """
+    if not resume and config is not None:
+        config.validate()  # bad input fails before anything is created
+    rank, _, _ = world_from_env()
+    with RunLayout(Path(run_dir)).writing("kdx train", create=not resume) if rank == 0 else nullcontext():
+        return _train(run_dir, config, resume, total_steps, show_progress, stop_after_updates, callback)
+
+
+def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, total_steps: int | None,
+           show_progress: bool, stop_after_updates: int | None,
+           callback: Callable[[dict[str, Any], Teacher], bool] | None) -> dict[str, Any]:
     paths, config = prepare_run(run_dir, config, resume, total_steps)
     # torchrun ranks: seeds, gradient/statistics sync, rank-0-only I/O (a no-op in one process)
     dp = data_parallel(config)
@@ -156,6 +168,9 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
 
     # ---- fresh start or resume at a rollout boundary
     store = checkpoint_store(paths)
+    if resume and not store.complete():  # killed before its first checkpoint: nothing to lose
+        store.remove_stale_temps()
+        resume = False
     if resume:
         ckpt = store.load_newest()
         load_teacher_tensors(teacher, ckpt.weights, ckpt.path)
