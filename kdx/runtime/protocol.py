@@ -89,9 +89,9 @@ def encode(code: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(MAGIC, PROTOCOL_VERSION, code, len(payload)) + payload
 
 
-def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+def decode_header(data: bytes | bytearray | memoryview, max_payload: int = MAX_PAYLOAD) -> tuple[int, int]:
     """``(code, payload length)`` of an 8-byte header; ProtocolError (fatal) if it cannot be
-    trusted."""
+    trusted (bad magic or version, a payload over ``max_payload``)."""
     if len(data) != HEADER_SIZE:
         raise ProtocolError(f"header must be {HEADER_SIZE} bytes, got {len(data)}", fatal=True)
     magic, version, code, length = HEADER.unpack(data)
@@ -100,8 +100,8 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, int]:
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version} unsupported (server speaks "
                             f"{PROTOCOL_VERSION})", fatal=True)
-    if length > MAX_PAYLOAD:
-        raise ProtocolError(f"payload of {length} bytes exceeds {MAX_PAYLOAD}", fatal=True)
+    if length > max_payload:
+        raise ProtocolError(f"payload of {length} bytes exceeds {max_payload}", fatal=True)
     return code, length
 
 
@@ -157,13 +157,17 @@ class MessageReader:
     ``spin_us``: each receive first polls without blocking for up to this long, then blocks
     (the socket must be in blocking mode, ``gettimeout() is None``, for the spin to poll).
     ``timeout_s``: the blocking wait gives up with TimeoutError after this long (None: never).
+    ``max_payload``: the largest payload accepted (the buffer holds one header and one payload
+    of this size); a larger one is a fatal ProtocolError.
     Counters: ``spin_receives`` (data came while spinning), ``spins_missed`` (the window passed
     in vain), ``blocking_receives`` (blocking waits).
     """
 
-    def __init__(self, sock: socket.socket, spin_us: float = 0.0, timeout_s: float | None = None) -> None:
+    def __init__(self, sock: socket.socket, spin_us: float = 0.0, timeout_s: float | None = None,
+                 max_payload: int = MAX_PAYLOAD) -> None:
         self._sock = sock
-        self._buf = bytearray(HEADER_SIZE + MAX_PAYLOAD)
+        self._max_payload = max_payload
+        self._buf = bytearray(HEADER_SIZE + max_payload)
         self._view = memoryview(self._buf)
         self._start = self._end = 0
         spin_us = check_spin_us(spin_us)
@@ -184,10 +188,12 @@ class MessageReader:
             self._start = self._end = 0
         if not self._fill(HEADER_SIZE):
             return None
-        start = self._start
-        code, length = decode_header(self._view[start: start + HEADER_SIZE])
+        code, length = decode_header(self._view[self._start: self._start + HEADER_SIZE],
+                                     self._max_payload)
         total = HEADER_SIZE + length
         self._fill(total)
+        # Read the offset only now: filling may have moved the message to the buffer's front.
+        start = self._start
         self._start = start + total
         return code, self._view[start + HEADER_SIZE: start + total]
 
