@@ -216,6 +216,9 @@ def serve(
     fallback_action: int | None = typer.Option(None, "--fallback-action", help="Action returned instead of a late decision."),
     spin_us: float = typer.Option(200.0, "--spin-us", min=0.0, help="After each reply, poll this long (µs) for the next request before blocking: saves the thread wake-up on a quiet CPU (0: block at once)."),
     unix: Path | None = typer.Option(None, "--unix", help="Listen on this Unix domain socket instead of TCP (same protocol, a few µs less per round trip)."),
+    idle_timeout_s: float = typer.Option(300.0, "--idle-timeout-s", min=0.0, help="Close a connection that sends no request for this long (0: never)."),
+    frame_timeout_s: float = typer.Option(5.0, "--frame-timeout-s", min=0.0, help="A request must arrive whole within this long of its first byte, else its connection is closed (0: no limit)."),
+    max_connections: int = typer.Option(32, "--max-connections", min=1, help="Connections served at once; at the cap a new one closes the longest idle (idle over 1 s), else is refused."),
 ) -> None:
     """Serve one agent over TCP (protocol: kdx.runtime.protocol; float32 obs in, action out)."""
     from kdx.runtime.bundle import Bundle
@@ -225,7 +228,8 @@ def serve(
     bundle = Bundle.load(bundle_path)
     policy = bundle.policy(agent, backend, role)
     server = PolicyServer(policy, host, port, _deadline(deadline_us, fallback_action), spin_us=spin_us,
-                          unix_path=unix)
+                          unix_path=unix, idle_timeout_s=idle_timeout_s or None,
+                          frame_timeout_s=frame_timeout_s or None, max_connections=max_connections)
     console = _console()
     if unix is None and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"warning: listening on {host}: the protocol has no authentication", style="yellow")

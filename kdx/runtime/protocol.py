@@ -156,7 +156,10 @@ class MessageReader:
 
     ``spin_us``: each receive first polls without blocking for up to this long, then blocks
     (the socket must be in blocking mode, ``gettimeout() is None``, for the spin to poll).
-    ``timeout_s``: the blocking wait gives up with TimeoutError after this long (None: never).
+    ``timeout_s``: waiting for a message gives up with TimeoutError after this long (None:
+    never). ``frame_timeout_s``: once a message's first byte has arrived, the whole message must
+    arrive within this long, else TimeoutError (None: only ``timeout_s`` per wait applies); a
+    peer trickling bytes cannot hold the reader for longer.
     ``max_payload``: the largest payload accepted (the buffer holds one header and one payload
     of this size); a larger one is a fatal ProtocolError.
     Counters: ``spin_receives`` (data came while spinning), ``spins_missed`` (the window passed
@@ -164,7 +167,7 @@ class MessageReader:
     """
 
     def __init__(self, sock: socket.socket, spin_us: float = 0.0, timeout_s: float | None = None,
-                 max_payload: int = MAX_PAYLOAD) -> None:
+                 max_payload: int = MAX_PAYLOAD, frame_timeout_s: float | None = None) -> None:
         self._sock = sock
         self._max_payload = max_payload
         self._buf = bytearray(HEADER_SIZE + max_payload)
@@ -173,10 +176,13 @@ class MessageReader:
         spin_us = check_spin_us(spin_us)
         self._spin_ns = int(spin_us * 1e3) if _DONTWAIT and sock.gettimeout() is None else 0
         self._timeout_s = timeout_s
+        self._frame_timeout_s = frame_timeout_s
+        self._frame_ns = int(frame_timeout_s * 1e9) if frame_timeout_s is not None else 0
+        self._frame_deadline_ns = 0
         self._skip_spins = self._backoff = 0
         self.spin_receives = self.spins_missed = self.blocking_receives = 0
         self._poller = None
-        if timeout_s is not None and hasattr(select, "poll"):
+        if (timeout_s is not None or frame_timeout_s is not None) and hasattr(select, "poll"):
             self._poller = select.poll()
             self._poller.register(sock, select.POLLIN)
 
@@ -186,6 +192,7 @@ class MessageReader:
         trusted; ConnectionError if the peer closed mid-message; TimeoutError past ``timeout_s``."""
         if self._start == self._end:
             self._start = self._end = 0
+        self._frame_deadline_ns = 0  # set when the message's first byte is seen waiting
         if not self._fill(HEADER_SIZE):
             return None
         code, length = decode_header(self._view[self._start: self._start + HEADER_SIZE],
@@ -203,7 +210,10 @@ class MessageReader:
                 n = self._end - self._start
                 self._buf[:n] = self._buf[self._start: self._end]
                 self._start, self._end = 0, n
-            got = self._recv(self._view[self._end:])
+            wait_s = self._timeout_s
+            if self._frame_ns and self._end > self._start:  # a message has begun
+                wait_s = self._frame_wait_s()
+            got = self._recv(self._view[self._end:], wait_s)
             if got == 0:
                 if self._end == self._start:
                     return False
@@ -211,7 +221,17 @@ class MessageReader:
             self._end += got
         return True
 
-    def _recv(self, into: memoryview) -> int:
+    def _frame_wait_s(self) -> float:
+        """Seconds left for the message under way (its clock starts at its first wait)."""
+        now = _clock()
+        if not self._frame_deadline_ns:
+            self._frame_deadline_ns = now + self._frame_ns
+        left = self._frame_deadline_ns - now
+        if left <= 0:
+            raise TimeoutError(f"message incomplete {self._frame_timeout_s} s after it began")
+        return left / 1e9
+
+    def _recv(self, into: memoryview, wait_s: float | None) -> int:
         """One ``recv_into``: spinning (non-blocking polls) first, then a blocking wait."""
         if self._spin_ns:
             if self._skip_spins:
@@ -236,14 +256,16 @@ class MessageReader:
                 self._skip_spins = self._backoff
                 self.spins_missed += 1
         self.blocking_receives += 1
-        if self._timeout_s is not None and not self._wait_readable():
-            raise TimeoutError(f"nothing received within {self._timeout_s} s")
+        if wait_s is not None and not self._wait_readable(wait_s):
+            if self._end > self._start and self._frame_ns:
+                raise TimeoutError(f"message incomplete {self._frame_timeout_s} s after it began")
+            raise TimeoutError(f"nothing received within {wait_s} s")
         return self._sock.recv_into(into)
 
-    def _wait_readable(self) -> bool:
+    def _wait_readable(self, wait_s: float) -> bool:
         if self._poller is not None:
-            return bool(self._poller.poll(self._timeout_s * 1e3))
-        return bool(select.select([self._sock], [], [], self._timeout_s)[0])
+            return bool(self._poller.poll(wait_s * 1e3))
+        return bool(select.select([self._sock], [], [], wait_s)[0])
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +20,19 @@ def masked_abuse_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             student_hidden=(16,), teacher_hidden=(32,), seed=3)
 
 
-def start_server(bundle: Path, **options: object) -> tuple[PolicyServer, object]:
-    """A :class:`PolicyServer` of agent_0 on the numpy backend, serving in a thread."""
-    server = PolicyServer(Bundle.load(bundle).policy("agent_0", "numpy"), "127.0.0.1", 0, **options)
-    return server, server.start_in_thread()
-
-
 @pytest.fixture()
-def abuse_server(masked_abuse_bundle: Path) -> Iterator[PolicyServer]:
-    server, thread = start_server(masked_abuse_bundle, spin_us=0.0)
-    yield server
-    server.shutdown()
-    thread.join(timeout=5)
+def start_server(masked_abuse_bundle: Path) -> Iterator[Callable[..., PolicyServer]]:
+    """Starts a :class:`PolicyServer` of agent_0 (numpy backend) with the given options, in a
+    thread; every server started is shut down after the test."""
+    started: list[tuple[PolicyServer, threading.Thread]] = []
+
+    def start(**options: object) -> PolicyServer:
+        policy = Bundle.load(masked_abuse_bundle).policy("agent_0", "numpy")
+        server = PolicyServer(policy, "127.0.0.1", 0, **{"spin_us": 0.0, **options})
+        started.append((server, server.start_in_thread()))
+        return server
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        thread.join(timeout=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -55,10 +56,11 @@ def test_every_pipelined_message_comes_back_byte_identical(messages: list[tuple[
     assert received == messages
 
 
-def test_a_full_buffer_of_pipelined_acts_is_answered_in_order(abuse_server: PolicyServer) -> None:
+def test_a_full_buffer_of_pipelined_acts_is_answered_in_order(start_server: Callable[..., PolicyServer]) -> None:
     """Regression: pipelining more than the server's 1 MiB buffer without reading replies, then
     an ACT whose mask allows only action 0. Before the fix the reader returned bytes from the
     wrong offset (a wrong action, or an error and a dropped connection)."""
+    abuse_server = start_server()
     obs = np.random.default_rng(0).standard_normal(18).astype(np.float32)
     only_zero = np.array([True, False, False, False, False])
     plain, masked = encode_act(obs), encode_act(obs, only_zero)
