@@ -16,7 +16,7 @@ from rich.table import Table
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_text
 
-ROLE_CHOICES = ("student", "teacher", "all")
+ALL_ROLES = "all"
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -24,9 +24,20 @@ def _write_json(path: Path, data: object) -> None:
 
 
 def _roles(role: str) -> tuple[str, ...]:
-    if role not in ROLE_CHOICES:
-        raise KdxError(f"--role must be one of {', '.join(ROLE_CHOICES)}, got {role!r}")
-    return ("student", "teacher") if role == "all" else (role,)
+    """The roles ``--role`` names: one of kdx.runtime.manifest.ROLES, or all of them."""
+    from kdx.runtime.manifest import ROLES
+
+    if role == ALL_ROLES:
+        return ROLES
+    if role not in ROLES:
+        raise KdxError(f"--role {role!r} is not a role; choose one of {', '.join(ROLES)} or {ALL_ROLES}")
+    return (role,)
+
+
+def _role(role: str) -> str:
+    from kdx.runtime.manifest import check_role
+
+    return check_role(role, "--role")
 
 
 def _deadline(deadline_us: float | None, fallback_action: int | None):
@@ -147,8 +158,7 @@ def closed_loop_command(open_env: EnvOpener, env_help: str, doc: str) -> Callabl
         from kdx.runtime.bundle import Bundle
         from kdx.runtime.closed_loop import run_episodes
 
-        if role not in ("student", "teacher"):
-            raise KdxError(f"--role must be student or teacher, got {role!r}")
+        _role(role)
         bundle = Bundle.load(bundle_path)
         wanted = env or bundle.manifest.env
         if not wanted:
@@ -225,6 +235,7 @@ def serve(
     from kdx.runtime.protocol import PROTOCOL_VERSION
     from kdx.runtime.serve import PolicyServer
 
+    _role(role)
     bundle = Bundle.load(bundle_path)
     policy = bundle.policy(agent, backend, role)
     server = PolicyServer(policy, host, port, _deadline(deadline_us, fallback_action), spin_us=spin_us,

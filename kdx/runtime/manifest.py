@@ -194,8 +194,9 @@ class Manifest:
         return [*self.agents, *self.teacher]
 
     def agent(self, name: str, role: str = "student") -> AgentEntry:
-        """The entry of agent ``name`` with ``role``; KdxError listing the names otherwise."""
-        pool = self.agents if role == "student" else self.teacher
+        """The entry of agent ``name`` with ``role`` (one of :data:`ROLES`); KdxError listing
+        the names (or the roles) otherwise."""
+        pool = self.agents if check_role(role) == "student" else self.teacher
         for entry in pool:
             if entry.name == name:
                 return entry
@@ -259,6 +260,13 @@ class Manifest:
         for f in (f for e in self.entries() for f in e.files):
             if sha_by_path.setdefault(f.path, f.sha256) != f.sha256:
                 raise KdxError(f"{source}: file {f.path!r} is listed with two different sha256")
+
+
+def check_role(role: Any, what: str = "role") -> str:
+    """``role`` if it is one of :data:`ROLES` (exactly: no case folding); KdxError otherwise."""
+    if role not in ROLES:
+        raise KdxError(f"{what} {role!r} is not a role; choose one of {', '.join(ROLES)}")
+    return role
 
 
 def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> None:
