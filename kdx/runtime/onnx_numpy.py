@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kdx.errors import KdxError
+from kdx.runtime.onnx_external import check_no_external_data
 
 Op = Callable[[list[Any], dict[str, Any]], list[np.ndarray]]
 
@@ -275,6 +276,7 @@ class OnnxNumpyGraph:
         import onnx
         from onnx import numpy_helper
 
+        check_no_external_data(model_bytes, source)  # numpy_helper would read it from the cwd
         try:
             model = onnx.load_model_from_string(model_bytes)
         except Exception as exc:  # protobuf raises its own DecodeError types

@@ -25,6 +25,7 @@ import numpy as np
 
 from kdx.errors import KdxError
 from kdx.runtime.manifest import AgentEntry, FileEntry
+from kdx.runtime.onnx_external import ONNX_FILE_KINDS, check_no_external_data
 
 _INF = math.inf
 _isfinite = math.isfinite
@@ -112,12 +113,16 @@ class Backend(ABC):
         return entry, self.bundle_dir / entry.path
 
     def read_model(self) -> tuple[FileEntry, Path, bytes]:
-        """The model file's entry, path and bytes; an unreadable file is a KdxError naming it."""
+        """The model file's entry, path and bytes; an unreadable file, or an ONNX model with
+        external data (outside the bundle), is a KdxError naming it."""
         entry, path = self.model_file()
         try:
-            return entry, path, path.read_bytes()
+            data = path.read_bytes()
         except OSError as exc:
             raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
+        if entry.kind in ONNX_FILE_KINDS:
+            check_no_external_data(data, str(path))
+        return entry, path, data
 
     def _check_buffers(self) -> None:
         a = self.agent
