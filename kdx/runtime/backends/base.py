@@ -9,7 +9,10 @@ Every backend runs over the same preallocated buffers (batch 1)::
 
 ``infer`` copies the caller's observation into ``obs_buf`` (one copy, no allocation), checks it,
 calls the backend's ``_infer_impl() -> int``, applies the mask itself when the model has no
-``action_mask`` input, and carries the recurrent state. Backends bind the buffers once at load
+``action_mask`` input, checks the outcome, and carries the recurrent state. The outcome check:
+NaN or inf logits (a finite observation can overflow the model, e.g. 3e38) raise KdxError, and
+an action the mask forbids (the graph's ``Where(mask, logits, -1e9)`` loses to legal logits
+below -1e9) is replaced by the masked argmax of the logits: an illegal action is never returned. Backends bind the buffers once at load
 (IOBinding, device pointers) so the per-call path does no allocation.
 """
 
@@ -87,6 +90,8 @@ class Backend(ABC):
             self.obs_buf[0, agent.obs_dim + agent.id_index] = 1.0
         self._obs_view = self.obs_buf[0, : agent.obs_dim]
         self._ones = np.ones(agent.obs_dim, dtype=np.float32)
+        self._logits_row = self.logits_buf[0]
+        self._ones_actions = np.ones(n, dtype=np.float32)
         self._mask_view = self.mask_buf[0]
         self._obs_shapes = ((agent.obs_dim,), (1, agent.obs_dim))
         self._mask_shapes = ((n,), (1, n))
@@ -167,8 +172,11 @@ class Backend(ABC):
         else:
             self._set_mask(mask)
             action = self._infer_impl()
-            if not self._mask_in_graph:
-                action = self._masked_argmax(self.logits_buf[0])
+            if not self._mask_in_graph or not self._mask_view[action]:
+                action = self._masked_argmax(self._logits_row)
+        # As for the observation: NaN and inf propagate into the sum; exact check if it fires.
+        if not _isfinite(self._logits_row.dot(self._ones_actions)) and not np.isfinite(self._logits_row).all():
+            raise self._nonfinite_logits_error()
         if self.h_in is not None:
             np.copyto(self.h_in, self.h_out)
         return action
@@ -202,6 +210,12 @@ class Backend(ABC):
     def _nonfinite_error(self) -> KdxError:
         return KdxError(f"agent {self.agent.name!r}: observation contains NaN or inf (or "
                         "float64 values beyond the float32 range)")
+
+    def _nonfinite_logits_error(self) -> KdxError:
+        largest = float(np.abs(self._obs_view).max())
+        return KdxError(f"agent {self.agent.name!r}: the model's logits are NaN or inf for this "
+                        f"observation (largest |value| {largest:.3g}): no action is safe to take; "
+                        "check the observation's scale (the model was trained on normalised inputs)")
 
     def logits(self) -> np.ndarray:
         """A copy of the logits of the last decision, float32 [n_actions]."""

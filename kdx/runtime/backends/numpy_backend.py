@@ -142,9 +142,10 @@ class NumpyBackend(Backend):
             # As Backend.infer: NaN and inf propagate into the sum (inf - inf is NaN).
             probe = np.zeros((), dtype=np.float32)
             first_function, first_args, remaining = obs_view.dot, (self._ones, probe), ops
-        if self.h_in is not None:  # carry the recurrent state, as Backend.infer does
-            remaining = (*remaining, (copyto, (self.h_in, self.h_out)))
+        h_in, h_out = self.h_in, self.h_out
         probe_item = probe.item
+        logit_of, masked_logit_of = program.logits.item, self._masked_logits.item
+        nonfinite_logits = self._nonfinite_logits_error
         logits_argmax = program.logits.argmax
         masked_argmax, set_mask = self._masked_argmax, self._set_mask
         logits, mask_view = program.logits, self._mask_view
@@ -175,8 +176,20 @@ class NumpyBackend(Backend):
             for function, args in remaining:
                 function(*args)
             if mask is None:
-                return int(logits_argmax())
-            return masked_argmax(logits)
+                action = int(logits_argmax())
+                chosen = logit_of(action)
+            else:
+                action = masked_argmax(logits)
+                chosen = masked_logit_of(action)  # -inf if illegal: every legal logit was -inf
+            # The outcome check of Backend.infer, cheaper: numpy's argmax returns the first NaN
+            # (and +inf beats every finite logit), so a finite chosen logit means no NaN or +inf
+            # among the logits the decision considered, and a legal action. Before the
+            # recurrent state moves.
+            if not isfinite(chosen):
+                raise nonfinite_logits()
+            if h_in is not None:
+                copyto(h_in, h_out)
+            return action
 
         infer.__doc__ = Backend.infer.__doc__
         return infer
