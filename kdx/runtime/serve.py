@@ -80,6 +80,8 @@ class ServerCounters:
     #: connections closed for idling or trickling (timeouts), or to make room for a new one
     timeouts: int = 0
     evictions: int = 0
+    #: requests that failed with an exception other than KdxError (a backend bug)
+    internal_errors: int = 0
     #: receives of closed connections: during the spin, blocking, spin windows passed in vain
     spin_receives: int = 0
     blocking_receives: int = 0
@@ -288,6 +290,13 @@ class PolicyServer:
             except KdxError as exc:
                 self._count_error_locked(protocol=False)
                 return encode_error(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a backend bug: reply, count, keep serving
+                # Backends turn their failures into KdxError; anything else is a bug, but one
+                # request must not take the connection (and the client's control loop) with it.
+                self._count_error_locked(protocol=False)
+                self.counters.internal_errors += 1
+                return encode_error(f"internal error in the {self.policy.backend_name} backend "
+                                    f"({type(exc).__name__}: {exc}); please report it")
 
     def _act(self, payload: memoryview) -> bytes:
         """An ACT reply; called with the lock held."""

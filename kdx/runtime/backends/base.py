@@ -11,8 +11,9 @@ Every backend runs over the same preallocated buffers (batch 1)::
 calls the backend's ``_infer_impl() -> int``, applies the mask itself when the model has no
 ``action_mask`` input, checks the outcome, and carries the recurrent state. The outcome check:
 NaN or inf logits (a finite observation can overflow the model, e.g. 3e38) raise KdxError, and
-an action the mask forbids (the graph's ``Where(mask, logits, -1e9)`` loses to legal logits
-below -1e9) is replaced by the masked argmax of the logits: an illegal action is never returned. Backends bind the buffers once at load
+a graph action the mask forbids or out of range (the graph's ``Where(mask, logits, -1e9)`` loses
+to legal logits below -1e9) is replaced by the masked argmax of the logits: an illegal action is
+never returned. Backends bind the buffers once at load
 (IOBinding, device pointers) so the per-call path does no allocation.
 """
 
@@ -91,6 +92,7 @@ class Backend(ABC):
         self._obs_view = self.obs_buf[0, : agent.obs_dim]
         self._ones = np.ones(agent.obs_dim, dtype=np.float32)
         self._logits_row = self.logits_buf[0]
+        self._n_actions = n
         self._ones_actions = np.ones(n, dtype=np.float32)
         self._mask_view = self.mask_buf[0]
         self._obs_shapes = ((agent.obs_dim,), (1, agent.obs_dim))
@@ -168,12 +170,13 @@ class Backend(ABC):
             if not self._mask_all_true:
                 self._mask_view.fill(True)
                 self._mask_all_true = True
-            action = self._infer_impl()
         else:
             self._set_mask(mask)
-            action = self._infer_impl()
-            if not self._mask_in_graph or not self._mask_view[action]:
-                action = self._masked_argmax(self._logits_row)
+        action = self._infer_impl()
+        # The graph's action is used only if it is one the mask allows (all, without a mask).
+        if (mask is not None and not self._mask_in_graph) \
+                or not (0 <= action < self._n_actions and self._mask_view[action]):
+            action = self._masked_argmax(self._logits_row)
         # As for the observation: NaN and inf propagate into the sum; exact check if it fires.
         if not _isfinite(self._logits_row.dot(self._ones_actions)) and not np.isfinite(self._logits_row).all():
             raise self._nonfinite_logits_error()

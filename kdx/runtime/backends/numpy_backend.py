@@ -106,6 +106,11 @@ class NumpyBackend(Backend):
         if missing:
             raise KdxError(f"{path}: graph inputs {self._graph.input_names} do not match the "
                            f"manifest's {list(self._feeds)}")
+        out = self.agent.outputs
+        wanted = [n for n in (out.logits, out.action, out.h_out) if n is not None]
+        if not set(wanted) <= set(self._graph.output_names):
+            raise KdxError(f"{path}: graph outputs {self._graph.output_names} lack some of the "
+                           f"manifest's {wanted}")
 
     def _infer_impl(self) -> int:
         if self._graph is None:
@@ -115,10 +120,14 @@ class NumpyBackend(Backend):
             return self._masked_argmax(logits)
         outputs = self._graph.run(self._feeds)
         out = self.agent.outputs
-        np.copyto(self.logits_buf, np.asarray(outputs[out.logits], dtype=np.float32).reshape(1, -1))
-        if out.h_out is not None:
-            np.copyto(self.h_out, np.asarray(outputs[out.h_out], dtype=np.float32).reshape(self.h_out.shape))
-        return int(np.asarray(outputs[out.action]).reshape(-1)[0])
+        try:
+            np.copyto(self.logits_buf, np.asarray(outputs[out.logits], dtype=np.float32).reshape(1, -1))
+            if out.h_out is not None:
+                np.copyto(self.h_out, np.asarray(outputs[out.h_out], dtype=np.float32).reshape(self.h_out.shape))
+            return int(np.asarray(outputs[out.action]).reshape(-1)[0])
+        except (ValueError, TypeError, IndexError) as exc:
+            raise KdxError(f"{self._graph.source}: the graph's outputs do not have the manifest's "
+                           f"shapes ({exc})") from None
 
     def _compile_infer(self, program: MlpProgram) -> Callable[..., int]:
         """:meth:`Backend.infer` specialised to ``program``: the same checks and errors, every
