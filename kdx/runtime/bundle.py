@@ -35,6 +35,45 @@ _MAX_ARCHIVE_BYTES = 4 << 30
 # enforce it, the filter is a second lock where available.
 _EXTRACT_KW = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _AUTO_WARMUP, _AUTO_ITERS = 100, 400
+# The order in which "needs ..." notes suggest installs: the portable library first.
+_INSTALL_ADVICE_ORDER = ("onnxruntime", "numpy", "tensorrt")
+
+
+class BackendMissing(KdxError):
+    """No backend installed here can run an agent's model; installing a library would help.
+
+    ``note``: one line saying what to install, e.g. ``needs onnxruntime (pip install
+    'kdx[runtime]')``; commands that run what they can (bench) skip the agent with it."""
+
+    def __init__(self, entry: AgentEntry, hints: list[str], details: str = "") -> None:
+        self.note = _needs(hints)
+        others = f"; or install {' or '.join(hints[1:])}" if len(hints) > 1 else ""
+        super().__init__(f"{entry.role} {entry.name}: no backend installed here can run it; "
+                         f"{self.note}{others}" + (f" ({details})" if details else ""))
+
+
+def _needs(hints: list[str]) -> str:
+    """The one-line note: the first (preferred) install only."""
+    return f"needs {hints[0]}"
+
+
+def install_note(entry: AgentEntry) -> str | None:
+    """``needs <library> (<how to install>)`` if no backend installed here can run ``entry`` and
+    an install would help (the preferred one, see :func:`install_hints`); None otherwise."""
+    hints = install_hints(entry)
+    return _needs(hints) if hints else None
+
+
+def install_hints(entry: AgentEntry) -> list[str]:
+    """What to install so that some backend runs ``entry`` here (empty if one already can, or
+    if no install would help)."""
+    runnable = any(cls.unavailable_reason() is None and cls.unsupported_reason(entry) is None
+                   for cls in BACKENDS.values())
+    if runnable:
+        return []
+    order = sorted(BACKENDS, key=lambda name: _INSTALL_ADVICE_ORDER.index(name)
+                   if name in _INSTALL_ADVICE_ORDER else len(_INSTALL_ADVICE_ORDER))
+    return [hint for name in order if (hint := BACKENDS[name].install_hint_for(entry))]
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
@@ -146,6 +185,9 @@ class Bundle:
         cls = BACKENDS[name]
         reason = cls.unavailable_reason() or cls.unsupported_reason(entry)
         if reason:
+            hint = cls.install_hint_for(entry)
+            if hint:
+                raise BackendMissing(entry, [hint], f"backend {name}: {reason}")
             raise KdxError(f"backend {name} cannot run agent {entry.name!r}: {reason}")
         return cls(entry, self.path)
 
@@ -172,6 +214,10 @@ class Bundle:
                 best = (p50_us, candidate)
         if best is None:
             details = "; ".join(f"{k}: {v}" for k, v in measured.items())
+            failed_to_load = any(str(v).startswith("failed to load") for v in measured.values())
+            hints = [] if failed_to_load else install_hints(entry)
+            if hints:
+                raise BackendMissing(entry, hints, details)
             raise KdxError(f"no backend can run agent {entry.name!r} here ({details})")
         return best[1], measured
 

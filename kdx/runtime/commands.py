@@ -63,7 +63,7 @@ def _backend_lines(console: Console) -> None:
     console.print(f"backends available here: {', '.join(usable)}")
     for name, why in available_backends().items():
         if why is not None:
-            console.print(f"  {name}: not available ({why})", highlight=False)
+            console.print(f"  {name}: not available ({why})", highlight=False, markup=False)
     if usable == ["numpy"]:
         console.print("  running on the numpy backend (neither onnxruntime nor TensorRT is present)")
 
@@ -94,6 +94,12 @@ def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds mani
     total = sum((bundle.path / f.path).stat().st_size for f in m.files())
     console.print(f"{len(m.files())} files, {total / 1024:.1f} KiB in total")
     _backend_lines(console)
+    from kdx.runtime.bundle import install_note
+
+    for e in m.entries():
+        note = install_note(e)
+        if note:
+            console.print(f"{e.role} {e.name}: cannot run here, {note}", highlight=False, markup=False)
 
 
 def bench(
@@ -122,6 +128,8 @@ def bench(
                       f"{s.p99_us:.2f}", f"{s.max_us:.1f}", f"{s.mean_us:.2f}", f"{s.std_us:.2f}",
                       f"{s.decisions_per_s:,.0f}", f"{e.load_ms:.1f}")
     console.print(table)
+    for note in report["skipped"]:
+        console.print(note, highlight=False, markup=False)  # "kdx[runtime]" is no markup
     for name, ratio in report["teacher_over_student_p50"].items():
         console.print(f"{name}: teacher p50 / student p50 = {ratio:.2f}x")
     d = report["device"]

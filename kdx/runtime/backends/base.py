@@ -65,6 +65,14 @@ class Backend(ABC):
         return None
 
     @classmethod
+    def install_hint_for(cls, agent: AgentEntry) -> str | None:
+        """What to install so that this backend runs ``agent`` here, e.g. ``onnxruntime (pip
+        install 'kdx[runtime]')``; None if nothing is missing or nothing would help."""
+        if agent.file_of_kind(*cls.file_kinds) is None or cls.unavailable_reason() is None:
+            return None
+        return f"{cls.library} ({cls.install_hint})"
+
+    @classmethod
     def unsupported_reason(cls, agent: AgentEntry) -> str | None:
         """``None`` if this backend can run ``agent`` from its listed files, else why not."""
         if agent.file_of_kind(*cls.file_kinds) is None:

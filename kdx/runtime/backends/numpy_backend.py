@@ -55,6 +55,13 @@ class NumpyBackend(Backend):
                     "installed to read its ONNX graph")
         return None
 
+    @classmethod
+    def install_hint_for(cls, agent: AgentEntry) -> str | None:
+        if agent.file_of_kind("npz") is None and agent.file_of_kind("onnx", "onnx-dynamic") is not None \
+                and not _onnx_importable():
+            return "onnx (pip install onnx; the numpy backend then interprets the ONNX graph, slowly)"
+        return None
+
     def _load(self) -> None:
         reason = self.unsupported_reason(self.agent)
         if reason:
