@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,29 @@ from kdx.fileio import atomic_write_text
 ALL_ROLES = "all"
 
 
+def _json_path_error(path: Path, exc: OSError) -> KdxError:
+    return KdxError(f"--json {path}: cannot write there ({exc.strerror or exc}); choose a writable path")
+
+
+def _check_writable(path: Path | None) -> None:
+    """Refuse an unwritable ``--json`` path before the work, not after it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise KdxError(f"--json {path}: is a folder; name a file in it, e.g. {path / 'result.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise _json_path_error(path, exc) from None
+
+
 def _write_json(path: Path, data: object) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1))
+    try:
+        atomic_write_text(path, json.dumps(data, indent=1))
+    except OSError as exc:  # the folder changed since _check_writable
+        raise _json_path_error(path, exc) from None
 
 
 def _roles(role: str) -> tuple[str, ...]:
@@ -115,6 +137,7 @@ def bench(
     from kdx.runtime.bench import bench_bundle, bench_json
     from kdx.runtime.bundle import Bundle
 
+    _check_writable(json_out)
     bundle = Bundle.load(bundle_path)
     report = bench_bundle(bundle, [agent] if agent else None, backend, _roles(role), iters, warmup)
     console = _console()
@@ -167,6 +190,7 @@ def closed_loop_command(open_env: EnvOpener, env_help: str, doc: str) -> Callabl
         from kdx.runtime.closed_loop import run_episodes
 
         _role(role)
+        _check_writable(json_out)
         bundle = Bundle.load(bundle_path)
         wanted = env or bundle.manifest.env
         if not wanted:
