@@ -189,7 +189,8 @@ class MessageReader:
     def read(self) -> tuple[int, memoryview] | None:
         """The next ``(code, payload)`` (the payload view is valid until the next read), or None
         when the peer closed between messages. ProtocolError (fatal) for a header that cannot be
-        trusted; ConnectionError if the peer closed mid-message; TimeoutError past ``timeout_s``."""
+        trusted; ConnectionError if the peer closed mid-message; TimeoutError past ``timeout_s`` or
+        ``frame_timeout_s``."""
         if self._start == self._end:
             self._start = self._end = 0
         self._frame_deadline_ns = 0  # set when the message's first byte is seen waiting
@@ -228,8 +229,11 @@ class MessageReader:
             self._frame_deadline_ns = now + self._frame_ns
         left = self._frame_deadline_ns - now
         if left <= 0:
-            raise TimeoutError(f"message incomplete {self._frame_timeout_s} s after it began")
+            raise self._frame_timeout_error()
         return left / 1e9
+
+    def _frame_timeout_error(self) -> TimeoutError:
+        return TimeoutError(f"message incomplete {self._frame_timeout_s} s after it began")
 
     def _recv(self, into: memoryview, wait_s: float | None) -> int:
         """One ``recv_into``: spinning (non-blocking polls) first, then a blocking wait."""
@@ -258,7 +262,7 @@ class MessageReader:
         self.blocking_receives += 1
         if wait_s is not None and not self._wait_readable(wait_s):
             if self._end > self._start and self._frame_ns:
-                raise TimeoutError(f"message incomplete {self._frame_timeout_s} s after it began")
+                raise self._frame_timeout_error()
             raise TimeoutError(f"nothing received within {wait_s} s")
         return self._sock.recv_into(into)
 
