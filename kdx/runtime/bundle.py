@@ -52,9 +52,11 @@ class BackendMissing(KdxError):
 
     def __init__(self, entry: AgentEntry, hints: list[str], details: str = "") -> None:
         self.note = _needs(hints)
+        #: why each backend could not run it
+        self.details = details
         others = f"; or install {' or '.join(hints[1:])}" if len(hints) > 1 else ""
         super().__init__(f"{entry.role} {entry.name}: no backend installed here can run it; "
-                         f"{self.note}{others}" + (f" ({details})" if details else ""))
+                         f"{self.note}{others}")
 
 
 def _needs(hints: list[str]) -> str:
