@@ -37,18 +37,18 @@ def _send_in_chunks(sock: socket.socket, data: bytes, cuts: list[int]) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages=messages, cuts=st.lists(st.integers(0, 1 << 16), max_size=30),
-       slack=st.integers(0, 64))
+       slack=st.integers(0, 64), spin_us=st.sampled_from([0.0, 50.0]))
 def test_every_pipelined_message_comes_back_byte_identical(messages: list[tuple[int, bytes]],
-                                                           cuts: list[int], slack: int) -> None:
+                                                           cuts: list[int], slack: int, spin_us: float) -> None:
     """A buffer barely larger than the largest message forces the reader to move partial
-    messages to the front at every possible offset."""
+    messages to the front at every possible offset; both receive paths (spinning, blocking)."""
     max_payload = max(len(p) for _, p in messages) + slack
     data = b"".join(encode(code, payload) for code, payload in messages)
     left, right = socket.socketpair()
     with left, right:
         writer = threading.Thread(target=_send_in_chunks, args=(right, data, cuts))
         writer.start()
-        reader = MessageReader(left, timeout_s=5.0, max_payload=max_payload)
+        reader = MessageReader(left, spin_us, timeout_s=5.0, max_payload=max_payload)
         received = []
         while (message := reader.read()) is not None:
             received.append((message[0], bytes(message[1])))
