@@ -71,3 +71,17 @@ def test_every_backend_returns_a_legal_action_or_refuses(policies: dict, obs: np
             assert "logits are NaN or inf" in str(exc), name
         else:
             assert mask[action], (name, action)
+
+
+def test_many_actions_take_the_same_checks(tmp_path: Path) -> None:
+    """Over 20 actions the logits are checked by a numpy dot instead of a Python sum."""
+    bundle = Bundle.load(make_test_bundle(tmp_path / "many", n_agents=1, n_actions=24, with_mask=True,
+                                          student_hidden=(16,), teacher_hidden=None, seed=5))
+    only_seven = np.arange(24) == 7
+    for name, cls in BACKENDS.items():
+        if cls.unavailable_reason() is not None:
+            continue
+        policy = bundle.policy("agent_0", name)
+        with pytest.raises(KdxError, match="logits are NaN or inf"):
+            policy.act(np.full(18, 3e38, np.float32), only_seven)
+        assert policy.act(np.full(18, 1e9, np.float32), only_seven) == 7, name

@@ -33,6 +33,8 @@ from kdx.runtime.onnx_external import ONNX_FILE_KINDS, check_no_external_data
 
 _INF = math.inf
 _isfinite = math.isfinite
+_sum = sum
+_FEW_ACTIONS = 20  # up to here a Python sum of the logits costs less than a numpy dot (measured)
 _F32 = np.dtype(np.float32)  # identity check first: the common case costs one comparison
 _FLOAT_OBS = (_F32, np.dtype(np.float64))
 
@@ -100,8 +102,10 @@ class Backend(ABC):
         self._obs_view = self.obs_buf[0, : agent.obs_dim]
         self._ones = np.ones(agent.obs_dim, dtype=np.float32)
         self._logits_row = self.logits_buf[0]
-        self._n_actions = n
+        self._logits_list = self._logits_row.tolist
         self._ones_actions = np.ones(n, dtype=np.float32)
+        self._n_actions = n
+        self._few_actions = n <= _FEW_ACTIONS
         self._mask_view = self.mask_buf[0]
         self._obs_shapes = ((agent.obs_dim,), (1, agent.obs_dim))
         self._mask_shapes = ((n,), (1, n))
@@ -178,19 +182,26 @@ class Backend(ABC):
             if not self._mask_all_true:
                 self._mask_view.fill(True)
                 self._mask_all_true = True
+            action = self._infer_impl()
+            if not 0 <= action < self._n_actions:  # a graph's action is trusted no further
+                action = self._masked_argmax(self._logits_row)
         else:
             self._set_mask(mask)
-        action = self._infer_impl()
-        # The graph's action is used only if it is one the mask allows (all, without a mask).
-        if (mask is not None and not self._mask_in_graph) \
-                or not (0 <= action < self._n_actions and self._mask_view[action]):
-            action = self._masked_argmax(self._logits_row)
-        # As for the observation: NaN and inf propagate into the sum; exact check if it fires.
-        if not _isfinite(self._logits_row.dot(self._ones_actions)) and not np.isfinite(self._logits_row).all():
+            action = self._infer_impl()
+            if not self._mask_in_graph or not (0 <= action < self._n_actions and self._mask_view[action]):
+                action = self._masked_argmax(self._logits_row)
+        # Python sums few float32 logits in double precision, cheaper than a numpy call: finite
+        # exactly when every logit is (NaN and inf propagate, nothing overflows).
+        if not (_isfinite(_sum(self._logits_list())) if self._few_actions else self._many_logits_finite()):
             raise self._nonfinite_logits_error()
         if self.h_in is not None:
             np.copyto(self.h_in, self.h_out)
         return action
+
+    def _many_logits_finite(self) -> bool:
+        """True if no logit of the last decision is NaN or inf (many actions: one numpy dot, as
+        for the observation, with the exact check if it fires)."""
+        return _isfinite(self._logits_row.dot(self._ones_actions)) or bool(np.isfinite(self._logits_row).all())
 
     def _set_mask(self, mask: np.ndarray) -> None:
         if not isinstance(mask, np.ndarray) or mask.shape not in self._mask_shapes \
