@@ -262,13 +262,6 @@ class Manifest:
                 raise KdxError(f"{source}: file {f.path!r} is listed with two different sha256")
 
 
-def check_role(role: Any, what: str = "role") -> str:
-    """``role`` if it is one of :data:`ROLES` (exactly: no case folding); KdxError otherwise."""
-    if role not in ROLES:
-        raise KdxError(f"{what} {role!r} is not a role; choose one of {', '.join(ROLES)}")
-    return role
-
-
 def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> None:
     if value not in allowed:
         raise KdxError(f"{what} is {value!r}; expected one of {', '.join(allowed)}")
@@ -277,6 +270,13 @@ def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> None:
 def _positive_int(value: Any, what: str, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= _MAX_DIM:
         raise KdxError(f"{what} is {value!r}; expected an integer in [{minimum}, {_MAX_DIM}]")
+
+
+def check_role(role: Any, what: str = "role") -> str:
+    """``role`` if it is one of :data:`ROLES` (exactly: no case folding); KdxError otherwise."""
+    if role not in ROLES:
+        raise KdxError(f"{what} {role!r} is not a role; choose one of {', '.join(ROLES)}")
+    return role
 
 
 def validate_relative_path(path: Any, what: str) -> PurePosixPath:
