@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from kdx.runtime.bundle import AUTO, Bundle
+from kdx.errors import KdxError
+from kdx.runtime.bundle import AUTO, BackendMissing, Bundle
 from kdx.runtime.policy import Policy
 from kdx.runtime.profiler import LatencyStats, device_info, peak_rss_mib, time_calls
 
@@ -62,20 +63,30 @@ def bench_bundle(bundle: Bundle, agents: list[str] | None = None, backend: str =
                  roles: tuple[str, ...] = ("student", "teacher"), iters: int = 10_000,
                  warmup: int = 1_000) -> dict[str, Any]:
     """Benchmark every requested agent and role; returns a JSON-ready dict with the entries
-    (``entries``: BenchEntry), ``teacher_over_student`` p50 ratios, peak RSS and device info."""
+    (``entries``: BenchEntry), ``teacher_over_student`` p50 ratios, peak RSS and device info.
+
+    An agent that no backend installed here can run is skipped with a one-line note in
+    ``skipped`` ("teacher agent_0: skipped, needs onnxruntime (...)"); KdxError if nothing ran."""
     names = agents or bundle.agent_names
     entries: list[BenchEntry] = []
+    skipped: list[str] = []
     for name in names:
         for role in roles:
             if role == "teacher" and not bundle.has_teacher:
                 continue
             start = time.perf_counter()
-            policy = bundle.policy(name, backend=backend, role=role)
+            try:
+                policy = bundle.policy(name, backend=backend, role=role)
+            except BackendMissing as exc:
+                skipped.append(f"{role} {name}: skipped, {exc.note}")
+                continue
             load_ms = (time.perf_counter() - start) * 1e3
             stats, samples = bench_policy(policy, iters, warmup)
             entries.append(BenchEntry(name, role, policy.backend_name, stats, load_ms,
                                       policy.agent.params, policy.agent.macs, samples,
                                       policy.selection, policy.backend.source, policy.agent.precision))
+    if not entries and skipped:
+        raise KdxError("nothing to benchmark here: " + "; ".join(skipped))
     ratios = {}
     for entry in entries:
         if entry.role == "teacher":
@@ -84,6 +95,7 @@ def bench_bundle(bundle: Bundle, agents: list[str] | None = None, backend: str =
                 ratios[entry.agent] = entry.stats.p50_us / student.stats.p50_us
     return {
         "entries": entries,
+        "skipped": skipped,
         "teacher_over_student_p50": ratios,
         "bundle_load_ms": bundle.load_seconds * 1e3,
         "peak_rss_mib": peak_rss_mib(),

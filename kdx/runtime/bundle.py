@@ -7,8 +7,10 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tarfile
 import tempfile
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -30,11 +32,55 @@ from kdx.runtime.policy import Policy
 
 AUTO = "auto"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-_MAX_ARCHIVE_BYTES = 4 << 30
+#: limits of a bundle archive: members (files and folders) and the sum of their sizes; a bundle
+#: holds tens of files and megabytes, and /tmp is often in RAM on the device
+MAX_ARCHIVE_MEMBERS = 4096
+MAX_ARCHIVE_BYTES = 1 << 30
 # Python >= 3.11.4 / 3.12 has the "data" extraction filter; the member checks above already
 # enforce it, the filter is a second lock where available.
 _EXTRACT_KW = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _AUTO_WARMUP, _AUTO_ITERS = 100, 400
+# The order in which "needs ..." notes suggest installs: the portable library first.
+_INSTALL_ADVICE_ORDER = ("onnxruntime", "numpy", "tensorrt")
+
+
+class BackendMissing(KdxError):
+    """No backend installed here can run an agent's model; installing a library would help.
+
+    ``note``: one line saying what to install, e.g. ``needs onnxruntime (pip install
+    'kdx[runtime]')``; commands that run what they can (bench) skip the agent with it."""
+
+    def __init__(self, entry: AgentEntry, hints: list[str], details: str = "") -> None:
+        self.note = _needs(hints)
+        #: why each backend could not run it
+        self.details = details
+        others = f"; or install {' or '.join(hints[1:])}" if len(hints) > 1 else ""
+        super().__init__(f"{entry.role} {entry.name}: no backend installed here can run it; "
+                         f"{self.note}{others}")
+
+
+def _needs(hints: list[str]) -> str:
+    """The one-line note: the first (preferred) install only."""
+    return f"needs {hints[0]}"
+
+
+def install_note(entry: AgentEntry) -> str | None:
+    """``needs <library> (<how to install>)`` if no backend installed here can run ``entry`` and
+    an install would help (the preferred one, see :func:`install_hints`); None otherwise."""
+    hints = install_hints(entry)
+    return _needs(hints) if hints else None
+
+
+def install_hints(entry: AgentEntry) -> list[str]:
+    """What to install so that some backend runs ``entry`` here (empty if one already can, or
+    if no install would help)."""
+    runnable = any(cls.unavailable_reason() is None and cls.unsupported_reason(entry) is None
+                   for cls in BACKENDS.values())
+    if runnable:
+        return []
+    order = sorted(BACKENDS, key=lambda name: _INSTALL_ADVICE_ORDER.index(name)
+                   if name in _INSTALL_ADVICE_ORDER else len(_INSTALL_ADVICE_ORDER))
+    return [hint for name in order if (hint := BACKENDS[name].install_hint_for(entry))]
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
@@ -59,20 +105,63 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
                            f"{entry.sha256[:16]}... (corrupt or modified); copy the bundle again")
 
 
+# Folders archives were extracted into: removed at exit, and on SIGTERM (which skips atexit).
+_EXTRACTED: list[Path] = []
+
+
+def _remove_extracted() -> None:
+    while _EXTRACTED:
+        shutil.rmtree(_EXTRACTED.pop(), ignore_errors=True)
+
+
+def _remove_extracted_then_terminate(signum: int, frame: object) -> None:
+    _remove_extracted()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)  # die of the signal, as without this handler
+
+
+def _extraction_folder() -> Path:
+    """A private temporary folder, removed at exit and on SIGTERM. A SIGTERM handler is only
+    installed where none is (``serve`` installs its own, which exits normally: atexit runs)."""
+    if not _EXTRACTED:
+        atexit.register(_remove_extracted)
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _remove_extracted_then_terminate)
+    folder = Path(tempfile.mkdtemp(prefix="kdx-bundle-"))
+    _EXTRACTED.append(folder)
+    return folder
+
+
 def unpack_archive(archive: Path) -> Path:
     """Extract a bundle archive (``kdx export`` writes ``<target>.tar.gz``) into a private
-    temporary folder, removed at exit, and return the folder holding ``manifest.json``.
+    temporary folder, removed at exit (and on SIGTERM), and return the folder holding
+    ``manifest.json``.
 
     Only regular files and folders with relative names inside the archive are accepted: a
     member that is a link, a device, absolute, or climbs out with ``..`` refuses the archive.
+    At most MAX_ARCHIVE_MEMBERS members and MAX_ARCHIVE_BYTES bytes in all (checked while the
+    headers are read, before anything is written); one bundle per archive.
     """
-    destination = Path(tempfile.mkdtemp(prefix="kdx-bundle-"))
-    atexit.register(shutil.rmtree, destination, ignore_errors=True)
+    destination = _extraction_folder()
+    try:
+        return _extract_bundle(archive, destination)
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)
+        _EXTRACTED.remove(destination)
+        raise
+
+
+def _extract_bundle(archive: Path, destination: Path) -> Path:
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
+            members = []
             total = 0
-            for member in members:
+            for member in tar:
+                members.append(member)
+                if len(members) > MAX_ARCHIVE_MEMBERS:
+                    raise KdxError(f"{archive}: more than {MAX_ARCHIVE_MEMBERS} members, more than "
+                                   "a bundle has; refusing the archive")
                 if not (member.isfile() or member.isdir()):
                     raise KdxError(f"{archive}: member {member.name!r} is not a plain file or folder; "
                                    "refusing the archive")
@@ -82,16 +171,20 @@ def unpack_archive(archive: Path) -> Path:
                 if name not in ("", ".") or not member.isdir():  # "." is the archive's root
                     validate_relative_path(name, f"{archive}: member")
                 total += member.size
-            if total > _MAX_ARCHIVE_BYTES:
-                raise KdxError(f"{archive}: unpacks to {total} bytes, more than a bundle should")
+                if total > MAX_ARCHIVE_BYTES:
+                    raise KdxError(f"{archive}: unpacks to more than {MAX_ARCHIVE_BYTES} bytes, more "
+                                   "than a bundle has; refusing the archive")
             for member in members:
                 tar.extract(member, destination, set_attrs=False, **_EXTRACT_KW)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise KdxError(f"{archive}: not a readable bundle archive ({exc})") from None
-    candidates = [destination, *(p for p in destination.iterdir() if p.is_dir())]
-    for candidate in candidates:
-        if (candidate / MANIFEST_NAME).is_file():
-            return candidate
+    candidates = [destination, *sorted(p for p in destination.iterdir() if p.is_dir())]
+    found = [c for c in candidates if (c / MANIFEST_NAME).is_file()]
+    if len(found) > 1:
+        names = " and ".join(repr(str(c.relative_to(destination)) + "/" + MANIFEST_NAME) for c in found)
+        raise KdxError(f"{archive}: holds more than one bundle ({names}); archive one bundle each")
+    if found:
+        return found[0]
     raise KdxError(f"{archive}: no {MANIFEST_NAME} at its top level or in its top folder")
 
 
@@ -146,6 +239,9 @@ class Bundle:
         cls = BACKENDS[name]
         reason = cls.unavailable_reason() or cls.unsupported_reason(entry)
         if reason:
+            hint = cls.install_hint_for(entry)
+            if hint:
+                raise BackendMissing(entry, [hint], f"backend {name}: {reason}")
             raise KdxError(f"backend {name} cannot run agent {entry.name!r}: {reason}")
         return cls(entry, self.path)
 
@@ -172,6 +268,10 @@ class Bundle:
                 best = (p50_us, candidate)
         if best is None:
             details = "; ".join(f"{k}: {v}" for k, v in measured.items())
+            failed_to_load = any(str(v).startswith("failed to load") for v in measured.values())
+            hints = [] if failed_to_load else install_hints(entry)
+            if hints:
+                raise BackendMissing(entry, hints, details)
             raise KdxError(f"no backend can run agent {entry.name!r} here ({details})")
         return best[1], measured
 

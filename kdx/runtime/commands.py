@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,49 @@ from rich.table import Table
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_text
 
-ROLE_CHOICES = ("student", "teacher", "all")
+ALL_ROLES = "all"
+
+
+def _json_path_error(path: Path, exc: OSError) -> KdxError:
+    return KdxError(f"--json {path}: cannot write there ({exc.strerror or exc}); choose a writable path")
+
+
+def _check_writable(path: Path | None) -> None:
+    """Refuse an unwritable ``--json`` path before the work, not after it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise KdxError(f"--json {path}: is a folder; name a file in it, e.g. {path / 'result.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise _json_path_error(path, exc) from None
 
 
 def _write_json(path: Path, data: object) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1))
+    try:
+        atomic_write_text(path, json.dumps(data, indent=1))
+    except OSError as exc:  # the folder changed since _check_writable
+        raise _json_path_error(path, exc) from None
 
 
 def _roles(role: str) -> tuple[str, ...]:
-    if role not in ROLE_CHOICES:
-        raise KdxError(f"--role must be one of {', '.join(ROLE_CHOICES)}, got {role!r}")
-    return ("student", "teacher") if role == "all" else (role,)
+    """The roles ``--role`` names: one of kdx.runtime.manifest.ROLES, or all of them."""
+    from kdx.runtime.manifest import ROLES
+
+    if role == ALL_ROLES:
+        return ROLES
+    if role not in ROLES:
+        raise KdxError(f"--role {role!r} is not a role; choose one of {', '.join(ROLES)} or {ALL_ROLES}")
+    return (role,)
+
+
+def _role(role: str) -> str:
+    from kdx.runtime.manifest import check_role
+
+    return check_role(role, "--role")
 
 
 def _deadline(deadline_us: float | None, fallback_action: int | None):
@@ -52,7 +85,7 @@ def _backend_lines(console: Console) -> None:
     console.print(f"backends available here: {', '.join(usable)}")
     for name, why in available_backends().items():
         if why is not None:
-            console.print(f"  {name}: not available ({why})", highlight=False)
+            console.print(f"  {name}: not available ({why})", highlight=False, markup=False)
     if usable == ["numpy"]:
         console.print("  running on the numpy backend (neither onnxruntime nor TensorRT is present)")
 
@@ -83,6 +116,12 @@ def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds mani
     total = sum((bundle.path / f.path).stat().st_size for f in m.files())
     console.print(f"{len(m.files())} files, {total / 1024:.1f} KiB in total")
     _backend_lines(console)
+    from kdx.runtime.bundle import install_note
+
+    for e in m.entries():
+        note = install_note(e)
+        if note:
+            console.print(f"{e.role} {e.name}: cannot run here, {note}", highlight=False, markup=False)
 
 
 def bench(
@@ -98,6 +137,7 @@ def bench(
     from kdx.runtime.bench import bench_bundle, bench_json
     from kdx.runtime.bundle import Bundle
 
+    _check_writable(json_out)
     bundle = Bundle.load(bundle_path)
     report = bench_bundle(bundle, [agent] if agent else None, backend, _roles(role), iters, warmup)
     console = _console()
@@ -111,6 +151,8 @@ def bench(
                       f"{s.p99_us:.2f}", f"{s.max_us:.1f}", f"{s.mean_us:.2f}", f"{s.std_us:.2f}",
                       f"{s.decisions_per_s:,.0f}", f"{e.load_ms:.1f}")
     console.print(table)
+    for note in report["skipped"]:
+        console.print(note, highlight=False, markup=False)  # "kdx[runtime]" is no markup
     for name, ratio in report["teacher_over_student_p50"].items():
         console.print(f"{name}: teacher p50 / student p50 = {ratio:.2f}x")
     d = report["device"]
@@ -147,8 +189,8 @@ def closed_loop_command(open_env: EnvOpener, env_help: str, doc: str) -> Callabl
         from kdx.runtime.bundle import Bundle
         from kdx.runtime.closed_loop import run_episodes
 
-        if role not in ("student", "teacher"):
-            raise KdxError(f"--role must be student or teacher, got {role!r}")
+        _role(role)
+        _check_writable(json_out)
         bundle = Bundle.load(bundle_path)
         wanted = env or bundle.manifest.env
         if not wanted:
@@ -216,16 +258,21 @@ def serve(
     fallback_action: int | None = typer.Option(None, "--fallback-action", help="Action returned instead of a late decision."),
     spin_us: float = typer.Option(200.0, "--spin-us", min=0.0, help="After each reply, poll this long (µs) for the next request before blocking: saves the thread wake-up on a quiet CPU (0: block at once)."),
     unix: Path | None = typer.Option(None, "--unix", help="Listen on this Unix domain socket instead of TCP (same protocol, a few µs less per round trip)."),
+    idle_timeout_s: float = typer.Option(300.0, "--idle-timeout-s", min=0.0, help="Close a connection that sends no request for this long (0: never)."),
+    frame_timeout_s: float = typer.Option(5.0, "--frame-timeout-s", min=0.0, help="A request must arrive whole within this long of its first byte, else its connection is closed (0: no limit)."),
+    max_connections: int = typer.Option(32, "--max-connections", min=1, help="Connections served at once; at the cap a new one closes the longest idle (idle over 1 s), else is refused."),
 ) -> None:
     """Serve one agent over TCP (protocol: kdx.runtime.protocol; float32 obs in, action out)."""
     from kdx.runtime.bundle import Bundle
     from kdx.runtime.protocol import PROTOCOL_VERSION
     from kdx.runtime.serve import PolicyServer
 
+    _role(role)
     bundle = Bundle.load(bundle_path)
     policy = bundle.policy(agent, backend, role)
     server = PolicyServer(policy, host, port, _deadline(deadline_us, fallback_action), spin_us=spin_us,
-                          unix_path=unix)
+                          unix_path=unix, idle_timeout_s=idle_timeout_s or None,
+                          frame_timeout_s=frame_timeout_s or None, max_connections=max_connections)
     console = _console()
     if unix is None and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"warning: listening on {host}: the protocol has no authentication", style="yellow")

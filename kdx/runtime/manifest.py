@@ -194,8 +194,9 @@ class Manifest:
         return [*self.agents, *self.teacher]
 
     def agent(self, name: str, role: str = "student") -> AgentEntry:
-        """The entry of agent ``name`` with ``role``; KdxError listing the names otherwise."""
-        pool = self.agents if role == "student" else self.teacher
+        """The entry of agent ``name`` with ``role`` (one of :data:`ROLES`); KdxError listing
+        the names (or the roles) otherwise."""
+        pool = self.agents if check_role(role) == "student" else self.teacher
         for entry in pool:
             if entry.name == name:
                 return entry
@@ -269,6 +270,13 @@ def _one_of(value: Any, allowed: Collection[str], what: str) -> None:
 def _positive_int(value: Any, what: str, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= _MAX_DIM:
         raise KdxError(f"{what} is {value!r}; expected an integer in [{minimum}, {_MAX_DIM}]")
+
+
+def check_role(role: Any, what: str = "role") -> str:
+    """``role`` if it is one of :data:`ROLES` (exactly: no case folding); KdxError otherwise."""
+    if role not in ROLES:
+        raise KdxError(f"{what} {role!r} is not a role; choose one of {', '.join(ROLES)}")
+    return role
 
 
 def validate_relative_path(path: Any, what: str) -> PurePosixPath:

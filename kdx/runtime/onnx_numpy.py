@@ -5,6 +5,10 @@ importable. It covers the operators of exported MLP/GRU policies (Gemm, MatMul, 
 LayerNormalization, Where, ArgMax, Cast, Q/DQ for int8, ...) and raises KdxError naming any other
 operator. It is general rather than fast: the sidecar path (:mod:`kdx.runtime.mlp_npz`) is the
 fast one.
+
+A graph that numpy cannot evaluate (shapes that do not fit, an allocation too large, a missing
+value) raises KdxError naming the node, never numpy's own exception: the model comes from a
+file, so its failures are the bundle's problem, reported like any other.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kdx.errors import KdxError
+from kdx.runtime.onnx_external import check_no_external_data
 
 Op = Callable[[list[Any], dict[str, Any]], list[np.ndarray]]
 
@@ -188,6 +193,10 @@ def _expand(xs: list, a: dict) -> list:
     return [np.broadcast_to(xs[0], shape).copy()]
 
 
+# What numpy (and the ops above) raise on a graph they cannot evaluate.
+_EVALUATION_ERRORS = (ValueError, TypeError, IndexError, KeyError, MemoryError, ArithmeticError,
+                      AttributeError)
+
 _ONNX_TO_NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_,
                   10: np.float16, 11: np.float64}
 
@@ -275,22 +284,32 @@ class OnnxNumpyGraph:
         import onnx
         from onnx import numpy_helper
 
+        check_no_external_data(model_bytes, source)  # numpy_helper would read it from the cwd
         try:
             model = onnx.load_model_from_string(model_bytes)
         except Exception as exc:  # protobuf raises its own DecodeError types
             raise KdxError(f"{source}: not a valid ONNX model ({exc})") from None
         graph = model.graph
         self.source = source
-        self.constants: dict[str, np.ndarray] = {
-            init.name: numpy_helper.to_array(init) for init in graph.initializer
-        }
+        try:
+            self.constants: dict[str, np.ndarray] = {
+                init.name: numpy_helper.to_array(init) for init in graph.initializer
+            }
+        except (*_EVALUATION_ERRORS, OSError) as exc:
+            raise KdxError(f"{source}: an initializer cannot be read ({type(exc).__name__}: {exc})") from None
         self.input_names = [i.name for i in graph.input if i.name not in self.constants]
         self.output_names = [o.name for o in graph.output]
         self.nodes: list[tuple[Op, list[str], list[str], dict[str, Any]]] = []
         for node in graph.node:
             attrs = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
+            label = f"{node.op_type} node {node.name or next(iter(node.output), '?')!r}"
+            if len(node.output) == 0:
+                raise KdxError(f"{source}: {label} has no output; the model is malformed")
             if node.op_type == "Constant":
-                self.constants[node.output[0]] = self._constant(attrs, numpy_helper)
+                try:
+                    self.constants[node.output[0]] = self._constant(attrs, numpy_helper)
+                except (*_EVALUATION_ERRORS, OSError) as exc:
+                    raise KdxError(f"{source}: {label} cannot be read ({type(exc).__name__}: {exc})") from None
                 continue
             if node.domain not in ("", "ai.onnx") or node.op_type not in OPS:
                 raise KdxError(
@@ -298,6 +317,7 @@ class OnnxNumpyGraph:
                     "by the numpy backend; use the onnxruntime backend or add the npz sidecar"
                 )
             attrs["_n_outputs"] = len(node.output)
+            attrs["_describe"] = label
             self.nodes.append((OPS[node.op_type], list(node.input), list(node.output), attrs))
 
     @staticmethod
@@ -313,11 +333,21 @@ class OnnxNumpyGraph:
         raise KdxError("Constant node with an unsupported value attribute")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The graph's outputs for ``feeds``; KdxError naming the node that numpy cannot
+        evaluate (or the output never computed)."""
         values: dict[str, Any] = dict(self.constants)
         values.update(feeds)
         values[""] = None  # ONNX marks an omitted optional input with the empty name
-        for op, inputs, outputs, attrs in self.nodes:
-            results = op([values[name] for name in inputs], attrs)
-            for name, value in zip(outputs, results):
-                values[name] = value
-        return {name: values[name] for name in self.output_names}
+        where = "the graph's outputs"
+        try:
+            for op, inputs, outputs, attrs in self.nodes:
+                where = attrs["_describe"]
+                results = op([values[name] for name in inputs], attrs)
+                for name, value in zip(outputs, results):
+                    values[name] = value
+            where = "the graph's outputs"
+            return {name: values[name] for name in self.output_names}
+        except _EVALUATION_ERRORS as exc:
+            raise KdxError(f"{self.source}: the numpy backend cannot evaluate {where} "
+                           f"({type(exc).__name__}: {exc}); the model does not follow the bundle "
+                           "conventions, or use the onnxruntime backend") from None

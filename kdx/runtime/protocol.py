@@ -89,9 +89,9 @@ def encode(code: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(MAGIC, PROTOCOL_VERSION, code, len(payload)) + payload
 
 
-def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+def decode_header(data: bytes | bytearray | memoryview, max_payload: int = MAX_PAYLOAD) -> tuple[int, int]:
     """``(code, payload length)`` of an 8-byte header; ProtocolError (fatal) if it cannot be
-    trusted."""
+    trusted (bad magic or version, a payload over ``max_payload``)."""
     if len(data) != HEADER_SIZE:
         raise ProtocolError(f"header must be {HEADER_SIZE} bytes, got {len(data)}", fatal=True)
     magic, version, code, length = HEADER.unpack(data)
@@ -100,8 +100,8 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, int]:
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version} unsupported (server speaks "
                             f"{PROTOCOL_VERSION})", fatal=True)
-    if length > MAX_PAYLOAD:
-        raise ProtocolError(f"payload of {length} bytes exceeds {MAX_PAYLOAD}", fatal=True)
+    if length > max_payload:
+        raise ProtocolError(f"payload of {length} bytes exceeds {max_payload}", fatal=True)
     return code, length
 
 
@@ -156,38 +156,52 @@ class MessageReader:
 
     ``spin_us``: each receive first polls without blocking for up to this long, then blocks
     (the socket must be in blocking mode, ``gettimeout() is None``, for the spin to poll).
-    ``timeout_s``: the blocking wait gives up with TimeoutError after this long (None: never).
+    ``timeout_s``: waiting for a message gives up with TimeoutError after this long (None:
+    never). ``frame_timeout_s``: once a message's first byte has arrived, the whole message must
+    arrive within this long, else TimeoutError (None: only ``timeout_s`` per wait applies); a
+    peer trickling bytes cannot hold the reader for longer.
+    ``max_payload``: the largest payload accepted (the buffer holds one header and one payload
+    of this size); a larger one is a fatal ProtocolError.
     Counters: ``spin_receives`` (data came while spinning), ``spins_missed`` (the window passed
     in vain), ``blocking_receives`` (blocking waits).
     """
 
-    def __init__(self, sock: socket.socket, spin_us: float = 0.0, timeout_s: float | None = None) -> None:
+    def __init__(self, sock: socket.socket, spin_us: float = 0.0, timeout_s: float | None = None,
+                 max_payload: int = MAX_PAYLOAD, frame_timeout_s: float | None = None) -> None:
         self._sock = sock
-        self._buf = bytearray(HEADER_SIZE + MAX_PAYLOAD)
+        self._max_payload = max_payload
+        self._buf = bytearray(HEADER_SIZE + max_payload)
         self._view = memoryview(self._buf)
         self._start = self._end = 0
         spin_us = check_spin_us(spin_us)
         self._spin_ns = int(spin_us * 1e3) if _DONTWAIT and sock.gettimeout() is None else 0
         self._timeout_s = timeout_s
+        self._frame_timeout_s = frame_timeout_s
+        self._frame_ns = int(frame_timeout_s * 1e9) if frame_timeout_s is not None else 0
+        self._frame_deadline_ns = 0
         self._skip_spins = self._backoff = 0
         self.spin_receives = self.spins_missed = self.blocking_receives = 0
         self._poller = None
-        if timeout_s is not None and hasattr(select, "poll"):
+        if (timeout_s is not None or frame_timeout_s is not None) and hasattr(select, "poll"):
             self._poller = select.poll()
             self._poller.register(sock, select.POLLIN)
 
     def read(self) -> tuple[int, memoryview] | None:
         """The next ``(code, payload)`` (the payload view is valid until the next read), or None
         when the peer closed between messages. ProtocolError (fatal) for a header that cannot be
-        trusted; ConnectionError if the peer closed mid-message; TimeoutError past ``timeout_s``."""
+        trusted; ConnectionError if the peer closed mid-message; TimeoutError past ``timeout_s`` or
+        ``frame_timeout_s``."""
         if self._start == self._end:
             self._start = self._end = 0
+        self._frame_deadline_ns = 0  # set when the message's first byte is seen waiting
         if not self._fill(HEADER_SIZE):
             return None
-        start = self._start
-        code, length = decode_header(self._view[start: start + HEADER_SIZE])
+        code, length = decode_header(self._view[self._start: self._start + HEADER_SIZE],
+                                     self._max_payload)
         total = HEADER_SIZE + length
         self._fill(total)
+        # Read the offset only now: filling may have moved the message to the buffer's front.
+        start = self._start
         self._start = start + total
         return code, self._view[start + HEADER_SIZE: start + total]
 
@@ -197,7 +211,10 @@ class MessageReader:
                 n = self._end - self._start
                 self._buf[:n] = self._buf[self._start: self._end]
                 self._start, self._end = 0, n
-            got = self._recv(self._view[self._end:])
+            wait_s = self._timeout_s
+            if self._frame_ns and self._end > self._start:  # a message has begun
+                wait_s = self._frame_wait_s()
+            got = self._recv(self._view[self._end:], wait_s)
             if got == 0:
                 if self._end == self._start:
                     return False
@@ -205,7 +222,20 @@ class MessageReader:
             self._end += got
         return True
 
-    def _recv(self, into: memoryview) -> int:
+    def _frame_wait_s(self) -> float:
+        """Seconds left for the message under way (its clock starts at its first wait)."""
+        now = _clock()
+        if not self._frame_deadline_ns:
+            self._frame_deadline_ns = now + self._frame_ns
+        left = self._frame_deadline_ns - now
+        if left <= 0:
+            raise self._frame_timeout_error()
+        return left / 1e9
+
+    def _frame_timeout_error(self) -> TimeoutError:
+        return TimeoutError(f"message incomplete {self._frame_timeout_s} s after it began")
+
+    def _recv(self, into: memoryview, wait_s: float | None) -> int:
         """One ``recv_into``: spinning (non-blocking polls) first, then a blocking wait."""
         if self._spin_ns:
             if self._skip_spins:
@@ -230,14 +260,16 @@ class MessageReader:
                 self._skip_spins = self._backoff
                 self.spins_missed += 1
         self.blocking_receives += 1
-        if self._timeout_s is not None and not self._wait_readable():
-            raise TimeoutError(f"nothing received within {self._timeout_s} s")
+        if wait_s is not None and not self._wait_readable(wait_s):
+            if self._end > self._start and self._frame_ns:
+                raise self._frame_timeout_error()
+            raise TimeoutError(f"nothing received within {wait_s} s")
         return self._sock.recv_into(into)
 
-    def _wait_readable(self) -> bool:
+    def _wait_readable(self, wait_s: float) -> bool:
         if self._poller is not None:
-            return bool(self._poller.poll(self._timeout_s * 1e3))
-        return bool(select.select([self._sock], [], [], self._timeout_s)[0])
+            return bool(self._poller.poll(wait_s * 1e3))
+        return bool(select.select([self._sock], [], [], wait_s)[0])
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,19 @@ serving. A connection whose framing is lost (bad magic/version, oversize length)
 reply and is closed; other connections are unaffected. One thread per connection; decisions
 are serialised by a lock because a policy (and its recurrent state) is not thread-safe.
 
+A slow or stuck client cannot deny service to the others. Defaults (``PolicyServer`` arguments
+and ``serve`` options):
+
+* ``idle_timeout_s`` (300 s): a connection with no request for this long gets an error reply and
+  is closed;
+* ``frame_timeout_s`` (5 s): once a request's first byte has arrived, the whole request must
+  arrive within this long (a client trickling bytes, "slow loris", is closed);
+* ``max_connections`` (32; one thread and one 1 MiB buffer each): when they are all open, a new
+  connection closes the one that has gone longest without a complete request, if that was over
+  ``EVICT_AFTER_S`` (1 s) ago; otherwise (every connection busy) the new one is refused with an
+  error reply. An active control loop is never the longest idle, so idle or trickling clients
+  cannot lock it out.
+
 After each reply a connection spins (polls without blocking) for up to ``spin_us`` for the next
 request before it blocks: a control loop sending requests back to back never pays a thread
 wake-up on the server, and an idle connection costs no CPU once the window has passed.
@@ -13,6 +26,7 @@ wake-up on the server, and an idle connection costs no CPU once the window has p
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import stat
@@ -45,6 +59,11 @@ _AF_UNIX = getattr(socket, "AF_UNIX", None)
 # One thread and one 1 MiB receive buffer per connection: bounded so a runaway client cannot
 # exhaust the device's memory.
 MAX_CONNECTIONS = 32
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+DEFAULT_FRAME_TIMEOUT_S = 5.0
+#: at the connection cap, only a connection without a complete request for this long is closed
+EVICT_AFTER_S = 1.0
+_clock = time.monotonic_ns
 
 
 @dataclass
@@ -58,10 +77,34 @@ class ServerCounters:
     protocol_errors: int = 0
     late: int = 0
     fallbacks_used: int = 0
+    #: connections closed for idling or trickling (timeouts), or to make room for a new one
+    timeouts: int = 0
+    evictions: int = 0
+    #: requests that failed with an exception other than KdxError (a backend bug)
+    internal_errors: int = 0
     #: receives of closed connections: during the spin, blocking, spin windows passed in vain
     spin_receives: int = 0
     blocking_receives: int = 0
     spins_missed: int = 0
+
+
+@dataclass(eq=False)  # hashed by identity: a set member
+class _Connection:
+    """One open connection, as the accept loop sees it."""
+
+    sock: socket.socket
+    last_request_ns: int
+    evicted: bool = False
+
+
+def check_timeout_s(value: float | None, what: str) -> float | None:
+    """A positive finite number of seconds, or None (no limit); KdxError otherwise."""
+    if value is None:
+        return None
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise KdxError(f"{what} must be a positive number of seconds, got {value}")
+    return seconds
 
 
 class PolicyServer:
@@ -70,14 +113,23 @@ class PolicyServer:
     than TCP loopback; the socket file is removed at shutdown).
 
     ``spin_us``: how long each connection polls for its next request before blocking (0: block
-    at once; see :mod:`kdx.runtime.protocol`).
+    at once; see :mod:`kdx.runtime.protocol`). ``idle_timeout_s``, ``frame_timeout_s`` (None: no
+    limit) and ``max_connections``: see the module docstring.
     """
 
     def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 0,
                  deadline: Deadline | None = None, spin_us: float = DEFAULT_SPIN_US,
-                 unix_path: str | os.PathLike[str] | None = None) -> None:
+                 unix_path: str | os.PathLike[str] | None = None,
+                 idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S,
+                 frame_timeout_s: float | None = DEFAULT_FRAME_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.policy = policy
         self.spin_us = check_spin_us(spin_us)
+        self.idle_timeout_s = check_timeout_s(idle_timeout_s, "idle timeout")
+        self.frame_timeout_s = check_timeout_s(frame_timeout_s, "frame timeout")
+        if not (isinstance(max_connections, int) and max_connections >= 1):
+            raise KdxError(f"max connections must be an integer >= 1, got {max_connections!r}")
+        self.max_connections = max_connections
         self.deadline = deadline
         if deadline is not None:
             deadline.check_fallback(policy.n_actions)
@@ -95,7 +147,8 @@ class PolicyServer:
                 raise KdxError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
             self.host, self.port = self._listener.getsockname()[:2]
         self._listener.settimeout(0.2)  # wake up regularly to notice shutdown()
-        self._threads: list[threading.Thread] = []
+        self._connections: set[_Connection] = set()
+        self._connections_lock = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -115,24 +168,44 @@ class PolicyServer:
                     if self._stopping.is_set():
                         break
                     raise
-                self._threads = [t for t in self._threads if t.is_alive()]
-                if len(self._threads) >= MAX_CONNECTIONS:
+                if not self._make_room():
                     self._refuse(conn)
                     continue
                 self.counters.connections += 1
-                thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True)
-                thread.start()
-                self._threads.append(thread)
+                state = _Connection(conn, _clock())
+                with self._connections_lock:
+                    self._connections.add(state)
+                threading.Thread(target=self._serve_connection, args=(state,), daemon=True).start()
         finally:
             self._listener.close()
             if self.unix_path is not None:
                 self.unix_path.unlink(missing_ok=True)
 
+    def _make_room(self) -> bool:
+        """True if a new connection may be served: under the cap, or after closing the
+        connection that has gone longest without a complete request (if over EVICT_AFTER_S)."""
+        with self._connections_lock:
+            open_ = [c for c in self._connections if not c.evicted]
+            if len(open_) < self.max_connections:
+                return True
+            oldest = min(open_, key=lambda c: c.last_request_ns)
+            if _clock() - oldest.last_request_ns < EVICT_AFTER_S * 1e9:
+                return False
+            oldest.evicted = True
+        with self._lock:
+            self.counters.evictions += 1
+        try:  # wakes its thread from recv (or a blocked send), which then closes it
+            oldest.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by its own thread
+        return True
+
     def _refuse(self, conn: socket.socket) -> None:
         with conn:
             self._count_error(protocol=True)
             try:
-                conn.sendall(encode_error(f"server busy: {MAX_CONNECTIONS} connections already open"))
+                conn.sendall(encode_error(f"server busy: {self.max_connections} connections "
+                                          "already open, all of them active"))
             except OSError:
                 pass
 
@@ -149,17 +222,21 @@ class PolicyServer:
         return {"agent": self.policy.name, "obs_dim": self.policy.obs_dim,
                 "n_actions": self.policy.n_actions, "backend": self.policy.backend_name,
                 "protocol": PROTOCOL_VERSION, "spin_us": self.spin_us,
-                "deadline_us": self.deadline.budget_us if self.deadline else None}
+                "deadline_us": self.deadline.budget_us if self.deadline else None,
+                "idle_timeout_s": self.idle_timeout_s, "frame_timeout_s": self.frame_timeout_s,
+                "max_connections": self.max_connections}
 
     def stats(self) -> dict[str, object]:
         return {**asdict(self.counters), **({"deadline": self.deadline.summary()} if self.deadline else {})}
 
     # --- one connection ----------------------------------------------------------------------
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _serve_connection(self, state: _Connection) -> None:
+        conn = state.sock
         if conn.family != _AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(None)  # blocking mode: the reader's spin polls with MSG_DONTWAIT
-        reader = MessageReader(conn, self.spin_us)
+        reader = MessageReader(conn, self.spin_us, self.idle_timeout_s,
+                               frame_timeout_s=self.frame_timeout_s)
         try:
             with conn:
                 while not self._stopping.is_set():
@@ -169,12 +246,20 @@ class PolicyServer:
                         self._count_error(protocol=True)
                         conn.sendall(encode_error(str(exc)))
                         return  # framing lost: this connection cannot continue
+                    except TimeoutError as exc:
+                        with self._lock:
+                            self.counters.timeouts += 1
+                        conn.sendall(encode_error(f"{exc}; closing the connection"))
+                        return
                     if message is None:
                         return
                     conn.sendall(self.handle(*message))
+                    state.last_request_ns = _clock()
         except (ConnectionError, OSError):
-            return  # the client went away; the server carries on
+            return  # the client went away (or was closed to make room); the server carries on
         finally:
+            with self._connections_lock:
+                self._connections.discard(state)
             with self._lock:
                 self.counters.spin_receives += reader.spin_receives
                 self.counters.blocking_receives += reader.blocking_receives
@@ -205,6 +290,13 @@ class PolicyServer:
             except KdxError as exc:
                 self._count_error_locked(protocol=False)
                 return encode_error(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a backend bug: reply, count, keep serving
+                # Backends turn their failures into KdxError; anything else is a bug, but one
+                # request must not take the connection (and the client's control loop) with it.
+                self._count_error_locked(protocol=False)
+                self.counters.internal_errors += 1
+                return encode_error(f"internal error in the {self.policy.backend_name} backend "
+                                    f"({type(exc).__name__}: {exc}); please report it")
 
     def _act(self, payload: memoryview) -> bytes:
         """An ACT reply; called with the lock held."""

@@ -36,6 +36,7 @@ from kdx.devices.targets import PRECISIONS
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_bytes, sha256_bytes
 from kdx.runtime.manifest import AgentEntry, FileEntry, Manifest, load_manifest, write_manifest
+from kdx.runtime.onnx_external import check_no_external_data
 
 TENSORRT_MISSING = "TensorRT not found: build engines on the Jetson (JetPack ships it)"
 MIN_VERSION = (8, 2)
@@ -107,7 +108,9 @@ def import_tensorrt() -> Any:
 
 def build_engine_bytes(trt: Any, onnx_bytes: bytes, plan: TrtBuildPlan, source: str,
                        timing_cache: bytes = b"", workspace_mib: int = 256) -> tuple[bytes, bytes]:
-    """Parse the ONNX and build a serialized engine; returns ``(plan bytes, timing cache bytes)``."""
+    """Parse the ONNX and build a serialized engine; returns ``(plan bytes, timing cache bytes)``.
+    An ONNX model with external data is refused (the parser would read it from the cwd)."""
+    check_no_external_data(onnx_bytes, source)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0

@@ -215,10 +215,12 @@ def make_test_bundle(
     env: str = "pettingzoo:mpe2.simple_spread_v3",
     student_activation: str = "relu",
     teacher_mappo: bool = False,
+    teacher_npz: bool | None = None,
 ) -> Path:
     """A bundle folder with ``n_agents`` students ``agent_<i>`` and (unless ``teacher_hidden`` is
     None) one shared teacher actor that takes the observation plus a one-hot agent id
-    (``teacher_mappo``: with the MAPPO LayerNorm trunk of kdx's teacher)."""
+    (``teacher_mappo``: with the MAPPO LayerNorm trunk of kdx's teacher). ``teacher_npz``
+    (default: ``with_npz``): False writes the teacher as ONNX only, as ``kdx export`` does."""
     bundle_dir = Path(path)
     bundle_dir.mkdir(parents=True, exist_ok=True)
     agents = []
@@ -234,7 +236,8 @@ def make_test_bundle(
                                activation="relu" if teacher_mappo else "tanh", mappo=teacher_mappo)
         for i in range(n_agents):
             teacher.append(write_agent(bundle_dir, f"agent_{i}", w, role="teacher", file_stem="teacher.fp32",
-                                       with_mask=with_mask, with_onnx=with_onnx, with_npz=with_npz,
+                                       with_mask=with_mask, with_onnx=with_onnx,
+                                       with_npz=with_npz if teacher_npz is None else teacher_npz,
                                        id_one_hot_size=n_agents, id_index=i))
     manifest = Manifest(agents=agents, teacher=teacher, target="x86", precision="fp32", env=env,
                         kdx_version=__version__, created_at="2026-01-01T00:00:00Z")

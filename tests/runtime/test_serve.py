@@ -172,16 +172,17 @@ def test_reply_layout_is_the_documented_one(server: PolicyServer) -> None:
 
 
 def test_connections_beyond_the_limit_are_refused_politely(masked_bundle: Path) -> None:
-    from kdx.runtime import serve as serve_module
-
+    """At the cap with every connection active (a request within EVICT_AFTER_S), a new one is
+    refused; tests/abuse covers the cap reached by idle connections."""
     policy = Bundle.load(masked_bundle).policy("agent_0", "numpy")
-    server = PolicyServer(policy, "127.0.0.1", 0)
+    server = PolicyServer(policy, "127.0.0.1", 0, max_connections=4)
     thread = server.start_in_thread()
     clients = []
     try:
-        for _ in range(serve_module.MAX_CONNECTIONS):
+        for _ in range(server.max_connections):
             clients.append(_client(server))
-            clients[-1].info()  # the connection is being served
+        for client in clients:
+            client.info()  # every connection is being served, and active just now
         with _client(server) as extra:
             status, message = extra.request(encode(RESET))
         assert status == ERROR and b"server busy" in message

@@ -9,7 +9,11 @@ Every backend runs over the same preallocated buffers (batch 1)::
 
 ``infer`` copies the caller's observation into ``obs_buf`` (one copy, no allocation), checks it,
 calls the backend's ``_infer_impl() -> int``, applies the mask itself when the model has no
-``action_mask`` input, and carries the recurrent state. Backends bind the buffers once at load
+``action_mask`` input, checks the outcome, and carries the recurrent state. The outcome check:
+NaN or inf logits (a finite observation can overflow the model, e.g. 3e38) raise KdxError, and
+a graph action the mask forbids or out of range (the graph's ``Where(mask, logits, -1e9)`` loses
+to legal logits below -1e9) is replaced by the masked argmax of the logits: an illegal action is
+never returned. Backends bind the buffers once at load
 (IOBinding, device pointers) so the per-call path does no allocation.
 """
 
@@ -25,9 +29,12 @@ import numpy as np
 
 from kdx.errors import KdxError
 from kdx.runtime.manifest import AgentEntry, FileEntry
+from kdx.runtime.onnx_external import ONNX_FILE_KINDS, check_no_external_data
 
 _INF = math.inf
 _isfinite = math.isfinite
+_sum = sum
+_FEW_ACTIONS = 20  # up to here a Python sum of the logits costs less than a numpy dot (measured)
 _F32 = np.dtype(np.float32)  # identity check first: the common case costs one comparison
 _FLOAT_OBS = (_F32, np.dtype(np.float64))
 
@@ -60,6 +67,14 @@ class Backend(ABC):
         return None
 
     @classmethod
+    def install_hint_for(cls, agent: AgentEntry) -> str | None:
+        """What to install so that this backend runs ``agent`` here, e.g. ``onnxruntime (pip
+        install 'kdx[runtime]')``; None if nothing is missing or nothing would help."""
+        if agent.file_of_kind(*cls.file_kinds) is None or cls.unavailable_reason() is None:
+            return None
+        return f"{cls.library} ({cls.install_hint})"
+
+    @classmethod
     def unsupported_reason(cls, agent: AgentEntry) -> str | None:
         """``None`` if this backend can run ``agent`` from its listed files, else why not."""
         if agent.file_of_kind(*cls.file_kinds) is None:
@@ -86,6 +101,11 @@ class Backend(ABC):
             self.obs_buf[0, agent.obs_dim + agent.id_index] = 1.0
         self._obs_view = self.obs_buf[0, : agent.obs_dim]
         self._ones = np.ones(agent.obs_dim, dtype=np.float32)
+        self._logits_row = self.logits_buf[0]
+        self._logits_list = self._logits_row.tolist
+        self._ones_actions = np.ones(n, dtype=np.float32)
+        self._n_actions = n
+        self._few_actions = n <= _FEW_ACTIONS
         self._mask_view = self.mask_buf[0]
         self._obs_shapes = ((agent.obs_dim,), (1, agent.obs_dim))
         self._mask_shapes = ((n,), (1, n))
@@ -112,12 +132,16 @@ class Backend(ABC):
         return entry, self.bundle_dir / entry.path
 
     def read_model(self) -> tuple[FileEntry, Path, bytes]:
-        """The model file's entry, path and bytes; an unreadable file is a KdxError naming it."""
+        """The model file's entry, path and bytes; an unreadable file, or an ONNX model with
+        external data (outside the bundle), is a KdxError naming it."""
         entry, path = self.model_file()
         try:
-            return entry, path, path.read_bytes()
+            data = path.read_bytes()
         except OSError as exc:
             raise KdxError(f"{path}: cannot be read ({exc.strerror})") from None
+        if entry.kind in ONNX_FILE_KINDS:
+            check_no_external_data(data, str(path))
+        return entry, path, data
 
     def _check_buffers(self) -> None:
         a = self.agent
@@ -159,14 +183,25 @@ class Backend(ABC):
                 self._mask_view.fill(True)
                 self._mask_all_true = True
             action = self._infer_impl()
+            if not 0 <= action < self._n_actions:  # a graph's action is trusted no further
+                action = self._masked_argmax(self._logits_row)
         else:
             self._set_mask(mask)
             action = self._infer_impl()
-            if not self._mask_in_graph:
-                action = self._masked_argmax(self.logits_buf[0])
+            if not self._mask_in_graph or not (0 <= action < self._n_actions and self._mask_view[action]):
+                action = self._masked_argmax(self._logits_row)
+        # Python sums few float32 logits in double precision, cheaper than a numpy call: finite
+        # exactly when every logit is (NaN and inf propagate, nothing overflows).
+        if not (_isfinite(_sum(self._logits_list())) if self._few_actions else self._many_logits_finite()):
+            raise self._nonfinite_logits_error()
         if self.h_in is not None:
             np.copyto(self.h_in, self.h_out)
         return action
+
+    def _many_logits_finite(self) -> bool:
+        """True if no logit of the last decision is NaN or inf (many actions: one numpy dot, as
+        for the observation, with the exact check if it fires)."""
+        return _isfinite(self._logits_row.dot(self._ones_actions)) or bool(np.isfinite(self._logits_row).all())
 
     def _set_mask(self, mask: np.ndarray) -> None:
         if not isinstance(mask, np.ndarray) or mask.shape not in self._mask_shapes \
@@ -197,6 +232,12 @@ class Backend(ABC):
     def _nonfinite_error(self) -> KdxError:
         return KdxError(f"agent {self.agent.name!r}: observation contains NaN or inf (or "
                         "float64 values beyond the float32 range)")
+
+    def _nonfinite_logits_error(self) -> KdxError:
+        largest = float(np.abs(self._obs_view).max())
+        return KdxError(f"agent {self.agent.name!r}: the model's logits are NaN or inf for this "
+                        f"observation (largest |value| {largest:.3g}): no action is safe to take; "
+                        "check the observation's scale (the model was trained on normalised inputs)")
 
     def logits(self) -> np.ndarray:
         """A copy of the logits of the last decision, float32 [n_actions]."""

@@ -55,6 +55,13 @@ class NumpyBackend(Backend):
                     "installed to read its ONNX graph")
         return None
 
+    @classmethod
+    def install_hint_for(cls, agent: AgentEntry) -> str | None:
+        if agent.file_of_kind("npz") is None and agent.file_of_kind("onnx", "onnx-dynamic") is not None \
+                and not _onnx_importable():
+            return "onnx (pip install onnx; the numpy backend then interprets the ONNX graph, slowly)"
+        return None
+
     def _load(self) -> None:
         reason = self.unsupported_reason(self.agent)
         if reason:
@@ -106,6 +113,11 @@ class NumpyBackend(Backend):
         if missing:
             raise KdxError(f"{path}: graph inputs {self._graph.input_names} do not match the "
                            f"manifest's {list(self._feeds)}")
+        out = self.agent.outputs
+        wanted = [n for n in (out.logits, out.action, out.h_out) if n is not None]
+        if not set(wanted) <= set(self._graph.output_names):
+            raise KdxError(f"{path}: graph outputs {self._graph.output_names} lack some of the "
+                           f"manifest's {wanted}")
 
     def _infer_impl(self) -> int:
         if self._graph is None:
@@ -115,10 +127,14 @@ class NumpyBackend(Backend):
             return self._masked_argmax(logits)
         outputs = self._graph.run(self._feeds)
         out = self.agent.outputs
-        np.copyto(self.logits_buf, np.asarray(outputs[out.logits], dtype=np.float32).reshape(1, -1))
-        if out.h_out is not None:
-            np.copyto(self.h_out, np.asarray(outputs[out.h_out], dtype=np.float32).reshape(self.h_out.shape))
-        return int(np.asarray(outputs[out.action]).reshape(-1)[0])
+        try:
+            np.copyto(self.logits_buf, np.asarray(outputs[out.logits], dtype=np.float32).reshape(1, -1))
+            if out.h_out is not None:
+                np.copyto(self.h_out, np.asarray(outputs[out.h_out], dtype=np.float32).reshape(self.h_out.shape))
+            return int(np.asarray(outputs[out.action]).reshape(-1)[0])
+        except (ValueError, TypeError, IndexError) as exc:
+            raise KdxError(f"{self._graph.source}: the graph's outputs do not have the manifest's "
+                           f"shapes ({exc})") from None
 
     def _compile_infer(self, program: MlpProgram) -> Callable[..., int]:
         """:meth:`Backend.infer` specialised to ``program``: the same checks and errors, every
@@ -142,9 +158,10 @@ class NumpyBackend(Backend):
             # As Backend.infer: NaN and inf propagate into the sum (inf - inf is NaN).
             probe = np.zeros((), dtype=np.float32)
             first_function, first_args, remaining = obs_view.dot, (self._ones, probe), ops
-        if self.h_in is not None:  # carry the recurrent state, as Backend.infer does
-            remaining = (*remaining, (copyto, (self.h_in, self.h_out)))
+        h_in, h_out = self.h_in, self.h_out
         probe_item = probe.item
+        logit_of, masked_logit_of = program.logits.item, self._masked_logits.item
+        nonfinite_logits = self._nonfinite_logits_error
         logits_argmax = program.logits.argmax
         masked_argmax, set_mask = self._masked_argmax, self._set_mask
         logits, mask_view = program.logits, self._mask_view
@@ -175,8 +192,20 @@ class NumpyBackend(Backend):
             for function, args in remaining:
                 function(*args)
             if mask is None:
-                return int(logits_argmax())
-            return masked_argmax(logits)
+                action = int(logits_argmax())
+                chosen = logit_of(action)
+            else:
+                action = masked_argmax(logits)
+                chosen = masked_logit_of(action)  # -inf if illegal: every legal logit was -inf
+            # The outcome check of Backend.infer, cheaper: numpy's argmax returns the first NaN
+            # (and +inf beats every finite logit), so a finite chosen logit means no NaN or +inf
+            # among the logits the decision considered, and a legal action. Before the
+            # recurrent state moves.
+            if not isfinite(chosen):
+                raise nonfinite_logits()
+            if h_in is not None:
+                copyto(h_in, h_out)
+            return action
 
         infer.__doc__ = Backend.infer.__doc__
         return infer

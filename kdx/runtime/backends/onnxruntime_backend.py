@@ -103,5 +103,8 @@ class OnnxRuntimeBackend(Backend):
             self.h_out.fill(0.0)
 
     def _infer_impl(self) -> int:
-        self._run()
+        try:
+            self._run()
+        except Exception as exc:  # onnxruntime's own exception types (a shape or allocation failure)
+            raise KdxError(f"{self.source}: onnxruntime failed on this observation ({exc})") from None
         return self.action_buf.item()
