@@ -3,6 +3,7 @@ and the entry point that turns user errors into one clear line (torch-free: the 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from collections.abc import Iterable, Mapping
@@ -76,6 +77,22 @@ def _print_error(message: str) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
+# Errors of the file system that a user causes and fixes (permissions, a full disk, a file where a
+# folder belongs): one message instead of a traceback. Writes are atomic, so nothing is half-written.
+_DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def disk_error_message(exc: OSError) -> str:
+    """One line naming the path, what the system said, and the fix."""
+    where = exc.filename or "a file"
+    fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+           errno.EROFS: "choose a writable folder", errno.EACCES: "choose a folder you may write to",
+           errno.EPERM: "choose a folder you may write to"}.get(exc.errno, "choose another path")
+    return (f"cannot write {where}: {exc.strerror or exc}; {fix} and run the command again "
+            "(completed files are intact: kdx writes each file under a temporary name first)")
+
+
 def run_app(app: typer.Typer, argv: list[str] | None = None,
             retired: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Run a typer app as a console script: ``KdxError`` prints one message and exits with 2.
@@ -93,6 +110,11 @@ def run_app(app: typer.Typer, argv: list[str] | None = None,
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        _print_error(disk_error_message(exc))
+        sys.exit(2)
     except usage_error_types() as exc:
         message = retired_option_message(exc, retired or {})
         if message is not None:

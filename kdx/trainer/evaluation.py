@@ -15,6 +15,7 @@ from kdx.devices.cost import COST_RULE
 from kdx.fileio import atomic_write_text
 from kdx.layout import RunLayout
 from kdx.trainer.common.evaluate import EVAL_SEED, Policy, evaluate_policies
+from kdx.trainer.common.loop_config import check_torch_device
 from kdx.trainer.distill.costs import run_costs
 from kdx.trainer.distill.evaluate import MODES, StudentTeamPolicy, retention
 from kdx.trainer.distill.store import load_students
@@ -27,6 +28,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED
     """Evaluate a run's teacher (greedy and sampled), its students if distilled, ``extra_policies``
     and the references on the same seeds on ``torch_device``; write ``RUN/eval.json`` atomically and
     return its content."""
+    check_torch_device(torch_device)
     layout = RunLayout(Path(run_dir))
     teacher = load_teacher(layout.run, device=torch_device)
     students = load_students(layout.run, torch_device) if layout.students.config.is_file() else None

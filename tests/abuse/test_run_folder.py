@@ -122,3 +122,25 @@ def test_tensorboard_shows_each_update_once_after_a_resume(tmp_path):
     events.Reload()
     steps = [e.step for e in events.Scalars("teacher/policy_loss")]
     assert steps == sorted(set(steps)) and len(steps) == 6
+
+
+@pytest.mark.parametrize("name", ["cuda9", "gpu", "cuda:99", "meta"])
+def test_a_torch_device_that_is_not_here_is_a_clear_error(tmp_path, name):
+    with pytest.raises(KdxError, match="--torch-device"):
+        train(tmp_path / "run", replace(TINY, torch_device=name), show_progress=False)
+    with pytest.raises(KdxError, match="--torch-device"):
+        DistillConfig(torch_device=name).validate()
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unwritable_place_is_one_line_not_a_traceback(tmp_path, capsys):
+    from kdx.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    with pytest.raises(SystemExit) as exit_info:  # a folder is needed where a file stands
+        main(["train", "--out", str(blocker / "run"), "--steps", "400", "--num-envs", "8", "--rollout-length", "5",
+              "--quiet"])
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "cannot write" in err and str(blocker) in err and "Traceback" not in err

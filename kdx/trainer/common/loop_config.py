@@ -87,11 +87,16 @@ class LoopConfig:
                 f"--minibatches {self.minibatches} does not divide --num-envs {self.num_envs}: "
                 "minibatches split the rollout by environment; pick a divisor of num_envs"
             )
+        self.check_torch_device()
         if self.total_steps < self.steps_per_update:
             raise KdxError(
                 f"--total-steps {self.total_steps} is less than one rollout "
                 f"(num_envs x rollout_length = {self.steps_per_update}); raise it or shrink the rollout"
             )
+
+    def check_torch_device(self) -> None:
+        """``--torch-device`` names a device torch has here; ``KdxError`` with the choices otherwise."""
+        check_torch_device(self.torch_device)
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
@@ -108,3 +113,24 @@ class LoopConfig:
         hints = typing.get_type_hints(cls)
         return cls(**{k: tuple(v) if hints[k] == tuple[str, ...] and isinstance(v, list) else v
                       for k, v in data.items()})
+
+
+def check_torch_device(name: str) -> None:
+    """``KdxError`` unless ``name`` is a torch device usable here (cpu, cuda, cuda:N, mps)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise KdxError(f"--torch-device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise KdxError(f"--torch-device {name}: this torch has no CUDA device here; use --torch-device cpu")
+        if device.index is not None and device.index >= count:
+            raise KdxError(f"--torch-device {name}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise KdxError(f"--torch-device {name}: MPS is not available here; use --torch-device cpu")
+    elif device.type != "cpu":
+        raise KdxError(f"--torch-device {name}: kdx trains on cpu, cuda or mps")
