@@ -3,6 +3,7 @@
 import json
 
 from kdx.demo import STAGES, DemoConfig, run_demo
+from kdx.layout import RunLayout
 
 
 def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path):
@@ -19,12 +20,12 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path):
     outcomes = run_demo(cfg)
     assert list(outcomes) == list(STAGES)
     assert all(o["outcome"] == "ok" for o in outcomes.values()), outcomes
-    evaluation = json.loads((out / "eval.json").read_text())
+    evaluation = json.loads(RunLayout(out).eval_json.read_text())
     assert "students" in evaluation
     for target in cfg.targets:
-        assert (out / "bundles" / target / "manifest.json").exists()
-        assert (out / "bundles" / f"{target}.tar.gz").exists()
-    assert json.loads((out / "devices" / "this-host.json").read_text())
-    html = (out / "report.html").read_text()
+        assert (RunLayout(out).bundle(target) / "manifest.json").exists()
+        assert RunLayout(out).bundle_archive(target).exists()
+    assert json.loads((RunLayout(out).devices / "this-host.json").read_text())
+    html = RunLayout(out).report_html.read_text()
     assert "data:image/png;base64" in html
-    assert (out / "report.md").exists()
+    assert RunLayout(out).report_md.exists()

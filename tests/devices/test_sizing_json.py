@@ -19,6 +19,7 @@ from kdx.devices.sizing import (
     write_sizing_json,
 )
 from kdx.errors import KdxError
+from kdx.layout import RunLayout
 
 AGENTS = [("speaker_0", 3, 3), ("listener_0", 11, 5), ("agent_2", 80, 14)]
 
@@ -30,7 +31,7 @@ def _rows():
 
 def test_round_trip(tmp_path):
     rows = _rows()
-    path = write_sizing_json(tmp_path / "run" / "students" / "sizing.json", rows, PROFILES["rpi5"])
+    path = write_sizing_json(RunLayout(tmp_path / "run").students.sizing, rows, PROFILES["rpi5"])
     assert path.is_file()
     assert read_sizing_json(path) == rows == read_stored_sizing(path)
     doc = json.loads(path.read_text())

@@ -18,6 +18,7 @@ from kdx.export.bundle import ExportConfig, export_bundle
 from kdx.export.calib import CalibData
 from kdx.export.onnx_export import read_metadata
 from kdx.fileio import sha256_file
+from kdx.layout import RunLayout
 from kdx.runtime.bundle import Bundle, verify_files
 from kdx.runtime.manifest import Manifest, load_manifest
 
@@ -80,7 +81,7 @@ def test_parity_json_and_checkpoint_metadata(rpi_export, spread_students) -> Non
     assert {f"teacher/{e.name}.{e.precision}.onnx" for e in rpi_export.manifest.teacher} <= shipped
     run = rpi_export.bundle_dir.parent.parent
     meta = read_metadata(rpi_export.bundle_dir / "agent_0.int8.onnx")
-    assert meta["checkpoint_sha256"] == sha256_file(run / "students" / "agent_0.safetensors")
+    assert meta["checkpoint_sha256"] == sha256_file(RunLayout(run).students.weights("agent_0"))
     assert meta["precision"] == "int8" and meta["agent"] == "agent_0"
 
 
@@ -159,7 +160,7 @@ def test_failure_mid_export_leaves_nothing(spread_run: Path, monkeypatch) -> Non
     with pytest.raises(RuntimeError, match="injected"):
         export_bundle(ExportConfig(spread_run, "jetson", include_teacher=False))
     assert len(calls) == 3
-    bundles = spread_run / "bundles"
+    bundles = RunLayout(spread_run).bundles
     assert list(bundles.iterdir()) == []
 
 
@@ -174,7 +175,7 @@ def test_failure_keeps_the_previous_bundle(spread_run: Path, monkeypatch) -> Non
     with pytest.raises(RuntimeError):
         export_bundle(ExportConfig(spread_run, "x86", include_teacher=False, force=True))
     assert (first.bundle_dir / "manifest.json").read_bytes() == manifest_before
-    assert sorted(p.name for p in (spread_run / "bundles").iterdir()) == ["x86", "x86.tar.gz"]
+    assert sorted(p.name for p in RunLayout(spread_run).bundles.iterdir()) == ["x86", "x86.tar.gz"]
 
 
 def test_jetson_bundle_has_the_trtexec_script(spread_run: Path) -> None:
@@ -196,20 +197,20 @@ def test_bad_input(tmp_path: Path, spread_run: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(KdxError, match="kdx distill"):
         export_bundle(ExportConfig(tmp_path / "empty", "x86"))
-    teacher_weights = spread_run / "teacher" / "weights.safetensors"
+    teacher_weights = RunLayout(spread_run).teacher.weights
     good = teacher_weights.read_bytes()
     teacher_weights.write_bytes(good[:64])
     with pytest.raises(KdxError, match="weights.safetensors is corrupt"):
         export_bundle(ExportConfig(spread_run, "x86"))
     teacher_weights.write_bytes(good)
-    weights = spread_run / "students" / "agent_1.safetensors"
+    weights = RunLayout(spread_run).students.weights("agent_1")
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(KdxError, match="agent_1.safetensors is corrupt"):
         export_bundle(ExportConfig(spread_run, "x86"))
     weights.unlink()
     with pytest.raises(KdxError, match="agent_1.safetensors is missing"):
         export_bundle(ExportConfig(spread_run, "x86"))
-    assert not (spread_run / "bundles").exists() or list((spread_run / "bundles").iterdir()) == []
+    assert not RunLayout(spread_run).bundles.exists() or list(RunLayout(spread_run).bundles.iterdir()) == []
 
 
 def test_cli_export_and_list_targets(spread_run: Path) -> None:
@@ -223,7 +224,7 @@ def test_cli_export_and_list_targets(spread_run: Path) -> None:
     out = runner.invoke(app, ["export", str(spread_run), "--target", "x86", "--no-teacher"])
     assert out.exit_code == 0, out.output
     assert "agent_2" in out.output and "100.00%" in out.output
-    assert (spread_run / "bundles" / "x86" / "manifest.json").is_file()
+    assert (RunLayout(spread_run).bundle("x86") / "manifest.json").is_file()
     again = runner.invoke(app, ["export", str(spread_run), "--target", "x86"])
     assert again.exit_code != 0 and "--force" in str(again.exception)
 
@@ -325,7 +326,7 @@ def test_leftovers_of_a_killed_export_are_cleaned(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     dead, alive = child.pid, os.getpid()
-    bundles = tmp_path / "bundles"
+    bundles = RunLayout(tmp_path).bundles
     for name in (f".tmp-rpi-{dead}-ab12", f".scratch-{dead}-cd34", f".tmp-rpi-{alive}-ef56",
                  f".old-x86-{dead}", f".old-jetson-{dead}", "jetson"):
         (bundles / name).mkdir(parents=True)

@@ -105,9 +105,9 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    devices = run / "devices"
+    devices = RunLayout(run).devices
     devices.mkdir()
-    bundle = Bundle.load(run / "bundles" / "rpi")
+    bundle = Bundle.load(RunLayout(run).bundle("rpi"))
     device_doc = bench_json(bench_bundle(bundle, iters=40, warmup=5), bundle)
     (devices / "rpi5.json").write_text(json.dumps(device_doc))
     (devices / "broken.json").write_text("{not json")
@@ -119,7 +119,7 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
 
     # costs: the one rule applied to the very networks of the run
     teacher, students = load_teacher(run), load_students(run)
-    eval_doc = json.loads((run / "eval.json").read_text())
+    eval_doc = json.loads(RunLayout(run).eval_json.read_text())
     for i, agent in enumerate(teacher.spec.agents):
         rows = _agent_table(md, agent.name)
         t_cost = module_cost(teacher.actor.agent_view(i, agent.n_actions, agent.obs_dim))
@@ -130,8 +130,8 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
         # ONNX sizes of both precisions, read from the files themselves
         for target in ("x86", "rpi"):
             # int8 falls back to fp32 per agent when it misses the parity bar: the manifest says which
-            entry = load_manifest(run / "bundles" / target).agent(agent.name)
-            size = (run / "bundles" / target / entry.file_of_kind("onnx").path).stat().st_size
+            entry = load_manifest(RunLayout(run).bundle(target)).agent(agent.name)
+            size = (RunLayout(run).bundle(target) / entry.file_of_kind("onnx").path).stat().st_size
             assert rows[f"ONNX size KiB ({target} bundle)"][1] == f"{fmt_kib(size)} ({entry.precision})"
         # host latency of both bundles and the device file, teacher and student
         latency_rows = [v for k, v in rows.items() if k.startswith("p50 / p99")]
@@ -186,7 +186,7 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
 
 def test_report_of_a_run_without_students_or_bundles(tiny_run, tmp_path):
     run = tmp_path / "teacher_only"
-    shutil.copytree(tiny_run / "teacher", run / "teacher")
+    shutil.copytree(RunLayout(tiny_run).teacher.root, RunLayout(run).teacher.root)
     paths = write_report(run, iters=ITERS)
     md = paths.markdown.read_text()
     missing = "\n".join(paths.missing)
@@ -212,8 +212,8 @@ def test_costs_are_counted_once_and_read_everywhere(tiny_run, tmp_path):
 
     sizing = RunLayout(tiny_run).students.sizing
     stored = {row["agent"]: row for row in json.loads(sizing.read_text())["agents"]}
-    evaluated = json.loads((tiny_run / "eval.json").read_text())["students"]["cost"]
-    bundle = tiny_run / "bundles" / "x86"
+    evaluated = json.loads(RunLayout(tiny_run).eval_json.read_text())["students"]["cost"]
+    bundle = RunLayout(tiny_run).bundle("x86")
     manifest = load_manifest(bundle)
     assert manifest.precision == "fp32"
     for role, entries, prefix in (("student", manifest.agents, ""), ("teacher", manifest.teacher, "teacher_")):
@@ -262,12 +262,12 @@ def test_cli_report_without_measuring_prints_the_table(tiny_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    (run / "report.md").unlink(missing_ok=True)
+    RunLayout(run).report_md.unlink(missing_ok=True)
     result = CliRunner().invoke(app, ["report", str(run), "--no-measure"])
     assert result.exit_code == 0, result.output
     assert "student fp32 (x86)" in result.output and "not measured" in result.output
     assert "host latency: not measured (--no-measure)" in result.output
-    assert (run / "report.md").is_file() and (run / "report.html").is_file()
+    assert RunLayout(run).report_md.is_file() and RunLayout(run).report_html.is_file()
     # the console table is available on its own, from the same data
     from rich.console import Console
 
@@ -281,7 +281,7 @@ def test_cli_report_without_measuring_prints_the_table(tiny_run, tmp_path):
 def test_a_corrupt_bundle_is_reported_and_the_others_measured(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    with open(run / "bundles" / "rpi" / "agent_0.npz", "ab") as handle:
+    with open(RunLayout(run).bundle("rpi") / "agent_0.npz", "ab") as handle:
         handle.write(b"tampered")
     paths = write_report(run, iters=ITERS, warmup=10)
     assert [s.bundle["target"] for s in paths.data.host] == ["x86"]

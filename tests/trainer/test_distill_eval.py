@@ -24,7 +24,7 @@ def test_eval_json_compares_teacher_and_students_on_cost_and_score(tmp_path):
     distill(tmp_path, DistillConfig(total_steps=16 * 4 * 2, students=("a0=8", "a1=8"), **TOY), show_progress=False)
     result = evaluate_run(tmp_path, episodes=12)
     assert set(result["policies"]) >= {"teacher_greedy", "teacher_sampled", "students_greedy", "students_sampled", "random"}
-    assert json.loads((tmp_path / "eval.json").read_text())["students"] == result["students"]
+    assert json.loads(RunLayout(tmp_path).eval_json.read_text())["students"] == result["students"]
     cost = result["students"]["cost"]["a0"]
     # MACs = weight multiply-adds, no bias adds (COST_RULE). Student 3->8->3; teacher 7->32->32->4.
     assert cost["student_macs"] == 3 * 8 + 8 * 3
@@ -81,4 +81,24 @@ def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys, mon
     assert run_kdx(["evaluate", str(tmp_path), "--episodes", "4"]) == 0
     out = capsys.readouterr().out
     assert "students_greedy" in out and "retention" in out and "MACs ratio" in out
-    assert "cost" in json.loads((tmp_path / "eval.json").read_text())["students"]
+    assert "cost" in json.loads(RunLayout(tmp_path).eval_json.read_text())["students"]
+
+
+def test_evaluate_loads_each_model_once_and_writes_eval_json_once(tmp_path, monkeypatch):
+    """Spies count the calls; the real loaders and writer still do the work."""
+    import kdx.trainer.evaluation as evaluation
+
+    make_teacher_run(tmp_path)
+    distill(tmp_path, DistillConfig(total_steps=16 * 4 * 2, **TOY), show_progress=False)
+    calls: dict[str, list] = {"load_teacher": [], "load_students": [], "atomic_write_text": []}
+    for name in calls:
+        real = getattr(evaluation, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls[_name].append(args[0])
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(evaluation, name, spy)
+    evaluate_run(tmp_path, episodes=4)
+    assert [len(v) for v in calls.values()] == [1, 1, 1]
+    assert calls["atomic_write_text"] == [RunLayout(tmp_path).eval_json]

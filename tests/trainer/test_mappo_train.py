@@ -71,7 +71,7 @@ def test_existing_run_is_never_overwritten_and_bad_input_fails_before_work(tmp_p
     assert RunLayout(tmp_path / "run").teacher.metrics.read_text() == before
     with pytest.raises(KdxError, match="unknown environment"):
         train(tmp_path / "other", replace(config, env="nope/nothing"), show_progress=False)
-    assert not (tmp_path / "other" / "teacher").exists()
+    assert not RunLayout(tmp_path / "other").teacher.root.exists()
     with pytest.raises(KdxError, match="--lr must be positive"):
         train(tmp_path / "other2", replace(config, lr=-1.0), show_progress=False)
     assert not (tmp_path / "other2").exists()

@@ -9,6 +9,7 @@ import pytest
 
 from kdx.cli import main
 from kdx.errors import KdxError
+from kdx.layout import RunLayout
 from kdx.trainer.distill.config import DistillConfig
 from kdx.trainer.sweep import (
     ABLATIONS,
@@ -48,9 +49,9 @@ def test_sweep_runs_every_job_and_writes_one_summary(teacher_run, capsys):
     assert all(r["status"] == "ok" for r in rows), rows
     for r in rows:
         job_dir = out / r["job"]
-        saved = json.loads((job_dir / "students" / "config.json").read_text())["distill"]
+        saved = json.loads(RunLayout(job_dir).students.config.read_text())["distill"]
         assert saved["profile"] == r["profile"] and saved["total_steps"] == 128 and saved["num_envs"] == 16
-        evaluation = json.loads((job_dir / "eval.json").read_text())
+        evaluation = json.loads(RunLayout(job_dir).eval_json.read_text())
         assert evaluation["episodes"] == 3 and "students_greedy" in evaluation["policies"]
         assert r["student_macs"] == sum(c["student_macs"] for c in evaluation["students"]["cost"].values()) > 0
         assert r["mac_ratio"] == pytest.approx(r["teacher_macs"] / r["student_macs"])

@@ -10,6 +10,7 @@ import torch
 
 from kdx.cli import main
 from kdx.envs.registry import available, make
+from kdx.layout import RunLayout
 from kdx.trainer.common.evaluate import (
     RandomPolicy,
     ScriptedPolicy,
@@ -88,7 +89,7 @@ def test_evaluate_cli_writes_eval_json_with_win_rates(tmp_path, capsys):
                            lr=3e-3, threads=1)
     train(tmp_path / "run", config, show_progress=False)
     result = evaluate_run(tmp_path / "run", episodes=40)
-    on_disk = json.loads((tmp_path / "run" / "eval.json").read_text())
+    on_disk = json.loads(RunLayout(tmp_path / "run").eval_json.read_text())
     assert on_disk == json.loads(json.dumps(result))
     pol = on_disk["policies"]
     assert set(pol) == {"teacher_greedy", "teacher_sampled", "random"}
@@ -134,7 +135,7 @@ def test_train_cli_refuses_bad_input_and_existing_runs(tmp_path, capsys):
             main(base + ["--out", run] + extra)
         assert exc.value.code == 2
         assert message in _err(capsys)
-    assert not (tmp_path / "run" / "teacher").exists()
+    assert not RunLayout(tmp_path / "run").teacher.root.exists()
     _succeeds(base + ["--out", run])
     assert len(read_metrics(run)) == 2
     with pytest.raises(SystemExit) as exc:
