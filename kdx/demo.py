@@ -103,9 +103,11 @@ def stage_train(cfg: DemoConfig) -> None:
 
 
 def stage_distill(cfg: DemoConfig) -> None:
-    args = ["distill", str(cfg.out), "--profile", cfg.profile, "--steps", str(cfg.distill_steps)]
+    args = ["distill", str(cfg.out), "--steps", str(cfg.distill_steps)]
     if RunLayout(cfg.out).students.config.exists():
-        args.append("--resume")
+        args.append("--resume")  # the saved config (and its profile) carries on
+    else:
+        args += ["--profile", cfg.profile]
     _invoke("kdx", args)
 
 

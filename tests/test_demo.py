@@ -29,3 +29,7 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path):
     html = RunLayout(out).report_html.read_text()
     assert "data:image/png;base64" in html
     assert RunLayout(out).report_md.exists()
+    # a second demo resumes the finished stages (README: "A second `make demo` resumes")
+    again = run_demo(cfg)
+    assert all(o["outcome"] == "ok" for o in again.values()), again
+    assert json.loads(RunLayout(out).eval_json.read_text())["students"] == evaluation["students"]

@@ -74,8 +74,12 @@ def test_cli_distill_writes_students_and_reports_bad_input(tmp_path, capsys, mon
     assert "students for rpi4" in out and "a1" in out  # the sizing table
     saved = json.loads(RunLayout(tmp_path).students.config.read_text())
     assert saved["distill"]["w_rel"] == 0.0 and saved["agents"]["a1"]["hidden"] == [16, 16]
-    assert run_kdx(["distill", str(tmp_path), "--resume", "--steps", "128", "--quiet"]) == 0
-    lines = (tmp_path / "students/metrics.jsonl").read_text().splitlines()
+    # resuming with the same profile and students is what a second `make demo` does; another profile is refused
+    assert run_kdx(["distill", str(tmp_path), "--resume", "--profile", "rpi5", "--quiet"]) == 2
+    assert "--resume continues with the saved config" in " ".join(capsys.readouterr().err.split())
+    assert run_kdx(["distill", str(tmp_path), "--resume", "--profile", "rpi4", "--student", "a1=16x16",
+                    "--steps", "128", "--quiet"]) == 0
+    lines = RunLayout(tmp_path).students.metrics.read_text().splitlines()
     assert json.loads(lines[-1])["env_steps"] == 128
     capsys.readouterr()
     assert run_kdx(["evaluate", str(tmp_path), "--episodes", "4"]) == 0

@@ -38,7 +38,13 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, re
     console = Console()
     given = {k: v for k, v in options.items() if v is not None}
     if resume:
-        extra = sorted(set(given) - {"steps"}) + (["profile"] if profile else []) + (["student"] if student else [])
+        from kdx.trainer.distill.store import read_students_config, students_profile
+
+        saved = read_students_config(run)
+        same_profile = profile is None or profile == students_profile(saved)["name"]
+        same_students = not student or tuple(student) == tuple(saved["distill"].get("students", ()))
+        extra = (sorted(set(given) - {"steps"}) + ([] if same_profile else ["profile"])
+                 + ([] if same_students else ["student"]))
         if extra:
             raise KdxError(f"--resume continues with the saved config; only --steps may change (got {extra}). "
                            "Start over (delete RUN/students) to change other settings.")
