@@ -167,6 +167,17 @@ class CheckpointStore:
             remove_path(path)
         return removed
 
+    def resume_point(self, resume: bool) -> Checkpoint | None:
+        """What a stage continues from: the newest checkpoint when ``resume`` is asked and one
+        exists; None for a fresh start, and for a run stopped before its first checkpoint (it
+        restarts from scratch: there is nothing to lose)."""
+        if not resume:
+            return None
+        if not self.complete():
+            self.remove_stale_temps()
+            return None
+        return self.load_newest()
+
     def load_newest(self) -> Checkpoint:
         """The newest readable checkpoint, after removing stale temps; ``KdxError`` when there is none."""
         self.remove_stale_temps()

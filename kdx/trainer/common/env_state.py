@@ -74,3 +74,10 @@ def restore_loop_state(env: BatchedEnv, state: dict[str, torch.Tensor], generato
     for name, generator in generators.items():
         generator.set_state(state[f"rng.{name}"])
     return step, state[hidden_key].to(env.device) if hidden_key in state else None
+
+
+def loop_generators(device: torch.device, sample_seed: int, minibatch_seed: int) -> dict[str, torch.Generator]:
+    """The loop's own random streams: action sampling (on ``device``) and minibatch shuffling (CPU);
+    saved and restored with the rest of the loop state."""
+    return {"sample": torch.Generator(device=device).manual_seed(sample_seed),
+            "minibatch": torch.Generator().manual_seed(minibatch_seed)}

@@ -42,7 +42,7 @@ from kdx.trainer.common.checkpoints import (
     module_tensors,
     optimizer_tensors,
 )
-from kdx.trainer.common.env_state import loop_state_tensors, restore_loop_state
+from kdx.trainer.common.env_state import loop_generators, loop_state_tensors, restore_loop_state
 from kdx.trainer.common.gae import gae_advantages
 from kdx.trainer.common.metrics_log import mean_or_none, read_metrics_file
 from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss
@@ -232,16 +232,12 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
     students, heads = list(students_by_name.values()), list(heads_by_name.values())
     params = [p for m in (*students, *heads) for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps)
-    sample_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    minibatch_gen = torch.Generator().manual_seed(config.seed + 2)
-    generators = {"sample": sample_gen, "minibatch": minibatch_gen}
+    generators = loop_generators(device, config.seed + 1, config.seed + 2)
+    sample_gen, minibatch_gen = generators["sample"], generators["minibatch"]
 
     store = checkpoint_store(paths)
-    if resume and not store.complete():  # killed before its first checkpoint: nothing to lose
-        store.remove_stale_temps()
-        resume = False
-    if resume:
-        ckpt = store.load_newest()
+    ckpt = store.resume_point(resume)
+    if ckpt is not None:
         load_module_tensors(students_by_name, ckpt.weights, ckpt.path, prefix="student.")
         load_module_tensors(dict(heads_by_name), ckpt.weights, ckpt.path, prefix="head.")
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)

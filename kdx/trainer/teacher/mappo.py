@@ -24,7 +24,7 @@ from kdx.envs.registry import make
 from kdx.errors import KdxError
 from kdx.layout import RunLayout, TeacherFolder
 from kdx.trainer.common.checkpoints import load_optimizer_tensors, optimizer_tensors
-from kdx.trainer.common.env_state import loop_state_tensors, restore_loop_state
+from kdx.trainer.common.env_state import loop_generators, loop_state_tensors, restore_loop_state
 from kdx.trainer.common.episodes import reset_ended
 from kdx.trainer.common.gae import gae_advantages
 from kdx.trainer.common.metrics_log import mean_or_none, read_metrics_file
@@ -162,17 +162,13 @@ def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, tota
          {"params": teacher.critic.parameters(), "lr": config.effective_critic_lr}],
         eps=config.adam_eps,
     )
-    sample_gen = torch.Generator(device=device).manual_seed(dp.gen_seed(config.seed + 1))
-    minibatch_gen = torch.Generator().manual_seed(dp.gen_seed(config.seed + 2))
-    generators = {"sample": sample_gen, "minibatch": minibatch_gen}
+    generators = loop_generators(device, dp.gen_seed(config.seed + 1), dp.gen_seed(config.seed + 2))
+    sample_gen, minibatch_gen = generators["sample"], generators["minibatch"]
 
     # ---- fresh start or resume at a rollout boundary
     store = checkpoint_store(paths)
-    if resume and not store.complete():  # killed before its first checkpoint: nothing to lose
-        store.remove_stale_temps()
-        resume = False
-    if resume:
-        ckpt = store.load_newest()
+    ckpt = store.resume_point(resume)
+    if ckpt is not None:
         load_teacher_tensors(teacher, ckpt.weights, ckpt.path)
         load_optimizer_tensors(optimizer, ckpt.optimizer, ckpt.optimizer_meta)
         state = dp.rank_state(ckpt.state, ckpt.progress)  # this rank's env/RNG state
