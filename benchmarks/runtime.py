@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,7 @@ from kdx.runtime.bench import bench_policy, random_observations
 from kdx.runtime.bundle import AUTO, Bundle
 from kdx.runtime.profiler import LatencyStats, current_rss_mib, device_info, time_calls
 from kdx.runtime.protocol import Client
-from kdx.runtime.testing import make_test_bundle
+from kdx.runtime.testing import make_test_bundle, start_serve_process
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -100,19 +98,11 @@ def serve_round_trip(bundle_dir: Path, iters: int, warmup: int, backend: str, sp
     is both the server's ``--spin-us`` and the client's receive spin; ``unix``: serve on that
     Unix domain socket instead of TCP loopback."""
     transport = ["--unix", str(unix)] if unix is not None else ["--port", "0"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kdx.runtime.cli", "serve", str(bundle_dir), "--agent", "agent_0",
-         *transport, "--backend", backend, "--spin-us", str(spin_us)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, address = start_serve_process(bundle_dir, "agent_0", *transport, "--backend", backend,
+                                           "--spin-us", str(spin_us), cwd=REPO)
     try:
-        line = process.stdout.readline()
-        match = re.search(r"on (?:unix:(\S+)|([\d.]+):(\d+)) protocol", line)
-        if not match:
-            raise RuntimeError(f"serve did not start: {line}{process.stderr.read()}")
         rows = list(random_observations(18))
         n = len(rows)
-        address = ({"unix_path": match.group(1)} if match.group(1)
-                   else {"host": match.group(2), "port": int(match.group(3))})
         with Client(**address, spin_us=spin_us) as client:
             act = client.act
             samples = time_calls(lambda i: act(rows[i % n]), iters, warmup)

@@ -74,6 +74,9 @@ _clock = time.perf_counter_ns
 # After a spin that received nothing, this many receives block before the next spin; doubled
 # after every further miss in a row, up to the max; reset by a spin that receives.
 _FIRST_BACKOFF, _MAX_BACKOFF = 16, 1024
+#: a reader's buffer until a larger message arrives (one page: an ACT is under 100 bytes for
+#: most policies, and an idle connection should not cost a MiB of resident memory)
+INITIAL_BUFFER_BYTES = 4096
 
 
 class ProtocolError(KdxError):
@@ -160,8 +163,9 @@ class MessageReader:
     never). ``frame_timeout_s``: once a message's first byte has arrived, the whole message must
     arrive within this long, else TimeoutError (None: only ``timeout_s`` per wait applies); a
     peer trickling bytes cannot hold the reader for longer.
-    ``max_payload``: the largest payload accepted (the buffer holds one header and one payload
-    of this size); a larger one is a fatal ProtocolError.
+    ``max_payload``: the largest payload accepted; a larger one is a fatal ProtocolError. The
+    buffer starts at INITIAL_BUFFER_BYTES and grows (doubling, at most one header and one payload
+    of ``max_payload``) when a message does not fit: see :attr:`buffer_bytes`.
     Counters: ``spin_receives`` (data came while spinning), ``spins_missed`` (the window passed
     in vain), ``blocking_receives`` (blocking waits).
     """
@@ -170,7 +174,7 @@ class MessageReader:
                  max_payload: int = MAX_PAYLOAD, frame_timeout_s: float | None = None) -> None:
         self._sock = sock
         self._max_payload = max_payload
-        self._buf = bytearray(HEADER_SIZE + max_payload)
+        self._buf = bytearray(min(INITIAL_BUFFER_BYTES, HEADER_SIZE + max_payload))
         self._view = memoryview(self._buf)
         self._start = self._end = 0
         spin_us = check_spin_us(spin_us)
@@ -185,6 +189,11 @@ class MessageReader:
         if (timeout_s is not None or frame_timeout_s is not None) and hasattr(select, "poll"):
             self._poller = select.poll()
             self._poller.register(sock, select.POLLIN)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """The receive buffer's current size in bytes."""
+        return len(self._buf)
 
     def read(self) -> tuple[int, memoryview] | None:
         """The next ``(code, payload)`` (the payload view is valid until the next read), or None
@@ -209,7 +218,13 @@ class MessageReader:
         while self._end - self._start < need:
             if self._start + need > len(self._buf):  # move the partial message to the front
                 n = self._end - self._start
-                self._buf[:n] = self._buf[self._start: self._end]
+                if need > len(self._buf):  # into a larger buffer: a new one, since views of the
+                    # old one (the last payload returned) may still be held
+                    self._buf = bytearray(max(need, min(2 * len(self._buf), HEADER_SIZE + self._max_payload)))
+                    self._buf[:n] = self._view[self._start: self._end]
+                    self._view = memoryview(self._buf)
+                else:
+                    self._buf[:n] = self._buf[self._start: self._end]
                 self._start, self._end = 0, n
             wait_s = self._timeout_s
             if self._frame_ns and self._end > self._start:  # a message has begun

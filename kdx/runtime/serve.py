@@ -13,10 +13,10 @@ and ``serve`` options):
   is closed;
 * ``frame_timeout_s`` (5 s): once a request's first byte has arrived, the whole request must
   arrive within this long (a client trickling bytes, "slow loris", is closed);
-* ``max_connections`` (32; one thread and one 1 MiB buffer each): when they are all open, a new
-  connection closes the one that has gone longest without a complete request, if that was over
-  ``EVICT_AFTER_S`` (1 s) ago; otherwise (every connection busy) the new one is refused with an
-  error reply. An active control loop is never the longest idle, so idle or trickling clients
+* ``max_connections`` (32; one thread and one receive buffer each, 4 KiB until a larger request
+  arrives, at most 1 MiB): when they are all open, a new connection closes the one that has gone
+  longest without a complete request, if that was over ``EVICT_AFTER_S`` (1 s) ago; otherwise
+  (every connection busy) the new one is refused with an error reply. An active control loop is never the longest idle, so idle or trickling clients
   cannot lock it out.
 
 After each reply a connection spins (polls without blocking) for up to ``spin_us`` for the next
@@ -56,8 +56,8 @@ from kdx.runtime.protocol import (
 
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
 
-# One thread and one 1 MiB receive buffer per connection: bounded so a runaway client cannot
-# exhaust the device's memory.
+# One thread and one receive buffer (up to 1 MiB) per connection: bounded so a runaway client
+# cannot exhaust the device's memory.
 MAX_CONNECTIONS = 32
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 DEFAULT_FRAME_TIMEOUT_S = 5.0

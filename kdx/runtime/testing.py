@@ -258,6 +258,31 @@ def assert_served_like_local(client, local, rng: np.random.Generator, requests: 
         assert action == local.act(obs, mask) and mask[action]
 
 
+def start_serve_process(bundle_dir: str | Path, agent: str, *options: str,
+                        cwd: str | Path | None = None):
+    """Start ``kdx-runtime serve BUNDLE --agent AGENT *options`` in a subprocess (this Python) and
+    wait for its "serving ... on ADDRESS" line. Returns ``(process, address)``: ``address`` is
+    ``{"host": ..., "port": ...}`` or ``{"unix_path": ...}``, keyword arguments of
+    :class:`kdx.runtime.protocol.Client`. Pass ``--port 0`` (or ``--unix PATH``) among the
+    options; stop it with :func:`stop_serve_process`."""
+    import re
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kdx.runtime.cli", "serve", str(bundle_dir), "--agent", agent, *options],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    match = re.search(r"on (?:unix:(\S+)|([\d.]+):(\d+)) protocol", line)
+    if not match:
+        process.kill()
+        _, err = process.communicate(timeout=10)
+        raise RuntimeError(f"serve did not start: {line}{err}")
+    address = ({"unix_path": match.group(1)} if match.group(1)
+               else {"host": match.group(2), "port": int(match.group(3))})
+    return process, address
+
+
 def stop_serve_process(process) -> dict:
     """SIGTERM a ``kdx-runtime serve`` subprocess, check it exits cleanly, and return the
     statistics it prints on its way out."""

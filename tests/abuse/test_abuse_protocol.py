@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from kdx.runtime.protocol import (
     ACT_REPLY,
     HEADER_SIZE,
+    INITIAL_BUFFER_BYTES,
     MAX_PAYLOAD,
     OK,
     MessageReader,
@@ -84,3 +85,26 @@ def test_a_payload_over_the_readers_limit_is_fatal() -> None:
         with pytest.raises(ProtocolError, match="exceeds 32") as caught:
             MessageReader(left, timeout_s=5.0, max_payload=32).read()
     assert caught.value.fatal
+
+
+def test_the_buffer_stays_small_until_a_larger_message_arrives() -> None:
+    """An idle or ACT-only connection holds a page, not a MiB (before: HEADER_SIZE + MAX_PAYLOAD
+    per connection, resident); larger messages, up to MAX_PAYLOAD, grow it and arrive whole,
+    and a payload returned before the growth stays readable."""
+    sizes = [72, 5_000, 10, 70_000, MAX_PAYLOAD, 3]
+    messages = [(i, bytes([i]) * size) for i, size in enumerate(sizes)]
+    left, right = socket.socketpair()
+    with left, right:
+        writer = threading.Thread(target=_send_in_chunks, args=(
+            right, b"".join(encode(code, payload) for code, payload in messages), [3, 4_000, 90_000]))
+        writer.start()
+        reader = MessageReader(left, timeout_s=5.0)
+        assert reader.buffer_bytes == INITIAL_BUFFER_BYTES
+        first = reader.read()
+        assert reader.buffer_bytes == INITIAL_BUFFER_BYTES
+        received, held = [(first[0], bytes(first[1]))], first[1]
+        while (message := reader.read()) is not None:
+            received.append((message[0], bytes(message[1])))
+        writer.join()
+    assert received == messages and bytes(held) == messages[0][1]
+    assert reader.buffer_bytes == HEADER_SIZE + MAX_PAYLOAD
