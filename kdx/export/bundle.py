@@ -336,21 +336,22 @@ def export_bundle(config: ExportConfig, policies: RunPolicies | None = None,
                   log: Callable[[str], None] = lambda message: None) -> ExportResult:
     """Export ``config.run_dir`` for its target (see ``export_target``); see the module docstring.
 
-    Holds the run's writer lock throughout (a second writer gets an error naming it)."""
-    with config.layout.writing("kdx export"):
-        return _export_bundle(config, policies, log)
-
-
-def _export_bundle(config: ExportConfig, policies: RunPolicies | None,
-                   log: Callable[[str], None]) -> ExportResult:
+    Bad settings fail before anything is touched; then the run's writer lock is held throughout
+    (a second writer gets an error naming it)."""
     started = time.perf_counter()
-    target, precision = export_target(config)
     if config.calib_samples < MIN_PARITY_SAMPLES:
         raise KdxError(f"calib_samples must be >= {MIN_PARITY_SAMPLES} (parity is measured on as many "
                        "held-out observations)")
     if config.parity_seed == config.seed:
         raise KdxError(f"parity_seed must differ from seed ({config.seed}): parity is measured on held-out "
                        "rollouts")
+    with config.layout.writing("kdx export"):
+        return _export_bundle(config, policies, log, started)
+
+
+def _export_bundle(config: ExportConfig, policies: RunPolicies | None,
+                   log: Callable[[str], None], started: float) -> ExportResult:
+    target, precision = export_target(config)
     bundles = config.layout.bundles
     dest, tarball = config.layout.bundle(target.name), config.layout.bundle_archive(target.name)
     if (dest.exists() or tarball.exists()) and not config.force:
