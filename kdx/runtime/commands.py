@@ -261,6 +261,7 @@ def serve(
     idle_timeout_s: float = typer.Option(300.0, "--idle-timeout-s", min=0.0, help="Close a connection that sends no request for this long (0: never)."),
     frame_timeout_s: float = typer.Option(5.0, "--frame-timeout-s", min=0.0, help="A request must arrive whole within this long of its first byte, else its connection is closed (0: no limit)."),
     max_connections: int = typer.Option(32, "--max-connections", min=1, help="Connections served at once; at the cap a new one closes the longest idle (idle over 1 s), else is refused."),
+    pipelined_per_s: float = typer.Option(1000.0, "--pipelined-per-s", min=0.0, help="Decisions per second shared by requests sent before the previous reply was read (pipelining); request/reply clients are never throttled (0: no limit)."),
 ) -> None:
     """Serve one agent over TCP (protocol: kdx.runtime.protocol; float32 obs in, action out)."""
     from kdx.runtime.bundle import Bundle
@@ -272,7 +273,8 @@ def serve(
     policy = bundle.policy(agent, backend, role)
     server = PolicyServer(policy, host, port, _deadline(deadline_us, fallback_action), spin_us=spin_us,
                           unix_path=unix, idle_timeout_s=idle_timeout_s or None,
-                          frame_timeout_s=frame_timeout_s or None, max_connections=max_connections)
+                          frame_timeout_s=frame_timeout_s or None, max_connections=max_connections,
+                          pipelined_per_s=pipelined_per_s)
     console = _console()
     if unix is None and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"warning: listening on {host}: the protocol has no authentication", style="yellow")

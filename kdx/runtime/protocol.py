@@ -191,6 +191,12 @@ class MessageReader:
             self._poller.register(sock, select.POLLIN)
 
     @property
+    def backlog_bytes(self) -> int:
+        """Bytes received beyond the last message read: the peer sent its next request(s)
+        before reading the reply (pipelining)."""
+        return self._end - self._start
+
+    @property
     def buffer_bytes(self) -> int:
         """The receive buffer's current size in bytes."""
         return len(self._buf)

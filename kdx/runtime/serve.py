@@ -63,6 +63,36 @@ DEFAULT_IDLE_TIMEOUT_S = 300.0
 DEFAULT_FRAME_TIMEOUT_S = 5.0
 #: at the connection cap, only a connection without a complete request for this long is closed
 EVICT_AFTER_S = 1.0
+# Requests a client sends before reading the replies to earlier ones (pipelining) share this many
+# decisions per second over all connections; request/reply clients (a control loop waiting for its
+# action) are never throttled. Without the budget, a few pipelining connections saturate the CPU
+# and the request/reply clients' round trips grow to milliseconds (benchmarks/serve_abuse.py).
+DEFAULT_PIPELINED_PER_S = 1_000.0
+
+
+class PipelinedBudget:
+    """A token bucket shared by every connection's pipelined requests (thread-safe).
+
+    ``wait_s()`` takes one token and returns how long the caller must sleep first (0 when a
+    token was there). ``rate_per_s`` 0 or None: no limit.
+    """
+
+    def __init__(self, rate_per_s: float | None, burst: int = 64) -> None:
+        self.rate = float(rate_per_s or 0.0)
+        self.burst = float(burst)
+        self._tokens = self.burst
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait_s(self) -> float:
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 _clock = time.monotonic_ns
 
 
@@ -80,6 +110,8 @@ class ServerCounters:
     #: connections closed for idling or trickling (timeouts), or to make room for a new one
     timeouts: int = 0
     evictions: int = 0
+    #: pipelined requests that waited for the pipelining budget
+    pipelined_waits: int = 0
     #: requests that failed with an exception other than KdxError (a backend bug)
     internal_errors: int = 0
     #: receives of closed connections: during the spin, blocking, spin windows passed in vain
@@ -122,8 +154,12 @@ class PolicyServer:
                  unix_path: str | os.PathLike[str] | None = None,
                  idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S,
                  frame_timeout_s: float | None = DEFAULT_FRAME_TIMEOUT_S,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS,
+                 pipelined_per_s: float | None = DEFAULT_PIPELINED_PER_S) -> None:
         self.policy = policy
+        if pipelined_per_s is not None and not pipelined_per_s >= 0:
+            raise KdxError(f"pipelined requests per second must be >= 0 (0: no limit), got {pipelined_per_s!r}")
+        self.pipelined = PipelinedBudget(pipelined_per_s)
         self.spin_us = check_spin_us(spin_us)
         self.idle_timeout_s = check_timeout_s(idle_timeout_s, "idle timeout")
         self.frame_timeout_s = check_timeout_s(frame_timeout_s, "frame timeout")
@@ -253,6 +289,12 @@ class PolicyServer:
                         return
                     if message is None:
                         return
+                    if reader.backlog_bytes:  # pipelined: wait for this request's share of the budget
+                        pause = self.pipelined.wait_s()
+                        if pause:
+                            with self._lock:
+                                self.counters.pipelined_waits += 1
+                            time.sleep(pause)
                     conn.sendall(self.handle(*message))
                     state.last_request_ns = _clock()
         except (ConnectionError, OSError):

@@ -61,7 +61,7 @@ def test_a_full_buffer_of_pipelined_acts_is_answered_in_order(start_server: Call
     """Regression: pipelining more than the server's 1 MiB buffer without reading replies, then
     an ACT whose mask allows only action 0. Before the fix the reader returned bytes from the
     wrong offset (a wrong action, or an error and a dropped connection)."""
-    abuse_server = start_server()
+    abuse_server = start_server(pipelined_per_s=0)  # no budget: the point is the reader, not the pacing
     obs = np.random.default_rng(0).standard_normal(18).astype(np.float32)
     only_zero = np.array([True, False, False, False, False])
     plain, masked = encode_act(obs), encode_act(obs, only_zero)

@@ -78,8 +78,42 @@ def test_an_idle_connection_is_closed_with_an_error_reply(start_server: Start) -
     assert status == ERROR and b"nothing received" in message
 
 
+def test_pipelined_requests_share_a_budget_request_reply_ones_never_wait(start_server: Start) -> None:
+    """Before: connections that pipelined requests without reading the replies took the CPU and
+    a control loop's round trips grew to milliseconds (benchmarks/serve_abuse.py). Now pipelined
+    requests share a decisions-per-second budget; every one is still answered, in order."""
+    server = start_server(pipelined_per_s=200.0)
+    expected = server.policy.act(OBS)
+    with _served_client(server) as client:  # request/reply: never pipelined
+        for _ in range(100):
+            assert client.act(OBS) == expected
+    assert server.stats()["pipelined_waits"] == 0
+    n = 150  # beyond the bucket's burst of 64: the rest wait for tokens at 200/s
+    with socket.create_connection(("127.0.0.1", server.port)) as flood:
+        flood.sendall(encode_act(OBS) * n)
+        flood.settimeout(10)
+        data, started = b"", time.monotonic()
+        while _replies(data) < n:
+            data += flood.recv(65536)
+        elapsed = time.monotonic() - started
+    assert _replies(data) == n
+    assert server.stats()["pipelined_waits"] > 0 and elapsed >= (n - 64 - 1) / 200.0 * 0.9
+
+
+def _replies(data: bytes) -> int:
+    """How many whole replies ``data`` holds."""
+    count = offset = 0
+    while offset + HEADER_SIZE <= len(data):
+        _, _, _, length = HEADER.unpack(data[offset:offset + HEADER_SIZE])
+        if offset + HEADER_SIZE + length > len(data):
+            break
+        offset += HEADER_SIZE + length
+        count += 1
+    return count
+
+
 @pytest.mark.parametrize("options", [{"idle_timeout_s": 0.0}, {"frame_timeout_s": float("nan")},
-                                     {"max_connections": 0}])
+                                     {"max_connections": 0}, {"pipelined_per_s": -1.0}])
 def test_bad_limits_are_refused(start_server: Start, options: dict) -> None:
     with pytest.raises(KdxError, match="must be"):
         start_server(**options)
