@@ -69,7 +69,7 @@ def reference_mask(env, e: int, i: int) -> list[bool]:
     out = [False, True] + inside
     for k in range(n_actions - 6):
         unit = k if healer else n_a + k
-        if healer and (k >= n_a or bool(env.table.healer[k])):
+        if healer and (k >= n_a or not env.table.types[k].biological or env.table.types[k].air):
             out.append(False)
             continue
         dist = math.dist(b.pos[e, unit].tolist(), (x, y))

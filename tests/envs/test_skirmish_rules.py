@@ -2,7 +2,8 @@
 
 Time base: 22.4 game loops per second, 8 loops per agent step. A weapon that fires at loop 0 fires
 again every ``ceil(cooldown_s * 22.4)`` loops: marine 0.61 s -> 14, marauder 1.07 s -> 24,
-stalker 1.34 s -> 31, zealot 0.86 s -> 20.
+stalker 1.34 s -> 31, zealot 0.86 s -> 20. Regeneration, healing and energy are checked against
+their rates per Faster second (``kdx.envs.skirmish.units``) times the time that passed.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ import torch
 from kdx.envs.skirmish.combat import apply_hits, hit_damage
 from kdx.envs.skirmish.env import SkirmishEnv
 from kdx.envs.skirmish.maps import SkirmishMap
-from kdx.envs.skirmish.units import UNIT_TYPES
+from kdx.envs.skirmish.units import (
+    LOOPS_PER_SECOND,
+    LOOPS_PER_STEP,
+    RACE_HEALTH_REGEN_PER_S,
+    SECONDS_PER_STEP,
+    SHIELD_REGEN_DELAY_S,
+    SHIELD_REGEN_PER_S,
+    UNIT_TYPES,
+)
+from kdx.errors import KdxError
 
 U = UNIT_TYPES
+MEDIVAC = U["medivac"]
 
 
-def duel(allies, enemies, positions, health=None, shield=None, limit=100):
+def duel(allies, enemies, positions, health=None, shield=None, limit=100, check_actions=True):
     game_map = SkirmishMap("duel", tuple(allies), tuple(enemies), limit, jitter=0.0)
-    env = SkirmishEnv(game_map, num_envs=1, seed=0)
+    env = SkirmishEnv(game_map, num_envs=1, seed=0, check_actions=check_actions)
     env.reset()
     pos = torch.tensor([positions], dtype=torch.float32)
     h = None if health is None else torch.tensor([health], dtype=torch.float32)
@@ -122,15 +133,62 @@ def test_zealot_hits_twice_per_attack():
     assert bool(out.info["won"]) and int(out.info["episode_length"]) == 6
 
 
-def test_medivac_heals_with_energy():
+def test_medivac_heals_at_its_rate_and_pays_with_energy():
     env, _ = duel([("marine", 1), ("medivac", 1)], [("marine", 1)],
                   [[10.0, 16.0], [10.0, 18.0], [30.0, 16.0]], health=[20.0, 150.0, 45.0])
     mask = env._last_masks[1]
     assert mask[0].tolist() == [False, True, True, True, True, True, True]  # heal ally 0
-    act(env, 1, 6)
-    healed = 8 * 9 / 22.4
+    for _ in range(3):
+        act(env, 1, 6)
+    healed = MEDIVAC.heal_per_s * 3 * SECONDS_PER_STEP
+    spent = healed / MEDIVAC.heal_per_energy - MEDIVAC.energy_regen_per_s * 3 * SECONDS_PER_STEP
     assert env.battle.health[0, 0].item() == pytest.approx(20 + healed, rel=1e-5)
-    assert env.battle.energy[0, 1].item() == pytest.approx(50 - healed / 3 + 8 * 0.5625 / 22.4, rel=1e-5)
+    assert env.battle.energy[0, 1].item() == pytest.approx(MEDIVAC.start_energy - spent, rel=1e-5)
+
+
+def test_medivac_energy_regenerates_at_its_rate_up_to_the_maximum():
+    env, _ = duel([("marine", 1), ("medivac", 1)], [("marine", 1)],
+                  [[2.0, 2.0], [2.0, 4.0], [30.0, 30.0]])  # nobody hurt: nothing to heal
+    for step in range(1, 11):
+        act(env, 1, 1)
+        expected = MEDIVAC.start_energy + MEDIVAC.energy_regen_per_s * step * SECONDS_PER_STEP
+        assert env.battle.energy[0, 1].item() == pytest.approx(expected, rel=1e-5)
+    env.battle.energy[0, 1] = MEDIVAC.max_energy - 0.01
+    act(env, 1, 1)
+    assert env.battle.energy[0, 1].item() == pytest.approx(MEDIVAC.max_energy)
+
+
+def test_medivacs_heal_exactly_the_biological_ground_units():
+    env, _ = duel([("medivac", 1), *((name, 1) for name in U)], [("marine", 1)],
+                  [[16.0, 16.0]] * (len(U) + 2))
+    allowed = [bool(ok) for ok in env.table.can_target[0, :len(U) + 1]]
+    assert allowed == [t.biological and not t.air for t in env.table.types[:len(U) + 1]]
+    assert {t.name for t in U.values() if t.biological} == {
+        "marine", "marauder", "zealot", "zergling", "hydralisk", "baneling"}
+
+
+def test_heal_is_masked_and_never_lands_on_stalkers_colossi_or_medivacs():
+    allies = [("stalker", 1), ("colossus", 1), ("medivac", 2), ("marine", 1)]
+    positions = [[6.0, 15.0], [6.0, 18.5], [5.0, 16.0], [5.0, 17.0], [8.0, 16.0]]
+    positions += [[28.0, 12.0 + 2 * k] for k in range(5)]
+    health = [40.0, 100.0, 100.0, 150.0, 30.0] + [45.0] * 5
+    env, out = duel(allies, [("marine", 5)], positions, health=health, check_actions=False)
+    # Only the marine may be healed (it is hurt, and so are the closer stalker, colossus, medivac).
+    for medivac in (2, 3):
+        assert out.action_mask[medivac][0, 6:].tolist() == [False, False, False, False, True]
+    checked, _ = duel(allies, [("marine", 5)], positions, health=health)
+    with pytest.raises(KdxError, match="ally 0 is a stalker, and medivacs heal biological"):
+        act(checked, 1, 1, 6, 1, 1)
+    # Medivac 2 idles (heals the closest hurt friend it may heal), medivac 3 is ordered onto the
+    # colossus anyway (the env's checks are off): only the marine gains health, by one medivac.
+    act(env, 1, 1, 1, 7, 1)
+    health_after = env.battle.health[0, :5].tolist()
+    heal = MEDIVAC.heal_per_s * SECONDS_PER_STEP
+    assert health_after == pytest.approx([40.0, 100.0, 100.0, 150.0, 30.0 + heal], rel=1e-5)
+    regen = MEDIVAC.energy_regen_per_s * SECONDS_PER_STEP
+    assert env.battle.energy[0, 2:4].tolist() == pytest.approx(
+        [MEDIVAC.start_energy - heal / MEDIVAC.heal_per_energy + regen, MEDIVAC.start_energy + regen],
+        rel=1e-5)
 
 
 def test_baneling_explodes_on_a_group():
@@ -145,14 +203,46 @@ def test_baneling_explodes_on_a_group():
     assert out.reward[0, 0].item() == pytest.approx((3 * 35 + 3 * 10) * 20 / max_reward)
 
 
-def test_shields_regenerate_only_after_ten_seconds_without_damage():
-    env, _ = duel([("stalker", 1)], [("stalker", 1)], [[2.0, 16.0], [30.0, 16.0]],
-                  shield=[10.0, 80.0])
+def test_shields_regenerate_at_their_rate_after_the_delay_without_damage():
+    # Far corners: the zealot walks in at ~1.1 per step and stays out of reach for 30 steps.
+    env, _ = duel([("stalker", 1)], [("zealot", 1)], [[1.0, 1.0], [31.0, 31.0]], shield=[10.0, 50.0])
+    first_regen_loop = math.ceil(SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)  # counted from the last hit
+    assert math.ceil(first_regen_loop / LOOPS_PER_STEP) == 20  # 7.14 s is 20 agent steps
+    for step in range(1, 26):
+        act(env, 1)
+        regen_loops = max(0, step * LOOPS_PER_STEP - first_regen_loop + 1)
+        expected = 10.0 + SHIELD_REGEN_PER_S / LOOPS_PER_SECOND * regen_loops
+        assert env.battle.shield[0, 0].item() == pytest.approx(expected, rel=1e-5), step
+    assert env.battle.health[0, 0].item() == U["stalker"].health  # protoss health does not regenerate
+    # A full step of regeneration adds the rate times the step's seconds.
+    before = env.battle.shield[0, 0].item()
     act(env, 1)
-    assert env.battle.shield[0, 0].item() == pytest.approx(10.0)
-    env.battle.since_damage[0, 0] = 224.0
+    assert env.battle.shield[0, 0].item() - before == pytest.approx(SHIELD_REGEN_PER_S * SECONDS_PER_STEP,
+                                                                     rel=1e-4)
+
+
+def test_damage_restarts_the_shield_regeneration_delay():
+    env, _ = duel([("stalker", 1)], [("zealot", 1)], [[1.0, 1.0], [31.0, 31.0]], shield=[10.0, 50.0])
+    env.battle.since_damage[0, 0] = 1000.0  # long undamaged: regenerating
     act(env, 1)
-    assert env.battle.shield[0, 0].item() == pytest.approx(10.0 + 8 * 2 / 22.4, rel=1e-5)
+    assert env.battle.shield[0, 0].item() > 10.0
+    env.battle.since_damage[0, 0] = 0.0  # just hit
+    shield = env.battle.shield[0, 0].item()
+    act(env, 1)
+    assert env.battle.shield[0, 0].item() == shield
+
+
+@pytest.mark.parametrize("name", list(U))
+def test_every_zerg_unit_and_only_zerg_units_regenerate_health(name):
+    # The unit under test at a corner, a full-health marine beside it (medivacs need a fighter).
+    env, _ = duel([(name, 1), ("marine", 1)], [("marine", 1)], [[1.0, 1.0], [1.0, 8.0], [31.0, 31.0]],
+                  health=[U[name].health / 2, 45.0, 45.0])
+    for _ in range(5):
+        act(env, 1, 1)
+    rate = RACE_HEALTH_REGEN_PER_S[U[name].race]
+    assert (rate > 0) == (U[name].race == "zerg")
+    expected = U[name].health / 2 + rate * 5 * SECONDS_PER_STEP
+    assert env.battle.health[0, 0].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_push_apart_separates_overlapping_units_by_half_the_overlap_each():

@@ -19,7 +19,9 @@ Modelling choices (details in each module's docstring):
 - teams start in two blocks facing each other across the map centre, fronts 10 apart (outside
   sight range), with seeded jitter of +-0.5 per unit;
 - colossus splash: a 2.8 x 0.3 line through the target, across the shot; baneling: every enemy
-  whose edge is within 2.2 of it, then it dies; zerg regenerate 0.38 hp/s, medivacs use energy.
+  whose edge is within 2.2 of it, then it dies; every zerg unit regenerates health, shields
+  regenerate after a delay without damage, medivacs heal biological ground units only, with
+  energy (the rates, in Faster seconds, are in ``units``).
 """
 
 from __future__ import annotations

@@ -8,13 +8,15 @@ battle is a ``Battle`` of ``[E, U]`` tensors. ``game_loop`` advances every env b
    target died) auto-acquire the closest enemy in weapon range, as idle StarCraft II units do;
    the built-in enemy AI attack-moves (keeps its target while it is alive and in range,
    otherwise picks the closest hittable ally and walks to it); healers heal the closest damaged
-   friendly ground unit (the enemy's medivac follows its team when nobody is hurt);
+   friendly biological ground unit (the enemy's medivac follows its team when nobody is hurt);
 2. units in range with their weapon ready fire (every shot of a loop lands at once); units out
    of range of their target, or with a move order, walk at their speed;
 3. damage: shields absorb first, armour is subtracted from each hit that reaches health (at
    least 0.5 per hit); banelings explode on their target (area damage, then die); a colossus
-   also hits enemies on a 2.8 x 0.3 line through its target; medivacs heal with energy;
-4. cooldowns run down, shields regenerate after 10 s without damage, zerg units regenerate.
+   also hits enemies on a 2.8 x 0.3 line through its target; medivacs heal biological ground
+   units with energy;
+4. cooldowns run down, shields regenerate after a delay without damage, zerg units regenerate
+   (rates in ``kdx.envs.skirmish.units``, already converted to per-loop amounts there).
 
 Collisions (push-apart of overlapping ground units) are resolved by ``push_apart``, which the env
 calls once per agent step (a modelling choice that keeps the per-loop work small; units move at
@@ -29,10 +31,9 @@ import torch
 
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap
 from kdx.envs.skirmish.units import (
-    LOOPS_PER_SECOND,
     MIN_HEALTH_DAMAGE_PER_HIT,
-    SHIELD_REGEN_DELAY_S,
-    SHIELD_REGEN_PER_S,
+    SHIELD_REGEN_DELAY_LOOPS,
+    SHIELD_REGEN_PER_LOOP,
     UnitType,
 )
 
@@ -98,7 +99,7 @@ class UnitTable:
     health_regen_per_loop: torch.Tensor
     explode_radius: torch.Tensor
     hit_damage: torch.Tensor  # [U, U] damage of one hit of i on j
-    can_target: torch.Tensor  # bool [U, U]: i may attack (or heal) j
+    can_target: torch.Tensor  # bool [U, U]: i may attack (or heal: biological ground units) j
     has_healers: bool
     has_exploders: bool
     splash_units: list[int]  # colossi
@@ -156,7 +157,8 @@ class UnitTable:
         hits_air = col(lambda t: t.hits_air, torch.bool)
         healer = col(lambda t: t.is_healer, torch.bool)
         attack_ok = opposite & (hits_air[:, None] | ~air[None, :]) & ~healer[:, None]
-        heal_ok = ~opposite & healer[:, None] & ~air[None, :]
+        biological = col(lambda t: t.biological, torch.bool)
+        heal_ok = ~opposite & healer[:, None] & biological[None, :] & ~air[None, :]
         colossi = [i for i, t in enumerate(types) if t.splash_line[0] > 0]
         line = types[colossi[0]].splash_line if colossi else (0.0, 0.0)
         return UnitTable(
@@ -166,11 +168,11 @@ class UnitTable:
             range=col(lambda t: t.range), speed=col(lambda t: t.speed_per_loop),
             cooldown=col(lambda t: t.cooldown_loops), hits=col(lambda t: float(t.hits)),
             healer=healer, exploder=col(lambda t: t.is_exploder, torch.bool), air=air,
-            heal_per_loop=col(lambda t: t.heal_per_s / LOOPS_PER_SECOND),
+            heal_per_loop=col(lambda t: t.heal_per_loop),
             heal_per_energy=col(lambda t: max(t.heal_per_energy, 1e-6)),
             max_energy=col(lambda t: t.max_energy), start_energy=col(lambda t: t.start_energy),
-            energy_per_loop=col(lambda t: t.energy_regen_per_s / LOOPS_PER_SECOND),
-            health_regen_per_loop=col(lambda t: t.health_regen_per_s / LOOPS_PER_SECOND),
+            energy_per_loop=col(lambda t: t.energy_regen_per_loop),
+            health_regen_per_loop=col(lambda t: t.health_regen_per_loop),
             explode_radius=col(lambda t: t.explode_radius),
             hit_damage=dmg, can_target=attack_ok | heal_ok,
             has_healers=bool(healer.any()), has_exploders=any(t.is_exploder for t in types),
@@ -321,7 +323,7 @@ def _masked_argmin(score: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tens
 
 def _healer_targets(table: UnitTable, b: Battle, alive: torch.Tensor, healers: torch.Tensor,
                     friends: torch.Tensor, need_range: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closest damaged friendly ground unit for each healer index (``long [H]``) among
+    """Closest damaged friendly biological ground unit for each healer index (``long [H]``) among
     ``friends`` (``long [F]``). ``need_range``: only within heal range (idle ally medivacs);
     otherwise the closest friend, preferring damaged ones (the enemy AI's medivac)."""
     dx = b.x[:, healers, None] - b.x[:, None, friends]
@@ -425,8 +427,8 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     if table.has_shields:  # only shields care how long ago a unit was hit
         b.since_damage = (b.since_damage + 1) * float_mask(torch.le, dmg, 0.0)
         regen = float_mask(torch.gt, health, 0.0) * float_mask(torch.ge, b.since_damage,
-                                                     SHIELD_REGEN_DELAY_S * LOOPS_PER_SECOND)
-        shield = torch.minimum(shield + regen * (SHIELD_REGEN_PER_S / LOOPS_PER_SECOND), table.max_shield)
+                                                     SHIELD_REGEN_DELAY_LOOPS)
+        shield = torch.minimum(shield + regen * SHIELD_REGEN_PER_LOOP, table.max_shield)
         b.shield = shield * float_mask(torch.gt, health, 0.0)
     if table.has_regeneration:
         regrown = torch.minimum(health + table.health_regen_per_loop, table.max_health)

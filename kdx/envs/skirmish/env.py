@@ -212,8 +212,9 @@ class SkirmishEnv(BatchedEnv):
         if healer:
             if k >= n_a:
                 return f"a medivac heals allies 0..{n_a - 1}; there is no ally {k}"
-            if bool(self.table.healer[k]):
-                return f"ally {k} is a medivac, and medivacs cannot be healed"
+            if not bool(self.table.can_target[agent, k]):
+                return (f"ally {k} is a {self.table.types[k].name}, and medivacs heal biological "
+                        "ground units only")
             unit, what = k, "ally"
         else:
             unit, what = n_a + k, "enemy"

@@ -13,8 +13,9 @@ Layouts follow oxwhirl/smac with its default options (``obs_all_health``, ``obs_
   ``[health, rel x, rel y, (shield), (type)]``, then every agent's last action one-hot.
 - action mask: no-op only (and always) for the dead; stop; the four moves when the point one
   unit away in that direction is inside the map (SMAC's ``can_move`` on an open map); attack
-  enemy k (heal ally k for a medivac, never a medivac) when it is alive and its centre is within
-  SMAC's shoot range 6.
+  enemy k (heal ally k for a medivac) when it is alive and its centre is within SMAC's shoot
+  range 6. Medivacs heal biological ground units only (``UnitTable.can_target``): SMAC masks
+  only medivacs, which is the same rule on SMAC's maps (marines, marauders and medivacs).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class FeatureLayout:
                 [t.smac_max_cooldown for t in game_map.ally_types()], device=device),
             heal_offset=heal_offset,
             target_units=(heal_offset[:, None] + col).clamp(max=n_a + n_e - 1),
-            target_allowed=torch.where(heal[:, None], (col < n_a) & ~table.healer[(col).clamp(max=n_a - 1)],
+            target_allowed=torch.where(heal[:, None],
+                                       (col < n_a) & table.can_target[:n_a, col.clamp(max=n_a - 1)],
                                        torch.ones(n_a, n_e, dtype=torch.bool, device=device)),
             any_healer=bool(heal.any()),
         )
