@@ -31,7 +31,11 @@ def _config_parameters() -> list[inspect.Parameter]:
 
 def distill_command(run: str, profile: str | None, student: list[str] | None, resume: bool, quiet: bool,
                     **options) -> None:
-    """Distil the teacher of RUN into one small student per agent, sized for a device profile (stage 2)."""
+    """Distil the teacher of RUN into one small student per agent, sized for a device profile (stage 2).
+
+    A new distillation takes each option given, else the recipe of the teacher's env
+    (kdx/trainer/recipes/), else the default shown.
+    """
     from rich.console import Console
 
     from kdx.trainer.distill.config import DistillConfig

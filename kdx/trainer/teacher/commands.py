@@ -29,7 +29,10 @@ def _config_parameters() -> list[inspect.Parameter]:
 
 
 def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int = 1, **options) -> None:
-    """Train a MAPPO teacher (stage 1): `kdx train --env ENV --steps N --out RUN`, or `--resume RUN`."""
+    """Train a MAPPO teacher (stage 1): `kdx train --env ENV --steps N --out RUN`, or `--resume RUN`.
+
+    A new run takes each option given, else ENV's recipe (kdx/trainer/recipes/), else the default shown.
+    """
     from kdx.trainer.teacher.mappo import train
 
     given = {k: v for k, v in options.items() if v is not None}
