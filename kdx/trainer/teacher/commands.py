@@ -33,6 +33,7 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
 
     A new run takes each option given, else ENV's recipe (kdx/trainer/recipes/), else the default shown.
     """
+    from kdx.trainer.teacher.distributed import world_from_env
     from kdx.trainer.teacher.mappo import train
 
     given = {k: v for k, v in options.items() if v is not None}
@@ -56,8 +57,6 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
     else:
         if not out:
             raise KdxError("say where the run goes: --out RUN (or continue one with --resume RUN)")
-        from kdx.trainer.teacher.distributed import world_from_env
-
         config, recipe = teacher_config(given)
         if world_from_env()[0] == 0:  # under torchrun only rank 0 reports
             from rich.console import Console
@@ -65,8 +64,6 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
             Console().print(recipe.describe(), markup=False, highlight=False)
         last = train(out, config, show_progress=not quiet, recipe=recipe)
         run = out
-    from kdx.trainer.teacher.distributed import world_from_env
-
     rank, world, _ = world_from_env()
     if rank == 0:  # under torchrun only rank 0 reports
         _report(run, last)
