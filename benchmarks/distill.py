@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdx.layout import RunLayout
+from kdx.trainer.common.recipes import recipe_for
 from kdx.trainer.distill.config import DistillConfig
 from kdx.trainer.distill.loop import distill, read_distill_metrics
 from kdx.trainer.evaluation import evaluate_run
@@ -46,13 +47,6 @@ VARIANTS: dict[str, dict[str, float]] = {
     "kl_ce": {**OFF, "w_kl": 1.0, "w_ce": 0.5},
     "kl_ce_pg": {**OFF, "w_kl": 1.0, "w_ce": 0.5, "w_pg": 1.0},
 }
-
-# Per-env-family settings used by the benchmark (CLI: kdx distill RUN --<field> VALUE ...).
-FAMILY_SETTINGS: dict[str, dict] = {
-    "mpe": {},
-    "skirmish": {"num_envs": 64, "rollout_length": 60},
-}
-
 
 def _parse_set(items: list[str]) -> dict:
     kinds = {f.name: f.type for f in fields(DistillConfig)}
@@ -72,9 +66,8 @@ def run_variant(teacher_run: Path, variant: str, settings: dict, episodes: int, 
     """Distil ``teacher_run``'s teacher with ``VARIANTS[variant]`` and evaluate; one result row."""
     env = read_teacher_config(RunLayout(teacher_run).teacher)[0].env
     work = work_root / env.replace("/", "_") / variant
-    family = env.split("/")[0]
-    # family settings, then the command line's, then the variant's loss weights
-    config = DistillConfig(**{**FAMILY_SETTINGS.get(family, {}), **settings, **VARIANTS[variant]})
+    # the env's distillation recipe (what `kdx distill` uses), then the command line's, then the variant's loss weights
+    config = DistillConfig(**{**recipe_for(env, DistillConfig).values, **settings, **VARIANTS[variant]})
     load0 = os.getloadavg()[0]
     if reuse and RunLayout(work).students.config.is_file():  # evaluate the students already there
         last = read_distill_metrics(work)[-1]

@@ -51,10 +51,9 @@ class DemoConfig:
     bench_iters: int = 5_000
     run_episodes: int = 20
     fresh: bool = False
-    # Settings tuned for wall-clock learning on simple_spread on 2 CPU cores (benchmarks/teacher.py);
-    # 256x256 keeps the teacher "high-capacity" (~70k MACs per decision) against ~1k for a student.
-    extra_train_args: tuple[str, ...] = ("--num-envs", "256", "--epochs", "5", "--minibatches", "2",
-                                         "--lr", "1e-3", "--hidden", "256,256", "--no-input-norm")
+    # More `kdx train` flags (tests shrink the run with them). None by default: the teacher is
+    # trained by the env's recipe (kdx/trainer/recipes/mpe.toml, tuned for 2 CPU cores).
+    extra_train_args: tuple[str, ...] = ()
 
     @property
     def profile_target(self) -> str:
@@ -93,13 +92,18 @@ def _invoke(program: str, args: list[str]) -> None:
         raise KdxError(f"`{program} {shlex.join(args)}` exited with code {rc}")
 
 
+def train_args(cfg: DemoConfig) -> list[str]:
+    """The demo's `kdx train` command line for a new teacher."""
+    return ["train", "--env", cfg.env, "--steps", str(cfg.teacher_steps), "--seed", str(cfg.seed),
+            "--out", str(cfg.out), *cfg.extra_train_args]
+
+
 def stage_train(cfg: DemoConfig) -> None:
     teacher = RunLayout(cfg.out).teacher.weights
     if teacher.exists():
         _invoke("kdx", ["train", "--resume", str(cfg.out), "--steps", str(cfg.teacher_steps)])
         return
-    _invoke("kdx", ["train", "--env", cfg.env, "--steps", str(cfg.teacher_steps), "--seed", str(cfg.seed),
-                    "--out", str(cfg.out), *cfg.extra_train_args])
+    _invoke("kdx", train_args(cfg))
 
 
 def stage_distill(cfg: DemoConfig) -> None:

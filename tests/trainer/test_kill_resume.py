@@ -15,6 +15,7 @@ import time
 
 from kdx.layout import RunLayout
 from kdx.trainer.common.update_loop import TIMING_METRICS
+from kdx.trainer.teacher.commands import teacher_config
 from kdx.trainer.teacher.config import TeacherConfig
 from kdx.trainer.teacher.mappo import read_metrics, train
 from kdx.trainer.teacher.store import checkpoint_store, load_teacher
@@ -53,7 +54,7 @@ def test_sigkill_loses_at_most_one_interval_and_resume_matches(tmp_path):
     train(run, resume=True, show_progress=False)  # in-process: a second interpreter start costs seconds
 
     reference = tmp_path / "reference"
-    config = TeacherConfig(**{k.replace("-", "_") if k != "steps" else "total_steps": v for k, v in ARGS.items()})
+    config, _ = teacher_config({k.replace("-", "_"): v for k, v in ARGS.items()})  # as `kdx train` resolves it (recipe included)
     assert config == TeacherConfig.from_json(json.loads(paths.config.read_text())["teacher"])
     train(reference, config, show_progress=False)
     resumed, uninterrupted = read_metrics(run), read_metrics(reference)

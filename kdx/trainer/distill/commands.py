@@ -2,7 +2,9 @@
 
 Every other option is generated from ``DistillConfig``'s fields (its one-line description is the
 help), so the config and the CLI never drift apart. ``--profile`` names the *device profile*
-that sizes the students; the torch device is ``--torch-device``.
+that sizes the students; the torch device is ``--torch-device``. A new distillation's values come
+from the options given, then the recipe of the teacher's env (``kdx/trainer/recipes/``), then the
+defaults.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ def _config_parameters() -> list[inspect.Parameter]:
 
 def distill_command(run: str, profile: str | None, student: list[str] | None, resume: bool, quiet: bool,
                     **options) -> None:
-    """Distil the teacher of RUN into one small student per agent, sized for a device profile (stage 2)."""
+    """Distil the teacher of RUN into one small student per agent, sized for a device profile (stage 2).
+
+    A new distillation takes each option given, else the recipe of the teacher's env
+    (kdx/trainer/recipes/), else the default shown.
+    """
     from rich.console import Console
 
     from kdx.trainer.distill.config import DistillConfig
@@ -55,10 +61,16 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, re
 
             raise KdxError(f"say which device the students are for: --profile PROFILE (one of {', '.join(profile_names())}, "
                            "or a path to a profile .toml)")
+        from kdx.layout import RunLayout
+        from kdx.trainer.common.recipes import config_with_recipe
+        from kdx.trainer.teacher.store import read_teacher_config
+
         kwargs = {f.name: given[_RENAMED.get(f.name, f.name)] for f in fields(DistillConfig)
                   if _RENAMED.get(f.name, f.name) in given and f.name not in _FIXED}
-        config = DistillConfig(profile=profile, students=tuple(student or ()), **kwargs)
-        last = distill(run, config, show_progress=not quiet, console=console)
+        env = read_teacher_config(RunLayout(run).teacher)[0].env
+        config, recipe = config_with_recipe(DistillConfig, env, kwargs, profile=profile, students=tuple(student or ()))
+        console.print(recipe.describe(), markup=False, highlight=False)
+        last = distill(run, config, show_progress=not quiet, console=console, recipe=recipe)
     if last:
         agree = last.get("teacher_agreement")
         console.print(f"students saved in {run}/students (updates {last['update']}, env steps {last['env_steps']:,}, "

@@ -47,6 +47,7 @@ from kdx.trainer.common.gae import gae_advantages
 from kdx.trainer.common.metrics_log import mean_or_none, read_metrics_file
 from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss
 from kdx.trainer.common.progress import TrainProgress
+from kdx.trainer.common.recipes import RecipeUse
 from kdx.trainer.common.update_loop import Counters, UpdateLoop
 from kdx.trainer.distill.config import LOSS_TERMS, DistillConfig
 from kdx.trainer.distill.losses import (
@@ -186,21 +187,23 @@ def _teacher_for(run_dir: Path, device: str, env: str | None = None) -> Teacher:
 def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bool = False,
             total_steps: int | None = None, show_progress: bool = True, stop_after_updates: int | None = None,
             callback: Callable[[dict[str, Any], dict[str, StudentPolicy]], bool] | None = None,
-            console: Any = None) -> dict[str, Any]:
+            console: Any = None, recipe: RecipeUse | None = None) -> dict[str, Any]:
     """Distil (or resume distilling) the students of ``run_dir``; returns the last metrics line.
 
     ``stop_after_updates`` ends this process's loop early (the run stays resumable);
     ``callback(metrics, students)`` runs after every update, returning True stops after a checkpoint.
+    ``recipe`` (how ``kdx distill`` used the env's recipe) is recorded in ``students/config.json``.
     Holds the run's writer lock throughout (a second writer gets an error naming it).
     """
     with RunLayout(Path(run_dir)).writing("kdx distill"):
-        return _distill(Path(run_dir), config, resume, total_steps, show_progress, stop_after_updates, callback, console)
+        return _distill(Path(run_dir), config, resume, total_steps, show_progress, stop_after_updates, callback, console,
+                        recipe)
 
 
 def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_steps: int | None,
              show_progress: bool, stop_after_updates: int | None,
              callback: Callable[[dict[str, Any], dict[str, StudentPolicy]], bool] | None,
-             console: Any) -> dict[str, Any]:
+             console: Any, recipe: RecipeUse | None) -> dict[str, Any]:
     paths = RunLayout(run_dir).students
     if resume:
         saved = read_students_config(run_dir)
@@ -256,6 +259,7 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
             "distill": config.to_json(), "env": teacher.config.env, "profile": profile_record(profile),
             "teacher_sha256": teacher_fingerprint(run_dir), "teacher_embedding_dim": teacher.actor.hidden_dim,
             "agents": {name: s.arch_json() for name, s in students_by_name.items()}, "env_spec": spec.to_json(),
+            **({"recipe": recipe.to_json()} if recipe is not None else {}),
         })
         t_hidden = teacher.actor.initial_hidden(config.num_envs, device)
         start = Counters()

@@ -1,6 +1,7 @@
 """The students' files in a run folder (``RUN/students/``, see ``kdx.layout``) and ``load_students``.
 
     config.json              DistillConfig, env name, device profile (name, target, precision),
+                             the recipe `kdx distill` used (none in older runs),
                              teacher fingerprint,
                              per-agent architecture (``StudentPolicy.arch_json``), env spec
     <agent>.safetensors      one StudentPolicy state dict per agent (weights + obs normalisation)

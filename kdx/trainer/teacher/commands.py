@@ -1,7 +1,8 @@
 """``kdx train``.
 
 ``kdx train``'s options are generated from ``TeacherConfig``'s fields (one option per field, its
-one-line description as help), so the config and the CLI never drift apart.
+one-line description as help), so the config and the CLI never drift apart. A new run's values come
+from the options given, then the env's recipe (``kdx/trainer/recipes/``), then the defaults.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from kdx.errors import KdxError
 from kdx.trainer.common.config_options import config_parameters
+from kdx.trainer.common.recipes import RecipeUse, config_with_recipe
 from kdx.trainer.teacher.config import TeacherConfig
 
 # Fields with a dedicated, shorter option name.
@@ -27,7 +29,11 @@ def _config_parameters() -> list[inspect.Parameter]:
 
 
 def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int = 1, **options) -> None:
-    """Train a MAPPO teacher (stage 1): `kdx train --env ENV --steps N --out RUN`, or `--resume RUN`."""
+    """Train a MAPPO teacher (stage 1): `kdx train --env ENV --steps N --out RUN`, or `--resume RUN`.
+
+    A new run takes each option given, else ENV's recipe (kdx/trainer/recipes/), else the default shown.
+    """
+    from kdx.trainer.teacher.distributed import world_from_env
     from kdx.trainer.teacher.mappo import train
 
     given = {k: v for k, v in options.items() if v is not None}
@@ -51,16 +57,13 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
     else:
         if not out:
             raise KdxError("say where the run goes: --out RUN (or continue one with --resume RUN)")
-        config_kwargs = {f.name: given[_RENAMED.get(f.name, f.name)] for f in fields(TeacherConfig)
-                         if _RENAMED.get(f.name, f.name) in given}
-        try:
-            config = TeacherConfig(**config_kwargs)
-        except TypeError as exc:
-            raise KdxError(f"bad teacher option: {exc}") from None
-        last = train(out, config, show_progress=not quiet)
-        run = out
-    from kdx.trainer.teacher.distributed import world_from_env
+        config, recipe = teacher_config(given)
+        if world_from_env()[0] == 0:  # under torchrun only rank 0 reports
+            from rich.console import Console
 
+            Console().print(recipe.describe(), markup=False, highlight=False)
+        last = train(out, config, show_progress=not quiet, recipe=recipe)
+        run = out
     rank, world, _ = world_from_env()
     if rank == 0:  # under torchrun only rank 0 reports
         _report(run, last)
@@ -71,6 +74,14 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def teacher_config(given: dict) -> tuple[TeacherConfig, RecipeUse]:
+    """The config of a new ``kdx train`` run from the options given (by option name): each given
+    option, else the env's recipe, else the default; and the recipe as used."""
+    options = {f.name: given[_RENAMED.get(f.name, f.name)] for f in fields(TeacherConfig)
+               if _RENAMED.get(f.name, f.name) in given}
+    return config_with_recipe(TeacherConfig, options.get("env", TeacherConfig.env), options)
 
 
 def _report(run: str, last: dict) -> None:

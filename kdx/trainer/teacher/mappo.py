@@ -30,6 +30,7 @@ from kdx.trainer.common.gae import gae_advantages
 from kdx.trainer.common.metrics_log import mean_or_none, read_metrics_file
 from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss, value_loss
 from kdx.trainer.common.progress import TrainProgress
+from kdx.trainer.common.recipes import RecipeUse
 from kdx.trainer.common.update_loop import Counters, UpdateLoop
 from kdx.trainer.teacher.config import TeacherConfig
 from kdx.trainer.teacher.distributed import data_parallel, world_from_env
@@ -125,24 +126,26 @@ def prepare_run(run_dir: str | Path, config: TeacherConfig | None, resume: bool,
 def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool = False,
           total_steps: int | None = None, show_progress: bool = True,
           stop_after_updates: int | None = None,
-          callback: Callable[[dict[str, Any], Teacher], bool] | None = None) -> dict[str, Any]:
+          callback: Callable[[dict[str, Any], Teacher], bool] | None = None,
+          recipe: RecipeUse | None = None) -> dict[str, Any]:
     """Train (or resume) the teacher of ``run_dir``; returns the last metrics line.
 
     ``stop_after_updates`` ends the process-local loop early (tests use it to emulate a stop
     between checkpoints); the run stays resumable. ``callback(metrics, teacher)`` runs after
     every update (benchmarks evaluate there); returning True stops training after a checkpoint.
+    ``recipe`` (how ``kdx train`` used the env's recipe) is recorded in ``teacher/config.json``.
     Rank 0 holds the run's writer lock throughout (a second writer gets an error naming it).
     """
     if not resume and config is not None:
         config.validate()  # bad input fails before anything is created
     rank, _, _ = world_from_env()
     with RunLayout(Path(run_dir)).writing("kdx train", create=not resume) if rank == 0 else nullcontext():
-        return _train(run_dir, config, resume, total_steps, show_progress, stop_after_updates, callback)
+        return _train(run_dir, config, resume, total_steps, show_progress, stop_after_updates, callback, recipe)
 
 
 def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, total_steps: int | None,
            show_progress: bool, stop_after_updates: int | None,
-           callback: Callable[[dict[str, Any], Teacher], bool] | None) -> dict[str, Any]:
+           callback: Callable[[dict[str, Any], Teacher], bool] | None, recipe: RecipeUse | None) -> dict[str, Any]:
     paths, config = prepare_run(run_dir, config, resume, total_steps)
     # torchrun ranks: seeds, gradient/statistics sync, rank-0-only I/O (a no-op in one process)
     dp = data_parallel(config)
@@ -176,7 +179,7 @@ def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, tota
         start = replace(Counters.from_progress(ckpt.progress), episodes=dp.resume_episodes(state, ckpt.progress))
     else:
         if dp.is_main:
-            write_teacher_config(paths, run_config, spec.to_json())
+            write_teacher_config(paths, run_config, spec.to_json(), recipe)
         step = env.reset()
         hidden = teacher.actor.initial_hidden(config.num_envs, device)
         start = Counters()

@@ -1,6 +1,7 @@
 """The teacher's files in a run folder (``RUN/teacher/``, see ``kdx.layout``) and ``load_teacher``.
 
-    config.json              TeacherConfig + the env spec (written once, at the start)
+    config.json              TeacherConfig, the env spec and, for runs of ``kdx train``, the recipe it
+                             used (``RecipeUse.to_json``; older runs have none); written once, at the start
     weights.safetensors      actor.*, critic.*, value_norm.* of the newest checkpoint
     optimizer.safetensors    Adam state of the newest checkpoint
     metrics.jsonl  tb/       one JSON line per logged update
@@ -28,6 +29,7 @@ from kdx.trainer.common.checkpoints import (
     load_module_tensors,
     module_tensors,
 )
+from kdx.trainer.common.recipes import RecipeUse
 from kdx.trainer.teacher.config import TeacherConfig
 from kdx.trainer.teacher.model import Teacher, spec_from_json
 
@@ -63,9 +65,13 @@ def publish_teacher(folder: TeacherFolder, weights: dict[str, torch.Tensor],
     atomic_save_tensors(folder.optimizer, opt_tensors, metadata=opt_meta)
 
 
-def write_teacher_config(folder: TeacherFolder, config: TeacherConfig, spec_json: dict) -> None:
+def write_teacher_config(folder: TeacherFolder, config: TeacherConfig, spec_json: dict,
+                         recipe: RecipeUse | None = None) -> None:
     folder.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder.config, json.dumps({"teacher": config.to_json(), "env_spec": spec_json}, indent=2))
+    document = {"teacher": config.to_json(), "env_spec": spec_json}
+    if recipe is not None:
+        document["recipe"] = recipe.to_json()
+    atomic_write_text(folder.config, json.dumps(document, indent=2))
 
 
 def save_teacher(run_dir: str | Path, teacher: Teacher) -> TeacherFolder:
