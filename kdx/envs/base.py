@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kdx.envs.obs_layout import ObservationLayout
 from kdx.errors import KdxError
 
 
@@ -315,6 +316,27 @@ class BatchedEnv(ABC):
                     "Sample from the action mask (EnvStep.action_mask)."
                 )
         return actions
+
+    def observation_layouts(self) -> tuple[ObservationLayout, ...]:
+        """What each index of each agent's observation means, one layout per agent (see
+        ``kdx.envs.obs_layout``). Scenarios override ``_observation_layouts``; the default is one
+        generic block per agent."""
+        layouts = self._observation_layouts()
+        for agent, layout in zip(self.spec.agents, layouts, strict=True):
+            if layout.size != agent.obs_dim:
+                raise KdxError(f"{self.spec.name}: the observation layout of {agent.name!r} has "
+                               f"{layout.size} features, its observations {agent.obs_dim}")
+        return layouts
+
+    def observation_layout(self, agent: int | str) -> ObservationLayout:
+        """The layout of one agent, by index or name."""
+        index = self.spec.agent_index(agent) if isinstance(agent, str) else agent
+        if not 0 <= index < self.spec.n_agents:
+            raise KdxError(f"{self.spec.name} has agents 0..{self.spec.n_agents - 1}, not {index}")
+        return self.observation_layouts()[index]
+
+    def _observation_layouts(self) -> tuple[ObservationLayout, ...]:
+        return tuple(ObservationLayout.generic(a.obs_dim) for a in self.spec.agents)
 
     def sample_random_actions(self) -> torch.Tensor:
         """Uniformly random legal actions, ``long [num_envs, n_agents]``, from the env's generator."""

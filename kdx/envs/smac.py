@@ -11,6 +11,10 @@ lives in ``SmacEnv`` and does not depend on StarCraft II: it drives any object w
 interface). SMAC ends an episode at its step limit with ``terminated=True`` and no win; here that
 becomes ``truncated`` (a loss on the very last step reads as a timeout, SMAC does not tell them
 apart). Messages between processes are JSON (nothing is pickled by kdx's protocol).
+
+Observation layouts: with SMAC's default observation options the observation is the skirmish
+layout of the same map (``skirmish.features.observation_layout``; ``obs_last_action=True`` adds
+each ally's last action), otherwise one generic block.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import numpy as np
 import torch
 
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec
+from kdx.envs.obs_layout import ObservationLayout
 from kdx.envs.registry import register
+from kdx.envs.skirmish.features import observation_layout
 from kdx.envs.skirmish.maps import MAPS
 from kdx.errors import KdxError
 
@@ -35,6 +41,25 @@ INSTALL_HINT = (
     "if StarCraft II is not in ~/StarCraftII. Without StarCraft II, use `skirmish/<map>`: the "
     "same maps and interface in a torch simulator."
 )
+
+
+# StarCraft2Env's options that change the observation, at their defaults; at these values the
+# observation follows the skirmish layout.
+SMAC_OBS_DEFAULTS = {"obs_all_health": True, "obs_own_health": True, "obs_pathing_grid": False,
+                     "obs_terrain_height": False, "obs_timestep_number": False}
+
+
+def smac_observation_layout(map_name: str, smac_kwargs: dict, obs_dim: int) -> ObservationLayout:
+    """The observation layout of SMAC map ``map_name`` made with ``smac_kwargs``: the skirmish
+    layout (plus each ally's last action under ``obs_last_action``) when the options keep SMAC's
+    default layout and its size is ``obs_dim``, else one generic block."""
+    game_map = MAPS.get(map_name)
+    if game_map is not None and all(smac_kwargs.get(k, v) == v for k, v in SMAC_OBS_DEFAULTS.items()):
+        last = game_map.n_actions if smac_kwargs.get("obs_last_action", False) else 0
+        layout = observation_layout(game_map, last_action_bits=last)
+        if layout.size == obs_dim:
+            return layout
+    return ObservationLayout.generic(obs_dim)
 
 
 def load_starcraft2env() -> type:
@@ -154,13 +179,14 @@ class SmacEnv(BatchedEnv):
             (``reset``, ``step``, ``get_obs``, ``get_state``, ``get_avail_actions``,
             ``get_env_info``, ``close``).
         processes: run each env in its own worker process.
+        smac_kwargs: the options the envs were made with (for the observation layout).
     """
 
     state_in_tensors = False  # the state lives in the wrapped simulator
 
     def __init__(self, name: str, make_envs: Sequence[Callable[[], object]], seed: int = 0,
                  device: str | torch.device = "cpu", check_actions: bool = True,
-                 processes: bool = True) -> None:
+                 processes: bool = True, smac_kwargs: dict | None = None) -> None:
         if not make_envs:
             raise KdxError("SmacEnv needs at least one env factory")
         self.backend = (ProcessBackend if processes else InProcessBackend)(make_envs)
@@ -180,6 +206,8 @@ class SmacEnv(BatchedEnv):
         self._state = torch.zeros(e, self.spec.state_dim)
         self._avail = torch.zeros(e, n_agents, n_actions, dtype=torch.bool)
         self._timeout = torch.zeros(e, dtype=torch.bool)
+        self._layout = smac_observation_layout(name.removeprefix("smac/"), smac_kwargs or {},
+                                               self.spec.agents[0].obs_dim)
 
     def _store(self, i: int, snap: dict) -> None:
         self._obs[i] = torch.tensor(snap["obs"])
@@ -215,6 +243,9 @@ class SmacEnv(BatchedEnv):
     def _action_masks(self) -> tuple[torch.Tensor, ...]:
         return tuple(self._avail.to(self.device, copy=True).unbind(1))
 
+    def _observation_layouts(self) -> tuple[ObservationLayout, ...]:
+        return (self._layout,) * self.spec.n_agents
+
     def _global_state(self) -> torch.Tensor:
         return self._state.to(self.device, copy=True)  # later steps write in place
 
@@ -239,7 +270,7 @@ def make_smac(map_name: str, num_envs: int = 1, seed: int = 0, device: str = "cp
     factories = [functools.partial(starcraft2env, map_name=map_name, seed=seed + i, **smac_kwargs)
                  for i in range(num_envs)]
     return SmacEnv(f"smac/{map_name}", factories, seed=seed, device=device,
-                   check_actions=check_actions, processes=num_envs > 1)
+                   check_actions=check_actions, processes=num_envs > 1, smac_kwargs=smac_kwargs)
 
 
 def _factory(map_name: str):

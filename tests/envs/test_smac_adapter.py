@@ -16,10 +16,12 @@ import pytest
 import torch
 
 from kdx.envs import available, make
+from kdx.envs.obs_layout import ObservationLayout
 from kdx.envs.skirmish import SkirmishEnv
+from kdx.envs.skirmish.features import observation_layout
 from kdx.envs.skirmish.maps import MAPS
 from kdx.envs.skirmish.scripted import SCRIPTED_POLICIES
-from kdx.envs.smac import SmacEnv, load_starcraft2env
+from kdx.envs.smac import SmacEnv, load_starcraft2env, smac_observation_layout
 from kdx.errors import KdxError
 
 
@@ -119,6 +121,29 @@ def test_adapter_turns_the_smac_step_limit_into_a_truncation():
         smac.step(torch.zeros(1, 3, dtype=torch.long))
 
 
+def test_the_adapter_reuses_the_skirmish_observation_layout():
+    smac = adapter("2s3z", [0], processes=False)
+    try:
+        assert smac.observation_layouts() == SkirmishEnv("2s3z", num_envs=1).observation_layouts()
+    finally:
+        smac.close()
+
+
+@pytest.mark.parametrize("map_name", list(MAPS))
+def test_smac_layout_follows_its_observation_options(map_name):
+    m = MAPS[map_name]
+    default = observation_layout(m)
+    assert smac_observation_layout(map_name, {}, default.size) == default
+    # obs_last_action appends each other ally's last action one-hot (SMAC's nf_al += n_actions).
+    last = smac_observation_layout(map_name, {"obs_last_action": True}, default.size + (m.n_agents - 1) * m.n_actions)
+    if m.n_agents > 1:
+        assert last.block("ally.0").features[-1] == f"last_action_{m.n_actions - 1}"
+    assert last.block("enemy.0") == default.block("enemy.0")
+    # Options whose layout kdx does not describe, or a size that disagrees: one generic block.
+    for kwargs, size in (({"obs_pathing_grid": True}, default.size + 8), ({}, default.size + 1)):
+        assert smac_observation_layout(map_name, kwargs, size) == ObservationLayout.generic(size)
+
+
 def test_every_map_is_registered_under_smac():
     names = {n for n, e in available().items() if e.family == "smac"}
     assert names == {f"smac/{m}" for m in MAPS}
@@ -152,6 +177,7 @@ def test_real_smac_3m_steps():  # pragma: no cover - needs StarCraft II
     try:
         out = env.reset()
         assert env.spec.agents[0].obs_dim == 30 and env.spec.state_dim == 48
+        assert env.observation_layout(0) == make("skirmish/3m").observation_layout(0)
         out = env.step(env.sample_random_actions())
         assert out.reward.shape == (1, 3)
     finally:

@@ -8,7 +8,11 @@ Every scenario keeps its world as a few batch-first tensors:
   (one-hot of the last word said; zeros for silent agents and after a reset);
 - ``goal``: ``long [num_envs, n_goals]``, landmark indices of the scenario's goals.
 
-Scenario subclasses declare their agents and implement the step, observations and rewards.
+Scenario subclasses declare their agents and implement the step, observations and rewards,
+and name their observations' features (``_make_layouts``; the spec's observation sizes are the
+layouts' sizes). Blocks: ``self`` (velocity, position), ``landmark.j`` (offset of landmark j),
+``agent.k`` (offset of the k-th other agent), ``comm.k`` (the k-th other agent's utterance),
+``goal`` (colour of a goal landmark).
 Observations are computed once per state and cached (``_step_envs`` and ``_reset_envs``
 invalidate the cache), because the base class asks for them and for the global state (which
 is their concatenation) several times per step.
@@ -21,6 +25,7 @@ from typing import Any
 import torch
 
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec
+from kdx.envs.obs_layout import Entity, ObservationLayout
 from kdx.errors import KdxError
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -40,8 +45,8 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
 class MpeEnv(BatchedEnv):
     """Base of the vectorised MPE scenarios (see the module docstring for the state layout).
 
-    Subclasses set ``n_landmarks``, ``dim_c``, ``n_goals`` and implement ``_make_spec``,
-    ``_step_envs``, ``_compute_observations`` and ``_goals_from_mpe2``.
+    Subclasses set ``n_landmarks``, ``dim_c``, ``n_goals`` and implement ``_make_layouts``,
+    ``_make_spec``, ``_step_envs``, ``_compute_observations`` and ``_goals_from_mpe2``.
     """
 
     n_landmarks: int
@@ -58,6 +63,7 @@ class MpeEnv(BatchedEnv):
         dtype: torch.dtype | str = torch.float32,
     ) -> None:
         self.config = config
+        self._layouts = self._make_layouts()
         self.spec = self._make_spec()
         super().__init__(num_envs, seed=seed, device=device, check_actions=check_actions)
         self.dtype = resolve_dtype(dtype)
@@ -82,8 +88,16 @@ class MpeEnv(BatchedEnv):
         self.comm = torch.zeros(b, a, self.dim_c, **f)
         self.goal = torch.zeros(b, self.n_goals, dtype=torch.long, device=self.device)
 
+    def _make_layouts(self) -> tuple[ObservationLayout, ...]:  # pragma: no cover - abstract
+        """Each agent's observation layout, from the config alone (called before ``_make_spec``,
+        which takes the observation sizes from it)."""
+        raise NotImplementedError
+
     def _make_spec(self) -> EnvSpec:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _observation_layouts(self) -> tuple[ObservationLayout, ...]:
+        return self._layouts
 
     def _compute_observations(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Per-agent observations and their concatenation ``[num_envs, state_dim]``."""
@@ -229,9 +243,25 @@ def reject_unknown_params(env_name: str, unknown: dict, allowed: tuple[str, ...]
         )
 
 
-def agent_spec(name: str, obs_dim: int, n_actions: int, group: str) -> AgentSpec:
-    """Shorthand used by the scenario modules."""
-    return AgentSpec(name=name, obs_dim=obs_dim, n_actions=n_actions, group=group)
+def agent_spec(name: str, layout: ObservationLayout, n_actions: int, group: str) -> AgentSpec:
+    """Shorthand used by the scenario modules: the observation size is the layout's."""
+    return AgentSpec(name=name, obs_dim=layout.size, n_actions=n_actions, group=group)
+
+
+OFFSET = ("dx", "dy")  # position of a landmark or another agent minus this agent's
+
+
+def landmark_blocks(n_landmarks: int) -> list[tuple[str, Entity, tuple[str, ...]]]:
+    """``landmark.j``: landmark j's offset from the agent, for every landmark."""
+    return [(f"landmark.{j}", Entity("landmark", j), OFFSET) for j in range(n_landmarks)]
+
+
+def comm_block(k: int, dim_c: int) -> tuple[str, Entity, tuple[str, ...]]:
+    """``comm.k``: the k-th other agent's utterance (one-hot of its word; zeros when silent)."""
+    return (f"comm.{k}", Entity("communication", k), tuple(f"word_{w}" for w in range(dim_c)))
+
+
+GOAL_COLOUR = ("goal", Entity("goal"), ("red", "green", "blue"))  # the goal landmark's colour
 
 
 def landmark_index(world: Any, landmark: Any) -> int:

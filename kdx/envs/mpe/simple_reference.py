@@ -19,7 +19,16 @@ import torch
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import MpeEnv, agent_spec, landmark_index, reject_unknown_params
+from kdx.envs.mpe.core import (
+    GOAL_COLOUR,
+    MpeEnv,
+    agent_spec,
+    comm_block,
+    landmark_blocks,
+    landmark_index,
+    reject_unknown_params,
+)
+from kdx.envs.obs_layout import Entity, ObservationLayout
 from kdx.errors import KdxError
 
 LANDMARK_COLORS = ((0.75, 0.25, 0.25), (0.25, 0.75, 0.25), (0.25, 0.25, 0.75))
@@ -56,12 +65,21 @@ class SimpleReference(MpeEnv):
         self._words = torch.eye(self.dim_c, dtype=self.dtype, device=self.device)
         self._other = torch.tensor([1, 0], dtype=torch.long, device=self.device)
 
+    def _make_layouts(self) -> tuple[ObservationLayout, ...]:
+        layout = ObservationLayout.concat([
+            ("self", Entity("self"), ("vel_x", "vel_y")),
+            *landmark_blocks(self.n_landmarks),
+            GOAL_COLOUR,  # the goal this agent knows: the other agent's landmark
+            comm_block(0, self.dim_c),  # the other agent's word
+        ])
+        return (layout, layout)
+
     def _make_spec(self) -> EnvSpec:
-        obs_dim = 2 + 2 * self.n_landmarks + 3 + self.dim_c
         return EnvSpec(
             name="mpe/simple_reference",
-            agents=tuple(agent_spec(f"agent_{i}", obs_dim, physics.N_MOVES * N_WORDS, "agents") for i in range(2)),
-            state_dim=2 * obs_dim,
+            agents=tuple(agent_spec(f"agent_{i}", self._layouts[i], physics.N_MOVES * N_WORDS, "agents")
+                         for i in range(2)),
+            state_dim=sum(layout.size for layout in self._layouts),
             episode_limit=self.config.max_cycles,
         )
 

@@ -18,7 +18,16 @@ import torch
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import MpeEnv, agent_spec, landmark_index, reject_unknown_params
+from kdx.envs.mpe.core import (
+    GOAL_COLOUR,
+    MpeEnv,
+    agent_spec,
+    comm_block,
+    landmark_blocks,
+    landmark_index,
+    reject_unknown_params,
+)
+from kdx.envs.obs_layout import Entity, ObservationLayout
 from kdx.errors import KdxError
 
 LANDMARK_COLORS = ((0.65, 0.15, 0.15), (0.15, 0.65, 0.15), (0.15, 0.15, 0.65))
@@ -55,14 +64,24 @@ class SimpleSpeakerListener(MpeEnv):
         self._colors = torch.tensor(LANDMARK_COLORS, dtype=self.dtype, device=self.device)
         self._words = torch.eye(self.dim_c, dtype=self.dtype, device=self.device)
 
+    def _make_layouts(self) -> tuple[ObservationLayout, ...]:
+        speaker = ObservationLayout.concat([GOAL_COLOUR])
+        listener = ObservationLayout.concat([
+            ("self", Entity("self"), ("vel_x", "vel_y")),
+            *landmark_blocks(self.n_landmarks),
+            comm_block(0, self.dim_c),  # the speaker's word
+        ])
+        return speaker, listener
+
     def _make_spec(self) -> EnvSpec:
+        speaker, listener = self._layouts
         return EnvSpec(
             name="mpe/simple_speaker_listener",
             agents=(
-                agent_spec("speaker_0", 3, self.dim_c, "speaker"),
-                agent_spec("listener_0", 2 + 2 * self.n_landmarks + self.dim_c, physics.N_MOVES, "listener"),
+                agent_spec("speaker_0", speaker, self.dim_c, "speaker"),
+                agent_spec("listener_0", listener, physics.N_MOVES, "listener"),
             ),
-            state_dim=3 + 2 + 2 * self.n_landmarks + self.dim_c,
+            state_dim=speaker.size + listener.size,
             episode_limit=self.config.max_cycles,
         )
 

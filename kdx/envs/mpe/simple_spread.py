@@ -19,10 +19,19 @@ import torch.nn.functional as F
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import MpeEnv, agent_spec, reject_unknown_params
+from kdx.envs.mpe.core import (
+    OFFSET,
+    MpeEnv,
+    agent_spec,
+    comm_block,
+    landmark_blocks,
+    reject_unknown_params,
+)
+from kdx.envs.obs_layout import Entity, ObservationBlock, ObservationLayout
 from kdx.errors import KdxError
 
 AGENT_SIZE = 0.15
+SELF_FEATURES = ("vel_x", "vel_y", "pos_x", "pos_y")
 
 
 @dataclass(frozen=True)
@@ -122,36 +131,55 @@ class SimpleSpread(MpeEnv):
             return 4 * n + j
 
         others = [[k for k in range(n) if k != i] for i in range(n)]
-        # Observation of agent i, entry by entry as (plus column, minus column), mpe2's order.
+
+        def columns(i: int, block: ObservationBlock) -> dict[str, tuple[int, int]]:
+            """Feature name -> (plus column, minus column) for a block of agent i."""
+            kind, k = block.entity.kind, block.entity.index
+            if kind == "self":
+                return {"vel_x": (vx(i), zero), "vel_y": (vx(i) + n, zero),
+                        "pos_x": (x(i), zero), "pos_y": (x(i) + n, zero)}
+            if kind == "landmark":
+                return {"dx": (lx(k), x(i)), "dy": (lx(k) + L, x(i) + n)}
+            if kind == "agent":
+                return {"dx": (x(others[i][k]), x(i)), "dy": (x(others[i][k]) + n, x(i) + n)}
+            return dict.fromkeys(block.features, (zero, zero))  # silent: comm slots stay 0
+
+        # Observation of agent i, entry by entry, in the order of its layout.
         plus, minus = [], []
-        for i in range(n):
-            entries = [(vx(i), zero), (vx(i) + n, zero), (x(i), zero), (x(i) + n, zero)]
-            for j in range(L):
-                entries += [(lx(j), x(i)), (lx(j) + L, x(i) + n)]
-            for k in others[i]:
-                entries += [(x(k), x(i)), (x(k) + n, x(i) + n)]
-            entries += [(zero, zero)] * (self.dim_c * (n - 1))  # silent: comm slots stay 0
-            plus += [a for a, _ in entries]
-            minus += [b for _, b in entries]
+        for i, layout in enumerate(self._layouts):
+            for block in layout.blocks:
+                entries = columns(i, block)
+                plus += [entries[f][0] for f in block.features]
+                minus += [entries[f][1] for f in block.features]
         # Distances are read off the observations, which hold every offset they need: agent i's
         # landmark offsets (pairs [i][l]) and its offsets to the other agents (pairs [m][i], the
         # m-th other agent of i, offset = pos_other - pos_i); all x columns first, then all y.
         d = self.spec.agents[0].obs_dim
-        x_cols = [i * d + 4 + 2 * j for i in range(n) for j in range(L)]
-        x_cols += [i * d + 4 + 2 * L + 2 * m for m in range(n - 1) for i in range(n)]
+        at = self._layouts[0].block
+        x_cols = [i * d + at(f"landmark.{j}").start for i in range(n) for j in range(L)]
+        x_cols += [i * d + at(f"agent.{m}").start for m in range(n - 1) for i in range(n)]
         as_index = lambda v: torch.tensor(v, dtype=torch.long, device=self.device)  # noqa: E731
         self._obs_plus, self._obs_minus = as_index(plus), as_index(minus)
         self._dist_cols = as_index(x_cols + [c + 1 for c in x_cols])
         self._n_al = n * L
 
     # ------------------------------------------------------------------ spec and step
+    def _make_layouts(self) -> tuple[ObservationLayout, ...]:
+        n = self.config.n_agents
+        layout = ObservationLayout.concat([
+            ("self", Entity("self"), SELF_FEATURES),
+            *landmark_blocks(n),
+            *((f"agent.{k}", Entity("agent", k), OFFSET) for k in range(n - 1)),
+            *(comm_block(k, self.dim_c) for k in range(n - 1)),
+        ])
+        return (layout,) * n
+
     def _make_spec(self) -> EnvSpec:
         n = self.config.n_agents
-        obs_dim = 4 + 2 * n + 4 * (n - 1)
         return EnvSpec(
             name="mpe/simple_spread",
-            agents=tuple(agent_spec(f"agent_{i}", obs_dim, physics.N_MOVES, "agents") for i in range(n)),
-            state_dim=n * obs_dim,
+            agents=tuple(agent_spec(f"agent_{i}", self._layouts[i], physics.N_MOVES, "agents") for i in range(n)),
+            state_dim=sum(layout.size for layout in self._layouts),
             episode_limit=self.config.max_cycles,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec, EnvStep
+from kdx.envs.obs_layout import ObservationLayout
 from kdx.envs.skirmish import features
 from kdx.envs.skirmish.combat import Battle, PairPlanes, UnitTable, game_loop, push_apart
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap, get_map
@@ -187,6 +188,9 @@ class SkirmishEnv(BatchedEnv):
         masks = self._masks()
         obs = features.observations(self.layout, self.table, self.battle, masks, self._geometry)
         return tuple(obs.unbind(1))
+
+    def _observation_layouts(self) -> tuple[ObservationLayout, ...]:
+        return (self.layout.observation,) * self.map.n_agents
 
     def _global_state(self) -> torch.Tensor:
         return features.global_state(self.layout, self.table, self.battle, self.last_actions)

@@ -8,6 +8,8 @@ Layouts follow oxwhirl/smac with its default options (``obs_all_health``, ``obs_
   range 9 or dead), per other ally ``[visible, dist/9, dx/9, dy/9, health, (shield), (type)]``,
   own ``[health, (shield), (type)]``. "attackable" is the action mask's column ``6 + k``, as in
   SMAC (for a medivac that column means "ally k can be healed", a SMAC quirk kept as is).
+  ``observation_layout`` names these features as blocks ``move``, ``enemy.k``, ``ally.k`` (the
+  k-th *other* ally) and ``own``; the sizes used here are counted from those names.
 - state: per ally ``[health, cooldown / SMAC max cooldown (energy / 200 for a medivac),
   x and y relative to the map centre / map size, (shield), (type)]``, per enemy
   ``[health, rel x, rel y, (shield), (type)]``, then every agent's last action one-hot.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kdx.envs.obs_layout import Entity, ObservationLayout
 from kdx.envs.skirmish.combat import Battle, UnitTable, float_mask
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap
 
@@ -33,6 +36,41 @@ MOVE_AMOUNT = 2.0
 N_ACTIONS_NO_ATTACK = 6
 # Dead unit u sits (u + 1) * this far along x in Geometry: out of every range, apart from each other.
 _DEAD_SPACING = 1.0e4
+# The move features are action columns 2..5, in SMAC's order.
+MOVE_FEATURES = ("north", "south", "east", "west")
+
+
+def unit_features(first: str, shields: bool, type_names: tuple[str, ...], last_action_bits: int = 0
+                  ) -> tuple[str, ...]:
+    """Feature names of one enemy (``first="attackable"``) or other ally (``"visible"``), in the
+    order ``observations`` builds them; ``last_action_bits`` is for real SMAC's optional
+    ``obs_last_action`` (skirmish observations have none)."""
+    return (first, "distance", "dx", "dy", "health", *(("shield",) if shields else ()),
+            *(f"type_{t}" for t in type_names), *(f"last_action_{a}" for a in range(last_action_bits)))
+
+
+def own_features(shields: bool, type_names: tuple[str, ...]) -> tuple[str, ...]:
+    return ("health", *(("shield",) if shields else ()), *(f"type_{t}" for t in type_names))
+
+
+def type_names(order: tuple[str, ...], bits: int) -> tuple[str, ...]:
+    """Names of the unit-type one-hot's bits (none when the map has one unit type)."""
+    return tuple(order[i] if i < len(order) else str(i) for i in range(bits))
+
+
+def observation_layout(game_map: SkirmishMap, last_action_bits: int = 0) -> ObservationLayout:
+    """Every agent's observation layout on ``game_map`` (all agents share it): move features,
+    then per enemy, per other ally, then own features, as ``observations`` concatenates them."""
+    bits = game_map.unit_type_bits
+    ally_types = type_names(game_map.ally_type_order, bits)
+    enemy = unit_features("attackable", game_map.enemy_shields, type_names(game_map.enemy_type_order, bits))
+    ally = unit_features("visible", game_map.ally_shields, ally_types, last_action_bits)
+    return ObservationLayout.concat([
+        ("move", Entity("self"), MOVE_FEATURES),
+        *((f"enemy.{k}", Entity("enemy", k), enemy) for k in range(game_map.n_enemies)),
+        *((f"ally.{k}", Entity("ally", k), ally) for k in range(game_map.n_agents - 1)),
+        ("own", Entity("self"), own_features(game_map.ally_shields, ally_types)),
+    ])
 
 
 @dataclass
@@ -55,6 +93,7 @@ class FeatureLayout:
     target_units: torch.Tensor  # long [nA, nE]: unit behind each attack column (clamped)
     target_allowed: torch.Tensor  # bool [nA, nE]: the column names a unit this agent may target
     any_healer: bool
+    observation: ObservationLayout  # names of the observation's features, one block per entity
 
     @staticmethod
     def build(game_map: SkirmishMap, table: UnitTable, device: torch.device) -> FeatureLayout:
@@ -89,23 +128,16 @@ class FeatureLayout:
                                        (col < n_a) & table.can_target[:n_a, col.clamp(max=n_a - 1)],
                                        torch.ones(n_a, n_e, dtype=torch.bool, device=device)),
             any_healer=bool(heal.any()),
+            observation=observation_layout(game_map),
         )
 
     @property
-    def enemy_feats(self) -> int:
-        return 5 + int(self.enemy_shields) + self.type_bits
-
-    @property
-    def ally_feats(self) -> int:
-        return 5 + int(self.ally_shields) + self.type_bits
-
-    @property
     def own_feats(self) -> int:
-        return 1 + int(self.ally_shields) + self.type_bits
+        return self.observation.block("own").size
 
     @property
     def obs_dim(self) -> int:
-        return 4 + self.n_enemies * self.enemy_feats + (self.n_allies - 1) * self.ally_feats + self.own_feats
+        return self.observation.size
 
     @property
     def state_dim(self) -> int:
