@@ -1,10 +1,22 @@
-"""``kdx envs``: list environments and roll them out."""
+"""``kdx envs``: list environments, show their observation layouts, roll them out."""
 
 from __future__ import annotations
+
+import json
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from kdx.envs.obs_layout import ObservationLayout
+
+
+def _shorten(features: tuple[str, ...], most: int = 12) -> str:
+    """Feature names for a table cell; long generic blocks show their ends only."""
+    if len(features) <= most:
+        return ", ".join(features)
+    return ", ".join(features[: most // 2]) + f", ... ({len(features) - most} more), " + ", ".join(
+        features[-(most // 2):])
 
 
 def register(app: typer.Typer) -> None:
@@ -51,6 +63,37 @@ def register(app: typer.Typer) -> None:
             row = [entry.name, entry.family, "itself"] + ([""] * 4 if specs else [])
             table.add_row(*row, entry.description)
         Console().print(table)
+
+    @envs_app.command("show")
+    def show(
+        env: str = typer.Argument(..., help="Environment name, e.g. skirmish/3m."),
+        as_json: bool = typer.Option(False, "--json", help="Print the layouts as JSON instead of tables."),
+    ) -> None:
+        """Show each agent's observation layout: blocks, the entity each describes, index ranges, features."""
+        from kdx.envs import make
+
+        built = make(env, num_envs=1)
+        try:
+            spec, layouts = built.spec, built.observation_layouts()
+        finally:
+            built.close()
+        if as_json:
+            agents = [{"name": a.name, "group": a.group, "obs_dim": a.obs_dim, "layout": layout.to_json()}
+                      for a, layout in zip(spec.agents, layouts)]
+            typer.echo(json.dumps({"env": spec.name, "agents": agents}, indent=2))
+            return
+        # Agents with equal layouts (a group, usually) share one table.
+        shared: dict[ObservationLayout, list[str]] = {}
+        for a, layout in zip(spec.agents, layouts):
+            shared.setdefault(layout, []).append(a.name)
+        console = Console()
+        for layout, names in shared.items():
+            table = Table(title=f"{spec.name}: observation of {', '.join(names)} ({layout.size} features)")
+            for column in ("block", "entity", "indices [start, stop)", "features"):
+                table.add_column(column)
+            for b in layout.blocks:
+                table.add_row(b.name, b.entity.label, f"[{b.start}, {b.stop})", _shorten(b.features))
+            console.print(table)
 
     @envs_app.command("rollout")
     def rollout(

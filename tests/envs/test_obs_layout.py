@@ -1,5 +1,5 @@
 """Observation layouts: the torch-free dataclasses, every registered env's layouts, the feature
-names checked against real observations."""
+names checked against real observations, and `kdx envs show`."""
 
 from __future__ import annotations
 
@@ -234,3 +234,34 @@ def test_simple_reference_feature_names_point_at_the_right_numbers():
     obs = dict(zip(layout.feature_names(), env.observations()[0][0].tolist()))
     assert obs["goal.blue"] == pytest.approx(0.75) and obs["goal.red"] == pytest.approx(0.25)
     assert [i for i in range(10) if obs[f"comm.0.word_{i}"]] == [7]
+
+
+# ---------------------------------------------------------------------------------- kdx envs show
+def test_envs_show_prints_the_blocks(run_kdx, capsys):
+    assert run_kdx(["envs", "show", "skirmish/3m"]) == 0
+    out = capsys.readouterr().out
+    for text in ("agent_0, agent_1, agent_2", "enemy.2", "enemy 2", "ally.1", "attackable", "[29, 30)"):
+        assert text in out
+    assert out.count("observation of") == 1  # one table for the three marines
+
+
+def test_envs_show_prints_one_table_per_distinct_layout(run_kdx, capsys):
+    assert run_kdx(["envs", "show", "mpe/simple_speaker_listener"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("observation of") == 2 and "speaker_0" in out and "comm.0" in out
+
+
+def test_envs_show_json_round_trips(run_kdx, capsys):
+    assert run_kdx(["envs", "show", "mpe/simple_spread", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    env = make("mpe/simple_spread")
+    assert data["env"] == "mpe/simple_spread"
+    assert [a["name"] for a in data["agents"]] == list(env.spec.agent_names)
+    for agent, layout in zip(data["agents"], env.observation_layouts()):
+        assert ObservationLayout.from_json(agent["layout"]) == layout
+        assert agent["obs_dim"] == layout.size
+
+
+def test_envs_show_unknown_env_is_a_user_error(run_kdx, capsys):
+    assert run_kdx(["envs", "show", "mpe/nope"]) == 2
+    assert "unknown environment 'mpe/nope'" in capsys.readouterr().err
