@@ -9,10 +9,8 @@ Every scenario keeps its world as a few batch-first tensors:
 - ``goal``: ``long [num_envs, n_goals]``, landmark indices of the scenario's goals.
 
 Scenario subclasses declare their agents and implement the step, observations and rewards,
-and name their observations' features (``_make_layouts``; the spec's observation sizes are the
-layouts' sizes). Blocks: ``self`` (velocity, position), ``landmark.j`` (offset of landmark j),
-``agent.k`` (offset of the k-th other agent), ``comm.k`` (the k-th other agent's utterance),
-``goal`` (colour of a goal landmark).
+and name their observations' features (``_make_layouts``, from the blocks in ``blocks.py``; the
+spec's observation sizes are the layouts' sizes).
 Observations are computed once per state and cached (``_step_envs`` and ``_reset_envs``
 invalidate the cache), because the base class asks for them and for the global state (which
 is their concatenation) several times per step.
@@ -25,7 +23,7 @@ from typing import Any
 import torch
 
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec
-from kdx.envs.obs_layout import Entity, ObservationLayout
+from kdx.envs.obs_layout import ObservationLayout
 from kdx.errors import KdxError
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -247,21 +245,6 @@ def agent_spec(name: str, layout: ObservationLayout, n_actions: int, group: str)
     """Shorthand used by the scenario modules: the observation size is the layout's."""
     return AgentSpec(name=name, obs_dim=layout.size, n_actions=n_actions, group=group)
 
-
-OFFSET = ("dx", "dy")  # position of a landmark or another agent minus this agent's
-
-
-def landmark_blocks(n_landmarks: int) -> list[tuple[str, Entity, tuple[str, ...]]]:
-    """``landmark.j``: landmark j's offset from the agent, for every landmark."""
-    return [(f"landmark.{j}", Entity("landmark", j), OFFSET) for j in range(n_landmarks)]
-
-
-def comm_block(k: int, dim_c: int) -> tuple[str, Entity, tuple[str, ...]]:
-    """``comm.k``: the k-th other agent's utterance (one-hot of its word; zeros when silent)."""
-    return (f"comm.{k}", Entity("communication", k), tuple(f"word_{w}" for w in range(dim_c)))
-
-
-GOAL_COLOUR = ("goal", Entity("goal"), ("red", "green", "blue"))  # the goal landmark's colour
 
 
 def landmark_index(world: Any, landmark: Any) -> int:

@@ -19,16 +19,9 @@ import torch
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import (
-    GOAL_COLOUR,
-    MpeEnv,
-    agent_spec,
-    comm_block,
-    landmark_blocks,
-    landmark_index,
-    reject_unknown_params,
-)
-from kdx.envs.obs_layout import Entity, ObservationLayout
+from kdx.envs.mpe.blocks import GOAL_COLOUR, SELF_VELOCITY, comm_block, landmark_blocks
+from kdx.envs.mpe.core import MpeEnv, agent_spec, landmark_index, reject_unknown_params
+from kdx.envs.obs_layout import ObservationLayout
 from kdx.errors import KdxError
 
 LANDMARK_COLORS = ((0.75, 0.25, 0.25), (0.25, 0.75, 0.25), (0.25, 0.25, 0.75))
@@ -67,7 +60,7 @@ class SimpleReference(MpeEnv):
 
     def _make_layouts(self) -> tuple[ObservationLayout, ...]:
         layout = ObservationLayout.concat([
-            ("self", Entity("self"), ("vel_x", "vel_y")),
+            SELF_VELOCITY,
             *landmark_blocks(self.n_landmarks),
             GOAL_COLOUR,  # the goal this agent knows: the other agent's landmark
             comm_block(0, self.dim_c),  # the other agent's word

@@ -18,16 +18,9 @@ import torch
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import (
-    GOAL_COLOUR,
-    MpeEnv,
-    agent_spec,
-    comm_block,
-    landmark_blocks,
-    landmark_index,
-    reject_unknown_params,
-)
-from kdx.envs.obs_layout import Entity, ObservationLayout
+from kdx.envs.mpe.blocks import GOAL_COLOUR, SELF_VELOCITY, comm_block, landmark_blocks
+from kdx.envs.mpe.core import MpeEnv, agent_spec, landmark_index, reject_unknown_params
+from kdx.envs.obs_layout import ObservationLayout
 from kdx.errors import KdxError
 
 LANDMARK_COLORS = ((0.65, 0.15, 0.15), (0.15, 0.65, 0.15), (0.15, 0.15, 0.65))
@@ -67,7 +60,7 @@ class SimpleSpeakerListener(MpeEnv):
     def _make_layouts(self) -> tuple[ObservationLayout, ...]:
         speaker = ObservationLayout.concat([GOAL_COLOUR])
         listener = ObservationLayout.concat([
-            ("self", Entity("self"), ("vel_x", "vel_y")),
+            SELF_VELOCITY,
             *landmark_blocks(self.n_landmarks),
             comm_block(0, self.dim_c),  # the speaker's word
         ])

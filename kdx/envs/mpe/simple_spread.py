@@ -19,14 +19,8 @@ import torch.nn.functional as F
 
 from kdx.envs.base import EnvSpec
 from kdx.envs.mpe import physics
-from kdx.envs.mpe.core import (
-    OFFSET,
-    MpeEnv,
-    agent_spec,
-    comm_block,
-    landmark_blocks,
-    reject_unknown_params,
-)
+from kdx.envs.mpe.blocks import comm_block, landmark_blocks, other_agent_blocks
+from kdx.envs.mpe.core import MpeEnv, agent_spec, reject_unknown_params
 from kdx.envs.obs_layout import Entity, ObservationBlock, ObservationLayout
 from kdx.errors import KdxError
 
@@ -169,7 +163,7 @@ class SimpleSpread(MpeEnv):
         layout = ObservationLayout.concat([
             ("self", Entity("self"), SELF_FEATURES),
             *landmark_blocks(n),
-            *((f"agent.{k}", Entity("agent", k), OFFSET) for k in range(n - 1)),
+            *other_agent_blocks(n - 1),
             *(comm_block(k, self.dim_c) for k in range(n - 1)),
         ])
         return (layout,) * n
