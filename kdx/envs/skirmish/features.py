@@ -50,6 +50,7 @@ def unit_features(first: str, shields: bool, type_names: tuple[str, ...], last_a
 
 
 def own_features(shields: bool, type_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Feature names of the agent's own block, in the order ``observations`` builds them."""
     return ("health", *(("shield",) if shields else ()), *(f"type_{t}" for t in type_names))
 
 
