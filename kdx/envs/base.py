@@ -167,6 +167,10 @@ class BatchedEnv(ABC):
     # Envs that wrap an external simulator (PettingZoo, StarCraft II) set False: a resume then
     # starts fresh episodes.
     state_in_tensors: bool = True
+    # World units per unit of the ``distance`` / ``dx`` / ``dy`` observation features: the
+    # ``sight:r`` view op (``kdx.envs.view_spec``) compares r in world units. SMAC-style envs
+    # normalise distances by their sight range 9; MPE observes raw offsets.
+    observation_distance_unit: float = 1.0
 
     def __init__(
         self,

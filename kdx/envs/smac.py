@@ -30,7 +30,7 @@ import torch
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec
 from kdx.envs.obs_layout import ObservationLayout
 from kdx.envs.registry import register
-from kdx.envs.skirmish.features import observation_layout
+from kdx.envs.skirmish.features import SIGHT_RANGE, observation_layout
 from kdx.envs.skirmish.maps import MAPS
 from kdx.errors import KdxError
 
@@ -183,6 +183,7 @@ class SmacEnv(BatchedEnv):
     """
 
     state_in_tensors = False  # the state lives in the wrapped simulator
+    observation_distance_unit = SIGHT_RANGE  # SMAC observes distances as dist / sight range 9
 
     def __init__(self, name: str, make_envs: Sequence[Callable[[], object]], seed: int = 0,
                  device: str | torch.device = "cpu", check_actions: bool = True,

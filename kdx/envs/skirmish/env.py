@@ -47,6 +47,8 @@ class SkirmishEnv(BatchedEnv):
     ``float32 [E, state_dim]``, reward ``float32 [E, n_agents]`` (equal columns).
     """
 
+    observation_distance_unit = features.SIGHT_RANGE  # observed distances are dist / 9
+
     def __init__(self, map_name: str | SkirmishMap, num_envs: int, seed: int = 0, device: str | torch.device = "cpu",
                  check_actions: bool = True) -> None:
         self.map = map_name if isinstance(map_name, SkirmishMap) else get_map(map_name)
