@@ -12,26 +12,16 @@ from collections.abc import Callable
 
 import torch
 
+from kdx.envs import view_spec as vs
 from kdx.envs.obs_layout import ObservationLayout
-from kdx.envs.view_spec import (
-    Drop,
-    Dropout,
-    Keep,
-    Noise,
-    Quant,
-    Sight,
-    View,
-    ViewOp,
-    sensor_indices,
-)
 from kdx.errors import KdxError
 
 
-def _select(op: Keep | Drop, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
+def _select(op: vs.Keep | vs.Drop, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
     return obs[:, torch.tensor(op.indices(layout), dtype=torch.long, device=obs.device)]
 
 
-def _sight(op: Sight, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
+def _sight(op: vs.Sight, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
     out = obs.clone()
     for b in op.sighted_blocks(layout):
         block = obs[:, b.start:b.stop]
@@ -47,21 +37,21 @@ def _sight(op: Sight, layout: ObservationLayout, obs: torch.Tensor, gen) -> torc
 def _sensors(layout: ObservationLayout, obs: torch.Tensor) -> torch.Tensor:
     """``bool [D]``: True for sensor values, False for dropout's ``available`` flags."""
     mask = torch.zeros(layout.size, dtype=torch.bool, device=obs.device)
-    mask[sensor_indices(layout)] = True
+    mask[vs.sensor_indices(layout)] = True
     return mask
 
 
-def _noise(op: Noise, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
+def _noise(op: vs.Noise, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
     noise = torch.randn(obs.shape, generator=gen, device=obs.device, dtype=obs.dtype)
     return obs + op.sigma * noise * _sensors(layout, obs)
 
 
-def _quant(op: Quant, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
+def _quant(op: vs.Quant, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
     step = op.bound / op.levels
     return torch.where(_sensors(layout, obs), torch.round(obs.clamp(-op.bound, op.bound) / step) * step, obs)
 
 
-def _dropout(op: Dropout, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
+def _dropout(op: vs.Dropout, layout: ObservationLayout, obs: torch.Tensor, gen) -> torch.Tensor:
     names = {b.name for b in op.blocks(layout)}
     parts = []
     for b in layout.blocks:
@@ -78,12 +68,12 @@ def _dropout(op: Dropout, layout: ObservationLayout, obs: torch.Tensor, gen) -> 
 
 
 # How each op kind changes the tensor: (op, input layout, obs [B, D], generator) -> [B, D'].
-APPLY: dict[str, Callable[[ViewOp, ObservationLayout, torch.Tensor, torch.Generator | None], torch.Tensor]] = {
+APPLY: dict[str, Callable[[vs.ViewOp, ObservationLayout, torch.Tensor, torch.Generator | None], torch.Tensor]] = {
     "keep": _select, "drop": _select, "sight": _sight, "noise": _noise, "quant": _quant, "dropout": _dropout,
 }
 
 
-def apply_view(view: View, layout: ObservationLayout, obs: torch.Tensor,
+def apply_view(view: vs.View, layout: ObservationLayout, obs: torch.Tensor,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """``view`` applied to ``obs`` ``[B, layout.size]`` -> ``[B, output size]``. ``generator``
     (on ``obs``'s device) drives noise and dropout and is required when the view has them."""

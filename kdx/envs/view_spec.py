@@ -129,14 +129,15 @@ def sensor_indices(layout: ObservationLayout) -> list[int]:
 
 @dataclass(frozen=True)
 class Keep(ViewOp):
-    """Keep only the features matching ``pattern``."""
+    """Keep only the features matching ``pattern`` (compact form ``+pattern``)."""
 
     pattern: str
     kind: ClassVar[str] = "keep"
+    prefix: ClassVar[str] = "+"
 
     @property
     def text(self) -> str:
-        return f"+{self.pattern}"
+        return f"{self.prefix}{self.pattern}"
 
     @classmethod
     def parse(cls, args: str) -> Keep:
@@ -151,19 +152,11 @@ class Keep(ViewOp):
 
 
 @dataclass(frozen=True)
-class Drop(ViewOp):
-    """Drop the features matching ``pattern``."""
+class Drop(Keep):
+    """Drop the features matching ``pattern`` (compact form ``-pattern``)."""
 
-    pattern: str
     kind: ClassVar[str] = "drop"
-
-    @property
-    def text(self) -> str:
-        return f"-{self.pattern}"
-
-    @classmethod
-    def parse(cls, args: str) -> Drop:
-        return cls(args)
+    prefix: ClassVar[str] = "-"
 
     def indices(self, layout: ObservationLayout) -> list[int]:
         dropped = set(layout.select(self.pattern))
@@ -171,9 +164,6 @@ class Drop(ViewOp):
         if not kept:
             raise KdxError(f"'-{self.pattern}' drops every feature; keep at least one")
         return kept
-
-    def output_layout(self, layout: ObservationLayout) -> ObservationLayout:
-        return sub_layout(layout, self.indices(layout))
 
 
 @dataclass(frozen=True)
@@ -321,7 +311,7 @@ class Dropout(ViewOp):
 
 # The op kinds, by the name their compact form and JSON use.
 OP_KINDS: dict[str, type[ViewOp]] = {op.kind: op for op in (Keep, Drop, Sight, Noise, Quant, Dropout)}
-_PREFIXES = {"+": Keep, "-": Drop}
+_PREFIXES = {op.prefix: op for op in (Keep, Drop)}
 
 
 def parse_op(text: str) -> ViewOp:

@@ -32,6 +32,12 @@ from kdx.errors import KdxError
 ENVS = ("skirmish/3m", "skirmish/2s3z", "mpe/simple_spread")
 
 
+def views_of(env, entries):
+    """``resolve_views`` for ``env``'s agents, groups and distance unit."""
+    return resolve_views(entries, dict(zip(env.spec.agent_names, env.observation_layouts())), env.spec.groups,
+                         env.observation_distance_unit)
+
+
 def observed(name: str, steps: int = 6, num_envs: int = 16):
     """Agent 0's layout and observations ``[num_envs, D]`` after a few random steps, and the env."""
     env = make(name, num_envs=num_envs, seed=3)
@@ -200,21 +206,18 @@ def test_view_spec_is_torch_free():
 # ---------------------------------------------------------------------------------- per agent, TOML
 def test_views_resolve_per_group_with_agents_winning():
     env = make("skirmish/2s3z")
-    layouts = dict(zip(env.spec.agent_names, env.observation_layouts()))
-    views = resolve_views({"stalker": "sight:4 noise:0.05", "zealot": ["-enemy.*"], "agent_3": "+own.*"},
-                          layouts, env.spec.groups, env.observation_distance_unit)
+    views = views_of(env, {"stalker": "sight:4 noise:0.05", "zealot": ["-enemy.*"], "agent_3": "+own.*"})
     assert views["agent_0"].ops == (Sight(4.0, SIGHT_RANGE), Noise(0.05))
     assert views["agent_2"].text == ["-enemy.*"] == views["agent_4"].text
     assert views["agent_3"].ops == (Keep("own.*"),)
-    assert resolve_views({}, layouts, env.spec.groups)["agent_1"] == View()
+    assert views_of(env, {})["agent_1"] == View()
 
 
 def test_views_from_a_toml_file(tmp_path):
     path = tmp_path / "views.toml"
     path.write_text('[views]\nmarine = ["sight:4", "noise:0.05"]\n')
     env = make("skirmish/3m")
-    views = resolve_views(read_views_toml(path), dict(zip(env.spec.agent_names, env.observation_layouts())),
-                          env.spec.groups, env.observation_distance_unit)
+    views = views_of(env, read_views_toml(path))
     assert all(v.text == ["sight:4", "noise:0.05"] for v in views.values())
     (tmp_path / "bad.toml").write_text("[other]\n")
     with pytest.raises(KdxError, match=r"no \[views\] table"):
@@ -239,5 +242,4 @@ def test_views_from_a_toml_file(tmp_path):
 def test_parse_errors_name_the_op_and_the_fix(entries, match):
     env = make("skirmish/3m")
     with pytest.raises(KdxError, match=match):
-        resolve_views(entries, dict(zip(env.spec.agent_names, env.observation_layouts())), env.spec.groups,
-                      env.observation_distance_unit)
+        views_of(env, entries)
