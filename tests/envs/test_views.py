@@ -243,3 +243,14 @@ def test_parse_errors_name_the_op_and_the_fix(entries, match):
     env = make("skirmish/3m")
     with pytest.raises(KdxError, match=match):
         views_of(env, entries)
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    ([{"kind": "blur", "radius": 3}], "'kind' must be one of keep, drop, sight"),
+    ([{"kind": "noise"}], "a 'noise' op has fields \\['sigma'\\]"),
+    ([{"kind": "dropout", "pattern": "enemy.*", "p": "often"}], "view op JSON"),
+    ({"kind": "noise", "sigma": 0.1}, "view JSON must be a list of ops"),
+])
+def test_view_json_errors_name_the_op(data, match):
+    with pytest.raises(KdxError, match=match):
+        View.from_json(data)
