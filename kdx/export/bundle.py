@@ -368,6 +368,8 @@ def _export_bundle(config: ExportConfig, policies: RunPolicies | None,
         if policies is None:
             policies = load_run_policies(config.run_dir, config.include_teacher)
         teacher = policies.teacher if config.include_teacher else []
+        for note in policies.notes:
+            warn(note)
         seconds["load"] = time.perf_counter() - t
         bundles.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(bundles)

@@ -49,6 +49,7 @@ class RunPolicies:
     env: str
     students: list[PolicySource]
     teacher: list[PolicySource]
+    notes: list[str] = field(default_factory=list)  # one line each, for the export log
 
 
 def load_students(run_dir: Path) -> tuple[dict[str, Any], str | None]:
@@ -103,7 +104,8 @@ def teacher_sources(teacher: Any, checkpoint_sha256: str,
 
 
 def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunPolicies:
-    """Students (required) and the teacher actor (if the run has one and it is wanted)."""
+    """Students (required) and the teacher actor (if the run has one, it is wanted and it is
+    local: a centralised actor reads the global state, so it is skipped with a note)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise KdxError(f"run folder {run} does not exist; pass the folder `kdx train --out` wrote")
@@ -118,8 +120,13 @@ def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunP
 
         loaded = load_teacher(run)
     costs = run_costs(run, loaded)
+    notes: list[str] = []
     if loaded is not None:
-        teacher = teacher_sources(loaded, sha256_file(teacher_weights), {n: c.teacher for n, c in costs.items()})
+        if loaded.actor.centralised:
+            notes.append("teacher actor not exported: it is centralised (--teacher-input centralised reads the "
+                         "global state), so it cannot run per agent on a device; the students are exported")
+        else:
+            teacher = teacher_sources(loaded, sha256_file(teacher_weights), {n: c.teacher for n, c in costs.items()})
         env = env or loaded.config.env
         names = [a.name for a in loaded.spec.agents]
         unknown = sorted(set(students) - set(names))
@@ -129,4 +136,5 @@ def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunP
     if env is None:
         raise KdxError(f"{run}: cannot tell which environment the students were trained on "
                        "(no 'env' in students/config.json and no teacher); re-run `kdx distill`")
-    return RunPolicies(run, env, student_sources(students, run, {n: c.student for n, c in costs.items()}), teacher)
+    return RunPolicies(run, env, student_sources(students, run, {n: c.student for n, c in costs.items()}), teacher,
+                       notes)

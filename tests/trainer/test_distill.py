@@ -96,7 +96,7 @@ def _agreement(students, teacher, env_name: str) -> float:
         step = env.step(env.sample_random_actions())
     obs, mask = step.padded_obs(), step.padded_action_mask()
     with torch.no_grad():
-        t = teacher.forward_actor(obs, mask).logits.argmax(-1)
+        t = teacher.forward_actor(obs, step.state, mask).logits.argmax(-1)
         s_logits, _ = team_forward(list(students.values()), obs, mask.shape[-1])
         s = s_logits.masked_fill(~mask, -1e9).argmax(-1)
     choice = mask.sum(-1) > 1

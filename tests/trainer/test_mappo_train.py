@@ -37,7 +37,7 @@ def test_toy_env_is_learned_and_teacher_loads(tmp_path):
     teacher = load_teacher(tmp_path / "run")
     assert not any(p.requires_grad for p in teacher.actor.parameters())
     obs = torch.zeros(4, 2, 5)
-    out = teacher.forward_actor(obs)
+    out = teacher.forward_actor(obs, torch.zeros(4, 6))
     assert out.logits.shape == (4, 2, 4) and out.embedding.shape == (4, 2, 32)
     assert teacher.values(torch.zeros(4, 6), obs).shape == (4, 2)
     with pytest.raises(KdxError, match="not for 'mpe/simple_spread'"):

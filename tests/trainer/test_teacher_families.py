@@ -47,7 +47,7 @@ def test_short_training_run_on_each_family(tmp_path, env_name):
     teacher = load_teacher(tmp_path / "run", env=env_name)
     env = make(env_name, num_envs=2, seed=0)
     step = env.reset()
-    actions, _ = teacher.act(step.padded_obs(), step.padded_action_mask(), greedy=True)
+    actions, _ = teacher.act(step.padded_obs(), step.state, step.padded_action_mask(), greedy=True)
     env.check_actions = True
     env.step(actions)  # legal for the env (masks and per-agent action counts honoured)
     env.close()

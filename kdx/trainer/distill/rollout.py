@@ -71,7 +71,7 @@ def collect_student_rollout(env: BatchedEnv, teacher: Teacher, students: Sequenc
     k = env.spec.max_actions
     for _ in range(length):
         obs, mask, state = step.padded_obs(), step.padded_action_mask(), step.state
-        t_out = teacher.forward_actor(obs, mask, teacher_hidden)
+        t_out = teacher.forward_actor(obs, state, mask, teacher_hidden)  # the teacher's own input
         s_logits, _ = team_forward(students, obs, k)
         s_logp = masked_log_probs(s_logits, mask)
         actions = sample_actions(s_logp, generator)
@@ -122,7 +122,8 @@ def teacher_observation_stats(env: BatchedEnv, teacher: Teacher, step: EnvStep, 
     for _ in range(steps):
         for i, o in enumerate(step.obs):
             seen[i].append(o)
-        actions, hidden = teacher.act(step.padded_obs(), step.padded_action_mask(), hidden, generator=generator)
+        actions, hidden = teacher.act(step.padded_obs(), step.state, step.padded_action_mask(), hidden,
+                                      generator=generator)
         step = env.step(actions)
         hidden = reset_ended(hidden, step.done)
     stats = []

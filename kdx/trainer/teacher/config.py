@@ -42,8 +42,17 @@ class TeacherConfig(LoopConfig):
     recurrent: bool = _f(False, "Add a GRU after the actor's MLP (needs full-rollout minibatches).")
     per_group_actors: bool = _f(False, "One actor per agent group instead of one shared actor.")
     agent_specific_state: bool = _f(False, "Critic sees global state + the agent's obs and id.")
+    teacher_input: str = _f("local", "Actor input: local (own obs) or centralised (own obs + global state; "
+                                     "an expert for distillation that cannot be deployed or exported).")
+
+    TEACHER_INPUTS: ClassVar[tuple[str, ...]] = ("local", "centralised")
 
     # ------------------------------------------------------------------ derived values
+    @property
+    def centralised_actor(self) -> bool:
+        """True when the actor also reads the global state (``teacher_input == "centralised"``)."""
+        return self.teacher_input == "centralised"
+
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
         return tuple(int(w) for w in self.hidden.split(","))
@@ -69,6 +78,8 @@ class TeacherConfig(LoopConfig):
             raise self.bad("hidden", "must be comma-separated positive integers like 256,256,256")
         if self.activation not in ACTIVATIONS:
             raise self.bad("activation", f"must be one of {', '.join(ACTIVATIONS)}")
+        if self.teacher_input not in self.TEACHER_INPUTS:
+            raise self.bad("teacher_input", f"must be one of {', '.join(self.TEACHER_INPUTS)}")
         return self
 
     def dumps(self) -> str:

@@ -25,6 +25,6 @@ class TeacherPolicy:
     @torch.no_grad()
     def act(self, step: EnvStep) -> torch.Tensor:
         self.hidden = reset_ended(self.hidden, step.done)
-        actions, self.hidden = self.teacher.act(step.padded_obs(), step.padded_action_mask(), self.hidden,
+        actions, self.hidden = self.teacher.act(step.padded_obs(), step.state, step.padded_action_mask(), self.hidden,
                                                 greedy=self.greedy, generator=self.generator)
         return actions

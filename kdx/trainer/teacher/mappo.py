@@ -61,23 +61,24 @@ def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutB
                                                         "clip_frac", "actor_grad_norm", "critic_grad_norm")}
     for _ in range(config.epochs):
         for mb in torch.randperm(B, generator=generator).chunk(config.minibatches):
-            obs, mask = buf.obs[:, mb], buf.masks[:, mb]
+            obs, mask, states = buf.obs[:, mb], buf.masks[:, mb], buf.states[:, mb]
             b = len(mb)
             if teacher.actor.recurrent:  # replay the rollout from its first hidden state
                 hidden, steps = buf.hidden0[mb], []
                 for t in range(T):
                     if t > 0:
                         hidden = reset_ended(hidden, buf.done[t - 1, mb])
-                    out = teacher.actor(obs[t], hidden)
+                    out = teacher.actor(obs[t], hidden, states[t])
                     hidden = out.hidden
                     steps.append(out.logits)
                 logits = torch.stack(steps)
             else:
-                logits = teacher.actor(obs.reshape(T * b, A, -1)).logits.reshape(T, b, A, -1)
+                flat_states = states.reshape(T * b, -1)
+                logits = teacher.actor(obs.reshape(T * b, A, -1), None, flat_states).logits.reshape(T, b, A, -1)
             log_probs = masked_log_probs(logits, mask)
             new_logp = log_probs.gather(-1, buf.actions[:, mb].unsqueeze(-1)).squeeze(-1)
             old_logp = buf.log_probs[:, mb]
-            new_v = teacher.critic(buf.states[:, mb].reshape(T * b, -1), obs.reshape(T * b, A, -1)).reshape(T, b, A)
+            new_v = teacher.critic(states.reshape(T * b, -1), obs.reshape(T * b, A, -1)).reshape(T, b, A)
 
             pl = policy_loss(new_logp, old_logp, adv[:, mb], config.clip)
             vl = value_loss(new_v, buf.old_values[:, mb], target[:, mb], config.clip, config.huber_delta)

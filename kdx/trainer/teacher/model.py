@@ -20,7 +20,9 @@ from kdx.trainer.teacher.value_norm import ValueNormalizer
 
 @dataclass
 class Teacher:
-    """A MAPPO teacher: ``actor`` (decentralised), ``critic`` (centralised), ``value_norm``."""
+    """A MAPPO teacher: ``actor`` (local, or centralised with ``teacher_input``), ``critic``
+    (centralised), ``value_norm``. Every caller of the actor passes the global state too; a
+    local actor ignores it."""
 
     config: TeacherConfig
     spec: EnvSpec
@@ -32,7 +34,8 @@ class Teacher:
     def build(cls, config: TeacherConfig, spec: EnvSpec) -> Teacher:
         """Fresh networks (initialised from the global torch RNG: seed it first)."""
         actor = TeacherActor(spec, config.hidden_sizes, config.activation, config.recurrent,
-                             config.per_group_actors, config.input_norm)
+                             config.per_group_actors, config.input_norm,
+                             spec.state_dim if config.centralised_actor else 0)
         critic = TeacherCritic(spec, config.hidden_sizes, config.activation, config.agent_specific_state,
                                config.input_norm)
         teacher = cls(config, spec, actor, critic, ValueNormalizer(config.value_norm))
@@ -51,11 +54,12 @@ class Teacher:
         return self
 
     # ------------------------------------------------------------------ what stage 2 calls
-    def forward_actor(self, obs: torch.Tensor, mask: torch.Tensor | None = None,
+    def forward_actor(self, obs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None = None,
                       hidden: torch.Tensor | None = None) -> ActorOutput:
-        """``obs [B, A, max_obs]`` (padded) -> logits ``[B, A, max_actions]`` (masked if ``mask``),
-        embedding ``[B, A, H]``, hidden."""
-        out = self.actor(obs, hidden)
+        """``obs [B, A, max_obs]`` (padded) and global ``state [B, S]`` (read by a centralised
+        actor only) -> logits ``[B, A, max_actions]`` (masked if ``mask``), embedding ``[B, A, H]``,
+        hidden."""
+        out = self.actor(obs, hidden, state)
         if mask is not None:
             out = ActorOutput(masked_logits(out.logits, mask), out.embedding, out.hidden)
         return out
@@ -64,10 +68,10 @@ class Teacher:
         """Denormalised value ``[B, A]`` of global ``state [B, S]`` (``obs`` for agent-specific)."""
         return self.value_norm.denormalize(self.critic(state, obs))
 
-    def act(self, obs: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None,
+    def act(self, obs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None,
             greedy: bool = False, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Actions ``long [B, A]`` (legal by ``mask [B, A, K]``) and the next hidden state."""
-        out = self.forward_actor(obs, mask, hidden)
+        out = self.forward_actor(obs, state, mask, hidden)
         actions = out.logits.argmax(-1) if greedy else sample_actions(out.logits, generator)
         return actions, out.hidden
 

@@ -5,9 +5,11 @@ GRU cell, so that export can wrap them per agent (``TeacherActor.agent_view(i)``
 
 Shapes (batch-first, ``A`` agents, ``D`` = ``spec.max_obs_dim``, ``K`` = ``spec.max_actions``):
 
-- ``TeacherActor(obs [B, A, D], hidden [B, A, H] | None) -> ActorOutput`` with
+- ``TeacherActor(obs [B, A, D], hidden [B, A, H] | None, state [B, S] | None) -> ActorOutput`` with
   ``logits [B, A, K]`` (padded actions get ``MASKED_LOGIT``), ``embedding [B, A, H]`` (the last
   hidden layer, what distillation matches) and ``hidden [B, A, H] | None`` (the GRU state).
+  A centralised actor (``state_dim > 0``) also reads the global ``state``, appended to each
+  agent's observation; a local one (``state_dim == 0``) ignores ``state``.
 - ``TeacherCritic(state [B, S], obs [B, A, D]) -> values [B, A]`` in normalised units: one head
   per agent on the global state, or with ``agent_specific_state`` one shared head on
   ``state + obs_i + one_hot(i)``.
@@ -81,14 +83,17 @@ class ActorNet(nn.Module):
 class TeacherActor(nn.Module):
     """Shared actor over all agents (agent id one-hot appended), or one actor per group.
 
-    Each group's network sees ``obs`` zero-padded to the group's widest observation plus the
-    ``n_agents``-wide one-hot of the agent's index, and outputs the group's widest action count.
+    Each group's network sees ``obs`` zero-padded to the group's widest observation, then (for a
+    centralised actor, ``state_dim > 0``) the global state, then the ``n_agents``-wide one-hot of
+    the agent's index, and outputs the group's widest action count.
     """
 
     def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], activation: str = "relu",
-                 recurrent: bool = False, per_group: bool = False, input_norm: bool = True) -> None:
+                 recurrent: bool = False, per_group: bool = False, input_norm: bool = True,
+                 state_dim: int = 0) -> None:
         super().__init__()
         self.n_agents, self.max_obs_dim, self.max_actions = spec.n_agents, spec.max_obs_dim, spec.max_actions
+        self.state_dim = state_dim
         names = spec.agent_names
         groups = spec.groups if per_group else {"shared": list(names)}
         self.group_agents: dict[str, list[int]] = {g: [names.index(n) for n in ms] for g, ms in groups.items()}
@@ -96,7 +101,7 @@ class TeacherActor(nn.Module):
         self.group_actions = {g: max(spec.agents[i].n_actions for i in idx) for g, idx in self.group_agents.items()}
         self.agent_group = {i: g for g, idx in self.group_agents.items() for i in idx}
         self.nets = nn.ModuleDict({
-            g: ActorNet(self.group_obs_dim[g] + spec.n_agents, self.group_actions[g], hidden, activation, recurrent,
+            g: ActorNet(self.group_obs_dim[g] + state_dim + spec.n_agents, self.group_actions[g], hidden, activation, recurrent,
                         input_norm)
             for g in self.group_agents
         })
@@ -110,10 +115,20 @@ class TeacherActor(nn.Module):
             return None
         return torch.zeros(batch, self.n_agents, self.hidden_dim, device=device)
 
-    def forward(self, obs: torch.Tensor, hidden: torch.Tensor | None = None) -> ActorOutput:
+    @property
+    def centralised(self) -> bool:
+        """True when the actor reads the global state (not deployable per agent)."""
+        return self.state_dim > 0
+
+    def forward(self, obs: torch.Tensor, hidden: torch.Tensor | None = None,
+                state: torch.Tensor | None = None) -> ActorOutput:
         batch = obs.shape[0]
         assert obs.shape[1:] == (self.n_agents, self.max_obs_dim), f"obs shape {tuple(obs.shape)}"
         ids = self.agent_ids.expand(batch, -1, -1)
+        if self.centralised:  # the state rides along with each agent's own features
+            assert state is not None and state.shape == (batch, self.state_dim), \
+                f"centralised actor needs state [{batch}, {self.state_dim}], got {None if state is None else tuple(state.shape)}"
+            ids = torch.cat([state.unsqueeze(1).expand(-1, self.n_agents, -1), ids], dim=-1)
         if len(self.nets) == 1:  # shared actor: one pass over all agents
             net = next(iter(self.nets.values()))
             x = torch.cat([obs, ids], dim=-1).reshape(batch * self.n_agents, -1)
@@ -137,12 +152,15 @@ class TeacherActor(nn.Module):
                 new_h[:, idx] = out.hidden.reshape(batch, n, -1)
         return ActorOutput(logits, emb, new_h)
 
-    def embed(self, obs: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, obs: torch.Tensor, hidden: torch.Tensor | None = None,
+              state: torch.Tensor | None = None) -> torch.Tensor:
         """The last hidden layer per agent, ``[B, A, H]``."""
-        return self.forward(obs, hidden).embedding
+        return self.forward(obs, hidden, state).embedding
 
     def agent_view(self, agent: int, n_actions: int, obs_dim: int) -> AgentActor:
-        """A module for one agent alone: its own ``obs [B, obs_dim]`` -> ``logits [B, n_actions]``."""
+        """A module for one agent alone: its own ``obs [B, obs_dim]`` -> ``logits [B, n_actions]``.
+
+        Of a centralised actor the view only serves cost counting: it cannot run on ``obs`` alone."""
         return AgentActor(self, agent, obs_dim, n_actions)
 
 

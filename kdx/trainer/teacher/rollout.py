@@ -47,7 +47,7 @@ def collect_rollout(env: BatchedEnv, teacher: Teacher, step: EnvStep, hidden: to
     ended = EndedEpisodes()
     for _ in range(length):
         obs, mask, state = step.padded_obs(), step.padded_action_mask(), step.state
-        out = teacher.actor(obs, hidden)
+        out = teacher.actor(obs, hidden, state)
         log_probs = masked_log_probs(out.logits, mask)
         actions = sample_actions(log_probs, generator)
         old_v = teacher.critic(state, obs)
