@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from kdx.cli import main
 from kdx.envs.registry import make
 from kdx.errors import KdxError
 from kdx.trainer.common.evaluate import run_episodes
@@ -92,3 +93,13 @@ def test_distillation_from_a_centralised_teacher_runs_and_resumes(tmp_path):
     lines, straight = read_distill_metrics(tmp_path / "resumed"), read_distill_metrics(tmp_path / "straight")
     assert [m["update"] for m in lines] == [1, 2, 3]
     assert lines[-1]["loss"] == straight[-1]["loss"] and math.isfinite(lines[-1]["loss"])
+
+
+def test_train_cli_takes_teacher_input(tmp_path):
+    run = tmp_path / "run"
+    try:
+        main(["train", "--out", str(run), "--env", "toy/match", "--steps", "128", "--num-envs", "16",
+              "--rollout-length", "8", "--hidden", "8", "--threads", "1", "--teacher-input", "centralised", "--quiet"])
+    except SystemExit as exc:  # the entry point may exit explicitly on success
+        assert exc.code in (0, None)
+    assert load_teacher(run).actor.centralised and len(read_metrics(run)) == 1

@@ -130,7 +130,8 @@ def test_train_cli_refuses_bad_input_and_existing_runs(tmp_path, capsys):
             "--hidden", "8", "--threads", "1", "--quiet"]
     for extra, message in [(["--lr", "-0.1"], "--lr must be positive"),
                            (["--minibatches", "3"], "does not divide --num-envs"),
-                           (["--env", "nope/none"], "unknown environment")]:
+                           (["--env", "nope/none"], "unknown environment"),
+                           (["--teacher-input", "global"], "--teacher-input must be one of local, centralised")]:
         with pytest.raises(SystemExit) as exc:
             main(base + ["--out", run] + extra)
         assert exc.value.code == 2
