@@ -113,6 +113,7 @@ class StudentSizing:
     within_budget: bool = True  # False only for an override that exceeds the device budget
     teacher_macs: int | None = None
     teacher_params: int | None = None
+    view: tuple[str, ...] = ()  # the student's view (compact ops, kdx.envs.view_spec); obs_dim is its width
 
     @property
     def cost(self) -> AgentCost:
@@ -148,6 +149,7 @@ class StudentSizing:
             "teacher_params": self.teacher_params,
             "teacher_macs": self.teacher_macs,
             "mac_reduction": self.mac_reduction,
+            **({"view": list(self.view)} if self.view else {}),
         }
 
     @classmethod
@@ -167,6 +169,7 @@ class StudentSizing:
             within_budget=row["within_budget"],
             teacher_macs=row["teacher_macs"],
             teacher_params=row["teacher_params"],
+            view=tuple(row.get("view", ())),
         )
 
 

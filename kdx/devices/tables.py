@@ -97,6 +97,9 @@ def sizing_table(rows: Sequence[StudentSizing], profile: DeviceProfile) -> Table
     table.add_column("agent")
     for column in ("obs", "actions"):
         table.add_column(column, justify="right")
+    show_view = any(r.view for r in rows)
+    if show_view:
+        table.add_column("view")
     table.add_column("hidden layers")
     for column in ("params", "MACs", "param memory"):
         table.add_column(column, justify="right")
@@ -115,6 +118,7 @@ def sizing_table(rows: Sequence[StudentSizing], profile: DeviceProfile) -> Table
             r.agent,
             str(r.obs_dim),
             str(r.n_actions),
+            *([" ".join(r.view) or "full"] if show_view else []),
             r.arch.label,
             f"{r.params:,}",
             f"{r.macs:,}",

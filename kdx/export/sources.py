@@ -54,11 +54,17 @@ class RunPolicies:
 
 def load_students(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     """``({agent: StudentPolicy}, env name or None)`` from ``RUN/students`` (eval mode), read by
-    the trainer's own loader (safetensors + config.json; KdxError when missing or corrupt)."""
+    the trainer's own loader (safetensors + config.json; KdxError when missing or corrupt).
+    Students distilled with views (``kdx distill --view``) are refused: the bundle, manifest and
+    runtime do not apply views yet, so such a student would be fed its full observation."""
     from kdx.trainer.distill.store import load_students as trainer_load_students
     from kdx.trainer.distill.store import read_students_config
 
-    env = read_students_config(run_dir).get("env")
+    doc = read_students_config(run_dir)
+    if doc.get("views"):
+        raise KdxError(f"the students of {run_dir} read views ({', '.join(doc['views'])}); exporting them is not "
+                       "supported yet (the runtime does not apply views). Distil without --view to export.")
+    env = doc.get("env")
     return trainer_load_students(run_dir), env if isinstance(env, str) else None
 
 

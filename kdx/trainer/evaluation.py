@@ -18,7 +18,7 @@ from kdx.trainer.common.evaluate import EVAL_SEED, Policy, evaluate_policies
 from kdx.trainer.common.loop_config import check_torch_device
 from kdx.trainer.distill.costs import run_costs
 from kdx.trainer.distill.evaluate import MODES, StudentTeamPolicy, retention
-from kdx.trainer.distill.store import load_students
+from kdx.trainer.distill.store import load_student_views, load_students
 from kdx.trainer.teacher.evaluate import TeacherPolicy
 from kdx.trainer.teacher.store import load_teacher
 
@@ -37,7 +37,8 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED
         "teacher_sampled": TeacherPolicy(teacher, greedy=False),
     }
     if students is not None:
-        policies.update({f"students_{m}": StudentTeamPolicy(students, greedy=(m == "greedy")) for m in MODES})
+        policies.update({f"students_{m}": StudentTeamPolicy(students, greedy=(m == "greedy"),
+                                                                          views=load_student_views(layout.run)) for m in MODES})
     policies.update(extra_policies or {})
     result = evaluate_policies(teacher.config.env, policies, episodes, seed, torch_device)
     if students is not None:

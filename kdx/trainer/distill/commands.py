@@ -1,4 +1,4 @@
-"""``kdx distill RUN --profile PROFILE [--student AGENT=WxW ...] [--steps N] [--resume]``.
+"""``kdx distill RUN --profile PROFILE [--student AGENT=WxW ...] [--view AGENT=OPS ...] [--views-file F] [--steps N] [--resume]``.
 
 Every other option is generated from ``DistillConfig``'s fields (its one-line description is the
 help), so the config and the CLI never drift apart. ``--profile`` names the *device profile*
@@ -20,7 +20,7 @@ from kdx.trainer.common.config_options import config_parameters
 
 # Fields with a dedicated option name; fields set by the fixed options are not generated.
 _RENAMED = {"total_steps": "steps"}
-_FIXED = ("profile", "students")
+_FIXED = ("profile", "students", "views")
 
 
 def _config_parameters() -> list[inspect.Parameter]:
@@ -29,8 +29,8 @@ def _config_parameters() -> list[inspect.Parameter]:
     return config_parameters(DistillConfig, _RENAMED, skip=_FIXED)
 
 
-def distill_command(run: str, profile: str | None, student: list[str] | None, resume: bool, quiet: bool,
-                    **options) -> None:
+def distill_command(run: str, profile: str | None, student: list[str] | None, view: list[str] | None,
+                    views_file: str | None, resume: bool, quiet: bool, **options) -> None:
     """Distil the teacher of RUN into one small student per agent, sized for a device profile (stage 2).
 
     A new distillation takes each option given, else the recipe of the teacher's env
@@ -43,14 +43,20 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, re
 
     console = Console()
     given = {k: v for k, v in options.items() if v is not None}
+    views = tuple(view or ())
+    if views_file:
+        from kdx.trainer.distill.views import view_entries_from_toml
+
+        views = view_entries_from_toml(views_file) + views  # duplicates are refused when resolved
     if resume:
         from kdx.trainer.distill.store import read_students_config, students_profile
 
         saved = read_students_config(run)
         same_profile = profile is None or profile == students_profile(saved)["name"]
         same_students = not student or tuple(student) == tuple(saved["distill"].get("students", ()))
+        same_views = not views or views == tuple(saved["distill"].get("views", ()))
         extra = (sorted(set(given) - {"steps"}) + ([] if same_profile else ["profile"])
-                 + ([] if same_students else ["student"]))
+                 + ([] if same_students else ["student"]) + ([] if same_views else ["view"]))
         if extra:
             raise KdxError(f"--resume continues with the saved config; only --steps may change (got {extra}). "
                            "Start over (delete RUN/students) to change other settings.")
@@ -68,7 +74,8 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, re
         kwargs = {f.name: given[_RENAMED.get(f.name, f.name)] for f in fields(DistillConfig)
                   if _RENAMED.get(f.name, f.name) in given and f.name not in _FIXED}
         env = read_teacher_config(RunLayout(run).teacher)[0].env
-        config, recipe = config_with_recipe(DistillConfig, env, kwargs, profile=profile, students=tuple(student or ()))
+        config, recipe = config_with_recipe(DistillConfig, env, kwargs, profile=profile, students=tuple(student or ()),
+                                            views=views)
         console.print(recipe.describe(), markup=False, highlight=False)
         last = distill(run, config, show_progress=not quiet, console=console, recipe=recipe)
     if last:
@@ -90,6 +97,12 @@ def register(app: typer.Typer) -> None:
                           default=typer.Option(None, "--profile", help="Device profile that sizes the students (`kdx devices list`).")),
         inspect.Parameter("student", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],  # noqa: UP045
                           default=typer.Option(None, "--student", help="Override one agent's student: AGENT=W or AGENT=W1xW2 (repeatable).")),
+        inspect.Parameter("view", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],  # noqa: UP045
+                          default=typer.Option(None, "--view", help="One agent's or group's student view: AGENT_OR_GROUP=OPS, "
+                                               "e.g. 'marine=sight:4 noise:0.05' or 'agent_0=-comm.*' (repeatable).")),
+        inspect.Parameter("views_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                          default=typer.Option(None, "--views-file", help="TOML file whose [views] table gives views "
+                                               "(marine = [\"sight:4\"]); --view entries add to it.")),
         inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                           default=typer.Option(False, "--resume", help="Continue RUN's distillation from its last checkpoint.")),
         inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,

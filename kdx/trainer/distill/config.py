@@ -29,6 +29,8 @@ class DistillConfig(LoopConfig):
 
     profile: str = _f("x86-cpu", "Device profile that sizes the students (see `kdx devices list`).")
     students: tuple[str, ...] = _f((), "Per-agent overrides AGENT=W or AGENT=W1xW2 (hidden widths).")
+    views: tuple[str, ...] = _f((), "Per-agent or per-group student views AGENT_OR_GROUP=OPS, e.g. "
+                                     "'marine=sight:4 noise:0.05' (kdx.envs.view_spec); none = the full observation.")
     activation: str = _f("relu", f"Hidden activation of the students: {' or '.join(ACTIVATIONS)}.")
     total_steps: int = _f(300_000, "Environment steps of student rollouts (summed over the batched envs).")
     epochs: int = _f(10, "Passes over each rollout (students are tiny: many passes are cheap next to the teacher-labelled rollout).")

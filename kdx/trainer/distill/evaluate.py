@@ -24,25 +24,32 @@ from kdx.trainer.common.ppo_losses import masked_log_probs
 from kdx.trainer.common.sampling import sample_actions
 from kdx.trainer.distill.rollout import team_forward
 from kdx.trainer.distill.students import StudentPolicy
+from kdx.trainer.distill.views import StudentViews
 
 MODES = ("greedy", "sampled")
 
 
 class StudentTeamPolicy:
-    """Each agent's student acts on that agent's own observation (decentralised), greedy or sampled."""
+    """Each agent's student acts on that agent's own observation (decentralised), greedy or sampled.
+    ``views`` (``students/config.json``'s, see ``load_student_views``): each student reads the
+    *device* form of its view (no noise, dropout flags 1), built on the env's layouts at ``reset``."""
 
-    def __init__(self, students: dict[str, StudentPolicy], greedy: bool) -> None:
+    def __init__(self, students: dict[str, StudentPolicy], greedy: bool, views: dict | None = None) -> None:
         self.students, self.greedy = list(students.values()), greedy
+        self.views_json, self.views = views, None
         self.name = "students_greedy" if greedy else "students_sampled"
         self.generator = torch.Generator()
 
     def reset(self, env: BatchedEnv) -> None:
         self.generator = torch.Generator(device=env.device).manual_seed(env.seed + 7)
+        if self.views_json:
+            self.views = StudentViews.from_json(self.views_json, env.observation_layouts()).device()
 
     @torch.no_grad()
     def act(self, step: EnvStep) -> torch.Tensor:
         mask = step.padded_action_mask()
-        logits, _ = team_forward(self.students, step.padded_obs(), mask.shape[-1])
+        obs = self.views.inputs(step.obs, None) if self.views is not None else step.padded_obs()
+        logits, _ = team_forward(self.students, obs, mask.shape[-1])
         logp = masked_log_probs(logits, mask)
         return logp.argmax(-1) if self.greedy else sample_actions(logp, self.generator)
 

@@ -71,22 +71,30 @@ from kdx.trainer.distill.store import (
     write_students_config,
 )
 from kdx.trainer.distill.students import StudentPolicy
+from kdx.trainer.distill.views import StudentViews
 from kdx.trainer.teacher.model import Teacher
 from kdx.trainer.teacher.store import load_teacher
 
 
 # ------------------------------------------------------------------ students and sizing
-def size_run_students(teacher: Teacher, config: DistillConfig):
+def size_run_students(teacher: Teacher, config: DistillConfig, views: StudentViews | None = None):
     """The sizing rows for the teacher's agents on ``config.profile`` (overrides honoured),
-    with every agent's student and teacher-actor costs: what ``students/sizing.json`` stores."""
+    with every agent's student and teacher-actor costs: what ``students/sizing.json`` stores.
+    With active ``views`` each student is sized by its view's width, and its row names the view."""
     from kdx.devices.registry import get_profile
     from kdx.devices.sizing import parse_overrides, size_students
     from kdx.trainer.distill.costs import teacher_view_costs
 
     profile = get_profile(config.profile)
     overrides = parse_overrides(config.students, teacher.spec.agent_names)
-    rows = size_students(teacher.spec.agents, profile, overrides, teacher=teacher_view_costs(teacher),
+    agents = teacher.spec.agents
+    if views is not None and views.active:
+        widths = views.widths()
+        agents = [(a.name, widths[a.name], a.n_actions) for a in agents]
+    rows = size_students(agents, profile, overrides, teacher=teacher_view_costs(teacher),
                          activation=config.activation)
+    if views is not None and views.active:
+        rows = [replace(r, view=tuple(views.views[r.agent].text)) for r in rows]
     return profile, rows
 
 
@@ -224,8 +232,13 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
     if resume and saved["teacher_sha256"] != teacher_fingerprint(run_dir):
         raise KdxError(f"the teacher of {run_dir} changed since these students were distilled; start over without --resume")
     spec = teacher.spec
-    profile, rows = size_run_students(teacher, config)
     env = make(teacher.config.env, num_envs=config.num_envs, seed=config.seed, device=config.torch_device)
+    try:
+        views = StudentViews.resolve(config.views, env) if config.views else None
+    except KdxError:
+        env.close()
+        raise
+    profile, rows = size_run_students(teacher, config, views)
     env.check_actions = False  # actions come from masked distributions
     torch.manual_seed(config.seed)
     students_by_name = build_students(rows)
@@ -252,7 +265,7 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
         write_sizing_json(paths.sizing, rows, profile)  # the run's costs, counted once (kdx.trainer.distill.costs)
         step = env.reset()
         if config.obs_norm_steps > 0:  # fixed input normalisation from the teacher's own visits
-            stats, step = teacher_observation_stats(env, teacher, step, config.obs_norm_steps, sample_gen)
+            stats, step = teacher_observation_stats(env, teacher, step, config.obs_norm_steps, sample_gen, views)
             for student, (mean, std) in zip(students, stats):
                 student.set_obs_normalisation(mean, torch.where(std < 1e-3, torch.ones_like(std), std))
         write_students_config(paths, {
@@ -260,6 +273,7 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
             "teacher_sha256": teacher_fingerprint(run_dir), "teacher_embedding_dim": teacher.actor.hidden_dim,
             "agents": {name: s.arch_json() for name, s in students_by_name.items()}, "env_spec": spec.to_json(),
             **({"recipe": recipe.to_json()} if recipe is not None else {}),
+            **({"views": views.to_json()} if views is not None and views.active else {}),
         })
         t_hidden = teacher.actor.initial_hidden(config.num_envs, device)
         start = Counters()
@@ -288,7 +302,7 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
             mix = config.teacher_mix * max(0.0, 1.0 - progress_frac / config.teacher_mix_fraction) if config.teacher_mix_fraction > 0 else 0.0
 
             buf, step, t_hidden = collect_student_rollout(env, teacher, students, step, t_hidden,
-                                                          config.rollout_length, sample_gen, mix)
+                                                          config.rollout_length, sample_gen, mix, views)
             advantages, _ = gae_advantages(buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done,
                                            config.gamma, config.gae_lambda)
             losses = distill_update(students, heads, params, optimizer, buf, advantages, config, minibatch_gen)

@@ -1,7 +1,7 @@
 """On-policy rollouts of the student team, labelled by the frozen teacher.
 
 The students act on their own observations (each agent's student sees only its agent's
-unpadded observation). At every step the teacher's actor labels the same observations (masked
+unpadded observation, or its view of it: ``kdx.trainer.distill.views``). At every step the teacher's actor labels the same observations (masked
 logits and embeddings, the targets of the distillation terms) and the teacher's critic values
 the global state: teacher-guided GAE needs no student critic.
 
@@ -21,6 +21,7 @@ from kdx.trainer.common.episodes import EndedEpisodes, reset_ended
 from kdx.trainer.common.ppo_losses import masked_log_probs
 from kdx.trainer.common.sampling import MASKED_LOGIT, sample_actions
 from kdx.trainer.distill.students import StudentPolicy
+from kdx.trainer.distill.views import StudentViews
 from kdx.trainer.teacher.model import Teacher
 
 
@@ -41,7 +42,7 @@ def team_forward(students: Sequence[StudentPolicy], obs: torch.Tensor, n_actions
 class StudentRollout:
     """One rollout of the student team. ``values``/``next_values`` from the teacher's critic, denormalised."""
 
-    obs: torch.Tensor              # [T, B, A, D]
+    obs: torch.Tensor              # [T, B, A, D] the students' inputs (their views, when given)
     masks: torch.Tensor            # bool [T, B, A, K]
     actions: torch.Tensor          # long [T, B, A] executed actions
     log_probs: torch.Tensor        # [T, B, A] the acting student's log-prob of the executed action
@@ -61,9 +62,13 @@ class StudentRollout:
 @torch.no_grad()
 def collect_student_rollout(env: BatchedEnv, teacher: Teacher, students: Sequence[StudentPolicy], step: EnvStep,
                             teacher_hidden: torch.Tensor | None, length: int, generator: torch.Generator,
-                            teacher_mix: float = 0.0) -> tuple[StudentRollout, EnvStep, torch.Tensor | None]:
+                            teacher_mix: float = 0.0, views: StudentViews | None = None
+                            ) -> tuple[StudentRollout, EnvStep, torch.Tensor | None]:
     """Act ``length`` steps with the sampled students (each agent-step takes the teacher's sampled
-    action instead with probability ``teacher_mix``); returns the rollout, next step, teacher GRU state."""
+    action instead with probability ``teacher_mix``); returns the rollout, next step, teacher GRU state.
+    With active ``views`` each student acts on its (training) view of its own observation, drawn
+    from ``generator``, and the rollout's ``obs`` holds those inputs ``[T, B, A, D']``; the teacher
+    and its critic still read the teacher's own input."""
     rec: dict[str, list[torch.Tensor]] = {k: [] for k in (
         "obs", "masks", "states", "actions", "log_probs", "student_acted", "teacher_logits",
         "teacher_embedding", "agreement", "values", "rewards", "terminated", "done")}
@@ -72,7 +77,8 @@ def collect_student_rollout(env: BatchedEnv, teacher: Teacher, students: Sequenc
     for _ in range(length):
         obs, mask, state = step.padded_obs(), step.padded_action_mask(), step.state
         t_out = teacher.forward_actor(obs, state, mask, teacher_hidden)  # the teacher's own input
-        s_logits, _ = team_forward(students, obs, k)
+        s_obs = views.inputs(step.obs, generator) if views is not None and views.active else obs
+        s_logits, _ = team_forward(students, s_obs, k)
         s_logp = masked_log_probs(s_logits, mask)
         actions = sample_actions(s_logp, generator)
         acted = torch.ones_like(actions, dtype=torch.bool)
@@ -81,7 +87,7 @@ def collect_student_rollout(env: BatchedEnv, teacher: Teacher, students: Sequenc
             actions = torch.where(use_teacher, sample_actions(t_out.logits, generator), actions)
             acted = ~use_teacher
         nxt = env.step(actions)
-        rec["obs"].append(obs)
+        rec["obs"].append(s_obs)
         rec["masks"].append(mask)
         rec["states"].append(state)
         rec["actions"].append(actions)
@@ -114,14 +120,21 @@ def collect_student_rollout(env: BatchedEnv, teacher: Teacher, students: Sequenc
 
 @torch.no_grad()
 def teacher_observation_stats(env: BatchedEnv, teacher: Teacher, step: EnvStep, steps: int,
-                              generator: torch.Generator) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], EnvStep]:
-    """Per-agent mean and std of each agent's own observation over ``steps`` steps of the
-    sampled teacher: the students' fixed input normalisation. Returns the stats and the next step."""
+                              generator: torch.Generator, views: StudentViews | None = None
+                              ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], EnvStep]:
+    """Per-agent mean and std of each agent's own observation (its training view, when ``views``
+    are active) over ``steps`` steps of the sampled teacher: the students' fixed input
+    normalisation. Returns the stats and the next step."""
     hidden = teacher.actor.initial_hidden(env.num_envs, step.state.device)
     seen: list[list[torch.Tensor]] = [[] for _ in env.spec.agents]
     for _ in range(steps):
-        for i, o in enumerate(step.obs):
-            seen[i].append(o)
+        if views is not None and views.active:
+            viewed = views.inputs(step.obs, generator)
+            for i, width in enumerate(views.widths().values()):
+                seen[i].append(viewed[:, i, :width])
+        else:
+            for i, o in enumerate(step.obs):
+                seen[i].append(o)
         actions, hidden = teacher.act(step.padded_obs(), step.state, step.padded_action_mask(), hidden,
                                       generator=generator)
         step = env.step(actions)

@@ -3,7 +3,9 @@
     config.json              DistillConfig, env name, device profile (name, target, precision),
                              the recipe `kdx distill` used (none in older runs),
                              teacher fingerprint,
-                             per-agent architecture (``StudentPolicy.arch_json``), env spec
+                             per-agent architecture (``StudentPolicy.arch_json``), env spec,
+                             per-agent views when given (``StudentViews.to_json``: ops, text,
+                             input features; absent = full observations)
     <agent>.safetensors      one StudentPolicy state dict per agent (weights + obs normalisation)
     sizing.json              the sizing table (kdx.devices.sizing) with every agent's costs, student
                              and teacher actor view, counted once (kdx.trainer.distill.costs)
@@ -127,3 +129,10 @@ def load_students(run_dir: str | Path, device: str = "cpu") -> dict[str, Student
             raise KdxError(f"{path} does not fit the student described in {folder.config} ({str(exc).splitlines()[0]})") from None
         students[name] = student.to(device).eval()
     return students
+
+
+def load_student_views(run_dir: str | Path) -> dict[str, Any] | None:
+    """The students' views as ``students/config.json`` records them (``StudentViews.to_json``), or
+    None when the students read their full observations."""
+    views = read_students_config(run_dir).get("views")
+    return views or None
