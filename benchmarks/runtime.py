@@ -39,7 +39,7 @@ from kdx.runtime.bench import bench_policy, random_observations
 from kdx.runtime.bundle import AUTO, Bundle
 from kdx.runtime.profiler import LatencyStats, current_rss_mib, device_info, time_calls
 from kdx.runtime.protocol import Client
-from kdx.runtime.testing import make_test_bundle, start_serve_process
+from kdx.runtime.testing import make_test_bundle, start_serve_process, targets_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -234,12 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"RSS growth over {memory_numpy['decisions']:,} decisions < 1 MiB (numpy)", memory_numpy["growth_mib"],
          memory_numpy["growth_mib"] < 1.0),
     ]
-    verdicts = Table(title="targets")
-    for column in ("target", "measured", "met"):
-        verdicts.add_column(column)
-    for name, value, ok in targets:
-        verdicts.add_row(name, f"{value:.3f}", "yes" if ok else "NO")
-    console.print(verdicts)
+    console.print(targets_table(targets))
     info = device_info()
     console.print(f"{info['cpu_model']} ({info['machine']}, {info['cpu_count']} CPUs), numpy {info['numpy']}, "
                   f"onnxruntime {info['onnxruntime']}; load average {load_before[0]:.1f} before, "

@@ -48,7 +48,12 @@ from kdx.fileio import atomic_write_text
 from kdx.runtime.bench import random_observations
 from kdx.runtime.profiler import LatencyStats, device_info
 from kdx.runtime.protocol import ACT, HEADER, MAGIC, PROTOCOL_VERSION, Client, encode_act
-from kdx.runtime.testing import make_test_bundle, start_serve_process, stop_serve_process
+from kdx.runtime.testing import (
+    make_test_bundle,
+    start_serve_process,
+    stop_serve_process,
+    targets_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -386,12 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"server RSS growth over {config.requests:,} requests < {RSS_TARGET_MIB:g} MiB", growth,
          growth < RSS_TARGET_MIB),
     ]
-    verdicts = Table(title="targets")
-    for column in ("target", "measured", "met"):
-        verdicts.add_column(column)
-    for name, value, ok in targets:
-        verdicts.add_row(name, f"{value:.3f}", "yes" if ok else "NO")
-    console.print(verdicts)
+    console.print(targets_table(targets))
     info = device_info()
     rss = [point["rss_mib"] for point in run["timeline"]]
     counters = run["server_counters"]

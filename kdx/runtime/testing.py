@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -293,3 +294,15 @@ def stop_serve_process(process) -> dict:
     out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
     return json.loads(out.split("stopped; ", 1)[1])
+
+
+def targets_table(targets: list[tuple[str, float, bool]]) -> Any:
+    """The benchmarks' verdicts as a rich table: ``(target, measured, met)`` rows."""
+    from rich.table import Table
+
+    table = Table(title="targets")
+    for column in ("target", "measured", "met"):
+        table.add_column(column)
+    for name, value, ok in targets:
+        table.add_row(name, f"{value:.3f}", "yes" if ok else "NO")
+    return table
