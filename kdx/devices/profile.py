@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-RUNTIME_BACKENDS = ("tensorrt", "onnxruntime", "numpy")
+RUNTIME_BACKENDS = ("tensorrt", "c", "onnxruntime", "numpy")
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,32 @@ class Budget:
     ``max_param_bytes_per_agent`` is parameter count x bytes per parameter at the profile's
     default precision; ``latency_budget_us`` is the per-decision budget (observation in, action
     out) that the runtime's latency profiler compares measurements against.
+
+    Microcontroller profiles (target ``"c"``) also cap what one agent's generated C needs:
+    ``max_flash_bytes_per_agent`` (code + const weights) and ``max_ram_bytes_per_agent``
+    (activation buffers + recurrent state + stack), both as :mod:`kdx.devices.footprint`
+    estimates or measures them. None (the default, and every Linux profile): not limited.
     """
 
     max_macs_per_agent: int
     max_param_bytes_per_agent: int
     latency_budget_us: float
+    max_flash_bytes_per_agent: int | None = None
+    max_ram_bytes_per_agent: int | None = None
+
+
+@dataclass(frozen=True)
+class CrossToolchain:
+    """How to cross-compile one agent's C for this device, to measure its flash and RAM.
+
+    ``cc`` and ``size`` are executable names looked up on PATH (``arm-none-eabi-gcc``,
+    ``arm-none-eabi-size``); ``cflags`` select the core (``-mcpu=cortex-m4 -mthumb ...``). kdx
+    adds ``-Os -c -fstack-usage`` itself. When ``cc`` is not installed, the estimate is used.
+    """
+
+    cc: str
+    size: str
+    cflags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,7 @@ class DeviceProfile:
     cpu: CpuSpec
     budget: Budget
     accelerator: AcceleratorSpec | None = None
+    cross: CrossToolchain | None = None
     notes: str = ""
 
     @property
@@ -106,6 +128,12 @@ _SPEC = {
         "cpu": (dict, True),
         "budget": (dict, True),
         "accelerator": (dict, False),
+        "cross": (dict, False),
+    },
+    "cross": {
+        "cc": (str, True),
+        "size": (str, True),
+        "cflags": (list, False),
     },
     "cpu": {
         "arch": (str, True),
@@ -126,6 +154,8 @@ _SPEC = {
         "max_macs_per_agent": (int, True),
         "max_param_bytes_per_agent": (int, True),
         "latency_budget_us": (float, True),
+        "max_flash_bytes_per_agent": (int, False),
+        "max_ram_bytes_per_agent": (int, False),
     },
 }
 
@@ -172,6 +202,12 @@ def profile_from_dict(data: dict[str, Any], where: str = "profile") -> DevicePro
     acc_t = data.get("accelerator")
     if acc_t is not None:
         _checked_table(acc_t, "accelerator", where)
+    cross_t = data.get("cross")
+    if cross_t is not None:
+        _checked_table(cross_t, "cross", where)
+        flags = cross_t.get("cflags", [])
+        if any(not isinstance(f, str) or not f.startswith("-") for f in flags):
+            raise KdxError(f"{where}: cflags in the 'cross' table must be compiler options (strings starting with '-'), got {flags!r}.")
 
     if data["target"] not in TARGETS:
         raise KdxError(f"{where}: target {data['target']!r} is not one of {', '.join(TARGETS)}.")
@@ -191,8 +227,16 @@ def profile_from_dict(data: dict[str, Any], where: str = "profile") -> DevicePro
         )
     _positive(cpu_t["cores"], "cores", where)
     _positive(cpu_t["clock_ghz"], "clock_ghz", where)
-    for key in ("max_macs_per_agent", "max_param_bytes_per_agent", "latency_budget_us"):
-        _positive(budget_t[key], key, where)
+    for key in ("max_macs_per_agent", "max_param_bytes_per_agent", "latency_budget_us",
+                "max_flash_bytes_per_agent", "max_ram_bytes_per_agent"):
+        if key in budget_t:
+            _positive(budget_t[key], key, where)
+    mcu_keys = [k for k in ("max_flash_bytes_per_agent", "max_ram_bytes_per_agent") if k not in budget_t]
+    if data["target"] == "c" and mcu_keys:
+        raise KdxError(
+            f"{where}: a target 'c' (microcontroller) profile must give {' and '.join(mcu_keys)} in "
+            "the 'budget' table: flash and RAM, not MACs, are what runs out first there."
+        )
     if acc_t is not None:
         for key in ("cuda_cores", "tops_int8", "tflops_fp16"):
             if key in acc_t:
@@ -217,6 +261,8 @@ def profile_from_dict(data: dict[str, Any], where: str = "profile") -> DevicePro
             max_macs_per_agent=budget_t["max_macs_per_agent"],
             max_param_bytes_per_agent=budget_t["max_param_bytes_per_agent"],
             latency_budget_us=float(budget_t["latency_budget_us"]),
+            max_flash_bytes_per_agent=budget_t.get("max_flash_bytes_per_agent"),
+            max_ram_bytes_per_agent=budget_t.get("max_ram_bytes_per_agent"),
         ),
         accelerator=None
         if acc_t is None
@@ -229,6 +275,9 @@ def profile_from_dict(data: dict[str, Any], where: str = "profile") -> DevicePro
             jetpack=acc_t.get("jetpack"),
             tensorrt=acc_t.get("tensorrt"),
         ),
+        cross=None
+        if cross_t is None
+        else CrossToolchain(cc=cross_t["cc"], size=cross_t["size"], cflags=tuple(cross_t.get("cflags", []))),
         notes=" ".join(data.get("notes", "").split()),
     )
 

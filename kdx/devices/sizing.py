@@ -12,7 +12,8 @@ e.g. SMAC, need more processing than MPE's few coordinates). Both are non-decrea
 ``obs_dim`` and ``n_actions``, so a bigger observation never gets a smaller preferred student.
 The preferred architecture is then shrunk to the largest candidate (by MACs) that is no wider
 and no deeper and fits the device budget (MACs and parameter memory at the profile's default
-precision) and, when the teacher actor's costs are known, has at least ``min_mac_reduction``
+precision; on a microcontroller profile also the flash and RAM of the generated C, as
+:func:`kdx.devices.footprint.estimate_c_footprint` estimates them) and, when the teacher actor's costs are known, has at least ``min_mac_reduction``
 times fewer MACs than the teacher's actor seen from that agent. Under a budget a bigger observation can get a
 narrower student, because every layer it feeds costs more.
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kdx.devices.cost import COST_RULE, AgentCost, NetworkCost, count_cost, mlp_layers
+from kdx.devices.footprint import FOOTPRINT_RULE, CPolicyShape, estimate_c_footprint
 from kdx.devices.mlp import ACTIVATIONS, StudentArch, student_cost
 from kdx.devices.profile import DeviceProfile
 from kdx.errors import KdxError
@@ -109,11 +111,13 @@ class StudentSizing:
     param_bytes: int  # params x bytes per parameter at the profile's default precision
     source: str  # "auto" (capacity rule) or "override" (--student)
     preferred: StudentArch  # what the capacity rule wanted before budgets (== arch for overrides)
-    limited_by: tuple[str, ...] = ()  # what the preferred student broke: "MACs", "memory", "teacher ratio"
+    limited_by: tuple[str, ...] = ()  # what the preferred student broke: "MACs", "memory", "flash", "RAM", "teacher ratio"
     within_budget: bool = True  # False only for an override that exceeds the device budget
     teacher_macs: int | None = None
     teacher_params: int | None = None
     view: tuple[str, ...] = ()  # the student's view (compact ops, kdx.envs.view_spec); obs_dim is its width
+    flash_bytes: int | None = None  # estimated C flash/RAM (kdx.devices.footprint), only for
+    ram_bytes: int | None = None  # profiles with flash/RAM budgets (microcontrollers)
 
     @property
     def cost(self) -> AgentCost:
@@ -150,6 +154,7 @@ class StudentSizing:
             "teacher_macs": self.teacher_macs,
             "mac_reduction": self.mac_reduction,
             **({"view": list(self.view)} if self.view else {}),
+            **({"flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes} if self.flash_bytes is not None else {}),
         }
 
     @classmethod
@@ -170,6 +175,8 @@ class StudentSizing:
             teacher_macs=row["teacher_macs"],
             teacher_params=row["teacher_params"],
             view=tuple(row.get("view", ())),
+            flash_bytes=row.get("flash_bytes"),
+            ram_bytes=row.get("ram_bytes"),
         )
 
 
@@ -238,16 +245,40 @@ def _cost(arch: StudentArch, agent: AgentShape) -> NetworkCost:
     return student_cost(arch, agent.obs_dim, agent.n_actions)
 
 
-def _fits(arch: StudentArch, agent: AgentShape, profile: DeviceProfile) -> bool:
+def _footprint(arch: StudentArch, agent: AgentShape, profile: DeviceProfile) -> tuple[int, int] | None:
+    """Estimated C ``(flash, RAM)`` bytes, for a profile that budgets them (else None)."""
+    budget = profile.budget
+    if budget.max_flash_bytes_per_agent is None and budget.max_ram_bytes_per_agent is None:
+        return None
+    return estimate_c_footprint(CPolicyShape(agent.obs_dim, arch.hidden, agent.n_actions, profile.default_precision))
+
+
+def _over_budget(arch: StudentArch, agent: AgentShape, profile: DeviceProfile) -> list[str]:
+    """The budgets ``arch`` breaks for ``agent`` on ``profile``: "MACs", "memory", "flash", "RAM"."""
     cost = _cost(arch, agent)
-    return (
-        cost.macs <= profile.budget.max_macs_per_agent
-        and cost.params * profile.bytes_per_param <= profile.budget.max_param_bytes_per_agent
-    )
+    budget = profile.budget
+    out = []
+    if cost.macs > budget.max_macs_per_agent:
+        out.append("MACs")
+    if cost.params * profile.bytes_per_param > budget.max_param_bytes_per_agent:
+        out.append("memory")
+    footprint = _footprint(arch, agent, profile)
+    if footprint is not None:
+        flash, ram = footprint
+        if budget.max_flash_bytes_per_agent is not None and flash > budget.max_flash_bytes_per_agent:
+            out.append("flash")
+        if budget.max_ram_bytes_per_agent is not None and ram > budget.max_ram_bytes_per_agent:
+            out.append("RAM")
+    return out
+
+
+def _fits(arch: StudentArch, agent: AgentShape, profile: DeviceProfile) -> bool:
+    return not _over_budget(arch, agent, profile)
 
 
 def _row(agent, arch, profile, source, preferred, limited_by=(), teacher: NetworkCost | None = None) -> StudentSizing:
     cost = _cost(arch, agent)
+    footprint = _footprint(arch, agent, profile)
     return StudentSizing(
         agent=agent.name,
         obs_dim=agent.obs_dim,
@@ -262,6 +293,8 @@ def _row(agent, arch, profile, source, preferred, limited_by=(), teacher: Networ
         within_budget=_fits(arch, agent, profile),
         teacher_macs=None if teacher is None else teacher.macs,
         teacher_params=None if teacher is None else teacher.params,
+        flash_bytes=None if footprint is None else footprint[0],
+        ram_bytes=None if footprint is None else footprint[1],
     )
 
 
@@ -283,6 +316,14 @@ def _shortfall_message(agent: AgentShape, smallest: StudentArch, profile: Device
             f"{budget.max_param_bytes_per_agent} (short by {short} bytes, "
             f"{100 * short / budget.max_param_bytes_per_agent:.0f}%)"
         )
+    footprint = _footprint(smallest, agent, profile)
+    for label, need, have in (
+        ("flash", footprint and footprint[0], budget.max_flash_bytes_per_agent),
+        ("RAM", footprint and footprint[1], budget.max_ram_bytes_per_agent),
+    ):
+        if have is not None and need is not None and need > have:
+            parts.append(f"~{need} bytes of {label} (estimated, C code) against a budget of {have} "
+                         f"(short by {need - have} bytes, {100 * (need - have) / have:.0f}%)")
     return (
         f"agent {agent.name!r} (obs {agent.obs_dim}, {agent.n_actions} actions): the smallest "
         f"student ({smallest.label}) needs " + " and ".join(parts)
@@ -367,14 +408,8 @@ def _limits(agent, preferred, chosen, profile, teacher: NetworkCost | None, rule
     """Which constraints the preferred student broke, if the chosen one differs from it."""
     if chosen == preferred:
         return []
-    cost = _cost(preferred, agent)
-    macs, param_bytes = cost.macs, cost.params * profile.bytes_per_param
-    out = []
-    if macs > profile.budget.max_macs_per_agent:
-        out.append("MACs")
-    if param_bytes > profile.budget.max_param_bytes_per_agent:
-        out.append("memory")
-    if teacher is not None and macs > teacher.macs / rule.min_mac_reduction:
+    out = _over_budget(preferred, agent, profile)
+    if teacher is not None and _cost(preferred, agent).macs > teacher.macs / rule.min_mac_reduction:
         out.append("teacher ratio")
     return out
 
@@ -385,6 +420,17 @@ def _limits(agent, preferred, chosen, profile, teacher: NetworkCost | None, rule
 # teacher_macs counted from the real actor), and "cost_rule" says how everything was counted.
 SIZING_SCHEMA_VERSION = 2
 _OLDER_SCHEMA_VERSIONS = (1,)
+
+
+def _footprint_budget(profile: DeviceProfile) -> dict[str, Any]:
+    budget = profile.budget
+    if budget.max_flash_bytes_per_agent is None and budget.max_ram_bytes_per_agent is None:
+        return {}
+    return {
+        "max_flash_bytes_per_agent": budget.max_flash_bytes_per_agent,
+        "max_ram_bytes_per_agent": budget.max_ram_bytes_per_agent,
+        "footprint_rule": FOOTPRINT_RULE,
+    }
 
 
 def sizing_document(
@@ -404,6 +450,7 @@ def sizing_document(
             "max_macs_per_agent": profile.budget.max_macs_per_agent,
             "max_param_bytes_per_agent": profile.budget.max_param_bytes_per_agent,
             "latency_budget_us": profile.budget.latency_budget_us,
+            **_footprint_budget(profile),
         },
         "capacity_rule": {
             "min_width": rule.min_width,

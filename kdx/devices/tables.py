@@ -15,7 +15,13 @@ def _bytes(n: int) -> str:
 
 
 def _memory(profile: DeviceProfile) -> str:
+    if max(profile.memory_gb) < 1 / 64:  # a microcontroller's SRAM: KiB read better than GB
+        return "/".join(f"{m * 1024 * 1024:g}" for m in profile.memory_gb) + " KiB"
     return "/".join(f"{m:g}" for m in profile.memory_gb) + " GB"
+
+
+def _optional_bytes(n: int | None) -> str:
+    return "-" if n is None else _bytes(n)
 
 
 def _accelerator(profile: DeviceProfile) -> str:
@@ -36,11 +42,12 @@ def profiles_table(profiles: Sequence[DeviceProfile]) -> Table:
     """One row per profile: hardware summary, precision, target and per-agent budgets."""
     table = Table(
         title="kdx device profiles",
-        caption="budgets per agent: MACs, parameter memory, latency per decision (`kdx devices show NAME`)",
+        caption="budgets per agent: MACs, parameter memory, latency per decision, and on "
+        "microcontrollers the flash and RAM of the generated C (`kdx devices show NAME`)",
     )
     for column in ("name", "target", "CPU", "accelerator", "memory", "precision", "TensorRT"):
         table.add_column(column)
-    for column in ("MACs", "params", "latency"):
+    for column in ("MACs", "params", "latency", "flash", "RAM"):
         table.add_column(column, justify="right")
     for p in profiles:
         table.add_row(
@@ -54,6 +61,8 @@ def profiles_table(profiles: Sequence[DeviceProfile]) -> Table:
             f"{p.budget.max_macs_per_agent:,}",
             _bytes(p.budget.max_param_bytes_per_agent),
             f"{p.budget.latency_budget_us:g} us",
+            _optional_bytes(p.budget.max_flash_bytes_per_agent),
+            _optional_bytes(p.budget.max_ram_bytes_per_agent),
         )
     return table
 
@@ -79,6 +88,9 @@ def profile_detail_table(p: DeviceProfile) -> Table:
             f"(= {p.max_params_per_agent:,} {p.default_precision} parameters)",
         ),
         ("latency budget / decision", f"{p.budget.latency_budget_us:g} us"),
+        ("flash / agent (C code + weights)", _optional_bytes(p.budget.max_flash_bytes_per_agent)),
+        ("RAM / agent (buffers + state + stack)", _optional_bytes(p.budget.max_ram_bytes_per_agent)),
+        ("cross toolchain", " ".join([p.cross.cc, *p.cross.cflags]) if p.cross else "-"),
         ("notes", p.notes or "-"),
     ]
     for field, value in rows:
@@ -89,9 +101,14 @@ def profile_detail_table(p: DeviceProfile) -> Table:
 def sizing_table(rows: Sequence[StudentSizing], profile: DeviceProfile) -> Table:
     """The per-agent student table printed by ``kdx distill`` and ``kdx devices size``."""
     budget = profile.budget
+    mcu = "".join(
+        f", {_bytes(n)} {label}"
+        for label, n in (("flash", budget.max_flash_bytes_per_agent), ("RAM", budget.max_ram_bytes_per_agent))
+        if n is not None
+    )
     table = Table(
         title=f"students for {profile.name} ({profile.default_precision}; budget per agent: "
-        f"{budget.max_macs_per_agent:,} MACs, {_bytes(budget.max_param_bytes_per_agent)} parameters)",
+        f"{budget.max_macs_per_agent:,} MACs, {_bytes(budget.max_param_bytes_per_agent)} parameters{mcu})",
         caption="MACs: Linear-layer multiply-accumulates at batch 1 (FLOPs = 2 x MACs)",
     )
     table.add_column("agent")
@@ -103,6 +120,10 @@ def sizing_table(rows: Sequence[StudentSizing], profile: DeviceProfile) -> Table
     table.add_column("hidden layers")
     for column in ("params", "MACs", "param memory"):
         table.add_column(column, justify="right")
+    show_footprint = any(r.flash_bytes is not None for r in rows)
+    if show_footprint:
+        table.add_column("flash (est.)", justify="right")
+        table.add_column("RAM (est.)", justify="right")
     show_teacher = any(r.teacher_macs is not None for r in rows)
     if show_teacher:
         table.add_column("teacher/student MACs", justify="right")
@@ -124,6 +145,8 @@ def sizing_table(rows: Sequence[StudentSizing], profile: DeviceProfile) -> Table
             f"{r.macs:,}",
             _bytes(r.param_bytes),
         ]
+        if show_footprint:
+            cells += [_optional_bytes(r.flash_bytes), _optional_bytes(r.ram_bytes)]
         if show_teacher:
             cells.append("-" if r.mac_reduction is None else f"{r.mac_reduction:.1f}x")
         table.add_row(*cells, chosen)

@@ -108,4 +108,12 @@ TARGETS: dict[str, ExportTarget] = {
         int8_recipe="blockwise-dynamic",
     ),
     "x86": ExportTarget(name="x86", default_precision="fp32", description="Any x86-64 Linux box: fp32 ONNX"),
+    # Stand-in until the C code generator's branch lands (it owns this entry); same contract.
+    "c": ExportTarget(
+        name="c",
+        default_precision="fp32",
+        description="Dependency-free C99 sources (microcontrollers, C/C++ robot stacks) + ONNX",
+        precisions=("fp32", "int8"),
+        backends=("c", "onnxruntime", "numpy"),
+    ),
 }

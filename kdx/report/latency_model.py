@@ -33,6 +33,10 @@ CORE_FACTORS: dict[str, float] = {
     "Carmel (ARMv8.2)": 0.50,
     "Cortex-A72": 0.40,
     "Cortex-A57": 0.30,
+    # Microcontrollers (target "c"): in-order, no or small caches, plain C loops. Even rougher.
+    "Cortex-M7": 0.20,
+    "Xtensa LX7": 0.12,
+    "Cortex-M4F": 0.10,
 }
 # When the core is not in CORE_FACTORS: by instruction set.
 ARCH_FACTORS: dict[str, float] = {"x86_64": 1.0, "amd64": 1.0, "aarch64": 0.5, "arm64": 0.5, "armv7l": 0.3}
