@@ -65,6 +65,7 @@ class CFootprint:
     max_ram_bytes: int | None = None
     parts: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    role: str = "student"
 
     @property
     def fits(self) -> bool:
@@ -79,7 +80,7 @@ class CFootprint:
             "flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes,
             "max_flash_bytes": self.max_flash_bytes, "max_ram_bytes": self.max_ram_bytes,
             "fits": self.fits, "basis": self.basis, "method": self.method,
-            "parts": dict(self.parts), "note": self.note,
+            "parts": dict(self.parts), "note": self.note, "role": self.role,
         }
 
     @classmethod
@@ -91,6 +92,7 @@ class CFootprint:
                 basis=row["basis"], method=row["method"],
                 max_flash_bytes=row.get("max_flash_bytes"), max_ram_bytes=row.get("max_ram_bytes"),
                 parts={str(k): int(v) for k, v in row.get("parts", {}).items()}, note=row.get("note", ""),
+                role=row.get("role", "student"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise KdxError(f"malformed footprint entry {row!r} ({exc!r}); re-export the bundle.") from exc
