@@ -86,10 +86,16 @@ FILE_KINDS = {
     "json": "auxiliary JSON (parity report, sizing)",
     "script": "shell script (build_engines.sh: trtexec commands equivalent to build-engines)",
     "timing-cache": "TensorRT timing cache shared by the engine builds on this device",
+    "c_source": "C99 source of one policy (target c; the runtime's c backend compiles it)",
+    "c_header": "C header (a policy's API, or the shared kdx_policy.h)",
+    "c_build": "Makefile building the C policies, a static and a shared library and the harness",
+    "c_harness": "C program replaying the parity rows through the C policies",
+    "c_data": "binary data of the C harness (held-out parity rows and torch's logits)",
 }
-MODEL_FILE_KINDS = ("onnx", "onnx-dynamic", "engine", "npz")
+MODEL_FILE_KINDS = ("onnx", "onnx-dynamic", "engine", "npz", "c_source")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_C_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 _MAX_DIM = 1 << 20
 
 
@@ -157,6 +163,9 @@ class AgentEntry:
     precision: str = "fp32"
     normalisation_folded: bool = True
     parity: dict[str, Any] = field(default_factory=dict)
+    #: target c: the infix of the agent's C API (``kdx_<c_symbol>_act``); None in other bundles
+    #: (and then left out of the JSON, which older runtimes read unchanged)
+    c_symbol: str | None = None
 
     @property
     def model_input_dim(self) -> int:
@@ -213,7 +222,11 @@ class Manifest:
 
     # --- JSON ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for agent in [*data["agents"], *data["teacher"]]:
+            if agent["c_symbol"] is None:
+                del agent["c_symbol"]
+        return data
 
     def to_json(self) -> str:
         """The manifest as indented JSON (validated first: never write a bad manifest)."""
@@ -312,6 +325,8 @@ def _validate_agent(entry: AgentEntry, role: str, where: str) -> None:
     if entry.id_one_hot_size and entry.id_index >= entry.id_one_hot_size:
         raise KdxError(f"{where}: id_index {entry.id_index} >= id_one_hot_size")
     _validate_io(entry, where)
+    if entry.c_symbol is not None and not _C_SYMBOL.match(entry.c_symbol):
+        raise KdxError(f"{where}: c_symbol {entry.c_symbol!r} is not a C identifier fragment")
     if not entry.files:
         raise KdxError(f"{where}: 'files' is empty; the agent needs a model file")
     for f in entry.files:
@@ -414,6 +429,8 @@ class _Reader:
         for key in ("name", "role", "precision"):
             if key in d:
                 self._typed(d[key], (str,), f"{where}.{key}")
+        if d.get("c_symbol") is not None:
+            self._typed(d["c_symbol"], (str,), f"{where}.c_symbol")
         for key in ("obs_dim", "n_actions", "params", "macs", "id_one_hot_size", "id_index"):
             if key in d:
                 self._typed(d[key], (int,), f"{where}.{key}")
