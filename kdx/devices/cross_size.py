@@ -25,10 +25,10 @@ import tempfile
 from pathlib import Path
 
 from kdx.devices.footprint import (
-    FLOAT_BYTES,
     STACK_BYTES,
     CFootprint,
     CPolicyShape,
+    caller_buffer_parts,
     estimated_footprint,
 )
 from kdx.devices.profile import DeviceProfile
@@ -113,12 +113,7 @@ def measure_c_footprint(
     stack_basis = "-fstack-usage"
     if stack is None:
         stack, stack_basis = STACK_BYTES, "stack allowance (no static -fstack-usage figure)"
-    caller = {
-        "ram_caller_obs": FLOAT_BYTES * shape.obs_dim,
-        "ram_caller_logits": FLOAT_BYTES * shape.n_actions,
-        "ram_caller_mask": shape.n_actions,
-        "ram_caller_state": FLOAT_BYTES * shape.state_size,
-    }
+    caller = {f"ram_{k}": v for k, v in caller_buffer_parts(shape).items()}
     parts = {"flash_text": text_b, "flash_data": data_b, "ram_data": data_b, "ram_bss": bss_b,
              "ram_stack": stack, **caller}
     flags = " ".join([*cross.cflags, "-Os"])

@@ -11,11 +11,11 @@ numbers (:mod:`kdx.devices.cross_size`). The rule, :data:`FOOTPRINT_RULE`:
   scale; counted even where the generator folds them into the first layer, so the estimate
   errs high) + a code allowance of :data:`CODE_BYTES_BASE` plus :data:`CODE_BYTES_PER_LAYER`
   per Linear layer (the ``-Os`` Thumb-2 code of the loops, the argmax and the input checks).
-- **RAM** = the activation buffers (4 bytes per observation feature, per hidden unit and per
-  logit, every layer's output kept: no buffer reuse assumed) + the int8 input vector of the
-  widest layer (int8 only) + the recurrent state (4 bytes per unit, caller-owned but RAM all
-  the same) + the action mask (1 byte per action) + a stack allowance of
-  :data:`STACK_BYTES` (call frame, saved registers, loop counters).
+- **RAM** = the caller-owned buffers of the API (observation and logits floats, the mask's
+  bytes, the recurrent state's floats) + the function's stack: a normalised copy of the
+  observation and every layer's output as floats (no buffer reuse assumed), the int8 input
+  vector of the widest layer (int8 only), and an allowance of :data:`STACK_BYTES` (saved
+  registers, loop counters, alignment).
 
 The allowances were set against ``arm-none-eabi-gcc -Os`` builds of the generator's output for
 Cortex-M4 (the tests compare estimate and measurement where the toolchain is installed).
@@ -32,7 +32,7 @@ from kdx.errors import KdxError
 
 CODE_BYTES_BASE = 512
 CODE_BYTES_PER_LAYER = 160
-STACK_BYTES = 256
+STACK_BYTES = 128
 FLOAT_BYTES = 4
 
 FOOTPRINT_RULE = (
@@ -133,15 +133,24 @@ def estimate_flash_parts(shape: CPolicyShape) -> dict[str, int]:
     }
 
 
+def caller_buffer_parts(shape: CPolicyShape) -> dict[str, int]:
+    """RAM the caller owns for one agent's API (measured or estimated alike): obs, logits, mask, state."""
+    return {
+        "caller_obs": FLOAT_BYTES * shape.obs_dim,
+        "caller_logits": FLOAT_BYTES * shape.n_actions,
+        "caller_mask": shape.n_actions,
+        "caller_state": FLOAT_BYTES * shape.state_size,
+    }
+
+
 def estimate_ram_parts(shape: CPolicyShape) -> dict[str, int]:
-    """The RAM estimate's parts in bytes: activations, int8 input, state, mask, stack."""
+    """The RAM estimate's parts in bytes: caller buffers, then the stack's."""
     quantized = PRECISIONS[shape.precision].quantized
     return {
-        "activations": FLOAT_BYTES * sum(shape.widths),
-        "int8_input": max(shape.widths[:-1]) if quantized else 0,
-        "state": FLOAT_BYTES * shape.state_size,
-        "mask": shape.n_actions,
-        "stack": STACK_BYTES,
+        **caller_buffer_parts(shape),
+        "stack_activations": FLOAT_BYTES * sum(shape.widths),
+        "stack_int8_input": max(shape.widths[:-1]) if quantized else 0,
+        "stack_allowance": STACK_BYTES,
     }
 
 

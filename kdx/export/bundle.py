@@ -438,6 +438,10 @@ def _export_bundle(config: ExportConfig, policies: RunPolicies | None,
             }
             (tmp_dir / PARITY_NAME).write_text(json.dumps(parity_doc, indent=2) + "\n")
             shared = [FileEntry.of_file(tmp_dir, CALIB_NAME, "calib"), FileEntry.of_file(tmp_dir, PARITY_NAME, "json")]
+            if target.native_c:  # flash/RAM per policy on the microcontroller profiles
+                from kdx.runtime.c_footprint import record_footprints
+
+                shared.append(record_footprints(tmp_dir, manifest.entries(), config.target, log))
             if target.engine_build_on_device:
                 from kdx.export.trtexec import trtexec_script
 

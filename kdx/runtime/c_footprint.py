@@ -16,7 +16,7 @@ Format (version 1)::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from kdx.devices.footprint import FOOTPRINT_RULE, CFootprint, CPolicyShape, mcu_
 from kdx.devices.profile import DeviceProfile
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_text, sha256_file
-from kdx.runtime.manifest import AgentEntry
+from kdx.runtime.manifest import AgentEntry, FileEntry
 
 FOOTPRINT_NAME = "c/footprint.json"
 FOOTPRINT_SCHEMA_VERSION = 1
@@ -120,3 +120,16 @@ def footprint_line(row: CFootprint) -> str:
     how = row.basis + (f" ({row.note})" if row.note else "")
     return (f"{row.profile} {row.role} {row.agent} ({row.precision}): flash {of(row.flash_bytes, row.max_flash_bytes)}, "
             f"RAM {of(row.ram_bytes, row.max_ram_bytes)}, {how}{verdict}")
+
+
+def record_footprints(bundle_dir: Path, entries: Sequence[AgentEntry], target: str | None,
+                      log: Callable[[str], None]) -> FileEntry:
+    """What ``kdx export`` does for a C bundle: measure or estimate every policy on the profiles
+    of ``target`` (:func:`footprint_profiles`), write ``c/footprint.json``, log one line per row,
+    and return the file's manifest entry (kind ``json``)."""
+    profiles = footprint_profiles(target or "")
+    rows = bundle_footprints(bundle_dir, entries, profiles)
+    for row in rows:
+        log(f"footprint: {footprint_line(row)}")
+    write_footprint_json(bundle_dir, rows)
+    return FileEntry.of_file(bundle_dir, FOOTPRINT_NAME, "json")

@@ -90,6 +90,25 @@ def _backend_lines(console: Console) -> None:
         console.print("  running on the numpy backend (neither onnxruntime nor TensorRT is present)")
 
 
+def _footprint_table(console: Console, bundle_dir: Path) -> None:
+    """A C bundle's flash and RAM per agent on each microcontroller profile (c/footprint.json)."""
+    from kdx.runtime.c_footprint import read_footprint_json
+
+    rows = read_footprint_json(bundle_dir)
+    if not rows:
+        return
+    table = Table(title="flash and RAM per agent on microcontrollers (c/footprint.json, bytes)")
+    for column in ("profile", "agent", "role", "precision", "flash", "flash budget", "RAM", "RAM budget",
+                   "fits", "how"):
+        table.add_column(column, justify="right" if "flash" in column or "RAM" in column else "left")
+    for r in rows:
+        how = r.basis + (f": {r.note}" if r.note else "")
+        table.add_row(r.profile, r.agent, r.role, r.precision, f"{r.flash_bytes:,}",
+                      "-" if r.max_flash_bytes is None else f"{r.max_flash_bytes:,}", f"{r.ram_bytes:,}",
+                      "-" if r.max_ram_bytes is None else f"{r.max_ram_bytes:,}", "yes" if r.fits else "NO", how)
+    console.print(table)
+
+
 def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds manifest.json) or its .tar.gz.")) -> None:
     """Agents, sizes, precision, files of a bundle, and the backends available here."""
     from kdx.runtime.bundle import Bundle
@@ -115,6 +134,7 @@ def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds mani
     console.print(table)
     total = sum((bundle.path / f.path).stat().st_size for f in m.files())
     console.print(f"{len(m.files())} files, {total / 1024:.1f} KiB in total")
+    _footprint_table(console, bundle.path)
     _backend_lines(console)
     from kdx.runtime.bundle import install_note
 

@@ -59,3 +59,9 @@ def make_bc_run(tmp_path: Path):
         return save_run(tmp_path / env_name.replace("/", "_"), env_name, students, recurrent_teacher)
 
     return make_run
+
+
+@pytest.fixture(scope="session")
+def run_saver():
+    """:func:`save_run` for tests that build their own runs (a conftest is not importable)."""
+    return save_run
