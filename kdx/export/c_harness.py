@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from kdx.export.c_codegen import SHARED_HEADER, CPolicy
+from kdx.export.c_codegen import SHARED_HEADER, CPolicy, policy_files, shared_header
+from kdx.runtime.manifest import FileEntry
 
 ROWS_NAME = "parity_rows.bin"
 ROWS_MAGIC = b"KDXROWS1"
@@ -57,6 +59,26 @@ def parity_rows(entries: list[HarnessPolicy], rows: list[dict[str, np.ndarray]])
         if p.state_size:
             parts.append(np.ascontiguousarray(data["h_in"], "<f4").tobytes())
     return b"".join(parts)
+
+
+def write_c_folder(root: Path, folder: str, entries: list[HarnessPolicy],
+                   rows: list[dict[str, np.ndarray]]) -> list[list[FileEntry]]:
+    """Write ``root/folder/`` (every policy's .h/.c, the shared header, Makefile, harness and
+    rows); returns each entry's manifest files (its source and header, then the shared files)."""
+    files = {SHARED_HEADER: shared_header()}
+    for entry in entries:
+        files.update(policy_files(entry.policy, Path(entry.source).stem))
+    files[MAKEFILE_NAME] = makefile(entries)
+    files[HARNESS_NAME] = harness(entries)
+    for rel, text in files.items():
+        path = root / folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (root / folder / ROWS_NAME).write_bytes(parity_rows(entries, rows))
+    shared = [FileEntry.of_file(root, f"{folder}/{rel}", kind) for rel, kind in (
+        (SHARED_HEADER, "c_header"), (MAKEFILE_NAME, "c_build"), (HARNESS_NAME, "c_harness"), (ROWS_NAME, "c_data"))]
+    return [[FileEntry.of_file(root, f"{folder}/{e.source}", "c_source"),
+             FileEntry.of_file(root, f"{folder}/{e.header}", "c_header"), *shared] for e in entries]
 
 
 def makefile(entries: list[HarnessPolicy]) -> str:

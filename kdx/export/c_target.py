@@ -38,15 +38,7 @@ from torch import nn
 from kdx.devices.targets import PRECISIONS
 from kdx.errors import KdxError
 from kdx.export.c_codegen import SHARED_HEADER, CPolicy, c_symbols, policy_files, shared_header
-from kdx.export.c_harness import (
-    HARNESS_NAME,
-    MAKEFILE_NAME,
-    ROWS_NAME,
-    HarnessPolicy,
-    harness,
-    makefile,
-    parity_rows,
-)
+from kdx.export.c_harness import HarnessPolicy, write_c_folder
 from kdx.export.onnx_export import CONSTANT_FEATURE_STD, student_npz_weights
 from kdx.export.parity import ParityResult, compare_outputs, torch_reference
 from kdx.export.sources import PolicySource
@@ -207,7 +199,7 @@ def export_c(root: Path, scratch: Path, sources: list[PolicySource], precision: 
     if compiler is None:
         notes.append(f"{why}; C parity not checked")
     symbols = api_symbols(sources)
-    chosen: dict[tuple[str, str], tuple[CPolicy, str, ParityResult | None, dict]] = {}
+    chosen: dict[tuple[str, str], tuple[CPolicy, str, np.ndarray, dict, str]] = {}
     results: list[ParityResult] = []
     for source in sources:
         key = (source.role, source.name)
@@ -264,14 +256,6 @@ def export_c(root: Path, scratch: Path, sources: list[PolicySource], precision: 
     return _write(root, sources, chosen, inputs_of=heldout_inputs, results=results, notes=notes)
 
 
-def _all_files(entries: list[HarnessPolicy]) -> dict[str, str]:
-    files = {SHARED_HEADER: shared_header()}
-    for entry in entries:
-        stem = Path(entry.source).stem
-        files.update(policy_files(entry.policy, stem))
-    return files
-
-
 def _measure(compiler: Compiler, policy: CPolicy, stem: str, source: PolicySource, precision: str,
              inputs: dict[str, np.ndarray], scratch: Path, note: str) -> ParityResult:
     files = {SHARED_HEADER: shared_header(), **policy_files(policy, stem)}
@@ -298,24 +282,11 @@ def _write(root: Path, sources: list[PolicySource], chosen: dict, inputs_of: Cal
                                      bar, agreement))
         inputs = inputs_of(source)
         rows.append({**inputs, "logits": ref_logits})
-    files = _all_files(entries)
-    files[MAKEFILE_NAME] = makefile(entries)
-    files[HARNESS_NAME] = harness(entries)
-    c_root = root / C_DIR
-    for rel, text in files.items():
-        path = c_root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    (c_root / ROWS_NAME).write_bytes(parity_rows(entries, rows))
-    shared = [FileEntry.of_file(root, f"{C_DIR}/{SHARED_HEADER}", "c_header"),
-              FileEntry.of_file(root, f"{C_DIR}/{MAKEFILE_NAME}", "c_build"),
-              FileEntry.of_file(root, f"{C_DIR}/{HARNESS_NAME}", "c_harness"),
-              FileEntry.of_file(root, f"{C_DIR}/{ROWS_NAME}", "c_data")]
+    per_entry = write_c_folder(root, C_DIR, entries, rows)
     out_files, out_symbols, out_precisions, out_parity = {}, {}, {}, {}
-    for entry, source in zip(entries, sources, strict=True):
+    for entry, source, files in zip(entries, sources, per_entry, strict=True):
         key = (source.role, source.name)
-        out_files[key] = [FileEntry.of_file(root, f"{C_DIR}/{entry.source}", "c_source"),
-                          FileEntry.of_file(root, f"{C_DIR}/{entry.header}", "c_header"), *shared]
+        out_files[key] = files
         out_symbols[key] = entry.policy.symbol
         out_precisions[key] = entry.precision
         out_parity[key] = chosen[key][3]
