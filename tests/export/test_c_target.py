@@ -240,6 +240,16 @@ def test_mangled_names_compile_side_by_side(tmp_path: Path) -> None:
     assert "#define KDX_A_7UP_OBS_DIM 3" in files["a_7up.h"]
 
 
+def test_names_cannot_break_out_of_comments_or_strings() -> None:
+    layer = MlpLayer("dense", "identity", {"weight": np.ones((2, 2), np.float32), "bias": np.zeros(2, np.float32)})
+    name = 'evil*/ "x\\'
+    files = policy_files(CPolicy(name, "student", c_symbols([name])[name], 2, 2, [layer]), "evil")
+    for text in files.values():
+        first = text.splitlines()[0]
+        assert "evil?? ?x?" in first and first.count("*/") == 1 and first.endswith("*/")
+        assert '"' not in first and "\\" not in text
+
+
 def test_export_without_a_compiler_notes_it_and_skips_c_parity(c_run: Path, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CC", "/nonexistent/cc")
     run = tmp_path / "run"
