@@ -167,7 +167,7 @@ class _Writer:
         if activation == "identity":
             return value
         if activation == "relu":
-            return f"({value} > 0.0f ? {value} : 0.0f)"
+            return f"({value} < 0.0f ? 0.0f : {value})"  # NaN passes, as in torch
         if activation == "tanh":
             self.needs_libm = True
             return f"tanhf({value})"
@@ -410,13 +410,23 @@ static inline float kdx_dot(const float *w, const float *x, int n)
 }}
 
 /* Symmetric int8 quantisation of x[0..n): q = round(x / s) with s = max|x| / 127 (round half away
- * from zero); returns s (0 when x is all zero, then q is all zero). */
+ * from zero); returns s (0 when x is all zero, then q is all zero). A NaN or inf in x (an overflow
+ * upstream) gives q = 0 and s = NaN, so the layer's outputs are NaN and the logits check refuses. */
 static inline float kdx_quantize_vector(const float *x, int8_t *q, int n)
 {{
     float amax = 0.0f, inv;
-    int k;
-    for (k = 0; k < n; ++k) {{ float a = x[k] < 0.0f ? -x[k] : x[k]; if (a > amax) amax = a; }}
-    if (amax == 0.0f) {{ for (k = 0; k < n; ++k) q[k] = 0; return 0.0f; }}
+    int k, finite = 1;
+    for (k = 0; k < n; ++k) {{
+        float a = x[k] < 0.0f ? -x[k] : x[k];
+        finite &= kdx_finite(x[k]);
+        if (a > amax) amax = a;
+    }}
+    if (!finite || amax == 0.0f) {{
+        for (k = 0; k < n; ++k) q[k] = 0;
+        if (finite) return 0.0f;
+        amax = 0.0f;
+        return amax / amax;  /* NaN */
+    }}
     inv = 127.0f / amax;
     for (k = 0; k < n; ++k) {{
         float v = x[k] * inv;

@@ -210,6 +210,8 @@ def test_int8_kernel_matches_its_numpy_statement(tmp_path: Path) -> None:
         act(obs.ctypes.data, None, logits.ctypes.data)
         hidden = np.maximum(_numpy_int8_dense(obs, w0, b0), 0)
         np.testing.assert_allclose(logits, _numpy_int8_dense(hidden, w1, b1), atol=1e-5, rtol=1e-5)
+    huge = np.full(20, 3e38, np.float32)  # finite, but the first layer overflows to inf
+    assert act(huge.ctypes.data, None, None) == -3  # KDX_ERR_NONFINITE_LOGITS, not an arbitrary action
 
 
 def test_mangling_is_deterministic_and_collision_free() -> None:
