@@ -114,8 +114,8 @@ TARGETS: dict[str, ExportTarget] = {
     "c": ExportTarget(
         name="c",
         default_precision="fp32",
-        description="Plain C99 (robot stacks, microcontrollers): each policy as .h/.c with const weights, "
-                    "a Makefile and a parity harness; int8 = per-channel int8 weights (fp32 ONNX kept beside)",
+        description="C99 for robot stacks and microcontrollers: a .h/.c per policy, Makefile, parity "
+                    "harness (fp32 ONNX kept beside)",
         precisions=("fp32", "int8"),
         backends=("c", "numpy", "onnxruntime"),
         native_c=True,

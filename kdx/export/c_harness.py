@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdx.export.c_codegen import SHARED_HEADER, CPolicy, policy_files, shared_header
+from kdx.export.c_codegen import SHARED_HEADER, CPolicy, c_text, policy_files, shared_header
 from kdx.runtime.manifest import FileEntry
 
 ROWS_NAME = "parity_rows.bin"
@@ -134,7 +134,7 @@ def _wrapper(index: int, entry: HarnessPolicy) -> str:
 def _info(index: int, entry: HarnessPolicy) -> str:
     p = entry.policy
     bar = entry.max_abs_logit_diff if entry.max_abs_logit_diff is not None else -1.0
-    return (f'    {{"{p.role}", "{p.name}", "{entry.precision}", {p.obs_dim}u, {p.n_actions}u, '
+    return (f'    {{"{p.role}", "{c_text(p.name)}", "{entry.precision}", {p.obs_dim}u, {p.n_actions}u, '
             f"{p.state_size or 0}u, {bar!r}, {entry.min_agreement!r}, call_{index}}},")
 
 

@@ -182,6 +182,14 @@ class _CompiledPolicies:
         return logits, actions
 
 
+def _int8_mac_fraction(policy: CPolicy) -> float:
+    """Share of the policy's weight multiply-adds done in int8 (GRU cells stay in float)."""
+    macs = {i: int(np.prod(layer.params["weight"].shape)) if layer.kind == "dense" else
+            int(np.prod(layer.params["weight_ih"].shape) + np.prod(layer.params["weight_hh"].shape))
+            for i, layer in enumerate(policy.layers) if layer.kind in ("dense", "gru")}
+    return round(sum(macs[i] for i in policy.int8_layers) / sum(macs.values()), 4)
+
+
 def _bar(precision: str) -> tuple[float | None, float]:
     """(max |dlogit| or None, min agreement) of the C code at ``precision``."""
     if precision == "fp32":
@@ -249,9 +257,7 @@ def export_c(root: Path, scratch: Path, sources: list[PolicySource], precision: 
         if result is None:
             parity["c_checked"] = False
         if shipped_precision == "int8":
-            total = sum(int(np.prod(policy.layers[i].params["weight"].shape)) for i in dense)
-            parity["c_int8_mac_fraction"] = round(sum(
-                int(np.prod(policy.layers[i].params["weight"].shape)) for i in policy.int8_layers) / total, 4)
+            parity["c_int8_mac_fraction"] = _int8_mac_fraction(policy)
         chosen[key] = (policy, stem, ref_logits, parity, shipped_precision)
     return _write(root, sources, chosen, inputs_of=heldout_inputs, results=results, notes=notes)
 

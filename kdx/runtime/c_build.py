@@ -111,7 +111,11 @@ def cached_library(compiler: Compiler, sources: dict[str, bytes]) -> Path:
         digest.update(rel.encode() + b"\0" + hashlib.sha256(sources[rel]).digest())
     out = cache_dir() / f"kdx-{digest.hexdigest()[:32]}.so"
     if not out.is_file():
-        compile_shared(compiler, sources, out)
+        try:
+            compile_shared(compiler, sources, out)
+        except OSError as exc:
+            raise KdxError(f"cannot write the compiled policy to {out.parent} ({exc.strerror}); set KDX_CACHE_DIR "
+                           "to a writable folder") from None
     return out
 
 

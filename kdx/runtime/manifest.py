@@ -27,6 +27,7 @@ Each ``AgentEntry``::
     id_one_hot_size, id_index   (0, 0) unless the model expects a one-hot agent id appended
     files   [{"path": rel path, "sha256": hex, "kind": FILE_KINDS key, "size_bytes": int|null}]
     precision, normalisation_folded, parity {str: number | bool | str}
+    c_symbol  (target c only; absent otherwise) the infix of the agent's C API, kdx_<c_symbol>_act
 
 Keys starting with ``x_`` are extensions and are ignored; any other unknown key is an error
 (new fields come with a new schema version).
@@ -51,6 +52,9 @@ Conventions the exporter follows
   the graph (``false``). The runtime never normalises on its own.
 * Beside each ONNX the exporter writes a ``.npz`` weights sidecar (``kind`` "npz", format in
   :mod:`kdx.runtime.mlp_npz`) so that the numpy backend runs without the ``onnx`` package.
+* Target ``c`` adds the C code (``c_source``, ``c_header``, ``c_build``, ``c_harness``,
+  ``c_data``; see ``kdx.export.c_target``) beside the fp32 ONNX and npz models; the agent's
+  ``c_source`` is the one the runtime's c backend compiles.
 * TensorRT engines (``kind`` "engine") are built on the device and only added to the manifest
   there; metadata lives in this manifest, never in a header in front of the engine.
 * Every path is relative to the bundle folder, uses ``/``, and stays inside it (no ``..``, no

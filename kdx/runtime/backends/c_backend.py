@@ -27,7 +27,7 @@ import numpy as np
 
 from kdx.errors import KdxError
 from kdx.fileio import sha256_bytes
-from kdx.runtime.backends.base import _F32, _FLOAT_OBS, Backend
+from kdx.runtime.backends.base import _F32, Backend
 from kdx.runtime.c_build import cached_library, find_compiler, load_library
 from kdx.runtime.manifest import AgentEntry
 
@@ -145,9 +145,8 @@ class CBackend(Backend):
         """:meth:`Backend.infer` specialised to one ctypes call: the same checks and errors, the
         buffers' addresses bound once, the finiteness checks left to the C code."""
         call, error = self._call, self._error
-        obs_view, flat_shape, obs_shapes = self._obs_view, (self.agent.obs_dim,), self._obs_shapes
-        obs_dst = self.obs_buf[:, : self.agent.obs_dim]
-        ndarray = np.ndarray
+        obs_view, flat_shape = self._obs_view, (self.agent.obs_dim,)
+        ndarray, copy_other_observation = np.ndarray, self._copy_other_observation
         no_mask, with_mask = (p.ctypes.data for p in self._bound)
         set_mask = self._set_mask
 
@@ -155,14 +154,7 @@ class CBackend(Backend):
             if type(obs) is ndarray and obs.dtype is _F32 and obs.shape == flat_shape:
                 obs_view[...] = obs
             else:
-                try:
-                    dtype = obs.dtype
-                    bad = obs.shape not in obs_shapes or (dtype is not _F32 and dtype not in _FLOAT_OBS)
-                except AttributeError:
-                    bad = True
-                if bad or not isinstance(obs, ndarray):
-                    raise self._observation_error(obs)
-                obs_dst[...] = obs
+                copy_other_observation(obs)
             if mask is None:
                 code = call(no_mask)
             else:
