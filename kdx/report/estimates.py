@@ -109,6 +109,10 @@ def estimate_profiles(data: ReportData, profiles: dict | None = None) -> list[Pr
             by_profile.setdefault(name, latency)
     out = []
     for name, profile in profiles.items():
+        if profile.target == "c" and name not in by_profile:
+            # A microcontroller runs no Python runtime: scaling the host's per-call overhead to it
+            # would be meaningless. Its flash/RAM are in the C bundle's c/footprint.json instead.
+            continue
         if name in by_profile:
             model, basis, factor = fit_latency_set(by_profile[name]), "device", None
         else:

@@ -51,7 +51,8 @@ ESTIMATE_NOTE = (
     "host's fit is scaled by speed(host) / speed(device), speed = clock GHz x cores used (1 at "
     "batch 1) x per-clock core factor (rough public figures: "
     + ", ".join(f"{k} {v:g}" for k, v in CORE_FACTORS.items())
-    + "). CPU path only: a Jetson's GPU (TensorRT) is not modelled. Expect errors of 2x either way."
+    + "). CPU path only: a Jetson's GPU (TensorRT) is not modelled; microcontroller profiles (target c) "
+    "are left out (no Python runtime to scale). Expect errors of 2x either way."
 )
 
 

@@ -160,6 +160,8 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     assert "broken.json" in problems and "wrong.json" in problems and "p50_us" in problems
     by_profile = {e.profile: e for e in paths.estimates}
     assert by_profile["rpi5"].basis == "device" and by_profile["rpi4"].basis == "scaled host"
+    # microcontrollers run no Python: no host-scaled estimate for them
+    assert not {"stm32f4", "stm32h7", "esp32-s3"} & set(by_profile)
     # rpi5: least squares on the device file's own (MACs, p50) points, applied to the run's networks
     points = [(r["macs"], r["p50_us"]) for r in device_doc["results"]]
     device_fit = fit_latency_model(*zip(*points))
