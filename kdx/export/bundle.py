@@ -12,6 +12,8 @@ Layout of ``RUN/bundles/<target>/`` (the manifest lists every file with its sha2
     teacher/<agent>.<precision>.onnx   the teacher actor seen from each agent
     calib.npz                      >= 1000 observations per agent recorded from rollouts (calibration)
     parity.json                    onnxruntime vs torch for every model, on held-out observations
+                                   (target c: also the compiled C code, backend "c")
+    c/                             target c: C99 sources, Makefile, harness (kdx.export.c_target)
     build_engines.sh               jetson: trtexec commands (kdx-runtime build-engines does more)
 
 and ``RUN/bundles/<target>.tar.gz`` holding the folder. The bundle is built in a temporary
