@@ -1,6 +1,7 @@
 """``kdx distill --view``: students learn from their views of their own observations (simple_spread
 dropping ``comm.*``, with noise), sized by the view's width; resume is bit-exact; ``kdx evaluate``
-applies the device view; a bad view is refused before anything is written; no view = as before."""
+applies the device view; a bad view is refused before anything is written; no view = as before;
+a device profile's default view is used unless --view/--views-file is given."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_students_learn_on_their_views_and_resume_exactly(tmp_path):
     assert torch.all(a["agent_0"].obs_std > 0) and a["agent_2"].obs_mean.shape == (widths["agent_2"],)
 
 
-def test_evaluate_applies_the_device_view_and_export_refuses_views(tmp_path):
+def test_evaluate_applies_the_device_view(tmp_path):
     make_teacher_run(tmp_path, env=ENV)
     distill(tmp_path, DistillConfig(total_steps=16 * 4, views=VIEWS, **TOY), show_progress=False)
     _cli("evaluate", str(tmp_path), "--episodes", "2")
@@ -86,10 +87,7 @@ def test_evaluate_applies_the_device_view_and_export_refuses_views(tmp_path):
     assert [op.text for op in policy.views.views["agent_2"].ops] == ["-comm.*", "dropout:landmark.*:0"]
     step = env.reset()
     assert torch.equal(policy.act(step), policy.act(step))  # no noise on the device
-    from kdx.export.sources import load_students as export_students
-
-    with pytest.raises(KdxError, match="not supported yet"):  # out of scope for now: refused, not mis-fed
-        export_students(tmp_path)
+    # export and the runtime with views: tests/export/test_export_views.py
 
 
 def test_bad_views_are_refused_before_anything_is_written(tmp_path):
