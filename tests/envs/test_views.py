@@ -213,6 +213,14 @@ def test_views_resolve_per_group_with_agents_winning():
     assert views_of(env, {})["agent_1"] == View()
 
 
+def test_the_star_entry_names_every_agent_and_loses_to_groups_and_agents():
+    env = make("skirmish/2s3z")
+    views = views_of(env, {"*": "sight:6", "zealot": "-enemy.*", "agent_0": "+own.*"})
+    assert views["agent_0"].text == ["+own.*"] and views["agent_1"].text == ["sight:6"]
+    assert views["agent_1"].ops == (Sight(6.0, SIGHT_RANGE),)
+    assert all(views[f"agent_{i}"].text == ["-enemy.*"] for i in (2, 3, 4))
+
+
 def test_views_from_a_toml_file(tmp_path):
     path = tmp_path / "views.toml"
     path.write_text('[views]\nmarine = ["sight:4", "noise:0.05"]\n')

@@ -120,3 +120,47 @@ def test_no_view_keeps_full_observations(tmp_path):
     assert [s.obs_dim for s in load_students(tmp_path).values()] == [a.obs_dim for a in spec.agents]
     assert load_student_views(tmp_path) is None
     assert "view" not in json.loads(RunLayout(tmp_path).students.sizing.read_text())["agents"][0]
+
+
+def _profile_with_view(tmp_path, ops: list[str]) -> str:
+    """A user profile file (rpi4's budgets) whose [view] default is ``ops``."""
+    from kdx.devices.registry import PROFILES
+
+    name = f"robot-{len(ops)}-{abs(hash(tuple(ops))) % 1000}"
+    source = PROFILES["rpi4"]
+    text = f'name = "{name}"\ndisplay_name = "a robot"\ntarget = "{source.target}"\n' \
+           f'default_precision = "{source.default_precision}"\nmemory_gb = [4]\npreferred_backends = ["onnxruntime"]\n' \
+           f'[cpu]\narch = "aarch64"\ncore = "A72"\ncores = 4\nclock_ghz = 1.5\n' \
+           f'[budget]\nmax_macs_per_agent = {source.budget.max_macs_per_agent}\n' \
+           f'max_param_bytes_per_agent = {source.budget.max_param_bytes_per_agent}\nlatency_budget_us = 500\n' \
+           f'[view]\ndefault = {json.dumps(ops)}\n'
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_profile_default_view_is_used_unless_a_view_is_given(tmp_path, capsys):
+    profile = _profile_with_view(tmp_path, ["-comm.*", "quant:8:2"])
+    args = ["--steps", "64", "--num-envs", "16", "--rollout-length", "4", "--threads", "1", "--quiet"]
+    full, widths = make(ENV, num_envs=1).spec.agents[0].obs_dim, _widths()
+    make_teacher_run(tmp_path / "default", env=ENV)
+    _cli("distill", str(tmp_path / "default"), "--profile", profile, *args)
+    saved = json.loads(RunLayout(tmp_path / "default").students.config.read_text())
+    assert saved["distill"]["views"] == ["*=-comm.* quant:8:2"]
+    assert {n: s.obs_dim for n, s in load_students(tmp_path / "default").items()} == \
+        {"agent_0": widths["agent_1"], "agent_1": widths["agent_1"], "agent_2": widths["agent_1"]}
+    assert load_student_views(tmp_path / "default")["agent_2"]["text"] == ["-comm.*", "quant:8:2"]
+    assert "default view of device profile" in capsys.readouterr().out
+    make_teacher_run(tmp_path / "given", env=ENV)  # --view wins: the profile's view is not used
+    _cli("distill", str(tmp_path / "given"), "--profile", profile, "--view", "agent_0=-comm.*", *args)
+    assert [s.obs_dim for s in load_students(tmp_path / "given").values()] == [widths["agent_1"], full, full]
+
+
+def test_a_profile_default_view_that_does_not_fit_the_env_is_refused(tmp_path, capsys):
+    profile = _profile_with_view(tmp_path, ["sight:4", "-ally.*.health"])  # skirmish features, not MPE's
+    make_teacher_run(tmp_path, env=ENV)
+    with pytest.raises(SystemExit):
+        main(["distill", str(tmp_path), "--profile", profile, "--steps", "64", "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "device profile 'robot-2" in err and "ally.*.health" in err and "--view" in err
+    assert not RunLayout(tmp_path).students.root.exists()
