@@ -415,6 +415,9 @@ def _export_bundle(config: ExportConfig, policies: RunPolicies | None,
                 "rows": f"held-out: rollouts with seed {config.parity_seed} (calib.npz: seed {config.seed})",
                 "results": [r.to_json() for r in parity],
             }
+            views = {s.name: s.view.text for s in policies.students if s.view is not None}
+            if views:  # those students' rows are the device view of the recorded observations
+                parity_doc["student_views"] = views
             (tmp_dir / PARITY_NAME).write_text(json.dumps(parity_doc, indent=2) + "\n")
             shared = [FileEntry.of_file(tmp_dir, CALIB_NAME, "calib"), FileEntry.of_file(tmp_dir, PARITY_NAME, "json")]
             if target.engine_build_on_device:

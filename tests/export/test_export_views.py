@@ -79,6 +79,8 @@ def test_calibration_and_parity_rows_are_the_device_views(viewed_export):
     parity = {(r.role, r.agent): r for r in result.parity}
     assert all(r.passed and r.samples >= 1000 for r in parity.values())
     assert all(e.parity["action_agreement"] == 1.0 for e in result.manifest.agents)
+    doc = json.loads((result.bundle_dir / "parity.json").read_text())
+    assert doc["student_views"] == {e.name: e.view.text for e in result.manifest.agents}
 
 
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
