@@ -32,20 +32,24 @@ def _select(op: vs.Keep, layout: ObservationLayout) -> Step:
 
 
 def _sight(op: vs.Sight, layout: ObservationLayout) -> Step:
-    blocks = []
-    for b in op.sighted_blocks(layout):
-        if "distance" in b.features:
-            at = (b.start + b.features.index("distance"),)
-        else:
-            at = (b.start + b.features.index("dx"), b.start + b.features.index("dy"))
-        blocks.append((b.start, b.stop, at))
+    """All sighted blocks at once: their distances (the ``distance`` feature, else the hypot of
+    ``dx, dy``), one seen flag per block, spread over the block's columns."""
+    blocks = op.sighted_blocks(layout)
+    by_distance = [b for b in blocks if "distance" in b.features]
+    by_offset = [b for b in blocks if "distance" not in b.features]
+    at = np.asarray([b.start + b.features.index("distance") for b in by_distance], dtype=np.intp)
+    dx = np.asarray([b.start + b.features.index("dx") for b in by_offset], dtype=np.intp)
+    dy = np.asarray([b.start + b.features.index("dy") for b in by_offset], dtype=np.intp)
+    ordered = by_distance + by_offset
+    columns = np.concatenate([np.arange(b.start, b.stop) for b in ordered])
+    block_of = np.concatenate([np.full(b.size, i) for i, b in enumerate(ordered)])
+    unit, radius = np.float32(op.unit), np.float32(op.radius)
 
     def apply(obs: np.ndarray) -> np.ndarray:
+        dist = np.concatenate([obs[:, at], np.hypot(obs[:, dx], obs[:, dy])], axis=1)
+        seen = (dist * unit < radius).astype(obs.dtype)  # SMAC: seen iff distance < range
         out = obs.copy()
-        for start, stop, at in blocks:
-            dist = obs[:, at[0]] if len(at) == 1 else np.hypot(obs[:, at[0]], obs[:, at[1]])
-            seen = (dist * np.float32(op.unit) < np.float32(op.radius)).astype(obs.dtype)  # seen iff < range
-            out[:, start:stop] = obs[:, start:stop] * seen[:, None]
+        out[:, columns] = obs[:, columns] * seen[:, block_of]
         return out
 
     return apply
@@ -56,7 +60,13 @@ def _quant(op: vs.Quant, layout: ObservationLayout) -> Step:
     sensors[vs.sensor_indices(layout)] = True
     step = np.float32(op.bound / op.levels)
     bound = np.float32(op.bound)
-    return lambda obs: np.where(sensors, np.round(np.clip(obs, -bound, bound) / step) * step, obs).astype(obs.dtype)
+
+    def rounded(obs: np.ndarray) -> np.ndarray:
+        return np.round(np.clip(obs, -bound, bound) / step) * step
+
+    if sensors.all():  # no dropout flags to leave alone
+        return rounded
+    return lambda obs: np.where(sensors, rounded(obs), obs)
 
 
 def _available(op: vs.Dropout, layout: ObservationLayout) -> Step:
