@@ -290,3 +290,23 @@ def test_parse_errors_name_the_op_and_the_fix(entries, match):
 def test_view_json_errors_name_the_op(data, match):
     with pytest.raises(KdxError, match=match):
         View.from_json(data)
+
+
+def test_a_view_must_keep_what_the_agents_actions_target():
+    """Attack action 6 + k targets enemy k (a medivac's heals target allies): a view dropping every
+    feature of such a block is refused, naming the block and the actions; dropping some is fine."""
+    env = make("skirmish/MMM")
+    targets = dict(zip(env.spec.agent_names, env.action_targets()))
+    assert targets["agent_0"][8] == "enemy.2" and targets["agent_9"][6] == "ally.0"
+
+    def resolve(entries):
+        return resolve_views(entries, dict(zip(env.spec.agent_names, env.observation_layouts())), env.spec.groups,
+                             env.observation_distance_unit, targets)
+
+    with pytest.raises(KdxError, match=r"view of agent_\d+ .*drops every feature of enemy\.2, which its action\(s\) 8 target"):
+        resolve({"marine": "-enemy.2.*"})
+    with pytest.raises(KdxError, match=r"agent_9 .*drops every feature of ally\.0.*, which its action"):
+        resolve({"medivac": "-ally.*"})
+    views = resolve({"medivac": "-enemy.*", "marine": "-enemy.*.health sight:4"})  # medivacs heal allies
+    assert views["agent_9"].text == ["-enemy.*"] and views["agent_2"].text == ["-enemy.*.health", "sight:4"]
+    assert all(not t for t in make("mpe/simple_spread").action_targets())  # no targeted actions

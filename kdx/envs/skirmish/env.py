@@ -200,6 +200,23 @@ class SkirmishEnv(BatchedEnv):
     def _observation_layouts(self) -> tuple[ObservationLayout, ...]:
         return (self.layout.observation,) * self.map.n_agents
 
+    def action_targets(self) -> tuple[dict[int, str], ...]:
+        n_a, first = self.map.n_agents, features.N_ACTIONS_NO_ATTACK
+        healer, allowed = self.table.healer[:n_a].tolist(), self.layout.target_allowed.tolist()
+        units = self.layout.target_units.tolist()
+        out = []
+        for i in range(n_a):
+            targets = {}
+            for k, (u, ok) in enumerate(zip(units[i], allowed[i])):
+                if not ok:
+                    continue
+                if not healer[i]:
+                    targets[first + k] = f"enemy.{u - n_a}"
+                else:  # heals an ally: its block among the others, or the agent's own
+                    targets[first + k] = "own" if u == i else f"ally.{u if u < i else u - 1}"
+            out.append(targets)
+        return tuple(out)
+
     def _global_state(self) -> torch.Tensor:
         return features.global_state(self.layout, self.table, self.battle, self.last_actions)
 
