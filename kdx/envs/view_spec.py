@@ -393,12 +393,15 @@ class View:
 
 
 def resolve_views(entries: Mapping[str, str | Sequence[str]], layouts: Mapping[str, ObservationLayout],
-                  groups: Mapping[str, Sequence[str]], distance_unit: float = 1.0) -> dict[str, View]:
+                  groups: Mapping[str, Sequence[str]], distance_unit: float = 1.0,
+                  action_targets: Mapping[str, Mapping[int, str]] | None = None) -> dict[str, View]:
     """Every agent's view (``layouts`` keys, in order) from ``entries`` keyed by agent or group
     name or ``*`` (every agent); an agent's own entry wins over its group's, which wins over
     ``*``; agents named by none get the identity.
     Sight ops get ``distance_unit`` (``env.observation_distance_unit``); each view is checked
-    against its agent's layout."""
+    against its agent's layout, and must keep a feature of every block that one of the agent's
+    actions targets (``action_targets[agent]``: action index -> block name, from
+    ``env.action_targets()``)."""
     unknown = [k for k in entries if k not in layouts and k not in groups and k != EVERY_AGENT]
     if unknown:
         raise KdxError(f"views name {', '.join(map(repr, unknown))}, neither an agent nor a group; "
@@ -412,9 +415,17 @@ def resolve_views(entries: Mapping[str, str | Sequence[str]], layouts: Mapping[s
         view = View(tuple(dataclasses.replace(op, unit=distance_unit) if isinstance(op, Sight) else op
                           for op in view.ops))
         try:
-            view.output_layout(layout)
+            kept = {b.name for b in view.output_layout(layout).blocks}
         except KdxError as exc:
             raise KdxError(f"view of {agent} (from {key!r}): {exc}") from None
+        targeted = (action_targets or {}).get(agent, {})
+        lost = sorted({block for block in targeted.values() if block not in kept})
+        if lost:
+            actions = sorted(a for a, block in targeted.items() if block in lost)
+            raise KdxError(f"view of {agent} (from {key!r}) drops every feature of {', '.join(lost)}, which its "
+                           f"action(s) {', '.join(map(str, actions))} target: the action mask can allow them, so the "
+                           f"student must see what it picks. Keep some of those features (e.g. drop "
+                           f"'{lost[0]}.health' instead of '{lost[0]}.*')")
         views[agent] = view
     return views
 

@@ -164,3 +164,36 @@ def test_a_profile_default_view_that_does_not_fit_the_env_is_refused(tmp_path, c
     err = " ".join(capsys.readouterr().err.split())
     assert "device profile 'robot-2" in err and "ally.*.health" in err and "--view" in err
     assert not RunLayout(tmp_path).students.root.exists()
+
+
+@pytest.mark.parametrize(("env", "view"), [
+    ("toy/match", "noise:0.1 quant:4"),  # one generic block: sensor ops only
+    ("mpe/simple_speaker_listener", "quant:6"),
+    ("skirmish/3m", "sight:4 -ally.*.health"),
+    ("skirmish/MMM", "sight:6 -enemy.*.type_* dropout:ally.*:0.1"),
+    ("pettingzoo:mpe2.simple_spread_v3", "noise:0.05"),
+])
+def test_distillation_with_a_view_on_every_env_family(tmp_path, env, view):
+    """Every env family: students learn on their view (width from the env's layout), the loss is
+    finite, and evaluation feeds them the device view."""
+    if env.startswith("pettingzoo:"):
+        pytest.importorskip("mpe2", reason="PettingZoo's MPE (mpe2) is not installed")
+    make_teacher_run(tmp_path, env=env)
+    env_obj = make(env, num_envs=1)
+    name0 = env_obj.spec.agents[0].name
+    config = DistillConfig(total_steps=16 * 4 * 2, views=(f"{name0}={view}",), **TOY)
+    distill(tmp_path, config, show_progress=False)
+    expected = StudentViews.resolve(config.views, env_obj).widths()
+    students = load_students(tmp_path)
+    assert students[name0].obs_dim == expected[name0]
+    full = {a.name: a.obs_dim for a in env_obj.spec.agents}
+    assert all(s.obs_dim == full[n] for n, s in students.items() if n != name0)  # no view: full obs
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in read_distill_metrics(tmp_path))
+    policy = StudentTeamPolicy(students, greedy=True, views=load_student_views(tmp_path))
+    play = make(env, num_envs=2, seed=1)
+    policy.reset(play)
+    step = play.reset()
+    actions = policy.act(step)
+    assert actions.shape == (2, len(full))
+    for i, mask in enumerate(step.action_mask):
+        assert bool(mask.gather(1, actions[:, i:i + 1]).all())  # legal actions only
