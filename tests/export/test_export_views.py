@@ -145,3 +145,35 @@ def test_a_manifest_view_that_disagrees_with_the_model_is_refused(viewed_export,
         with pytest.raises(KdxError, match=r"student agent_0: its view \(noise:0.05\) gives 18 features but the "
                                            r"model's input .* reads 14"):
             loaded.policy("agent_0", backend)
+
+
+def test_skirmish_students_with_sight_export_and_play_in_kdx_run(tmp_path, capsys):
+    """The distance-based sight of skirmish end to end: distil 3m with a view for every agent,
+    export, compare the runtime's logits (numpy view + numpy backend) with torch's, and play the
+    bundle in closed loop in kdx's own env (``kdx run``)."""
+    from kdx.cli import main as kdx_main
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    make_teacher_run(run, env="skirmish/3m")
+    distill(run, DistillConfig(total_steps=16 * 4, views=("*=sight:4 -ally.*.health quant:8",), **TOY),
+            show_progress=False)
+    result = export_bundle(ExportConfig(run, "x86", precision="fp32"))
+    students, bundle = load_students(run), Bundle.load(result.bundle_dir)
+    raw_rows = CalibData.load(result.bundle_dir / "calib.npz").obs
+    for e in result.manifest.agents:
+        assert [op["kind"] for op in e.view.device_ops] == ["sight", "drop", "quant"] and e.view.training_only == []
+        raw = raw_rows[e.name][:100]
+        viewed = e.view.device()(raw)
+        without_sight = AgentView.of(View.parse("-ally.*.health quant:8"), e.view.layout()).device()(raw)
+        assert viewed.shape == without_sight.shape and not np.array_equal(viewed, without_sight)  # sight hid someone
+        with torch.no_grad():
+            out = students[e.name](apply_view(e.view.view().device_view(), e.view.layout(), torch.from_numpy(raw)))
+        expected = (out[0] if isinstance(out, tuple) else out).numpy()
+        policy = bundle.policy(e.name, "numpy")
+        got = np.stack([(policy.act(policy.model_input(row)), policy.last_logits())[1] for row in raw])
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(SystemExit) as exit_info:
+        kdx_main(["run", str(result.bundle_dir), "--episodes", "1", "--max-cycles", "5", "--backend", "numpy"])
+    assert exit_info.value.code in (0, None)
+    assert "skirmish/3m: 1 episodes" in capsys.readouterr().out
