@@ -266,3 +266,27 @@ def test_export_without_a_compiler_notes_it_and_skips_c_parity(c_run: Path, monk
     with tarfile.open(result.tarball) as tar:
         assert "c/c/agent_0.c" in tar.getnames()
     assert load_students(run)  # the run itself is untouched
+
+
+@needs_compiler
+def test_students_with_views_export_to_c(tmp_path: Path) -> None:
+    """A student distilled on a view reads the view's features: its C code takes the view's width
+    and its parity rows are the device view (as in every target)."""
+    from kdx.trainer.distill.config import DistillConfig
+    from kdx.trainer.distill.loop import distill
+    from tests.trainer.test_distill import TOY, make_teacher_run
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    make_teacher_run(run, env="mpe/simple_spread")
+    distill(run, DistillConfig(total_steps=16 * 4, views=("agent_0=-comm.* quant:6:2",), **TOY), show_progress=False)
+    result = export_bundle(ExportConfig(run, "c", include_teacher=False))
+    entry = result.manifest.agent("agent_0")
+    assert entry.view is not None and entry.obs_dim == entry.view.width < entry.view.raw_obs_dim
+    assert f"#define KDX_AGENT_0_OBS_DIM {entry.view.width}" in (result.bundle_dir / "c" / "agent_0.h").read_text()
+    assert all(r["passed"] for r in _c_results(result.bundle_dir))
+    bundle = Bundle.load(result.bundle_dir)
+    c, reference = bundle.policy("agent_0", "c"), bundle.policy("agent_0", "numpy")
+    obs = np.random.default_rng(0).standard_normal(entry.obs_dim).astype(np.float32)
+    assert c.backend.infer(obs) == reference.backend.infer(obs)
+    np.testing.assert_allclose(c.last_logits(), reference.last_logits(), atol=1e-5)
