@@ -1,6 +1,7 @@
 """The report's plots as PNG bytes (matplotlib, Agg backend: no display needed).
 
-Each function returns ``None`` when the run has nothing to draw for it; the caller says so.
+Each function returns ``None`` when the run has nothing to draw for it; the caller says so. The
+points come from ``kdx.report.points`` (plain data, tested there); ``CAPTIONS`` say what the axes are.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import io
 from typing import Any
 
 from kdx.report.collect import ReportData
+from kdx.report.points import budget_points, cost_points, latency_points
 
 _DPI = 100
 
@@ -40,38 +42,136 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return sorted(front)
 
 
+PAPER_RETENTION = 0.90  # the paper's retention claim, drawn as a line (kdx.report.claims.CLAIMS)
+_MODE_MARKERS = {"greedy": "o", "sampled": "s"}
+_PRECISION_MARKERS = {"fp32": "o", "fp16": "^", "int8": "s"}
+
+
+def _agents_text(agents: list[str]) -> str:
+    return ", ".join(agents) if len(agents) <= 3 else f"{len(agents)} agents"
+
+
+def _grouped(items, key) -> dict:
+    """Items sharing ``key(item)`` together (agents with identical networks draw as one point)."""
+    groups: dict = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log x axis labelled at its decades and 2x/5x steps in plain numbers (no 3x10^0 clutter)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _retention_axis(ax, ys: list[float]) -> None:
+    """Retention from a little under the paper's 90% bar to just above the teacher's 1.0, wider
+    when a point lies outside; the bar and the teacher drawn as lines."""
+    ax.set_ylim(min(PAPER_RETENTION - 0.05, min(ys) - 0.03), max(1.0, max(ys)) + 0.03)
+    ax.axhline(1.0, color="black", linewidth=0.8, alpha=0.5)
+    ax.axhline(PAPER_RETENTION, color="#d62728", linewidth=1, linestyle=":", label="paper: > 90% retention")
+    ax.set_ylabel("performance retained (team, student / teacher)")
+    ax.grid(True, alpha=0.3)
+
+
+def _cost_panel(ax, data: ReportData) -> None:
+    points = cost_points(data)
+    colors = {view: f"C{i % 10}" for i, view in enumerate(dict.fromkeys(p.view for p in points if p.role == "student"))}
+    for (macs, _), group in _grouped([p for p in points if p.role == "teacher"], lambda p: (p.macs, p.retention)).items():
+        agents = [p.agent for p in group]
+        ax.scatter([macs], [1.0], marker="*", s=220, color="gold", edgecolor="black", zorder=3,
+                   label=f"teacher ({_agents_text(agents)})")
+    students = _grouped([p for p in points if p.role == "student"], lambda p: (p.macs, p.view, p.mode, p.retention))
+    for i, ((macs, view, mode, value), group) in enumerate(students.items()):
+        agents = [p.agent for p in group]
+        headline = mode == data.headline_mode  # the other mode hollow: both stay visible where they overlap
+        ax.scatter([macs], [value], marker=_MODE_MARKERS.get(mode, "o"), s=70 if headline else 110,
+                   facecolor=colors[view] if headline else "none", edgecolor=colors[view] if not headline else "black",
+                   linewidth=1.5 if not headline else 1, zorder=3 if headline else 2,
+                   label=f"student {_agents_text(agents)} [{view}] ({mode})")
+        teacher = next((p.macs for p in points if p.role == "teacher" and p.agent == agents[0]), None)
+        if teacher and mode == data.headline_mode:
+            ax.annotate(f"{teacher / macs:.0f}x fewer MACs", (macs, value), textcoords="offset points",
+                        xytext=(8, -14 - 10 * (i % 3)), fontsize=7)
+    front = pareto_front([(p.macs, p.retention) for p in points])
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", linestyle="--",
+            linewidth=1, label="frontier")
+    macs = [p.macs for p in points]
+    ax.set_xscale("log")
+    ax.set_xlim(min(macs) / 2, max(macs) * 2)
+    _retention_axis(ax, [p.retention for p in points])
+    ax.set_xlabel("MACs per decision (log scale)")
+    ax.set_title("cost", fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+
+
+def _latency_panel(ax, data: ReportData) -> None:
+    points = latency_points(data)
+    series = list(dict.fromkeys((p.machine, p.bundle) for p in points))
+    for i, (machine, bundle) in enumerate(series):
+        color = f"C{i % 10}"
+        mine = [p for p in points if (p.machine, p.bundle) == (machine, bundle)]
+        for (role, precision), chosen in _grouped(mine, lambda p: (p.role, p.precision)).items():
+            marker, size = ("*", 150) if role == "teacher" else (_PRECISION_MARKERS.get(precision, "o"), 55)
+            ax.scatter([p.p50_us for p in chosen], [p.retention for p in chosen], marker=marker, s=size,
+                       color=color, edgecolor="black", linewidth=0.5, zorder=3,
+                       label=f"{role} {precision}, {machine}, {bundle} bundle")
+        for agent in dict.fromkeys(p.agent for p in mine):  # teacher -> student of each agent
+            pair = {p.role: p for p in mine if p.agent == agent}
+            if len(pair) == 2:
+                ax.plot([pair["teacher"].p50_us, pair["student"].p50_us],
+                        [pair["teacher"].retention, pair["student"].retention], color=color, alpha=0.3, linewidth=0.8)
+    ax.set_xscale("log")
+    _plain_log_ticks(ax)
+    _retention_axis(ax, [p.retention for p in points])
+    ax.set_xlabel("p50 µs per decision (log scale; backend auto per model)")
+    ax.set_title("measured latency, per machine and bundle precision", fontsize=9)
+    ax.legend(fontsize=6, loc="lower left")
+
+
 def retention_vs_macs(data: ReportData) -> bytes | None:
-    """Per agent: the teacher at (its MACs, 100%) and the student at (its MACs, team retention
-    in each action mode); the frontier over all points."""
+    """Pareto view. Left: every agent's teacher (MACs, 1.0) and student (MACs, team retention per
+    action mode), agents with identical networks and views drawn as one labelled point, with the
+    frontier. Right (when anything was measured): each teacher and student at its measured p50 on
+    every machine and bundle precision."""
+    if not cost_points(data):
+        return None
+    plt = _pyplot()
+    with_latency = bool(latency_points(data))
+    fig, axes = plt.subplots(1, 2 if with_latency else 1, figsize=(13 if with_latency else 7, 5), squeeze=False)
+    _cost_panel(axes[0][0], data)
+    if with_latency:
+        _latency_panel(axes[0][1], data)
     students = (data.eval or {}).get("students") or {}
-    per_mode = {m: v for m, v in (students.get("per_mode") or {}).items() if isinstance(v, (int, float))}
-    costs = [c for c in data.costs.values() if c.teacher is not None and c.student is not None]
-    if not per_mode or not costs:
+    fig.suptitle(f"retention vs cost ({students.get('measure', 'retention')})", fontsize=10)
+    return _png(fig)
+
+
+def retention_vs_budget(data: ReportData) -> bytes | None:
+    """One point per student at (share of its agent's full observation its view reads, team
+    retention), labelled by agent and view."""
+    points = budget_points(data)
+    if not points:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = []
-    markers = {"greedy": "o", "sampled": "s"}
-    for i, cost in enumerate(costs):
-        color = f"C{i % 10}"
-        ax.scatter([cost.teacher.macs], [1.0], marker="*", s=160, color=color, edgecolor="black",
-                   label=f"{cost.agent} teacher")
-        points.append((cost.teacher.macs, 1.0))
-        for mode, value in per_mode.items():
-            ax.scatter([cost.student.macs], [value], marker=markers.get(mode, "o"), s=60, color=color,
-                       label=f"{cost.agent} student ({mode})")
-            points.append((cost.student.macs, value))
-    front = pareto_front(points)
-    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", linestyle="--",
-            label="frontier")
-    ys = [p[1] for p in points]
-    ax.set_ylim(min(0.0, min(ys)) - 0.05, max(1.0, max(ys)) + 0.05)  # 0..1 always in view: no zoomed-in noise
-    ax.set_xscale("log")
-    ax.set_xlabel("MACs per decision (log scale)")
-    ax.set_ylabel("performance retained (team, student / teacher)")
-    ax.set_title(f"retention vs cost ({students.get('measure', '')})", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    views = list(dict.fromkeys(p.view for p in points))
+    for i, ((fraction, view, value), group) in enumerate(
+            _grouped(points, lambda p: (p.fraction, p.view, p.retention)).items()):
+        ax.scatter([fraction], [value], s=70, color=f"C{views.index(view) % 10}", edgecolor="black", zorder=3)
+        first = group[0]
+        ax.annotate(f"{_agents_text([p.agent for p in group])}: {view} ({first.input_size}/{first.full_input_size})",
+                    (fraction, value), textcoords="offset points", xytext=(-10, 10 + 12 * (i % 4)), ha="right",
+                    fontsize=7)
+    _retention_axis(ax, [p.retention for p in points])
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("observation budget: input width of the student's view / full observation width")
+    ax.set_title(f"retention vs observation budget ({data.headline_mode})", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
     return _png(fig)
 
 
@@ -150,8 +250,24 @@ def learning_curves(data: ReportData) -> bytes | None:
     return _png(fig)
 
 
+BUDGET_CAPTION = (
+    "x axis: each student's observation budget, the input width of its view (the features it reads, "
+    "after dropping blocks/features; sight range, noise and quantisation keep the width) divided by the "
+    "full observation's width of its agent (1.0 = the full observation); labels give view and width. "
+    "y axis: team retention, one number per run (agents are scored as a team), so within one run the "
+    "points differ only along x; runs with other views (benchmarks/views.py) show how retention moves "
+    "with the budget.")
+PARETO_CAPTION = (
+    "Left: x = MACs per decision (kdx's cost rule), y = team retention; the teacher is the reference "
+    "(1.0); agents with identical networks and views share one labelled point. Right: the same "
+    "retention against measured p50 latency, one point per agent, role, machine and bundle precision "
+    "(faint lines join an agent's teacher and student).")
+
 PLOTS = {
-    "retention_vs_macs": ("Performance retained vs MACs (Pareto view)", retention_vs_macs),
+    "retention_vs_macs": ("Performance retained vs MACs and latency (Pareto view)", retention_vs_macs),
+    "retention_vs_budget": ("Performance retained vs observation budget", retention_vs_budget),
     "latency_host": ("Latency distributions, teacher vs students (this host)", latency_distributions),
     "learning_curves": ("Learning curves: teacher and distillation", learning_curves),
 }
+
+CAPTIONS = {"retention_vs_macs": PARETO_CAPTION, "retention_vs_budget": BUDGET_CAPTION}
