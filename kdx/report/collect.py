@@ -240,7 +240,7 @@ def read_devices(run_dir: Path, problems: list[str]) -> list[LatencySet]:
         except ValueError as exc:
             problems.append(f"{path}: not a `kdx-runtime bench --json` file ({exc}); skipped")
             continue
-        parsed.label = device_label(path, parsed.device)
+        parsed.label = parsed.machine = device_label(path, parsed.device)
         sets.append(parsed)
     return sets
 
