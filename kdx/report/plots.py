@@ -159,12 +159,12 @@ def retention_vs_budget(data: ReportData) -> bytes | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    views = list(dict.fromkeys(p.view for p in points))
+    views = list(dict.fromkeys(p.input.view for p in points))
     for i, ((fraction, view, value), group) in enumerate(
-            _grouped(points, lambda p: (p.fraction, p.view, p.retention)).items()):
+            _grouped(points, lambda p: (p.input.fraction, p.input.view, p.retention)).items()):
         ax.scatter([fraction], [value], s=70, color=f"C{views.index(view) % 10}", edgecolor="black", zorder=3)
-        first = group[0]
-        ax.annotate(f"{_agents_text([p.agent for p in group])}: {view} ({first.input_size}/{first.full_input_size})",
+        first = group[0].input
+        ax.annotate(f"{_agents_text([p.input.agent for p in group])}: {view} ({first.input_size}/{first.full_input_size})",
                     (fraction, value), textcoords="offset points", xytext=(-10, 10 + 12 * (i % 4)), ha="right",
                     fontsize=7)
     _retention_axis(ax, [p.retention for p in points])

@@ -7,8 +7,12 @@ student of a run shares it; the teacher is the reference at 1.0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kdx.report.collect import ReportData
+
+if TYPE_CHECKING:
+    from kdx.trainer.distill.store import StudentInput
 
 TEACHER_RETENTION = 1.0  # the teacher is the reference every retention is measured against
 
@@ -41,17 +45,10 @@ class LatencyPoint:
 
 @dataclass(frozen=True)
 class BudgetPoint:
-    """One student at (share of the full observation it reads, retention)."""
+    """One student at (``input.fraction``: the share of the full observation it reads, retention)."""
 
-    agent: str
-    view: str
-    input_size: int
-    full_input_size: int
+    input: StudentInput
     retention: float
-
-    @property
-    def fraction(self) -> float:
-        return self.input_size / self.full_input_size if self.full_input_size else 1.0
 
 
 def _view(data: ReportData, agent: str) -> str:
@@ -100,5 +97,4 @@ def budget_points(data: ReportData) -> list[BudgetPoint]:
     retention = data.retention
     if retention is None:
         return []
-    return [BudgetPoint(agent, given.view, given.input_size, given.full_input_size, retention)
-            for agent in data.agents if (given := data.inputs.get(agent)) is not None]
+    return [BudgetPoint(given, retention) for agent in data.agents if (given := data.inputs.get(agent)) is not None]

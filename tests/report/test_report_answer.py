@@ -153,9 +153,9 @@ def test_plot_data_holds_the_teacher_and_every_student(tmp_path):
                                                                ("rpi5", "student", "a")}
     assert all(p.retention == (1.0 if p.role == "teacher" else 0.95) for p in latency)
 
-    budget = {p.agent: p for p in budget_points(data)}
-    assert budget["a"].fraction == pytest.approx(12 / 18) and budget["a"].view == "sight:0.5, -comm.*"
-    assert budget["b"].fraction == 1.0 and budget["b"].retention == 0.95
+    budget = {p.input.agent: p for p in budget_points(data)}
+    assert budget["a"].input.fraction == pytest.approx(12 / 18) and budget["a"].input.view == "sight:0.5, -comm.*"
+    assert budget["b"].input.fraction == 1.0 and budget["b"].retention == 0.95
 
     data.eval = None  # nothing evaluated: nothing to draw
     assert cost_points(data) == latency_points(data) == budget_points(data) == []

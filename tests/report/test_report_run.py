@@ -230,7 +230,7 @@ def test_views_are_named_in_eval_json_and_the_report(tiny_run, tmp_path):
                 "| agent_2 | full (18/18 inputs) |"):
         assert row in first_screen
     assert "| view (inputs) | full (18) | -comm.*, -agent.1 (12/18 inputs) | 1.5x |" in md
-    assert {p.agent: p.fraction for p in budget_points(paths.data)} == {"agent_0": 1.0, "agent_1": 12 / 18,
+    assert {p.input.agent: p.input.fraction for p in budget_points(paths.data)} == {"agent_0": 1.0, "agent_1": 12 / 18,
                                                                        "agent_2": 1.0}
     assert "](report_files/retention_vs_budget.png)" in md and BUDGET_CAPTION in md
     assert "not measured" in first_screen  # no bundle (export refuses views for now): latency not measured
