@@ -199,11 +199,14 @@ def merge_this_host(host: list[LatencySet], devices: list[LatencySet], host_devi
     """One machine, one name: a device file written on this host (``kdx-runtime bench --save`` or
     ``--json`` here, e.g. by ``kdx demo``) is this host's measurement, not another device's. When
     this host's bundle of the same target and precision was measured now, the file is dropped (a
-    note says so); otherwise it stands as this host's measurement of that bundle. Returns (host
-    sets, other machines' sets)."""
+    note says so); otherwise it stands as this host's measurement of that bundle. Files from one
+    other machine share the first file's name. Returns (host sets, other machines' sets)."""
     host, others = list(host), []
+    names: dict[tuple, str] = {}
     for latency in devices:
         if not is_this_host(latency.device, host_device):
+            if latency.device.get("platform") and latency.device.get("cpu_model"):
+                latency.machine = names.setdefault(machine_key(latency.device), latency.machine)
             others.append(latency)
             continue
         same = next((h for h in host if (h.bundle.get("target"), h.bundle.get("precision")) ==

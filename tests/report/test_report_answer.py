@@ -114,19 +114,22 @@ def test_a_device_file_written_on_this_host_is_this_host(tmp_path):
                        kind="device", precision="int8", source="/run/devices/this-host.json")
     other_bundle = _set("host-x86 (AMD EPYC)", "x86", HOST, results, kind="device", source="/run/devices/host-x86.json")
     pi = _set("rpi5 (Cortex-A76)", "rpi", PI, results, kind="device", precision="int8", source="/run/devices/rpi5.json")
+    pi_fp32 = _set("rpi5-fp32 (Cortex-A76)", "x86", PI, results, kind="device", source="/run/devices/rpi5-fp32.json")
     bare = _set("old", "rpi", {"machine": "x86_64"}, results, kind="device", precision="int8",
                 source="/run/devices/old.json")
     notes: list[str] = []
-    host, others = merge_this_host(live, [same_bundle, other_bundle, pi, bare], HOST, notes)
+    host, others = merge_this_host(live, [same_bundle, other_bundle, pi, pi_fp32, bare], HOST, notes)
     assert [s.machine for s in host] == [THIS_HOST, THIS_HOST]
     assert host[1] is other_bundle and other_bundle.kind == "host" and "from host-x86.json" in other_bundle.label
-    assert others == [pi, bare]
+    assert others == [pi, pi_fp32, bare]
+    assert pi_fp32.machine == "rpi5 (Cortex-A76)"  # one other machine, two files: one name
     assert len(notes) == 2 and "this-host.json" in notes[0] and "shown once" in notes[0]
 
     data = _data(tmp_path)
     data.host, data.devices = host, others
     machines = [row[0] for row in benchmark_rows(data)]
     assert set(machines) == {THIS_HOST, "rpi5 (Cortex-A76)", "old"}
+    assert machines.count("rpi5 (Cortex-A76)") == 4  # its rpi and x86 bundles
     keys = [(row[0], row[1], row[2]) for row in benchmark_rows(data)]
     assert len(keys) == len(set(keys))  # each model once per machine
     assert machines.count(THIS_HOST) == 4  # rpi and x86 bundles, teacher and student of a
