@@ -206,9 +206,12 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
 def test_views_are_named_in_eval_json_and_the_report(tiny_run, tmp_path):
     """Students distilled with views: eval.json and the report name each view and its input size;
     the budget plot has one point per student at its share of the observation."""
+    from rich.console import Console
+
     from kdx.report.plots import BUDGET_CAPTION
     from kdx.report.points import budget_points
     from kdx.trainer.distill.config import DistillConfig
+    from kdx.trainer.distill.evaluate import print_students_table
     from kdx.trainer.distill.loop import distill
     from kdx.trainer.evaluation import evaluate_run
 
@@ -217,12 +220,16 @@ def test_views_are_named_in_eval_json_and_the_report(tiny_run, tmp_path):
     views = ("agent_0=sight:0.5", "agent_1=-comm.* -agent.1")
     distill(run, DistillConfig(total_steps=16 * 4 * 2, num_envs=16, rollout_length=4, threads=1, obs_norm_steps=4,
                                views=views), show_progress=False)
-    inputs = evaluate_run(run, episodes=4)["students"]["inputs"]
+    result = evaluate_run(run, episodes=4)
+    inputs = result["students"]["inputs"]
     # simple_spread: 18 features; -comm.* drops 4 and -agent.1 2; sight zeroes, keeping the width
     assert inputs == {"agent_0": {"view": "sight:0.5", "input_size": 18, "full_input_size": 18},
                       "agent_1": {"view": "-comm.*, -agent.1", "input_size": 12, "full_input_size": 18},
                       "agent_2": {"view": "full", "input_size": 18, "full_input_size": 18}}
     assert json.loads(RunLayout(run).eval_json.read_text())["students"]["inputs"] == inputs
+    console = Console(file=io.StringIO(), width=250)
+    print_students_table(result, console)  # what `kdx evaluate` prints
+    assert "-comm.*, -agent.1 (12/18)" in console.file.getvalue()
     paths = write_report(run, measure=False)
     md = paths.markdown.read_text()
     first_screen = md.split("## ", 1)[0]
