@@ -78,25 +78,30 @@ def _retention_axis(ax, ys: list[float]) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _students_text(points) -> str:
+    """``agent_0 [sight:0.5], agent_2 [full]``; past three agents, the count and the views."""
+    if len(points) <= 3:
+        return ", ".join(f"{p.agent} [{p.view}]" for p in points)
+    return f"{len(points)} agents [" + "; ".join(dict.fromkeys(p.view for p in points)) + "]"
+
+
 def _cost_panel(ax, data: ReportData) -> None:
     points = cost_points(data)
-    colors = {view: f"C{i % 10}" for i, view in enumerate(dict.fromkeys(p.view for p in points if p.role == "student"))}
     for (macs, _), group in _grouped([p for p in points if p.role == "teacher"], lambda p: (p.macs, p.retention)).items():
-        agents = [p.agent for p in group]
         ax.scatter([macs], [1.0], marker="*", s=220, color="gold", edgecolor="black", zorder=3,
-                   label=f"teacher ({_agents_text(agents)})")
-    students = _grouped([p for p in points if p.role == "student"], lambda p: (p.macs, p.view, p.mode, p.retention))
-    for i, ((macs, view, mode, value), group) in enumerate(students.items()):
-        agents = [p.agent for p in group]
-        headline = mode == data.headline_mode  # the other mode hollow: both stay visible where they overlap
+                   label=f"teacher ({_agents_text([p.agent for p in group])})")
+    students = [p for p in points if p.role == "student"]
+    colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(p.macs for p in students))}
+    # students at the same point (same MACs and, agents being scored as a team, same retention) draw
+    # as one, labelled with every agent and view; the other action mode hollow, so both stay visible
+    for (macs, mode, value), group in _grouped(students, lambda p: (p.macs, p.mode, p.retention)).items():
+        headline = mode == data.headline_mode
+        teacher = next((p.macs for p in points if p.role == "teacher" and p.agent == group[0].agent), None)
+        fewer = f", {teacher / macs:.0f}x fewer MACs" if teacher and headline else ""
         ax.scatter([macs], [value], marker=_MODE_MARKERS.get(mode, "o"), s=70 if headline else 110,
-                   facecolor=colors[view] if headline else "none", edgecolor=colors[view] if not headline else "black",
-                   linewidth=1.5 if not headline else 1, zorder=3 if headline else 2,
-                   label=f"student {_agents_text(agents)} [{view}] ({mode})")
-        teacher = next((p.macs for p in points if p.role == "teacher" and p.agent == agents[0]), None)
-        if teacher and mode == data.headline_mode:
-            ax.annotate(f"{teacher / macs:.0f}x fewer MACs", (macs, value), textcoords="offset points",
-                        xytext=(8, -14 - 10 * (i % 3)), fontsize=7)
+                   facecolor=colors[macs] if headline else "none", edgecolor="black" if headline else colors[macs],
+                   linewidth=1 if headline else 1.5, zorder=3 if headline else 2,
+                   label=f"student {_students_text(group)} ({mode}{fewer})")
     front = pareto_front([(p.macs, p.retention) for p in points])
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", linestyle="--",
             linewidth=1, label="frontier")
@@ -106,7 +111,11 @@ def _cost_panel(ax, data: ReportData) -> None:
     _retention_axis(ax, [p.retention for p in points])
     ax.set_xlabel("MACs per decision (log scale)")
     ax.set_title("cost", fontsize=9)
-    ax.legend(fontsize=6, loc="lower right")
+    _legend_below(ax)
+
+
+def _legend_below(ax) -> None:
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
 
 
 def _latency_panel(ax, data: ReportData) -> None:
@@ -130,7 +139,7 @@ def _latency_panel(ax, data: ReportData) -> None:
     _retention_axis(ax, [p.retention for p in points])
     ax.set_xlabel("p50 µs per decision (log scale; backend auto per model)")
     ax.set_title("measured latency, per machine and bundle precision", fontsize=9)
-    ax.legend(fontsize=6, loc="lower left")
+    _legend_below(ax)
 
 
 def retention_vs_macs(data: ReportData) -> bytes | None:
