@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from kdx.devices.targets import PRECISIONS
 from kdx.report.collect import ReportData
 from kdx.report.points import budget_points, cost_points, latency_points
 
@@ -44,7 +45,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 PAPER_RETENTION = 0.90  # the paper's retention claim, drawn as a line (kdx.report.claims.CLAIMS)
 _MODE_MARKERS = {"greedy": "o", "sampled": "s"}
-_PRECISION_MARKERS = {"fp32": "o", "fp16": "^", "int8": "s"}
+_PRECISION_MARKERS = dict(zip(PRECISIONS, "o^sDv"))  # one marker shape per precision
 
 
 def _agents_text(agents: list[str]) -> str:
