@@ -29,8 +29,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("report", ("kdx.report",)),
     ("cli", ("kdx.cli", "kdx.demo", "kdx.__main__")),
 ]
-# Within the envs layer, the torch-free runtime may read only the twin table.
-RUNTIME_MAY_IMPORT_FROM_ENVS = {"kdx.envs.twins"}
+# Within the envs layer, the torch-free runtime may read only the twin table and the torch-free
+# view modules (a bundle's manifest records each student's view; kdx-runtime applies it).
+RUNTIME_MAY_IMPORT_FROM_ENVS = {"kdx.envs.twins", "kdx.envs.obs_layout", "kdx.envs.view_spec",
+                                "kdx.envs.view_numpy"}
 
 
 def layer_of(module: str) -> int:

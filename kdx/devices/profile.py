@@ -3,6 +3,16 @@
 A profile is data: one TOML file per device under ``kdx/devices/profiles/``, loaded into a
 frozen :class:`DeviceProfile` and validated here. Unknown keys are errors (a typo in a budget
 must not silently fall back to a default). Torch-free.
+
+A profile may name the default view of its students, the sensor suite of that class of robot
+(issue 15)::
+
+    [view]
+    default = ["sight:4", "-ally.*.health"]     # view ops (kdx.envs.view_spec), for every agent
+
+``kdx distill RUN --profile P`` gives every student that view unless ``--view``/``--views-file``
+is given, and checks it against the env's observation layout there (this layer cannot: it sits
+below the envs). No shipped profile names one: they describe compute, not sensors.
 """
 
 from __future__ import annotations
@@ -75,6 +85,7 @@ class DeviceProfile:
     budget: Budget
     accelerator: AcceleratorSpec | None = None
     notes: str = ""
+    default_view: tuple[str, ...] = ()  # view ops of every student ([view] default); () = full observations
 
     @property
     def bytes_per_param(self) -> int:
@@ -106,6 +117,10 @@ _SPEC = {
         "cpu": (dict, True),
         "budget": (dict, True),
         "accelerator": (dict, False),
+        "view": (dict, False),
+    },
+    "view": {
+        "default": (list, True),
     },
     "cpu": {
         "arch": (str, True),
@@ -197,6 +212,12 @@ def profile_from_dict(data: dict[str, Any], where: str = "profile") -> DevicePro
         for key in ("cuda_cores", "tops_int8", "tflops_fp16"):
             if key in acc_t:
                 _positive(acc_t[key], key, where)
+    view_t = data.get("view")
+    if view_t is not None:
+        ops = _checked_table(view_t, "view", where)["default"]
+        if not ops or any(not isinstance(op, str) or not op.strip() for op in ops):
+            raise KdxError(f"{where}: 'default' in the 'view' table must be a non-empty list of view ops, "
+                           f"e.g. [\"sight:4\", \"-ally.*.health\"], got {ops!r}.")
     if "tensorrt" in backends and (acc_t is None or "tensorrt" not in acc_t):
         raise KdxError(f"{where}: preferred_backends lists tensorrt but the 'accelerator' table names no tensorrt version.")
 
@@ -230,6 +251,7 @@ def profile_from_dict(data: dict[str, Any], where: str = "profile") -> DevicePro
             tensorrt=acc_t.get("tensorrt"),
         ),
         notes=" ".join(data.get("notes", "").split()),
+        default_view=tuple(view_t["default"]) if view_t is not None else (),
     )
 
 

@@ -342,6 +342,13 @@ class BatchedEnv(ABC):
     def _observation_layouts(self) -> tuple[ObservationLayout, ...]:
         return tuple(ObservationLayout.generic(a.obs_dim) for a in self.spec.agents)
 
+    def action_targets(self) -> tuple[dict[int, str], ...]:
+        """Per agent, the observation block that each targeted action refers to, by action index
+        (SMAC: attack action ``6 + k`` -> ``enemy.k``; a medivac's heal -> that ally's block). The
+        action mask may allow such an action, so a student's view must keep some feature of its
+        block (``kdx.envs.view_spec.resolve_views``). Default: no targeted actions."""
+        return tuple({} for _ in self.spec.agents)
+
     def sample_random_actions(self) -> torch.Tensor:
         """Uniformly random legal actions, ``long [num_envs, n_agents]``, from the env's generator."""
         cols = []

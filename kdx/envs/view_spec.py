@@ -30,8 +30,9 @@ input features are known without running anything. Ops, in compact form (JSON in
   student's input width is the same.
 
 Views per agent come from a dict ``{"marine": "sight:4 noise:0.05", "agent_2": ["-enemy.*"]}``
-(keys are agent or group names, an agent's own entry wins over its group's) or from the
-``[views]`` table of a TOML file: ``resolve_views``.
+(keys are agent or group names, or ``*`` for every agent; an agent's own entry wins over its
+group's, which wins over ``*``) or from the ``[views]`` table of a TOML file: ``resolve_views``.
+A device profile's default view (``[view] default``) is the ``*`` entry of ``kdx distill``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 # Entity kinds that have a position relative to the agent, so a sight radius applies to them.
 SIGHTED_KINDS = ("ally", "enemy", "landmark", "agent")
 AVAILABLE = "available"  # the flag feature dropout appends to each block it may drop
+EVERY_AGENT = "*"  # the views key that names every agent (an agent's or group's own entry wins)
 
 
 def _number(op: str, text: str, what: str, kind: type = float) -> float:
@@ -391,26 +393,39 @@ class View:
 
 
 def resolve_views(entries: Mapping[str, str | Sequence[str]], layouts: Mapping[str, ObservationLayout],
-                  groups: Mapping[str, Sequence[str]], distance_unit: float = 1.0) -> dict[str, View]:
+                  groups: Mapping[str, Sequence[str]], distance_unit: float = 1.0,
+                  action_targets: Mapping[str, Mapping[int, str]] | None = None) -> dict[str, View]:
     """Every agent's view (``layouts`` keys, in order) from ``entries`` keyed by agent or group
-    name; an agent's own entry wins over its group's, agents named by neither get the identity.
+    name or ``*`` (every agent); an agent's own entry wins over its group's, which wins over
+    ``*``; agents named by none get the identity.
     Sight ops get ``distance_unit`` (``env.observation_distance_unit``); each view is checked
-    against its agent's layout."""
-    unknown = [k for k in entries if k not in layouts and k not in groups]
+    against its agent's layout, and must keep a feature of every block that one of the agent's
+    actions targets (``action_targets[agent]``: action index -> block name, from
+    ``env.action_targets()``)."""
+    unknown = [k for k in entries if k not in layouts and k not in groups and k != EVERY_AGENT]
     if unknown:
         raise KdxError(f"views name {', '.join(map(repr, unknown))}, neither an agent nor a group; "
-                       f"agents: {', '.join(layouts)}; groups: {', '.join(groups)}")
+                       f"agents: {', '.join(layouts)}; groups: {', '.join(groups)}; or {EVERY_AGENT!r} for every agent")
     group_of = {agent: g for g, agents in groups.items() for agent in agents}
     views = {}
     for agent, layout in layouts.items():
         key = agent if agent in entries else group_of.get(agent)
+        key = key if key in entries else EVERY_AGENT
         view = View.parse(entries[key]) if key in entries else View()
         view = View(tuple(dataclasses.replace(op, unit=distance_unit) if isinstance(op, Sight) else op
                           for op in view.ops))
         try:
-            view.output_layout(layout)
+            kept = {b.name for b in view.output_layout(layout).blocks}
         except KdxError as exc:
             raise KdxError(f"view of {agent} (from {key!r}): {exc}") from None
+        targeted = (action_targets or {}).get(agent, {})
+        lost = sorted({block for block in targeted.values() if block not in kept})
+        if lost:
+            actions = sorted(a for a, block in targeted.items() if block in lost)
+            raise KdxError(f"view of {agent} (from {key!r}) drops every feature of {', '.join(lost)}, which its "
+                           f"action(s) {', '.join(map(str, actions))} target: the action mask can allow them, so the "
+                           f"student must see what it picks. Keep some of those features (e.g. drop "
+                           f"'{lost[0]}.health' instead of '{lost[0]}.*')")
         views[agent] = view
     return views
 

@@ -22,6 +22,11 @@ Parity is measured on observations recorded from other rollouts (``ExportConfig.
 than the calibration rows in calib.npz, so a quantiser that fits its calibration rows is not
 judged on them.
 
+Students distilled on a view (``kdx distill --view``) take the view as input: their models read
+the view's width, their manifest entries record the view (``kdx.runtime.manifest_view``), and
+their calibration and parity rows are the device view of the recorded observations, i.e. what
+the model reads on the device (``kdx.export.calib``).
+
 Precision: fp16 and int8 models must pass their parity bar (``kdx.export.parity``). For int8
 the exporter first quantises every matrix multiply, then, if that misses the bar, keeps the
 logits layer in float, then instead the first layer (the one reading raw observations); an
@@ -261,7 +266,7 @@ class _AgentExporter:
             inputs=InputNames.of_policy(action_mask=True, recurrent=recurrent),
             outputs=OutputNames.of_policy(recurrent),
             recurrent_state_shape=[1, source.recurrent_size] if recurrent else None,
-            precision=shipped_precision, normalisation_folded=True, parity=parity,
+            precision=shipped_precision, normalisation_folded=True, parity=parity, view=source.view,
         )
         return entry, results
 
@@ -403,12 +408,16 @@ def _export_bundle(config: ExportConfig, policies: RunPolicies | None,
                 env=policies.env, kdx_version=__version__,
                 created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             )
+            manifest.schema_version = manifest.needed_schema_version  # 2 only with views
             parity_doc = {
                 "target": target.name, "precision": precision, "env": policies.env,
                 "samples": heldout.n_samples, "calibration_samples": calib.n_samples,
                 "rows": f"held-out: rollouts with seed {config.parity_seed} (calib.npz: seed {config.seed})",
                 "results": [r.to_json() for r in parity],
             }
+            views = {s.name: s.view.text for s in policies.students if s.view is not None}
+            if views:  # those students' rows are the device view of the recorded observations
+                parity_doc["student_views"] = views
             (tmp_dir / PARITY_NAME).write_text(json.dumps(parity_doc, indent=2) + "\n")
             shared = [FileEntry.of_file(tmp_dir, CALIB_NAME, "calib"), FileEntry.of_file(tmp_dir, PARITY_NAME, "json")]
             if target.engine_build_on_device:

@@ -8,9 +8,14 @@ step is recorded too (zeros at the start of each episode).
 
 ``calib.npz`` keys (agent names contain no key prefix, so ``kind.agent`` splits on the first dot):
 
-    obs.<agent>            float32 [N, obs_dim]
+    obs.<agent>            float32 [N, obs_dim]    the env's (raw) observation: what a teacher reads
+    viewed_obs.<agent>     float32 [N, view width] students with a view: the device view of those rows,
+                                                   what the student's model reads (int8 calibrates on it)
     action_mask.<agent>    bool    [N, n_actions]
     h_in.<role>.<agent>    float32 [N, H]      recurrent policies only
+
+A student with a view acts on, and is recorded with, the device part of its view
+(``View.device_view``: no noise, dropout flags 1), as it runs on the device.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdx.envs.view_apply import apply_view
+from kdx.envs.view_spec import View
 from kdx.errors import KdxError
 from kdx.export.sources import PolicySource
 
@@ -36,6 +43,7 @@ class CalibData:
     obs: dict[str, np.ndarray]
     action_mask: dict[str, np.ndarray]
     h_in: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    viewed_obs: dict[str, np.ndarray] = field(default_factory=dict)  # students with a view
 
     @property
     def n_samples(self) -> int:
@@ -43,7 +51,9 @@ class CalibData:
 
     def inputs(self, source: PolicySource) -> dict[str, np.ndarray]:
         """``{"obs", "action_mask"[, "h_in"]}`` arrays (all rows) for one policy."""
-        out = {"obs": self.obs[source.name], "action_mask": self.action_mask[source.name]}
+        viewed = source.role == "student" and source.name in self.viewed_obs
+        out = {"obs": self.viewed_obs[source.name] if viewed else self.obs[source.name],
+               "action_mask": self.action_mask[source.name]}
         if source.recurrent_size is not None:
             out["h_in"] = self.h_in[(source.role, source.name)]
         return out
@@ -55,6 +65,8 @@ class CalibData:
             arrays[f"action_mask.{agent}"] = self.action_mask[agent].astype(bool)
         for (role, agent), value in self.h_in.items():
             arrays[f"h_in.{role}.{agent}"] = value.astype(np.float32)
+        for agent, value in self.viewed_obs.items():
+            arrays[f"viewed_obs.{agent}"] = value.astype(np.float32)
         path = Path(path)
         with open(path, "wb") as handle:
             np.savez_compressed(handle, **arrays)
@@ -76,6 +88,8 @@ class CalibData:
                 data.obs[rest] = value
             elif kind == "action_mask":
                 data.action_mask[rest] = value
+            elif kind == "viewed_obs":
+                data.viewed_obs[rest] = value
             elif kind == "h_in":
                 role, _, agent = rest.partition(".")
                 data.h_in[(role, agent)] = value
@@ -110,13 +124,16 @@ def record_rollouts(env_name: str, students: list[PolicySource], others: tuple[P
                        "re-run `kdx distill` for all agents")
     for s in [*students, *others]:
         spec = env.spec.agents[names.index(s.name)]
-        if (spec.obs_dim, spec.n_actions) != (s.obs_dim, s.n_actions):
-            raise KdxError(f"{s.role} {s.name!r} expects obs {s.obs_dim}/actions {s.n_actions} but "
+        raw_dim = s.obs_dim if s.view is None else s.view.raw_obs_dim
+        if (spec.obs_dim, spec.n_actions) != (raw_dim, s.n_actions):
+            raise KdxError(f"{s.role} {s.name!r} expects obs {raw_dim}/actions {s.n_actions} but "
                            f"{env_name} gives {spec.obs_dim}/{spec.n_actions}; wrong run folder?")
+    device_views = {s.name: (View.from_json(s.view.device_ops), s.view.layout()) for s in students if s.view}
     recurrent = [s for s in [*students, *others] if s.recurrent_size is not None]
     hidden = {(s.role, s.name): torch.zeros(num_envs, s.recurrent_size) for s in recurrent}
     obs_rec: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     mask_rec: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    viewed_rec: dict[str, list[torch.Tensor]] = {n: [] for n in device_views}
     h_rec: dict[tuple[str, str], list[torch.Tensor]] = {k: [] for k in hidden}
     step = env.reset()
     for _ in range(math.ceil(n_samples / num_envs)):
@@ -125,14 +142,18 @@ def record_rollouts(env_name: str, students: list[PolicySource], others: tuple[P
             obs, mask = step.obs[i].float(), step.action_mask[i].bool()
             obs_rec[name].append(obs.clone())
             mask_rec[name].append(mask.clone())
+            s_obs = obs  # what this agent's student reads: its device view, if it has one
+            if name in device_views:
+                s_obs = apply_view(*device_views[name], obs)
+                viewed_rec[name].append(s_obs.clone())
             logits = None
             for s in (x for x in recurrent if x.name == name):
                 h_rec[(s.role, name)].append(hidden[(s.role, name)].clone())
-                out, hidden[(s.role, name)] = _logits(s, obs, hidden[(s.role, name)])
+                out, hidden[(s.role, name)] = _logits(s, s_obs if s is by_name[name] else obs, hidden[(s.role, name)])
                 if s is by_name[name]:
                     logits = out
             if logits is None:
-                logits, _ = _logits(by_name[name], obs, None)
+                logits, _ = _logits(by_name[name], s_obs, None)
             actions[:, i] = logits.masked_fill(~mask, torch.finfo(logits.dtype).min).argmax(-1)
         step = env.step(actions)
         for key in hidden:  # a finished env starts a new episode: fresh recurrent state
@@ -146,4 +167,5 @@ def record_rollouts(env_name: str, students: list[PolicySource], others: tuple[P
         obs={n: stack(v).astype(np.float32) for n, v in obs_rec.items()},
         action_mask={n: stack(v).astype(bool) for n, v in mask_rec.items()},
         h_in={k: stack(v).astype(np.float32) for k, v in h_rec.items()},
+        viewed_obs={n: stack(v).astype(np.float32) for n, v in viewed_rec.items()},
     )

@@ -6,6 +6,10 @@ Students live in ``RUN/students/`` (``config.json`` + ``<agent>.safetensors``, r
 and MACs (the manifest's ``params``/``macs``) are the ones ``kdx distill`` stored
 (``kdx.trainer.distill.costs.run_costs``); policies handed over in memory are counted with the
 same function (``kdx.trainer.common.layers.module_cost``).
+
+Students distilled on a view of their observation (``kdx distill --view``) take the view as
+input: their source carries the view (``PolicySource.view``, the manifest's record, built from
+``students/config.json``'s views and the env's observation layouts).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from kdx.devices.cost import NetworkCost
 from kdx.errors import KdxError
 from kdx.fileio import sha256_file
 from kdx.layout import RunLayout
+from kdx.runtime.manifest_view import AgentView
 
 
 @dataclass
@@ -39,6 +44,8 @@ class PolicySource:
     cost: NetworkCost  # parameters and MACs, kdx.devices.cost.COST_RULE
     recurrent_size: int | None = None
     extra_metadata: dict[str, str] = field(default_factory=dict)
+    # students with a view: ``obs_dim`` is the view's width, ``view.raw_obs_dim`` the env's
+    view: AgentView | None = None
 
 
 @dataclass
@@ -54,18 +61,45 @@ class RunPolicies:
 
 def load_students(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     """``({agent: StudentPolicy}, env name or None)`` from ``RUN/students`` (eval mode), read by
-    the trainer's own loader (safetensors + config.json; KdxError when missing or corrupt).
-    Students distilled with views (``kdx distill --view``) are refused: the bundle, manifest and
-    runtime do not apply views yet, so such a student would be fed its full observation."""
+    the trainer's own loader (safetensors + config.json; KdxError when missing or corrupt)."""
     from kdx.trainer.distill.store import load_students as trainer_load_students
     from kdx.trainer.distill.store import read_students_config
 
-    doc = read_students_config(run_dir)
-    if doc.get("views"):
-        raise KdxError(f"the students of {run_dir} read views ({', '.join(doc['views'])}); exporting them is not "
-                       "supported yet (the runtime does not apply views). Distil without --view to export.")
-    env = doc.get("env")
+    env = read_students_config(run_dir).get("env")
     return trainer_load_students(run_dir), env if isinstance(env, str) else None
+
+
+def student_views(run_dir: Path, env: str, students: dict[str, Any]) -> dict[str, AgentView]:
+    """The manifest records of the students' views (``students/config.json``), against ``env``'s
+    observation layouts; agents without a view (or with the identity) are left out. KdxError if
+    a view no longer fits the env or its width is not the student's input."""
+    from kdx.envs.registry import make
+    from kdx.envs.view_spec import View
+    from kdx.trainer.distill.store import load_student_views
+
+    recorded = load_student_views(run_dir) or {}
+    if not any(v.get("ops") for v in recorded.values()):
+        return {}
+    probe = make(env, num_envs=1)
+    layouts = dict(zip(probe.spec.agent_names, probe.observation_layouts()))
+    probe.close()
+    out = {}
+    for name, record in recorded.items():
+        if not record.get("ops"):
+            continue
+        if name not in layouts or name not in students:
+            raise KdxError(f"{run_dir}: students/config.json has a view for {name!r}, which is not a student of "
+                           f"{env}; re-run `kdx distill`")
+        try:
+            view = AgentView.of(View.from_json(record["ops"]), layouts[name])
+        except KdxError as exc:
+            raise KdxError(f"the view of student {name} no longer fits {env}'s observation ({exc}); "
+                           "re-run `kdx distill`") from None
+        if view.width != students[name].obs_dim:
+            raise KdxError(f"student {name}: its view gives {view.width} features but the student reads "
+                           f"{students[name].obs_dim}; the run folder is inconsistent, re-run `kdx distill`")
+        out[name] = view
+    return out
 
 
 def _cost(costs: dict[str, NetworkCost] | None, name: str, module: Any) -> NetworkCost:
@@ -77,9 +111,10 @@ def _cost(costs: dict[str, NetworkCost] | None, name: str, module: Any) -> Netwo
 
 
 def student_sources(students: dict[str, Any], run_dir: Path | None,
-                    costs: dict[str, NetworkCost] | None = None) -> list[PolicySource]:
+                    costs: dict[str, NetworkCost] | None = None,
+                    views: dict[str, AgentView] | None = None) -> list[PolicySource]:
     """Wrap ``StudentPolicy`` modules as export sources (checksums from their safetensors; costs
-    from ``costs`` by agent, else counted)."""
+    from ``costs`` by agent, else counted; ``views`` by agent, see ``student_views``)."""
     sources = []
     for name, student in students.items():
         weights = None if run_dir is None else RunLayout(run_dir).students.weights(name)
@@ -88,6 +123,7 @@ def student_sources(students: dict[str, Any], run_dir: Path | None,
             name=name, role="student", module=student, obs_dim=student.obs_dim,
             n_actions=student.n_actions, hidden_sizes=list(student.hidden), checkpoint_sha256=sha,
             cost=_cost(costs, name, student), extra_metadata={"activation": student.activation},
+            view=(views or {}).get(name),
         ))
     return sources
 
@@ -142,5 +178,6 @@ def load_run_policies(run_dir: str | Path, include_teacher: bool = True) -> RunP
     if env is None:
         raise KdxError(f"{run}: cannot tell which environment the students were trained on "
                        "(no 'env' in students/config.json and no teacher); re-run `kdx distill`")
-    return RunPolicies(run, env, student_sources(students, run, {n: c.student for n, c in costs.items()}), teacher,
-                       notes)
+    views = student_views(run, env, students)
+    return RunPolicies(run, env, student_sources(students, run, {n: c.student for n, c in costs.items()}, views),
+                       teacher, notes)

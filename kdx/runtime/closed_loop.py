@@ -1,5 +1,7 @@
 """``kdx-runtime run``: the bundle's policies in closed loop with a PettingZoo parallel env,
-each agent fed only its own observation (decentralised execution), torch-free.
+each agent fed only its own observation (decentralised execution), torch-free. A student with a
+view gets the device part of its view of that observation (``Policy.model_input``), applied
+before each decision and not counted in its latency (which stays the model's, as in ``bench``).
 
 Env names: ``pettingzoo:<module>.<env>`` (e.g. ``pettingzoo:mpe2.simple_spread_v3``), or a kdx
 env with a PettingZoo twin (``kdx.envs.twins``: ``mpe/simple_spread`` plays in
@@ -152,6 +154,7 @@ def run_episodes(env: Any, policies: dict[str, Policy], episodes: int, seed: int
             step_ns = 0
             for agent in env.agents:
                 obs, mask = _split_obs(observations[agent])
+                obs = policies[agent].model_input(obs)
                 start = clock()
                 action = policies[agent].act(obs, mask)
                 elapsed = clock() - start

@@ -108,11 +108,15 @@ def info(bundle_path: Path = typer.Argument(..., help="Bundle folder (holds mani
     for e in m.entries():
         files = ", ".join(f"{f.path} ({f.kind}, {(bundle.path / f.path).stat().st_size / 1024:.1f} KiB)"
                           for f in e.files)
-        table.add_row(e.name, e.role, str(e.obs_dim), str(e.n_actions),
+        obs = str(e.obs_dim) if e.view is None else f"{e.obs_dim} (view of {e.view.raw_obs_dim})"
+        table.add_row(e.name, e.role, obs, str(e.n_actions),
                       "x".join(map(str, e.hidden_sizes)) or "-", f"{e.params:,}", f"{e.macs:,}",
                       e.precision, str(e.recurrent_state_shape or "-"),
                       "yes" if e.inputs.action_mask else "no", files)
     console.print(table)
+    for e in m.entries():
+        if e.view is not None:
+            console.print(f"view of {e.role} {e.name}: {e.view.summary()}", highlight=False, markup=False)
     total = sum((bundle.path / f.path).stat().st_size for f in m.files())
     console.print(f"{len(m.files())} files, {total / 1024:.1f} KiB in total")
     _backend_lines(console)

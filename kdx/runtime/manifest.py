@@ -9,7 +9,7 @@ Schema (version 1)
 ------------------
 ``manifest.json`` is one JSON object::
 
-    schema_version   int, 1                       (unknown versions are refused)
+    schema_version   int, 1 or 2 (2: some student has a view)   (unknown versions are refused)
     kdx_version      str, version of kdx that wrote the bundle
     target           a key of kdx.devices.targets.TARGETS
     precision        a key of kdx.devices.targets.PRECISIONS  (bundle-wide request; agents may differ)
@@ -27,6 +27,12 @@ Each ``AgentEntry``::
     id_one_hot_size, id_index   (0, 0) unless the model expects a one-hot agent id appended
     files   [{"path": rel path, "sha256": hex, "kind": FILE_KINDS key, "size_bytes": int|null}]
     precision, normalisation_folded, parity {str: number | bool | str}
+    view    (students only, schema 2) null, or what the student reads: its view of the raw
+            observation and what the device applies to it (kdx.runtime.manifest_view.AgentView);
+            obs_dim is then the view's width (the model's input), view.raw_obs_dim the raw width
+
+Schema version 2 differs from 1 only by the optional ``view``; an export writes 2 only when some
+student has a view, so bundles without views stay readable by version-1 runtimes.
 
 Keys starting with ``x_`` are extensions and are ignored; any other unknown key is an error
 (new fields come with a new schema version).
@@ -71,9 +77,10 @@ from typing import Any
 from kdx.devices.targets import PRECISIONS, TARGETS
 from kdx.errors import KdxError
 from kdx.fileio import atomic_write_text, sha256_file
+from kdx.runtime.manifest_view import VIEW_SCHEMA_VERSION, AgentView
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 1  # written when no student has a view (else VIEW_SCHEMA_VERSION)
+SUPPORTED_SCHEMA_VERSIONS = (1, VIEW_SCHEMA_VERSION)
 MANIFEST_NAME = "manifest.json"
 ROLES = ("student", "teacher")
 # File kinds a manifest may list, and what each is. "Model" kinds are ones a backend can run.
@@ -157,6 +164,7 @@ class AgentEntry:
     precision: str = "fp32"
     normalisation_folded: bool = True
     parity: dict[str, Any] = field(default_factory=dict)
+    view: AgentView | None = None  # students distilled on a view of their observation
 
     @property
     def model_input_dim(self) -> int:
@@ -188,6 +196,11 @@ class Manifest:
     created_at: str = ""
     teacher: list[AgentEntry] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def needed_schema_version(self) -> int:
+        """The oldest schema version that can hold this manifest (2 once a student has a view)."""
+        return VIEW_SCHEMA_VERSION if any(e.view is not None for e in self.agents) else SCHEMA_VERSION
 
     def entries(self) -> list[AgentEntry]:
         """Students then teacher entries."""
@@ -245,6 +258,9 @@ class Manifest:
                 f"kdx-runtime (supported: {', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}); "
                 "upgrade kdx-runtime or re-export with a matching kdx"
             )
+        if self.schema_version < self.needed_schema_version:
+            raise KdxError(f"{source}: students have views, which need schema_version {VIEW_SCHEMA_VERSION} "
+                           f"(got {self.schema_version}); re-export the bundle")
         _one_of(self.target, TARGETS, f"{source}: target")
         _one_of(self.precision, PRECISIONS, f"{source}: precision")
         if not self.agents:
@@ -312,6 +328,10 @@ def _validate_agent(entry: AgentEntry, role: str, where: str) -> None:
     if entry.id_one_hot_size and entry.id_index >= entry.id_one_hot_size:
         raise KdxError(f"{where}: id_index {entry.id_index} >= id_one_hot_size")
     _validate_io(entry, where)
+    if entry.view is not None:
+        if role != "student":
+            raise KdxError(f"{where}: a {role} reads the full observation and has no view")
+        entry.view.validate(entry.obs_dim, where)
     if not entry.files:
         raise KdxError(f"{where}: 'files' is empty; the agent needs a model file")
     for f in entry.files:
@@ -429,6 +449,8 @@ class _Reader:
             parity = self._typed(d["parity"], (dict,), f"{where}.parity")
             for key, value in parity.items():
                 self._typed(value, (int, float, str, bool), f"{where}.parity[{key!r}]")
+        if d.get("view") is not None:
+            d["view"] = AgentView.from_json(d["view"], f"{self.source}: {where}")
         return AgentEntry(files=files, **d)
 
     def _names(self, data: Any, where: str, required: set[str], optional: set[str]) -> dict:

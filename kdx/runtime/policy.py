@@ -10,6 +10,7 @@ import numpy as np
 from kdx.errors import KdxError
 from kdx.runtime.backends.base import Backend
 from kdx.runtime.manifest import AgentEntry
+from kdx.runtime.manifest_view import AgentView
 
 
 class Policy:
@@ -18,6 +19,9 @@ class Policy:
     ``act(obs, mask=None) -> int``: ``obs`` float32 [obs_dim]; ``mask`` bool [n_actions]
     (True = legal). Recurrent state is carried between calls; call :meth:`reset` at the start
     of every episode. Not thread-safe: one policy per control loop.
+
+    A student distilled on a view reads the view (``obs_dim`` is its width): turn the raw
+    observation (``view.raw_obs_dim`` values) into the model input with :meth:`model_input`.
     """
 
     def __init__(self, agent: AgentEntry, backend: Backend,
@@ -28,6 +32,7 @@ class Policy:
         self.selection = selection
         # act() is the backend's infer(), bound once: the per-decision path gets no extra frame.
         self.act = backend.infer  # type: ignore[method-assign]
+        self._device_view = agent.view.device() if agent.view is not None else None
 
     @property
     def name(self) -> str:
@@ -44,6 +49,17 @@ class Policy:
     @property
     def n_actions(self) -> int:
         return self.agent.n_actions
+
+    @property
+    def view(self) -> AgentView | None:
+        """The student's view (None: it reads the raw observation)."""
+        return self.agent.view
+
+    def model_input(self, raw_obs: np.ndarray) -> np.ndarray:
+        """What ``act`` takes, from the agent's raw observation: the device part of its view
+        (keep/drop, sight, quant, dropout flags 1; ``kdx.runtime.manifest_view``), or
+        ``raw_obs`` itself without a view."""
+        return raw_obs if self._device_view is None else self._device_view(raw_obs)
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
         """The action for ``obs`` (KdxError on wrong shape/dtype, NaN or inf).

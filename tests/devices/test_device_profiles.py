@@ -138,3 +138,17 @@ def test_name_must_match_file_name(tmp_path):
 def test_profiles_are_frozen():
     with pytest.raises(AttributeError):
         PROFILES["rpi4"].budget.max_macs_per_agent = 1  # type: ignore[misc]
+
+
+def test_a_profile_may_name_a_default_view():
+    profile = load_profile_text(_valid_text() + '\n[view]\ndefault = ["sight:4", "-ally.*.health"]\n', where="t.toml")
+    assert profile.default_view == ("sight:4", "-ally.*.health")
+    assert all(p.default_view == () for p in PROFILES.values())  # shipped profiles describe compute only
+    for table, expected in (('[view]\ndefault = []\n', "non-empty list of view ops"),
+                            ('[view]\ndefault = ["sight:4", 3]\n', "non-empty list of view ops"),
+                            ('[view]\ndefault = "sight:4"\n', "'default' in the 'view' table must be a list"),
+                            ('[view]\nops = ["sight:4"]\n', "unknown key")):
+        with pytest.raises(KdxError, match=expected):
+            load_profile_text(_valid_text() + "\n" + table, where="t.toml")
+    with pytest.raises(KdxError, match="'view' in the top level must be a table"):
+        load_profile_text("view = 3\n" + _valid_text(), where="t.toml")

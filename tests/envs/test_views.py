@@ -90,11 +90,47 @@ def test_sight_zeroes_whole_entity_blocks_at_or_beyond_the_radius(name):
     assert torch.equal(out, expected)
 
 
-def test_sight_on_skirmish_matches_the_env_at_its_own_sight_range():
-    layout, obs, env = observed("skirmish/3m")
-    assert env.observation_distance_unit == SIGHT_RANGE
-    # the env already hides everything at 9 or farther: sight:9 changes nothing
-    assert torch.equal(apply_view(View((Sight(9.0, SIGHT_RANGE),)), layout, obs), obs)
+#: Features the env divides by its sight range: ``sight:r`` keeps them in units of 9, so they
+#: match the env at range r only after scaling by 9 / r (and to float rounding, not bit for bit).
+SCALED_BY_SIGHT = ("distance", "dx", "dy")
+
+
+@pytest.mark.parametrize(("map_name", "radius"), [("3m", 4.0), ("2s3z", 4.0), ("MMM", 4.0), ("8m", 6.5)])
+def test_sight_on_skirmish_matches_the_env_at_that_sight_range(map_name, radius):
+    """``sight:r`` applied to the observation at SMAC's sight range 9 equals the env's own
+    observation with its sight range set to r, step after step: exactly for every feature
+    (what is hidden, attackable, health, shield, unit type, move and own features), and for
+    distance, dx and dy after scaling by 9 / r (the env reports them in units of its range)."""
+    from kdx.envs.skirmish.env import SkirmishEnv
+
+    full = SkirmishEnv(map_name, num_envs=32, seed=5)
+    near = SkirmishEnv(map_name, num_envs=32, seed=5, sight_range=radius)
+    assert full.observation_distance_unit == SIGHT_RANGE and near.observation_distance_unit == radius
+    out_full, out_near = full.reset(), near.reset()
+    gen = torch.Generator().manual_seed(1)
+    view = View((Sight(radius, SIGHT_RANGE),))
+    hidden_only_by_range = 0
+    for _ in range(25):
+        for layout, o_full, o_near in zip(full.observation_layouts(), out_full.obs, out_near.obs):
+            viewed = apply_view(view, layout, o_full)
+            scaled = torch.tensor([name.split(".")[-1] in SCALED_BY_SIGHT for name in layout.feature_names()])
+            assert torch.equal(viewed[:, ~scaled], o_near[:, ~scaled])
+            torch.testing.assert_close(viewed[:, scaled] * (SIGHT_RANGE / radius), o_near[:, scaled],
+                                       rtol=1e-5, atol=1e-6)
+            hidden_only_by_range += int(((o_full != 0) & (o_near == 0)).any(1).sum())
+        for m_full, m_near in zip(out_full.action_mask, out_near.action_mask):
+            assert torch.equal(m_full, m_near)  # sight does not change what may be done
+        acts = torch.stack([torch.multinomial(m.float(), 1, generator=gen).squeeze(1)
+                            for m in out_full.action_mask], 1)
+        out_full, out_near = full.step(acts), near.step(acts)
+    assert hidden_only_by_range > 0  # the shorter range did hide units during the test
+
+
+def test_skirmish_refuses_a_sight_range_that_is_not_positive():
+    from kdx.envs.skirmish.env import SkirmishEnv
+
+    with pytest.raises(KdxError, match="sight_range must be > 0"):
+        SkirmishEnv("3m", num_envs=1, sight_range=0.0)
 
 
 @pytest.mark.parametrize("name", ENVS)
@@ -213,6 +249,14 @@ def test_views_resolve_per_group_with_agents_winning():
     assert views_of(env, {})["agent_1"] == View()
 
 
+def test_the_star_entry_names_every_agent_and_loses_to_groups_and_agents():
+    env = make("skirmish/2s3z")
+    views = views_of(env, {"*": "sight:6", "zealot": "-enemy.*", "agent_0": "+own.*"})
+    assert views["agent_0"].text == ["+own.*"] and views["agent_1"].text == ["sight:6"]
+    assert views["agent_1"].ops == (Sight(6.0, SIGHT_RANGE),)
+    assert all(views[f"agent_{i}"].text == ["-enemy.*"] for i in (2, 3, 4))
+
+
 def test_views_from_a_toml_file(tmp_path):
     path = tmp_path / "views.toml"
     path.write_text('[views]\nmarine = ["sight:4", "noise:0.05"]\n')
@@ -254,3 +298,23 @@ def test_parse_errors_name_the_op_and_the_fix(entries, match):
 def test_view_json_errors_name_the_op(data, match):
     with pytest.raises(KdxError, match=match):
         View.from_json(data)
+
+
+def test_a_view_must_keep_what_the_agents_actions_target():
+    """Attack action 6 + k targets enemy k (a medivac's heals target allies): a view dropping every
+    feature of such a block is refused, naming the block and the actions; dropping some is fine."""
+    env = make("skirmish/MMM")
+    targets = dict(zip(env.spec.agent_names, env.action_targets()))
+    assert targets["agent_0"][8] == "enemy.2" and targets["agent_9"][6] == "ally.0"
+
+    def resolve(entries):
+        return resolve_views(entries, dict(zip(env.spec.agent_names, env.observation_layouts())), env.spec.groups,
+                             env.observation_distance_unit, targets)
+
+    with pytest.raises(KdxError, match=r"view of agent_\d+ .*drops every feature of enemy\.2, which its action\(s\) 8 target"):
+        resolve({"marine": "-enemy.2.*"})
+    with pytest.raises(KdxError, match=r"agent_9 .*drops every feature of ally\.0.*, which its action"):
+        resolve({"medivac": "-ally.*"})
+    views = resolve({"medivac": "-enemy.*", "marine": "-enemy.*.health sight:4"})  # medivacs heal allies
+    assert views["agent_9"].text == ["-enemy.*"] and views["agent_2"].text == ["-enemy.*.health", "sight:4"]
+    assert all(not t for t in make("mpe/simple_spread").action_targets())  # no targeted actions

@@ -78,9 +78,9 @@ def test_missing_manifest(tmp_path: Path) -> None:
 
 def test_unknown_schema_version(fresh_bundle: Path) -> None:
     data = _manifest(fresh_bundle)
-    data["schema_version"] = 2
+    data["schema_version"] = 3
     _save(fresh_bundle, data)
-    _refused(fresh_bundle, "schema_version 2", "supported: 1")
+    _refused(fresh_bundle, "schema_version 3", "supported: 1, 2")
 
 
 def test_path_leaving_the_bundle(fresh_bundle: Path) -> None:

@@ -93,7 +93,8 @@ def test_every_runtime_and_devices_module_imports_without_torch() -> None:
     result = _run("""
         import importlib, pkgutil
         import kdx.runtime, kdx.devices
-        names = ["kdx.envs.twins"]  # the runtime reads each kdx env's PettingZoo twin from it
+        # the runtime reads each kdx env's PettingZoo twin, and applies views, with these
+        names = ["kdx.envs.twins", "kdx.envs.obs_layout", "kdx.envs.view_spec", "kdx.envs.view_numpy"]
         for package in (kdx.runtime, kdx.devices):
             names.append(package.__name__)
             for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):

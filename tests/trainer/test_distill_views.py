@@ -1,6 +1,7 @@
 """``kdx distill --view``: students learn from their views of their own observations (simple_spread
 dropping ``comm.*``, with noise), sized by the view's width; resume is bit-exact; ``kdx evaluate``
-applies the device view; a bad view is refused before anything is written; no view = as before."""
+applies the device view; a bad view is refused before anything is written; no view = as before;
+a device profile's default view is used unless --view/--views-file is given."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_students_learn_on_their_views_and_resume_exactly(tmp_path):
     assert torch.all(a["agent_0"].obs_std > 0) and a["agent_2"].obs_mean.shape == (widths["agent_2"],)
 
 
-def test_evaluate_applies_the_device_view_and_export_refuses_views(tmp_path):
+def test_evaluate_applies_the_device_view(tmp_path):
     make_teacher_run(tmp_path, env=ENV)
     distill(tmp_path, DistillConfig(total_steps=16 * 4, views=VIEWS, **TOY), show_progress=False)
     _cli("evaluate", str(tmp_path), "--episodes", "2")
@@ -86,10 +87,7 @@ def test_evaluate_applies_the_device_view_and_export_refuses_views(tmp_path):
     assert [op.text for op in policy.views.views["agent_2"].ops] == ["-comm.*", "dropout:landmark.*:0"]
     step = env.reset()
     assert torch.equal(policy.act(step), policy.act(step))  # no noise on the device
-    from kdx.export.sources import load_students as export_students
-
-    with pytest.raises(KdxError, match="not supported yet"):  # out of scope for now: refused, not mis-fed
-        export_students(tmp_path)
+    # export and the runtime with views: tests/export/test_export_views.py
 
 
 def test_bad_views_are_refused_before_anything_is_written(tmp_path):
@@ -122,3 +120,80 @@ def test_no_view_keeps_full_observations(tmp_path):
     assert [s.obs_dim for s in load_students(tmp_path).values()] == [a.obs_dim for a in spec.agents]
     assert load_student_views(tmp_path) is None
     assert "view" not in json.loads(RunLayout(tmp_path).students.sizing.read_text())["agents"][0]
+
+
+def _profile_with_view(tmp_path, ops: list[str]) -> str:
+    """A user profile file (rpi4's budgets) whose [view] default is ``ops``."""
+    from kdx.devices.registry import PROFILES
+
+    name = f"robot-{len(ops)}-{abs(hash(tuple(ops))) % 1000}"
+    source = PROFILES["rpi4"]
+    text = f'name = "{name}"\ndisplay_name = "a robot"\ntarget = "{source.target}"\n' \
+           f'default_precision = "{source.default_precision}"\nmemory_gb = [4]\npreferred_backends = ["onnxruntime"]\n' \
+           f'[cpu]\narch = "aarch64"\ncore = "A72"\ncores = 4\nclock_ghz = 1.5\n' \
+           f'[budget]\nmax_macs_per_agent = {source.budget.max_macs_per_agent}\n' \
+           f'max_param_bytes_per_agent = {source.budget.max_param_bytes_per_agent}\nlatency_budget_us = 500\n' \
+           f'[view]\ndefault = {json.dumps(ops)}\n'
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_profile_default_view_is_used_unless_a_view_is_given(tmp_path, capsys):
+    profile = _profile_with_view(tmp_path, ["-comm.*", "quant:8:2"])
+    args = ["--steps", "64", "--num-envs", "16", "--rollout-length", "4", "--threads", "1", "--quiet"]
+    full, widths = make(ENV, num_envs=1).spec.agents[0].obs_dim, _widths()
+    make_teacher_run(tmp_path / "default", env=ENV)
+    _cli("distill", str(tmp_path / "default"), "--profile", profile, *args)
+    saved = json.loads(RunLayout(tmp_path / "default").students.config.read_text())
+    assert saved["distill"]["views"] == ["*=-comm.* quant:8:2"]
+    assert {n: s.obs_dim for n, s in load_students(tmp_path / "default").items()} == \
+        {"agent_0": widths["agent_1"], "agent_1": widths["agent_1"], "agent_2": widths["agent_1"]}
+    assert load_student_views(tmp_path / "default")["agent_2"]["text"] == ["-comm.*", "quant:8:2"]
+    assert "default view of device profile" in capsys.readouterr().out
+    make_teacher_run(tmp_path / "given", env=ENV)  # --view wins: the profile's view is not used
+    _cli("distill", str(tmp_path / "given"), "--profile", profile, "--view", "agent_0=-comm.*", *args)
+    assert [s.obs_dim for s in load_students(tmp_path / "given").values()] == [widths["agent_1"], full, full]
+
+
+def test_a_profile_default_view_that_does_not_fit_the_env_is_refused(tmp_path, capsys):
+    profile = _profile_with_view(tmp_path, ["sight:4", "-ally.*.health"])  # skirmish features, not MPE's
+    make_teacher_run(tmp_path, env=ENV)
+    with pytest.raises(SystemExit):
+        main(["distill", str(tmp_path), "--profile", profile, "--steps", "64", "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "device profile 'robot-2" in err and "ally.*.health" in err and "--view" in err
+    assert not RunLayout(tmp_path).students.root.exists()
+
+
+@pytest.mark.parametrize(("env", "view"), [
+    ("toy/match", "noise:0.1 quant:4"),  # one generic block: sensor ops only
+    ("mpe/simple_speaker_listener", "quant:6"),
+    ("skirmish/3m", "sight:4 -ally.*.health"),
+    ("skirmish/MMM", "sight:6 -enemy.*.type_* dropout:ally.*:0.1"),
+    ("pettingzoo:mpe2.simple_spread_v3", "noise:0.05"),
+])
+def test_distillation_with_a_view_on_every_env_family(tmp_path, env, view):
+    """Every env family: students learn on their view (width from the env's layout), the loss is
+    finite, and evaluation feeds them the device view."""
+    if env.startswith("pettingzoo:"):
+        pytest.importorskip("mpe2", reason="PettingZoo's MPE (mpe2) is not installed")
+    make_teacher_run(tmp_path, env=env)
+    env_obj = make(env, num_envs=1)
+    name0 = env_obj.spec.agents[0].name
+    config = DistillConfig(total_steps=16 * 4 * 2, views=(f"{name0}={view}",), **TOY)
+    distill(tmp_path, config, show_progress=False)
+    expected = StudentViews.resolve(config.views, env_obj).widths()
+    students = load_students(tmp_path)
+    assert students[name0].obs_dim == expected[name0]
+    full = {a.name: a.obs_dim for a in env_obj.spec.agents}
+    assert all(s.obs_dim == full[n] for n, s in students.items() if n != name0)  # no view: full obs
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in read_distill_metrics(tmp_path))
+    policy = StudentTeamPolicy(students, greedy=True, views=load_student_views(tmp_path))
+    play = make(env, num_envs=2, seed=1)
+    policy.reset(play)
+    step = play.reset()
+    actions = policy.act(step)
+    assert actions.shape == (2, len(full))
+    for i, mask in enumerate(step.action_mask):
+        assert bool(mask.gather(1, actions[:, i:i + 1]).all())  # legal actions only

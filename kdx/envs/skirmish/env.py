@@ -17,6 +17,7 @@ from kdx.envs.skirmish import features
 from kdx.envs.skirmish.combat import Battle, PairPlanes, UnitTable, game_loop, push_apart
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap, get_map
 from kdx.envs.skirmish.units import LOOPS_PER_STEP
+from kdx.errors import KdxError
 
 REWARD_DEATH = 10.0
 REWARD_WIN = 200.0
@@ -50,7 +51,11 @@ class SkirmishEnv(BatchedEnv):
     observation_distance_unit = features.SIGHT_RANGE  # observed distances are dist / 9
 
     def __init__(self, map_name: str | SkirmishMap, num_envs: int, seed: int = 0, device: str | torch.device = "cpu",
-                 check_actions: bool = True) -> None:
+                 check_actions: bool = True, sight_range: float = features.SIGHT_RANGE) -> None:
+        if not sight_range > 0:
+            raise KdxError(f"sight_range must be > 0 (SMAC's is {features.SIGHT_RANGE:g}); got {sight_range!r}")
+        self.sight_range = float(sight_range)
+        self.observation_distance_unit = self.sight_range  # observed distances are dist / sight range
         self.map = map_name if isinstance(map_name, SkirmishMap) else get_map(map_name)
         m = self.map
         dev = torch.device(device)
@@ -188,11 +193,29 @@ class SkirmishEnv(BatchedEnv):
 
     def _observations(self) -> tuple[torch.Tensor, ...]:
         masks = self._masks()
-        obs = features.observations(self.layout, self.table, self.battle, masks, self._geometry)
+        obs = features.observations(self.layout, self.table, self.battle, masks, self._geometry,
+                                     self.sight_range)
         return tuple(obs.unbind(1))
 
     def _observation_layouts(self) -> tuple[ObservationLayout, ...]:
         return (self.layout.observation,) * self.map.n_agents
+
+    def action_targets(self) -> tuple[dict[int, str], ...]:
+        n_a, first = self.map.n_agents, features.N_ACTIONS_NO_ATTACK
+        healer, allowed = self.table.healer[:n_a].tolist(), self.layout.target_allowed.tolist()
+        units = self.layout.target_units.tolist()
+        out = []
+        for i in range(n_a):
+            targets = {}
+            for k, (u, ok) in enumerate(zip(units[i], allowed[i])):
+                if not ok:
+                    continue
+                if not healer[i]:
+                    targets[first + k] = f"enemy.{u - n_a}"
+                else:  # heals an ally: its block among the others, or the agent's own
+                    targets[first + k] = "own" if u == i else f"ally.{u if u < i else u - 1}"
+            out.append(targets)
+        return tuple(out)
 
     def _global_state(self) -> torch.Tensor:
         return features.global_state(self.layout, self.table, self.battle, self.last_actions)

@@ -192,8 +192,12 @@ def action_masks(layout: FeatureLayout, table: UnitTable, b: Battle, geo: Geomet
 
 
 def observations(layout: FeatureLayout, table: UnitTable, b: Battle, masks: torch.Tensor,
-                 geo: Geometry) -> torch.Tensor:
+                 geo: Geometry, sight_range: float = SIGHT_RANGE) -> torch.Tensor:
     """Every agent's observation, ``float32 [E, nA, obs_dim]`` (zeros for dead agents).
+
+    ``sight_range``: units at that distance or farther are out of sight (SMAC: 9); observed
+    distances and offsets are divided by it. Below the shoot range, "can attack" is shown only
+    for enemies in sight, as every other feature of an entity.
 
     Built from whole feature planes, each masked by sight before one final concatenation (no
     strided writes into a zeroed buffer, no broadcast over the feature axis: both are slow on
@@ -203,10 +207,10 @@ def observations(layout: FeatureLayout, table: UnitTable, b: Battle, masks: torc
     e = b.x.shape[0]
     frac_h = b.health / table.max_health
     frac_s = b.shield / table.max_shield.clamp(min=1e-6)
-    seen = float_mask(torch.lt, geo.dist, SIGHT_RANGE)  # [E, nA, U]
+    seen = float_mask(torch.lt, geo.dist, sight_range)  # [E, nA, U]
 
     def block(first, dist, dx, dy, seen_c, health, shield, onehot):  # [E, nA, count * feats]
-        scaled_c = seen_c * (1.0 / SIGHT_RANGE)
+        scaled_c = seen_c * (1.0 / sight_range)
         planes = [first, dist * scaled_c, dx * scaled_c, dy * scaled_c, health * seen_c]
         if shield is not None:
             planes.append(shield * seen_c)
@@ -220,6 +224,8 @@ def observations(layout: FeatureLayout, table: UnitTable, b: Battle, masks: torc
         attackable = masks[:, :, N_ACTIONS_NO_ATTACK:].float() * seen[:, :, en]
     else:  # alive target within shoot range of a live agent (dead ones are out of range)
         attackable = float_mask(torch.le, geo.dist[:, :, en], SHOOT_RANGE)
+        if sight_range <= SHOOT_RANGE:  # SMAC's default sight (9) covers the shoot range (6)
+            attackable = attackable * seen[:, :, en]
     enemy_block = block(attackable, geo.dist[:, :, en], geo.dx[:, :, en], geo.dy[:, :, en], seen[:, :, en],
                         frac_h[:, None, en], frac_s[:, None, en] if layout.enemy_shields else None,
                         layout.enemy_onehot)

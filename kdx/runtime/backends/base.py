@@ -143,6 +143,19 @@ class Backend(ABC):
             check_no_external_data(data, str(path))
         return entry, path, data
 
+    def check_model_input(self, width: object, path: Path) -> None:
+        """KdxError when the model at ``path`` reads ``width`` observation values but the manifest
+        says another number (with a view: the view's width). A symbolic ``width`` is not checked."""
+        a = self.agent
+        if not isinstance(width, int) or width == a.model_input_dim:
+            return
+        if a.view is not None:
+            raise KdxError(f"{a.role} {a.name}: its view ({' '.join(a.view.text)}) gives {a.view.width} features "
+                           f"but the model's input {path.name} reads {width}; the view and the model disagree, "
+                           "re-export the bundle")
+        raise KdxError(f"{a.role} {a.name}: the model {path.name} reads {width} observation values but the "
+                       f"manifest says {a.model_input_dim}; re-export the bundle")
+
     def _check_buffers(self) -> None:
         a = self.agent
         expected = {

@@ -76,6 +76,7 @@ class NumpyBackend(Backend):
         path = self.bundle_dir / rel_path
         weights = load_mlp_npz(path)
         a = self.agent
+        self.check_model_input(weights.in_dim, path)
         if weights.in_dim != a.model_input_dim or weights.n_outputs != a.n_actions:
             raise KdxError(
                 f"{path}: weights take {weights.in_dim} inputs and give {weights.n_outputs} "

@@ -76,6 +76,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{path}: model inputs {sorted(have_in)} / outputs {sorted(have_out)} do not match "
                 f"the manifest ({sorted(wanted_in)} / {sorted(wanted_out)})"
             )
+        self.check_model_input(next(i for i in session.get_inputs() if i.name == a.inputs.obs).shape[-1], path)
         self._session = session
         self.action_buf = np.zeros((1,), dtype=np.int64)
         binding = session.io_binding()

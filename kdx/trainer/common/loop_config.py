@@ -43,7 +43,7 @@ class LoopConfig:
     checkpoint_every: int = _f(20, "Write a resumable checkpoint every N updates (and at the end).")
     log_every: int = _f(1, "Write a metrics line every N updates.")
     torch_device: str = _f("cpu", "Torch device (cpu or cuda).")
-    threads: int = _f(0, "torch.set_num_threads; 0 = number of available cores.")
+    threads: int = _f(0, "Torch intra-op threads; 0 = adapt to the cores other processes leave free (re-checked every 2 s).")
 
     # ------------------------------------------------------------------ derived values
     @property

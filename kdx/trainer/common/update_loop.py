@@ -22,12 +22,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
+import torch
+
 from kdx.layout import StageFolder
 from kdx.trainer.common.metrics_log import append_metrics, open_tensorboard, truncate_metrics
 from kdx.trainer.common.progress import TrainProgress
+from kdx.trainer.common.threads import ThreadGovernor
 
 #: Metrics that depend on wall-clock time; every other metric is reproducible from the seed.
-TIMING_METRICS = ("env_steps_per_s", "time_s")
+#: ``torch_threads`` is what ``--threads 0`` chose during the update (``trainer.common.threads``).
+TIMING_METRICS = ("torch_threads", "env_steps_per_s", "time_s")
 
 
 class LoopSettings(Protocol):
@@ -72,15 +76,17 @@ class UpdateLoop:
         writes_metrics: False in a process that must not write (a data-parallel rank > 0).
         stop_after_updates: end this process's loop after that many updates (the run stays
             resumable from its last checkpoint).
+        threads: the stage's torch thread setting, re-checked after each update.
     """
 
     def __init__(self, settings: LoopSettings, start: Counters, checkpoint: Callable[[Counters], None], *,
                  folder: StageFolder, tag: str, bar: TrainProgress, writes_metrics: bool = True,
-                 stop_after_updates: int | None = None) -> None:
+                 stop_after_updates: int | None = None, threads: ThreadGovernor | None = None) -> None:
         self.settings, self.start, self.now = settings, start, start
         self.checkpoint, self.folder, self.tag, self.bar = checkpoint, folder, tag, bar
         self.writes_metrics = writes_metrics
         self.stop_after_updates = stop_after_updates
+        self.threads = threads
         self.last: dict[str, Any] = {}
         self._tb = None
         self._t0 = time.perf_counter()
@@ -114,7 +120,8 @@ class UpdateLoop:
                            episodes=self.now.episodes + episodes_ended, time_s=elapsed)
         steps_per_s = (self.now.env_steps - self.start.env_steps) / max(elapsed - self.start.time_s, 1e-9)
         return {"update": self.now.update, "env_steps": self.now.env_steps, "episodes": self.now.episodes,
-                **stage_metrics, "env_steps_per_s": steps_per_s, "time_s": elapsed}
+                **stage_metrics, "torch_threads": torch.get_num_threads(),
+                "env_steps_per_s": steps_per_s, "time_s": elapsed}
 
     def end_update(self, metrics: dict[str, Any], should_stop: Callable[[dict[str, Any]], bool]) -> bool:
         """Log ``metrics``, advance the bar, ask ``should_stop(metrics)``, checkpoint when due;
@@ -124,6 +131,8 @@ class UpdateLoop:
         if self.writes_metrics and (done % s.log_every == 0 or done == s.num_updates):
             append_metrics(self.folder.metrics, self._tb, metrics, self.tag)
         self.bar.advance(metrics)
+        if self.threads is not None:
+            self.threads.tick()
         stop = should_stop(metrics)
         if stop or done % s.checkpoint_every == 0 or done == s.num_updates:
             self.checkpoint(self.now)

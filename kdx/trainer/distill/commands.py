@@ -4,7 +4,8 @@ Every other option is generated from ``DistillConfig``'s fields (its one-line de
 help), so the config and the CLI never drift apart. ``--profile`` names the *device profile*
 that sizes the students; the torch device is ``--torch-device``. A new distillation's values come
 from the options given, then the recipe of the teacher's env (``kdx/trainer/recipes/``), then the
-defaults.
+defaults. Without ``--view``/``--views-file``, a device profile that names a default view
+(``[view] default``, its sensor suite) gives it to every student (the ``*`` entry).
 """
 
 from __future__ import annotations
@@ -27,6 +28,31 @@ def _config_parameters() -> list[inspect.Parameter]:
     from kdx.trainer.distill.config import DistillConfig
 
     return config_parameters(DistillConfig, _RENAMED, skip=_FIXED)
+
+
+def profile_default_views(profile: str, env: str) -> tuple[str, ...]:
+    """The views entry of ``profile``'s default view (``("*=OPS",)``), or ``()`` when it names none;
+    checked against ``env``'s observation layouts, with a KdxError naming the profile."""
+    from kdx.devices.registry import get_profile
+
+    found = get_profile(profile)
+    if not found.default_view:
+        return ()
+    from kdx.envs.registry import make
+    from kdx.envs.view_spec import EVERY_AGENT
+    from kdx.trainer.distill.views import StudentViews
+
+    entries = (f"{EVERY_AGENT}={' '.join(found.default_view)}",)
+    probe = make(env, num_envs=1)
+    try:
+        StudentViews.resolve(entries, probe)
+    except KdxError as exc:
+        raise KdxError(f"device profile {found.name!r} names the default view {list(found.default_view)}, which does "
+                       f"not fit {env} ({exc}); give the students a view with --view/--views-file, or change the "
+                       "profile's [view] default") from None
+    finally:
+        probe.close()
+    return entries
 
 
 def distill_command(run: str, profile: str | None, student: list[str] | None, view: list[str] | None,
@@ -74,6 +100,11 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, vi
         kwargs = {f.name: given[_RENAMED.get(f.name, f.name)] for f in fields(DistillConfig)
                   if _RENAMED.get(f.name, f.name) in given and f.name not in _FIXED}
         env = read_teacher_config(RunLayout(run).teacher)[0].env
+        if not views:
+            views = profile_default_views(profile, env)
+            if views:
+                console.print(f"views: the default view of device profile {profile}: {views[0]}", markup=False,
+                              highlight=False)
         config, recipe = config_with_recipe(DistillConfig, env, kwargs, profile=profile, students=tuple(student or ()),
                                             views=views)
         console.print(recipe.describe(), markup=False, highlight=False)
@@ -99,7 +130,8 @@ def register(app: typer.Typer) -> None:
                           default=typer.Option(None, "--student", help="Override one agent's student: AGENT=W or AGENT=W1xW2 (repeatable).")),
         inspect.Parameter("view", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],  # noqa: UP045
                           default=typer.Option(None, "--view", help="One agent's or group's student view: AGENT_OR_GROUP=OPS, "
-                                               "e.g. 'marine=sight:4 noise:0.05' or 'agent_0=-comm.*' (repeatable).")),
+                                               "e.g. 'marine=sight:4 noise:0.05' or 'agent_0=-comm.*'; '*=OPS' for every agent "
+                                               "(repeatable). Default: the device profile's [view] default, if it names one.")),
         inspect.Parameter("views_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
                           default=typer.Option(None, "--views-file", help="TOML file whose [views] table gives views "
                                                "(marine = [\"sight:4\"]); --view entries add to it.")),

@@ -23,7 +23,6 @@ not exported). A weight of 0 switches a term off (it is then not computed).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -48,6 +47,7 @@ from kdx.trainer.common.metrics_log import mean_or_none, read_metrics_file
 from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss
 from kdx.trainer.common.progress import TrainProgress
 from kdx.trainer.common.recipes import RecipeUse
+from kdx.trainer.common.threads import ThreadGovernor
 from kdx.trainer.common.update_loop import Counters, UpdateLoop
 from kdx.trainer.distill.config import LOSS_TERMS, DistillConfig
 from kdx.trainer.distill.losses import (
@@ -224,7 +224,7 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
         raise KdxError(f"{paths.root} already holds students; continue with `kdx distill {run_dir} --resume` "
                        "or delete that folder to start over")
     config = config.validate()
-    torch.set_num_threads(config.threads or max(1, len(os.sched_getaffinity(0))))
+    threads = ThreadGovernor(config.threads)
     device = torch.device(config.torch_device)
 
     # ---- teacher, env, sizing
@@ -295,7 +295,7 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
     bar = TrainProgress(SimpleNamespace(env=f"distill {teacher.config.env}", total_steps=config.num_updates * config.steps_per_update,
                                         steps_per_update=config.steps_per_update), start.update, enabled=show_progress)
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="distill", bar=bar,
-                    stop_after_updates=stop_after_updates) as loop:
+                    stop_after_updates=stop_after_updates, threads=threads) as loop:
         for update in loop:
             progress_frac = update / config.num_updates
             optimizer.param_groups[0]["lr"] = config.lr * ((1.0 - progress_frac) if config.lr_decay else 1.0)

@@ -53,7 +53,9 @@ class StudentViews:
         """From ``AGENT_OR_GROUP=OPS`` entries against ``env``'s layouts, groups and distance unit;
         ``KdxError`` on an unknown agent/group or an op that does not fit."""
         layouts = dict(zip(env.spec.agent_names, env.observation_layouts()))
-        views = resolve_views(parse_view_entries(entries), layouts, env.spec.groups, env.observation_distance_unit)
+        targets = dict(zip(env.spec.agent_names, env.action_targets()))
+        views = resolve_views(parse_view_entries(entries), layouts, env.spec.groups, env.observation_distance_unit,
+                              targets)
         return StudentViews(views, layouts)
 
     @staticmethod

@@ -10,7 +10,6 @@ resumed run continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
@@ -31,6 +30,7 @@ from kdx.trainer.common.metrics_log import mean_or_none, read_metrics_file
 from kdx.trainer.common.ppo_losses import entropy, masked_log_probs, policy_loss, value_loss
 from kdx.trainer.common.progress import TrainProgress
 from kdx.trainer.common.recipes import RecipeUse
+from kdx.trainer.common.threads import ThreadGovernor
 from kdx.trainer.common.update_loop import Counters, UpdateLoop
 from kdx.trainer.teacher.config import TeacherConfig
 from kdx.trainer.teacher.distributed import data_parallel, world_from_env
@@ -151,7 +151,7 @@ def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, tota
     # torchrun ranks: seeds, gradient/statistics sync, rank-0-only I/O (a no-op in one process)
     dp = data_parallel(config)
     run_config, config = config, dp.rank_config(config)
-    torch.set_num_threads(config.threads or max(1, len(os.sched_getaffinity(0))))
+    threads = ThreadGovernor(config.threads)
     device = torch.device(config.torch_device)
 
     # ---- env and networks
@@ -200,7 +200,7 @@ def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, tota
     # the bar counts env steps over all ranks (run_config.total_steps), as the metrics do
     bar = TrainProgress(run_config, start.update, enabled=show_progress and dp.is_main)
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="teacher", bar=bar, writes_metrics=dp.is_main,
-                    stop_after_updates=stop_after_updates) as loop:
+                    stop_after_updates=stop_after_updates, threads=threads) as loop:
         for update in loop:
             frac = 1.0 - update / config.num_updates if config.lr_decay else 1.0
             optimizer.param_groups[0]["lr"] = config.lr * frac
