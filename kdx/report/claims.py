@@ -47,7 +47,7 @@ class LatencyComparison:
     backend: str
     teacher_us: float
     student_us: float
-    basis: str  # "timed" (the bench's own runs) or "probe" (backend auto's short timing of both)
+    basis: str  # "timed" (full timed runs of both) or "probe" (backend auto's short timing of both)
 
     @property
     def ratio(self) -> float:
@@ -68,9 +68,9 @@ class AnswerRow:
 
 
 def same_backend(latency: LatencySet, agent: str) -> LatencyComparison | None:
-    """Teacher vs student of ``agent`` in ``latency`` on one backend: the timed runs when both ran
-    on the same backend, else backend auto's probe of a backend both were timed on (the teacher's
-    own backend first); None when there is no common backend."""
+    """Teacher vs student of ``agent`` in ``latency`` on one backend: full timed runs of both on
+    one backend (the teacher's first) when there are, else backend auto's short probe of a backend
+    both were probed on; None when there is no common backend."""
     teacher, student = latency.result(agent, "teacher"), latency.result(agent, "student")
     if teacher is None or student is None:
         return None
@@ -82,12 +82,12 @@ def same_backend(latency: LatencySet, agent: str) -> LatencyComparison | None:
             return None
         return LatencyComparison(latency.machine, latency.bundle_name, precision, backend, t_us, s_us, basis)
 
-    if teacher.backend == student.backend:
-        return compare(teacher.backend, teacher.p50_us, student.p50_us, "timed")
-    common = [b for b in _backend_order(teacher, student) if b in teacher.probe_us and b in student.probe_us]
-    if not common:
-        return None
-    return compare(common[0], teacher.probe_us[common[0]], student.probe_us[common[0]], "probe")
+    order = _backend_order(teacher, student)
+    for basis, t_us, s_us in (("timed", teacher.timed_us, student.timed_us), ("probe", teacher.probe_us, student.probe_us)):
+        common = [b for b in order if b in t_us and b in s_us]
+        if common:
+            return compare(common[0], t_us[common[0]], s_us[common[0]], basis)
+    return None
 
 
 def _backend_order(teacher: LatencyResult, student: LatencyResult) -> list[str]:

@@ -57,6 +57,14 @@ class LatencyResult:
     runs: str = ""  # what the backend executes (an ONNX file, or the numpy float32 sidecar)
     # what backend "auto" measured before choosing (backend -> p50 µs of a short probe), when it ran
     probe_us: dict[str, float] = field(default_factory=dict)
+    # full timed runs on other backends than ``backend`` (backend -> p50 µs): a student timed on its
+    # teacher's backend too, so that the two compare on one backend (``kdx.report.claims``)
+    other_backends_us: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def timed_us(self) -> dict[str, float]:
+        """p50 µs of every full timed run: its own backend first."""
+        return {self.backend: self.p50_us, **self.other_backends_us}
 
 
 @dataclass
@@ -290,9 +298,31 @@ def measure_host(bundle_dir: Path, iters: int, warmup: int, backend: str = "auto
     results = [LatencyResult(e.agent, e.role, e.backend, e.precision, e.stats.p50_us, e.stats.p99_us,
                              e.macs or None, e.samples_ns.astype(np.float64) / 1e3, e.source, probe_times(e.selection))
                for e in report["entries"]]
+    _time_students_on_teacher_backends(bundle, results, iters, warmup)
     return LatencySet(f"{THIS_HOST}, {bundle_dir.name} bundle ({m.precision})", "host", str(bundle_dir),
                       report["device"], {"target": m.target, "precision": m.precision}, results,
                       THIS_HOST, bundle_dir.name)
+
+
+def _time_students_on_teacher_backends(bundle, results: list[LatencyResult], iters: int, warmup: int) -> None:
+    """Where "auto" ran an agent's student and teacher on different backends, time the student on
+    the teacher's backend as well (``other_backends_us``): student vs teacher on one backend. A
+    backend that cannot run the student here leaves it out (the report then uses auto's probe)."""
+    from kdx.runtime.bench import bench_bundle
+
+    by_key = {(r.agent, r.role): r for r in results}
+    wanted: dict[str, list[str]] = {}
+    for (agent, role), teacher in by_key.items():
+        student = by_key.get((agent, "student"))
+        if role == "teacher" and student is not None and student.backend != teacher.backend:
+            wanted.setdefault(teacher.backend, []).append(agent)
+    for backend, agents in wanted.items():
+        try:
+            extra = bench_bundle(bundle, agents=agents, backend=backend, roles=("student",), iters=iters, warmup=warmup)
+        except KdxError:
+            continue
+        for entry in extra["entries"]:
+            by_key[(entry.agent, "student")].other_backends_us[backend] = entry.stats.p50_us
 
 
 # ---------------------------------------------------------------- networks

@@ -148,9 +148,10 @@ def answer_table(data: ReportData) -> TableBlock | None:
          "FLOPs teacher ÷ student", f"paper: {c['flops'].paper}", "latency student ÷ teacher",
          f"paper: {c['latency'].paper}"], body,
         caption=(f"Does this run keep {PAPER}'s claims? Retention: {measure} (one number for the team). "
-                 "FLOPs: 2 x MACs by the cost rule. Latency: p50 of student over teacher on the same machine, "
-                 "bundle and backend (the bench's timed runs, or backend auto's short probe of both when auto "
-                 "chose different backends); other devices' files first, else this host. Pass bars: "
+                 "FLOPs: 2 x MACs by the cost rule. Latency: p50 of student over teacher on one machine, bundle "
+                 "and backend: full timed runs of both (a student that backend auto put elsewhere is timed on its "
+                 "teacher's backend too), else auto's short probe of both (device files); other devices' files "
+                 "first, else this host. Pass bars: "
                  + "; ".join(claim.bar for claim in c.values()) + "."))
 
 

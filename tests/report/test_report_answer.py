@@ -57,6 +57,11 @@ def test_claims_table_against_hand_computed_values(tmp_path):
     assert rows["a"].latency.ratio == pytest.approx(0.5) and rows["a"].latency.basis == "timed"
     assert rows["b"].latency.ratio == pytest.approx(0.9) and rows["b"].latency.basis == "probe"
     assert rows["b"].latency.backend == "onnxruntime"
+    # the student timed on its teacher's backend too (what the report measures): full runs win over the probe
+    data.host[0].result("b", "student").other_backends_us["onnxruntime"] = 10.0
+    timed = same_backend(data.host[0], "b")
+    assert (timed.basis, timed.backend, timed.student_us, timed.teacher_us) == ("timed", "onnxruntime", 10.0, 50.0)
+    data.host[0].result("b", "student").other_backends_us.clear()
     assert rows["a"].verdicts == {"retention": True, "flops": True, "latency": True}
     assert rows["b"].verdicts == {"retention": True, "flops": False, "latency": False}
 

@@ -19,6 +19,7 @@ import torch
 from kdx.devices.cost import COST_RULE
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
+from kdx.report.claims import answer_rows, same_backend
 from kdx.report.content import benchmark_rows, fmt_int, fmt_kib, fmt_pct
 from kdx.report.estimates import host_speed
 from kdx.report.latency_model import CORE_FACTORS, fit_latency_model
@@ -166,6 +167,13 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     for latency in paths.data.host:
         assert len(latency.results) == 2 * len(teacher.spec.agents)
         assert all(r.samples_us is not None and len(r.samples_us) == ITERS for r in latency.results)
+        # a student that auto ran on another backend than its teacher was timed on the teacher's too
+        for agent in teacher.spec.agent_names:
+            t, st = latency.result(agent, "teacher"), latency.result(agent, "student")
+            assert t.backend in st.timed_us and st.timed_us[t.backend] > 0
+            assert same_backend(latency, agent).basis == "timed"
+    # the first screen takes the other device's file first (bench files hold auto's probe only)
+    assert {row.latency.machine for row in answer_rows(paths.data)} == {paths.data.devices[0].machine}
 
     # device files: the good one is shown and fits rpi5's estimate; the bad ones are named and skipped;
     # this host's own file is this host (one name per machine), noted once
