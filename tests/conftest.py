@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,3 +21,18 @@ def run_kdx() -> Callable[[list[str]], int]:
         return 0
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kdx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The c backend's compiled policies go to a session folder, not ~/.cache/kdx (subprocesses
+    started by tests inherit it)."""
+    import os
+
+    before = os.environ.get("KDX_CACHE_DIR")
+    os.environ["KDX_CACHE_DIR"] = str(tmp_path_factory.mktemp("kdx-cache"))
+    yield
+    if before is None:
+        os.environ.pop("KDX_CACHE_DIR", None)
+    else:
+        os.environ["KDX_CACHE_DIR"] = before

@@ -30,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-RUNTIME_BACKENDS = ("tensorrt", "onnxruntime", "numpy")
+RUNTIME_BACKENDS = ("tensorrt", "onnxruntime", "numpy", "c")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ class ExportTarget:
             accepts only symmetric Q/DQ; onnxruntime on a CPU does better with asymmetric).
             Used by the ``static-qdq`` int8 recipe.
         int8_recipe: how int8 models are made, a key of ``kdx.export.quantize.INT8_RECIPES``.
+        native_c: the bundle also holds each policy as C99 source (``kdx.export.c_target``);
+            its ONNX models are then fp32 and the precision applies to the C code.
     """
 
     name: str
@@ -87,6 +89,7 @@ class ExportTarget:
     fallback_to_fp32: bool = True
     symmetric_int8_activations: bool = False
     int8_recipe: str = "static-qdq"
+    native_c: bool = False
 
 
 TARGETS: dict[str, ExportTarget] = {
@@ -108,4 +111,13 @@ TARGETS: dict[str, ExportTarget] = {
         int8_recipe="blockwise-dynamic",
     ),
     "x86": ExportTarget(name="x86", default_precision="fp32", description="Any x86-64 Linux box: fp32 ONNX"),
+    "c": ExportTarget(
+        name="c",
+        default_precision="fp32",
+        description="C99 for robot stacks and microcontrollers: a .h/.c per policy, Makefile, parity "
+                    "harness (fp32 ONNX kept beside)",
+        precisions=("fp32", "int8"),
+        backends=("c", "numpy", "onnxruntime"),
+        native_c=True,
+    ),
 }

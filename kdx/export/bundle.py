@@ -12,6 +12,8 @@ Layout of ``RUN/bundles/<target>/`` (the manifest lists every file with its sha2
     teacher/<agent>.<precision>.onnx   the teacher actor seen from each agent
     calib.npz                      >= 1000 observations per agent recorded from rollouts (calibration)
     parity.json                    onnxruntime vs torch for every model, on held-out observations
+                                   (target c: also the compiled C code, backend "c")
+    c/                             target c: C99 sources, Makefile, harness (kdx.export.c_target)
     build_engines.sh               jetson: trtexec commands (kdx-runtime build-engines does more)
 
 and ``RUN/bundles/<target>.tar.gz`` holding the folder. The bundle is built in a temporary
@@ -133,6 +135,21 @@ def int8_mac_fraction(matmul_macs: dict[str, int], float_nodes: list[str], recur
     return round(quantised / total, 4) if total else 0.0
 
 
+def int8_attempts(precision: str, nodes: list[str]) -> list[tuple[str, list[str] | None, str]]:
+    """``(precision, layers kept in float, note)`` in the order tried: for int8 (``nodes``: the
+    quantisable matmuls, first to last) every matmul in int8, then the logits layer in float,
+    then the layer reading the observation in float (most int8 multiply-adds first). Shared by
+    the ONNX and the C (``kdx.export.c_target``) int8 paths."""
+    if precision != "int8":
+        return [(precision, None, "")]
+    attempts = [("int8", [], "every matmul int8")]
+    if len(nodes) > 1:
+        attempts.append(("int8", nodes[-1:], "last layer kept in float"))
+    if nodes:
+        attempts.append(("int8", nodes[:1], "first layer kept in float"))
+    return attempts
+
+
 class _AgentExporter:
     """Exports one policy at the requested precision, with the fallbacks described above."""
 
@@ -178,20 +195,6 @@ class _AgentExporter:
             export_onnx(source, out, precision, dynamic, self.target.name)
         return rel
 
-    @staticmethod
-    def _attempts(precision: str, nodes: list[str]) -> list[tuple[str, list[str] | None, str]]:
-        """``(precision, matmuls kept in float, note)`` in the order tried: for int8 (``nodes``:
-        the quantisable matmuls) every matmul in int8, then the logits layer in float, then the
-        layer reading the observation in float (most int8 multiply-adds first)."""
-        if precision != "int8":
-            return [(precision, None, "")]
-        attempts = [("int8", [], "every matmul int8")]
-        if len(nodes) > 1:
-            attempts.append(("int8", nodes[-1:], "last layer kept in float"))
-        if nodes:
-            attempts.append(("int8", nodes[:1], "first layer kept in float"))
-        return attempts
-
     def export(self, source: PolicySource, precision: str) -> tuple[AgentEntry, list[ParityResult]]:
         inputs = self.heldout.inputs(source)  # parity rows: never seen by the quantiser
         matmul_macs, recurrent_macs = {}, 0
@@ -201,7 +204,7 @@ class _AgentExporter:
             matmul_macs, recurrent_macs = model_macs(self._fp32_dynamic(source))
         results: list[ParityResult] = []
         chosen: tuple[str, list[str] | None, str, ParityResult] | None = None
-        for attempt_precision, float_nodes, note in self._attempts(precision, list(matmul_macs)):
+        for attempt_precision, float_nodes, note in int8_attempts(precision, list(matmul_macs)):
             rel = self._write(source, attempt_precision, False, float_nodes)
             result = measure_parity(source, self.root / rel, attempt_precision, inputs)
             result.model = rel
@@ -269,6 +272,26 @@ class _AgentExporter:
             precision=shipped_precision, normalisation_folded=True, parity=parity, view=source.view,
         )
         return entry, results
+
+
+def _add_c_sources(root: Path, scratch: Path, sources: list[PolicySource], precision: str, heldout: CalibData,
+                   entries: list[AgentEntry], warn: Callable[[str], None],
+                   log: Callable[[str], None]) -> list[ParityResult]:
+    """Write ``root/c/`` (``kdx.export.c_target``) and add its files, symbol, precision and parity
+    to each agent entry; returns the C parity results."""
+    from kdx.export.c_target import export_c
+
+    result = export_c(root, scratch, sources, precision, heldout.inputs, int8_attempts, warn)
+    for note in result.notes:
+        log(f"note: {note}")
+    for entry in entries:
+        key = (entry.role, entry.name)
+        entry.files.extend(result.files[key])
+        entry.c_symbol = result.symbols[key]
+        entry.precision = result.precisions[key]
+        entry.parity.update(result.parity[key])
+    log(f"wrote C sources for {len(entries)} policies ({precision})")
+    return result.results
 
 
 def _write_tarball(folder: Path, arcname: str, tmp_path: Path) -> None:
@@ -396,12 +419,18 @@ def _export_bundle(config: ExportConfig, policies: RunPolicies | None,
             t = time.perf_counter()
             parity: list[ParityResult] = []
             students, teachers = [], []
+            onnx_precision = "fp32" if target.native_c else precision  # the C code carries the precision
             for source in [*policies.students, *teacher]:
-                entry, results = exporter.export(source, precision)
+                entry, results = exporter.export(source, onnx_precision)
                 (students if source.role == "student" else teachers).append(entry)
                 parity += results
                 log(f"exported {source.role} {source.name} ({entry.precision})")
             seconds["export_and_parity"] = time.perf_counter() - t
+            if target.native_c:
+                t = time.perf_counter()
+                parity += _add_c_sources(tmp_dir, scratch, [*policies.students, *teacher], precision, heldout,
+                                         [*students, *teachers], warn, log)
+                seconds["c_sources"] = time.perf_counter() - t
             t = time.perf_counter()
             manifest = Manifest(
                 agents=students, teacher=teachers, target=target.name, precision=precision,

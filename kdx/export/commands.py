@@ -31,15 +31,16 @@ def targets_table() -> Table:
 
 def parity_table(result) -> Table:
     """One row per exported model: precision, agreement, max |dlogit|, pass."""
-    table = Table(title=f"parity: onnxruntime vs torch ({result.parity[0].samples if result.parity else 0} "
+    table = Table(title=f"parity vs torch ({result.parity[0].samples if result.parity else 0} "
                         "recorded observations per agent)")
-    for column in ("role", "agent", "model", "precision", "greedy agreement", "max |Δlogit|", "bar", "passed"):
-        table.add_column(column, justify="left" if column in ("role", "agent", "model") else "right")
+    for column in ("role", "agent", "model", "run by", "precision", "greedy agreement", "max |Δlogit|", "bar",
+                   "passed"):
+        table.add_column(column, justify="left" if column in ("role", "agent", "model", "run by") else "right")
     for r in result.parity:
         bar = f">= {r.required_agreement:.1%}"
         if r.required_max_abs_logit_diff is not None:
             bar += f", <= {r.required_max_abs_logit_diff:g}"
-        table.add_row(r.role, r.agent, r.model, r.precision, f"{r.action_agreement:.2%}",
+        table.add_row(r.role, r.agent, r.model, r.backend, r.precision, f"{r.action_agreement:.2%}",
                       f"{r.max_abs_logit_diff:.2e}", bar, "yes" if r.passed else "[red]no[/]")
     return table
 

@@ -50,13 +50,14 @@ class ParityResult:
     near_tie_fraction: float = 0.0  # share of the states whose reference top-2 gap <= NEAR_TIE_GAP
     action_agreement_beyond_near_ties: float = 1.0  # agreement on the other states
     int8_recipe: str = ""  # int8 models: the quantisation recipe (kdx.export.quantize.INT8_RECIPES)
+    backend: str = "onnxruntime"  # what ran the exported model: onnxruntime, or "c" (generated C code)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def manifest_parity(self) -> dict[str, float | int | bool | str]:
         """The flat dict stored in the manifest's ``parity`` field (no nulls)."""
-        skip = ("agent", "role", "model", "note")
+        skip = ("agent", "role", "model", "note", "backend")
         return {k: v for k, v in asdict(self).items() if v is not None and v != "" and k not in skip}
 
 
@@ -108,12 +109,31 @@ def measure_parity(source: PolicySource, model_path: str | Path, precision: str,
     n = inputs["obs"].shape[0]
     if n < min_samples:
         raise KdxError(f"parity needs at least {min_samples} recorded observations, got {n}")
-    bar = PRECISIONS[precision]  # its min_action_agreement and max_abs_logit_diff
-    ref_logits, ref_actions = torch_reference(source, inputs)
     logits, actions = onnx_outputs(model_path, inputs)
+    result = compare_outputs(source, precision, inputs, logits, actions)
+    result.model = Path(model_path).name
+    if precision == "int8":
+        from kdx.export.onnx_export import read_metadata
+
+        result.int8_recipe = read_metadata(model_path).get("int8_recipe", "")
+    return result
+
+
+def compare_outputs(source: PolicySource, precision: str, inputs: dict[str, np.ndarray], logits: np.ndarray,
+                    actions: np.ndarray, max_abs_logit_diff: float | None = None,
+                    min_agreement: float | None = None) -> ParityResult:
+    """Parity of an exported model's ``logits [N, K]`` and ``actions [N]`` on ``inputs`` with
+    ``source``, against the bar of ``precision`` (or the bars given)."""
+    bar = PRECISIONS[precision]  # its min_action_agreement and max_abs_logit_diff
+    required = bar.min_action_agreement if min_agreement is None else min_agreement
+    max_bar = bar.max_abs_logit_diff if max_abs_logit_diff is None else max_abs_logit_diff
+    ref_logits, ref_actions = torch_reference(source, inputs)
+    n = inputs["obs"].shape[0]
     diff = np.abs(logits.astype(np.float64) - ref_logits.astype(np.float64))
     agreement = float(np.mean(actions == ref_actions))
     max_diff = float(diff.max())
+    if not np.isfinite(max_diff):
+        max_diff = 1e9  # JSON has no inf/NaN
     legal = np.where(inputs["action_mask"], ref_logits, -np.inf)
     top2 = np.sort(legal, axis=-1)[:, -2:]
     gaps = np.where(np.isfinite(top2[:, 0]), top2[:, 1] - top2[:, 0], np.inf)
@@ -121,19 +141,14 @@ def measure_parity(source: PolicySource, model_path: str | Path, precision: str,
     flip_gap = float(min(gaps[differ].max(), 1e9)) if differ.any() else 0.0  # JSON has no inf
     clear = gaps > NEAR_TIE_GAP
     beyond = float(np.mean(~differ[clear])) if clear.any() else 1.0
-    passed = agreement >= bar.min_action_agreement
-    if bar.max_abs_logit_diff is not None:
-        passed = passed and max_diff <= bar.max_abs_logit_diff
-    recipe = ""
-    if precision == "int8":
-        from kdx.export.onnx_export import read_metadata
-
-        recipe = read_metadata(model_path).get("int8_recipe", "")
+    passed = agreement >= required
+    if max_bar is not None:
+        passed = passed and max_diff <= max_bar
     return ParityResult(
-        agent=source.name, role=source.role, precision=precision, model=Path(model_path).name, samples=n,
-        max_abs_logit_diff=max_diff, mean_abs_logit_diff=float(diff.mean()),
-        action_agreement=agreement, required_agreement=bar.min_action_agreement,
-        required_max_abs_logit_diff=bar.max_abs_logit_diff, passed=bool(passed),
+        agent=source.name, role=source.role, precision=precision, model="", samples=n,
+        max_abs_logit_diff=max_diff, mean_abs_logit_diff=float(np.nan_to_num(diff, nan=1e9, posinf=1e9).mean()),
+        action_agreement=agreement, required_agreement=required,
+        required_max_abs_logit_diff=max_bar, passed=bool(passed),
         max_ref_gap_where_disagreeing=flip_gap, near_tie_fraction=float(1.0 - clear.mean()),
-        action_agreement_beyond_near_ties=beyond, int8_recipe=recipe,
+        action_agreement_beyond_near_ties=beyond,
     )

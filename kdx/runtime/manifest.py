@@ -30,6 +30,7 @@ Each ``AgentEntry``::
     view    (students only, schema 2) null, or what the student reads: its view of the raw
             observation and what the device applies to it (kdx.runtime.manifest_view.AgentView);
             obs_dim is then the view's width (the model's input), view.raw_obs_dim the raw width
+    c_symbol  (target c only; absent otherwise) the infix of the agent's C API, kdx_<c_symbol>_act
 
 Schema version 2 differs from 1 only by the optional ``view``; an export writes 2 only when some
 student has a view, so bundles without views stay readable by version-1 runtimes.
@@ -57,6 +58,9 @@ Conventions the exporter follows
   the graph (``false``). The runtime never normalises on its own.
 * Beside each ONNX the exporter writes a ``.npz`` weights sidecar (``kind`` "npz", format in
   :mod:`kdx.runtime.mlp_npz`) so that the numpy backend runs without the ``onnx`` package.
+* Target ``c`` adds the C code (``c_source``, ``c_header``, ``c_build``, ``c_harness``,
+  ``c_data``; see ``kdx.export.c_target``) beside the fp32 ONNX and npz models; the agent's
+  ``c_source`` is the one the runtime's c backend compiles.
 * TensorRT engines (``kind`` "engine") are built on the device and only added to the manifest
   there; metadata lives in this manifest, never in a header in front of the engine.
 * Every path is relative to the bundle folder, uses ``/``, and stays inside it (no ``..``, no
@@ -93,10 +97,16 @@ FILE_KINDS = {
     "json": "auxiliary JSON (parity report, sizing)",
     "script": "shell script (build_engines.sh: trtexec commands equivalent to build-engines)",
     "timing-cache": "TensorRT timing cache shared by the engine builds on this device",
+    "c_source": "C99 source of one policy (target c; the runtime's c backend compiles it)",
+    "c_header": "C header (a policy's API, or the shared kdx_policy.h)",
+    "c_build": "Makefile building the C policies, a static and a shared library and the harness",
+    "c_harness": "C program replaying the parity rows through the C policies",
+    "c_data": "binary data of the C harness (held-out parity rows and torch's logits)",
 }
-MODEL_FILE_KINDS = ("onnx", "onnx-dynamic", "engine", "npz")
+MODEL_FILE_KINDS = ("onnx", "onnx-dynamic", "engine", "npz", "c_source")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_C_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 _MAX_DIM = 1 << 20
 
 
@@ -165,6 +175,9 @@ class AgentEntry:
     normalisation_folded: bool = True
     parity: dict[str, Any] = field(default_factory=dict)
     view: AgentView | None = None  # students distilled on a view of their observation
+    #: target c: the infix of the agent's C API (``kdx_<c_symbol>_act``); None in other bundles
+    #: (and then left out of the JSON, which older runtimes read unchanged)
+    c_symbol: str | None = None
 
     @property
     def model_input_dim(self) -> int:
@@ -226,7 +239,11 @@ class Manifest:
 
     # --- JSON ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for agent in [*data["agents"], *data["teacher"]]:
+            if agent["c_symbol"] is None:
+                del agent["c_symbol"]
+        return data
 
     def to_json(self) -> str:
         """The manifest as indented JSON (validated first: never write a bad manifest)."""
@@ -328,6 +345,8 @@ def _validate_agent(entry: AgentEntry, role: str, where: str) -> None:
     if entry.id_one_hot_size and entry.id_index >= entry.id_one_hot_size:
         raise KdxError(f"{where}: id_index {entry.id_index} >= id_one_hot_size")
     _validate_io(entry, where)
+    if entry.c_symbol is not None and not _C_SYMBOL.match(entry.c_symbol):
+        raise KdxError(f"{where}: c_symbol {entry.c_symbol!r} is not a C identifier fragment")
     if entry.view is not None:
         if role != "student":
             raise KdxError(f"{where}: a {role} reads the full observation and has no view")
@@ -434,6 +453,8 @@ class _Reader:
         for key in ("name", "role", "precision"):
             if key in d:
                 self._typed(d[key], (str,), f"{where}.{key}")
+        if d.get("c_symbol") is not None:
+            self._typed(d["c_symbol"], (str,), f"{where}.c_symbol")
         for key in ("obs_dim", "n_actions", "params", "macs", "id_one_hot_size", "id_index"):
             if key in d:
                 self._typed(d[key], (int,), f"{where}.{key}")

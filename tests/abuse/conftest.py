@@ -11,13 +11,14 @@ import pytest
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.serve import PolicyServer
 from kdx.runtime.testing import make_test_bundle
+from tests.runtime.c_bundles import add_c_sources
 
 
 @pytest.fixture(scope="session")
 def masked_abuse_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two students with an ``action_mask`` input (obs 18, actions 5), ONNX + npz, a teacher."""
-    return make_test_bundle(tmp_path_factory.mktemp("abuse-masked"), n_agents=2, with_mask=True,
-                            student_hidden=(16,), teacher_hidden=(32,), seed=3)
+    """Two students with an ``action_mask`` input (obs 18, actions 5), ONNX + npz + C, a teacher."""
+    return add_c_sources(make_test_bundle(tmp_path_factory.mktemp("abuse-masked"), n_agents=2, with_mask=True,
+                                          student_hidden=(16,), teacher_hidden=(32,), seed=3))
 
 
 @pytest.fixture()

@@ -35,6 +35,7 @@ def numpy_only_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (blocker / "sitecustomize.py").write_text(
         "import sys\nfor name in ('onnxruntime', 'onnx', 'tensorrt'):\n    sys.modules[name] = None\n")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)]),
+            "CC": "/nonexistent/cc",  # nor a C compiler: the c backend is unavailable too
             "COLUMNS": "1000"}  # one message, one line
 
 

@@ -16,6 +16,7 @@ from kdx.errors import KdxError
 from kdx.runtime.backends import BACKENDS
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.testing import make_test_bundle
+from tests.runtime.c_bundles import add_c_sources
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow inside the net
 
@@ -75,8 +76,8 @@ def test_every_backend_returns_a_legal_action_or_refuses(policies: dict, obs: np
 
 def test_many_actions_take_the_same_checks(tmp_path: Path) -> None:
     """Over 20 actions the logits are checked by a numpy dot instead of a Python sum."""
-    bundle = Bundle.load(make_test_bundle(tmp_path / "many", n_agents=1, n_actions=24, with_mask=True,
-                                          student_hidden=(16,), teacher_hidden=None, seed=5))
+    bundle = Bundle.load(add_c_sources(make_test_bundle(tmp_path / "many", n_agents=1, n_actions=24, with_mask=True,
+                                                        student_hidden=(16,), teacher_hidden=None, seed=5)))
     only_seven = np.arange(24) == 7
     for name, cls in BACKENDS.items():
         if cls.unavailable_reason() is not None:

@@ -28,7 +28,7 @@ def test_issue_defaults() -> None:
 
 
 def test_unknown_target_and_precision_name_the_choices() -> None:
-    with pytest.raises(KdxError, match="valid targets: jetson, rpi, x86, or a device profile") as info:
+    with pytest.raises(KdxError, match="valid targets: jetson, rpi, x86, c, or a device profile") as info:
         get_target("esp32")
     assert "rpi5" in str(info.value)
     with pytest.raises(KdxError, match="valid precisions: fp32, fp16, int8"):

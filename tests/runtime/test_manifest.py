@@ -51,6 +51,21 @@ def test_round_trip_keeps_every_field() -> None:
     assert again.teacher[0].model_input_dim == 21
 
 
+def test_c_symbol_round_trips_and_is_absent_from_other_bundles() -> None:
+    plain = _dict()
+    assert all("c_symbol" not in agent for agent in [*plain["agents"], *plain["teacher"]])  # older runtimes read it
+    with_c = _manifest()
+    with_c.agents[0].c_symbol = "agent_0"
+    with_c.agents[0].files.append(FileEntry("c/agent_0.c", "12" * 32, "c_source", 10))
+    again = Manifest.from_json(with_c.to_json())
+    assert again.agents[0].c_symbol == "agent_0" and again.agents[0].file_of_kind("c_source").path == "c/agent_0.c"
+    assert again.teacher[0].c_symbol is None
+    bad = _dict()
+    bad["agents"][0]["c_symbol"] = "agent-0; system()"
+    with pytest.raises(KdxError, match="c_symbol"):
+        Manifest.from_dict(bad)
+
+
 def test_write_manifest_is_atomic_and_readable(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, _manifest())
     assert path == tmp_path / "manifest.json"

@@ -118,6 +118,8 @@ def test_hook_really_blocks_torch() -> None:
 
 def test_numpy_backend_alone_runs_a_bundle_and_says_so(spread_bundle: Path) -> None:
     result = _run(f"""
+        import os
+        os.environ["CC"] = "/nonexistent/cc"  # no C compiler either: the c backend is unavailable
         import numpy as np
         from kdx.runtime.bundle import Bundle
         bundle = Bundle.load({str(spread_bundle)!r})

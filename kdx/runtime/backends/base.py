@@ -211,6 +211,19 @@ class Backend(ABC):
             np.copyto(self.h_in, self.h_out)
         return action
 
+    def _copy_other_observation(self, obs: object) -> None:
+        """The compiled ``infer`` paths' slow branch: check an observation that is not a flat
+        float32 array of the right shape (float64, or ``[1, obs_dim]`` is fine; anything else is a
+        KdxError) and copy it into ``obs_buf``."""
+        try:
+            dtype = obs.dtype  # type: ignore[attr-defined]
+            bad = obs.shape not in self._obs_shapes or (dtype is not _F32 and dtype not in _FLOAT_OBS)  # type: ignore[attr-defined]
+        except AttributeError:
+            bad = True
+        if bad or not isinstance(obs, np.ndarray):
+            raise self._observation_error(obs)
+        np.copyto(self.obs_buf[:, : self.agent.obs_dim], obs)
+
     def _many_logits_finite(self) -> bool:
         """True if no logit of the last decision is NaN or inf (many actions: one numpy dot, as
         for the observation, with the exact check if it fires)."""

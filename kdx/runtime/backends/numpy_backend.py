@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kdx.errors import KdxError
-from kdx.runtime.backends.base import _F32, _FLOAT_OBS, Backend
+from kdx.runtime.backends.base import _F32, Backend
 from kdx.runtime.manifest import AgentEntry
 from kdx.runtime.mlp_npz import MlpProgram, load_mlp_npz
 
@@ -142,10 +142,9 @@ class NumpyBackend(Backend):
         buffer, bound method and constant bound once, and the finiteness check folded into the
         first layer when it can be (see :class:`MlpProgram`'s ``first_dense_output``)."""
         agent = self.agent
-        obs_shapes, ndarray, isfinite, copyto = self._obs_shapes, np.ndarray, math.isfinite, np.copyto
+        ndarray, isfinite, copyto = np.ndarray, math.isfinite, np.copyto
         obs_view, flat_shape = self._obs_view, (agent.obs_dim,)
-        # 2-D destination: an [obs_dim] and a [1, obs_dim] observation both broadcast into it.
-        obs_dst = self.obs_buf[:, : agent.obs_dim]
+        copy_other_observation = self._copy_other_observation
         isfinite_all = np.isfinite
         ops = program.ops
         if program.first_dense_output is not None:
@@ -171,14 +170,7 @@ class NumpyBackend(Backend):
             if type(obs) is ndarray and obs.dtype is _F32 and obs.shape == flat_shape:
                 copyto(obs_view, obs)  # the common case, checked in three comparisons
             else:
-                try:
-                    dtype = obs.dtype
-                    bad = obs.shape not in obs_shapes or (dtype is not _F32 and dtype not in _FLOAT_OBS)
-                except AttributeError:
-                    bad = True
-                if bad or not isinstance(obs, ndarray):
-                    raise self._observation_error(obs)
-                copyto(obs_dst, obs)
+                copy_other_observation(obs)
             first_function(*first_args)
             # The exact check runs only when the probe fires: a huge finite observation may
             # overflow the product (or the sum) and is not refused.
