@@ -80,7 +80,9 @@ VIEWS: dict[str, dict[str, tuple[str, ...]]] = {
     "skirmish/MMM": {
         "full": (), "sight6": ("marine=sight:6", "marauder=sight:6", "medivac=sight:6"),
         "sight4": ("marine=sight:4", "marauder=sight:4", "medivac=sight:4"),
-        "no_ally": ("marine=-ally.*", "marauder=-ally.*", "medivac=-ally.*"),
+        # the medivac's heals target allies, so a view must keep part of their blocks: it loses
+        # their unit types and keeps what it heals by (visible, distance, offsets, health)
+        "no_ally": ("marine=-ally.*", "marauder=-ally.*", "medivac=-ally.*.type_*"),
         "noise": ("marine=noise:0.1", "marauder=noise:0.1", "medivac=noise:0.1"),
         "quant4": ("marine=quant:4", "marauder=quant:4", "medivac=quant:4"),
         # marines short-sighted, marauders blind to allies, the medivac (which heals allies) full but noisy

@@ -2,7 +2,10 @@
 
 - ``kdx.report.collect``: everything a run folder holds (costs as ``kdx distill`` stored them,
   ``kdx.trainer.distill.costs``; the rule is ``kdx.devices.cost.COST_RULE``), plus host latency measured through the
-  runtime (``ReportData``); device bench files from ``RUN/devices/``.
+  runtime (``ReportData``); device bench files from ``RUN/devices/`` (one written on this host is
+  this host's, shown once).
+- ``kdx.report.claims``: the first screen, each student beside the paper's claims (pass/miss).
+- ``kdx.report.points`` / ``plots``: the plots' data and the PNGs.
 - ``kdx.report.latency_model`` / ``estimates``: the rough per-profile latency estimate.
 - ``kdx.report.report``: ``write_report(run) -> ReportPaths`` (report.md, report.html) and
   ``benchmark_table(data)`` / ``print_benchmark_table(run)`` (the rich console table).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +20,15 @@ from kdx.errors import KdxError
 from kdx.layout import RunLayout
 from kdx.trainer.common.metrics_log import read_metrics_file
 
+if TYPE_CHECKING:
+    from kdx.trainer.distill.store import StudentInput
+
 ROLES = ("teacher", "student")
+THIS_HOST = "this host"
+# What identifies a machine in a bench file's ``device`` record (``kdx.runtime.profiler.device_info``):
+# the same OS build, architecture, CPU/board model and core count. Library versions and the CPU
+# affinity of one run are left out: they change between runs on one machine.
+MACHINE_KEYS = ("platform", "machine", "cpu_model", "board_model", "cpu_count")
 
 
 @dataclass(frozen=True)
@@ -47,11 +55,22 @@ class LatencyResult:
     macs: int | None
     samples_us: np.ndarray | None = None
     runs: str = ""  # what the backend executes (an ONNX file, or the numpy float32 sidecar)
+    # what backend "auto" measured before choosing (backend -> p50 µs of a short probe), when it ran
+    probe_us: dict[str, float] = field(default_factory=dict)
+    # full timed runs on other backends than ``backend`` (backend -> p50 µs): a student timed on its
+    # teacher's backend too, so that the two compare on one backend (``kdx.report.claims``)
+    other_backends_us: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def timed_us(self) -> dict[str, float]:
+        """p50 µs of every full timed run: its own backend first."""
+        return {self.backend: self.p50_us, **self.other_backends_us}
 
 
 @dataclass
 class LatencySet:
-    """Measurements from one machine for one bundle: this host (measured now) or a device file."""
+    """Measurements from one machine for one bundle: this host (measured now, or a device file
+    written on this very machine) or another machine's device file."""
 
     label: str
     kind: str  # "host" or "device"
@@ -59,6 +78,8 @@ class LatencySet:
     device: dict[str, Any]
     bundle: dict[str, Any]
     results: list[LatencyResult]
+    machine: str = THIS_HOST  # one name per machine: THIS_HOST, or the device file's label
+    bundle_name: str = ""  # the bundle folder's name (RUN/bundles/<name>)
 
     def result(self, agent: str, role: str) -> LatencyResult | None:
         return next((r for r in self.results if r.agent == agent and r.role == role), None)
@@ -72,22 +93,35 @@ class ReportData:
     run_dir: Path
     env: str | None = None
     sizing_profile: str | None = None  # device profile the students were sized for
+    teacher_input: str | None = None  # "local" or "centralised" (kdx train --teacher-input)
     agents: list[str] = field(default_factory=list)
     costs: dict[str, AgentCost] = field(default_factory=dict)  # as kdx distill stored them
     eval: dict[str, Any] | None = None
     onnx: list[OnnxFile] = field(default_factory=list)
-    host: list[LatencySet] = field(default_factory=list)
-    devices: list[LatencySet] = field(default_factory=list)
+    inputs: dict[str, StudentInput] = field(default_factory=dict)  # each student's view and input size
+    host: list[LatencySet] = field(default_factory=list)  # this host: measured now or from RUN/devices/
+    devices: list[LatencySet] = field(default_factory=list)  # other machines (RUN/devices/)
     teacher_metrics: list[dict[str, Any]] = field(default_factory=list)
     student_metrics: list[dict[str, Any]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how inputs were combined (e.g. one machine, two sources)
 
     @property
     def retention(self) -> float | None:
         students = (self.eval or {}).get("students") or {}
         value = students.get("retention")
         return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def retention_per_mode(self) -> dict[str, float]:
+        """Team retention in each action mode eval.json has (greedy, sampled)."""
+        per_mode = ((self.eval or {}).get("students") or {}).get("per_mode") or {}
+        return {m: float(v) for m, v in per_mode.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    @property
+    def headline_mode(self) -> str:
+        return str(((self.eval or {}).get("students") or {}).get("mode") or "greedy")
 
     @property
     def precisions(self) -> list[str]:
@@ -127,6 +161,7 @@ def parse_bench_json(doc: Any, label: str, source: str, kind: str = "device") ->
         if not isinstance(agent, str) or role not in ROLES:
             raise ValueError(f"{where} needs 'agent' (text) and 'role' (student or teacher)")
         macs = row.get("macs")
+        probe = row.get("auto_selection") if isinstance(row.get("auto_selection"), dict) else {}
         samples = row.get("samples_ns")
         samples_us = None
         if isinstance(samples, list) and samples:
@@ -138,10 +173,63 @@ def parse_bench_json(doc: Any, label: str, source: str, kind: str = "device") ->
             agent, role, str(row.get("backend", "?")), str(row.get("precision", "") or "?"),
             _number(row.get("p50_us"), f"{where}.p50_us"), _number(row.get("p99_us"), f"{where}.p99_us"),
             int(macs) if isinstance(macs, int) and not isinstance(macs, bool) and macs > 0 else None,
-            samples_us, str(row.get("source") or "")))
+            samples_us, str(row.get("source") or ""), probe_times(probe)))
     device = doc.get("device") if isinstance(doc.get("device"), dict) else {}
     bundle = doc.get("bundle") if isinstance(doc.get("bundle"), dict) else {}
-    return LatencySet(label, kind, source, device, bundle, results)
+    bundle_path = str(bundle.get("path") or "").rstrip("/")
+    bundle_name = bundle_path.rsplit("/", 1)[-1] if bundle_path else str(bundle.get("target") or "?")
+    return LatencySet(label, kind, source, device, bundle, results, label, bundle_name)
+
+
+def probe_times(selection: Any) -> dict[str, float]:
+    """The backends "auto" timed (backend -> p50 µs); skipped backends (a reason string) left out."""
+    if not isinstance(selection, dict):
+        return {}
+    return {str(k): float(v) for k, v in selection.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0}
+
+
+def machine_key(device: dict[str, Any]) -> tuple:
+    """What identifies the machine a measurement was taken on (``MACHINE_KEYS`` of its device record)."""
+    return tuple(str(device.get(k)) for k in MACHINE_KEYS)
+
+
+def is_this_host(device: dict[str, Any], host_device: dict[str, Any]) -> bool:
+    """Whether a device file's record describes this machine: every ``MACHINE_KEYS`` field present
+    and equal (a record without platform or CPU model is never taken for this host)."""
+    if not device.get("platform") or not device.get("cpu_model"):
+        return False
+    return machine_key(device) == machine_key(host_device)
+
+
+def merge_this_host(host: list[LatencySet], devices: list[LatencySet], host_device: dict[str, Any],
+                    notes: list[str]) -> tuple[list[LatencySet], list[LatencySet]]:
+    """One machine, one name: a device file written on this host (``kdx-runtime bench --save`` or
+    ``--json`` here, e.g. by ``kdx demo``) is this host's measurement, not another device's. When
+    this host's bundle of the same target and precision was measured now, the file is dropped (a
+    note says so); otherwise it stands as this host's measurement of that bundle. Files from one
+    other machine share the first file's name. Returns (host sets, other machines' sets)."""
+    host, others = list(host), []
+    names: dict[tuple, str] = {}
+    for latency in devices:
+        if not is_this_host(latency.device, host_device):
+            if latency.device.get("platform") and latency.device.get("cpu_model"):
+                latency.machine = names.setdefault(machine_key(latency.device), latency.machine)
+            others.append(latency)
+            continue
+        same = next((h for h in host if (h.bundle.get("target"), h.bundle.get("precision")) ==
+                     (latency.bundle.get("target"), latency.bundle.get("precision"))), None)
+        what = f"{latency.bundle.get('target', '?')} {latency.bundle.get('precision', '?')}"
+        if same is not None:
+            notes.append(f"{latency.source}: measured on this host ({what} bundle), which was measured again now; "
+                         "shown once, as this host")
+            continue
+        latency.machine, latency.kind = THIS_HOST, "host"
+        latency.label = f"{THIS_HOST}, {latency.bundle_name} bundle ({latency.bundle.get('precision', '?')}), " \
+                        f"from {Path(latency.source).name}"
+        notes.append(f"{latency.source}: measured on this host; shown as this host's {what} bundle")
+        host.append(latency)
+    return host, others
 
 
 def device_label(path: Path, device: dict[str, Any]) -> str:
@@ -163,7 +251,7 @@ def read_devices(run_dir: Path, problems: list[str]) -> list[LatencySet]:
         except ValueError as exc:
             problems.append(f"{path}: not a `kdx-runtime bench --json` file ({exc}); skipped")
             continue
-        parsed.label = device_label(path, parsed.device)
+        parsed.label = parsed.machine = device_label(path, parsed.device)
         sets.append(parsed)
     return sets
 
@@ -208,23 +296,52 @@ def measure_host(bundle_dir: Path, iters: int, warmup: int, backend: str = "auto
     report = bench_bundle(bundle, backend=backend, roles=("student", "teacher"), iters=iters, warmup=warmup)
     m = bundle.manifest
     results = [LatencyResult(e.agent, e.role, e.backend, e.precision, e.stats.p50_us, e.stats.p99_us,
-                             e.macs or None, e.samples_ns.astype(np.float64) / 1e3, e.source)
+                             e.macs or None, e.samples_ns.astype(np.float64) / 1e3, e.source, probe_times(e.selection))
                for e in report["entries"]]
-    return LatencySet(f"this host, {bundle_dir.name} bundle ({m.precision})", "host", str(bundle_dir),
-                      report["device"], {"target": m.target, "precision": m.precision}, results)
+    _time_students_on_teacher_backends(bundle, results, iters, warmup)
+    return LatencySet(f"{THIS_HOST}, {bundle_dir.name} bundle ({m.precision})", "host", str(bundle_dir),
+                      report["device"], {"target": m.target, "precision": m.precision}, results,
+                      THIS_HOST, bundle_dir.name)
+
+
+def _time_students_on_teacher_backends(bundle, results: list[LatencyResult], iters: int, warmup: int) -> None:
+    """Where "auto" ran an agent's student and teacher on different backends, time the student on
+    the teacher's backend as well (``other_backends_us``): student vs teacher on one backend. A
+    backend that cannot run the student here leaves it out (the report then uses auto's probe)."""
+    from kdx.runtime.bench import bench_bundle
+
+    by_key = {(r.agent, r.role): r for r in results}
+    wanted: dict[str, list[str]] = {}
+    for (agent, role), teacher in by_key.items():
+        student = by_key.get((agent, "student"))
+        if role == "teacher" and student is not None and student.backend != teacher.backend:
+            wanted.setdefault(teacher.backend, []).append(agent)
+    for backend, agents in wanted.items():
+        try:
+            extra = bench_bundle(bundle, agents=agents, backend=backend, roles=("student",), iters=iters, warmup=warmup)
+        except KdxError:
+            continue
+        for entry in extra["entries"]:
+            by_key[(entry.agent, "student")].other_backends_us[backend] = entry.stats.p50_us
 
 
 # ---------------------------------------------------------------- networks
 def network_costs(run_dir: Path, missing: list[str],
-                  problems: list[str]) -> tuple[str | None, list[str], dict[str, AgentCost], str | None]:
+                  problems: list[str]) -> tuple[str | None, list[str], dict[str, AgentCost], str | None,
+                                                dict[str, StudentInput], str | None]:
     """Env name, agent names, per-agent costs of the teacher actor and the students (those
-    ``kdx distill`` stored, ``kdx.trainer.distill.costs``), and the device profile the students
-    were sized for."""
+    ``kdx distill`` stored, ``kdx.trainer.distill.costs``), the device profile the students
+    were sized for, each student's view and input size, and the teacher's input (local/centralised)."""
     from kdx.trainer.distill.costs import run_costs, teacher_view_costs
-    from kdx.trainer.distill.store import load_students, read_students_config, students_profile
+    from kdx.trainer.distill.store import (
+        load_students,
+        read_students_config,
+        student_inputs,
+        students_profile,
+    )
     from kdx.trainer.teacher.store import load_teacher
 
-    env, agents, costs, sizing_profile = None, [], {}, None
+    env, agents, costs, sizing_profile, inputs, teacher_input = None, [], {}, None, {}, None
     teacher = None
     if not RunLayout(run_dir).teacher.config.is_file():
         missing.append(f"teacher: {RunLayout(run_dir).teacher.config} not found (train one with `kdx train --out {run_dir}`)")
@@ -233,6 +350,7 @@ def network_costs(run_dir: Path, missing: list[str],
             teacher = load_teacher(run_dir)
             env = teacher.config.env
             agents = list(teacher.spec.agent_names)
+            teacher_input = str(getattr(teacher.config, "teacher_input", "local"))
         except KdxError as exc:
             problems.append(f"teacher: {exc}")
     if not RunLayout(run_dir).students.config.is_file():
@@ -245,11 +363,12 @@ def network_costs(run_dir: Path, missing: list[str],
             sizing_profile = students_profile(students_doc)["name"]
             agents = agents or list(students)
             costs = run_costs(run_dir, teacher)
+            inputs = student_inputs(run_dir)
         except KdxError as exc:
             problems.append(f"students: {exc}")
     if teacher is not None and not costs:  # no students (yet): count the teacher as kdx distill will
         costs = {name: AgentCost(name, teacher=cost) for name, cost in teacher_view_costs(teacher).items()}
-    return env, agents, costs, sizing_profile
+    return env, agents, costs, sizing_profile, inputs, teacher_input
 
 
 def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup: int | None = None,
@@ -265,7 +384,8 @@ def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup
     if iters < 1:
         raise KdxError(f"--iters must be a positive integer (got {iters})")
     data = ReportData(run_dir)
-    data.env, data.agents, data.costs, data.sizing_profile = network_costs(run_dir, data.missing, data.problems)
+    (data.env, data.agents, data.costs, data.sizing_profile, data.inputs,
+     data.teacher_input) = network_costs(run_dir, data.missing, data.problems)
 
     eval_path = RunLayout(run_dir).eval_json
     if eval_path.is_file():
@@ -296,10 +416,13 @@ def collect(run_dir: str | Path, measure: bool = True, iters: int = 2000, warmup
     if bundles and not measure:
         data.missing.append("host latency: not measured (--no-measure)")
 
-    data.devices = read_devices(run_dir, data.problems)
+    from kdx.runtime.profiler import device_info
+
+    data.host, data.devices = merge_this_host(data.host, read_devices(run_dir, data.problems), device_info(),
+                                              data.notes)
     if not data.devices:
-        data.missing.append(f"device latency: no `kdx-runtime bench --json` files in {RunLayout(run_dir).devices} "
-                            "(copy them there from the devices)")
+        data.missing.append(f"device latency: no `kdx-runtime bench --json` files from another machine in "
+                            f"{RunLayout(run_dir).devices} (copy them there from the devices)")
     layout = RunLayout(run_dir)
     data.teacher_metrics = read_metrics_file(layout.teacher.metrics, data.problems)
     data.student_metrics = read_metrics_file(layout.students.metrics, data.problems)

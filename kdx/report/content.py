@@ -9,7 +9,8 @@ from typing import Any
 
 from kdx import __version__
 from kdx.devices.cost import COST_RULE
-from kdx.report.collect import LatencyResult, LatencySet, OnnxFile, ReportData
+from kdx.report.claims import CLAIMS, PAPER, AnswerRow, answer_rows
+from kdx.report.collect import THIS_HOST, LatencyResult, LatencySet, OnnxFile, ReportData
 from kdx.report.document import Block, Bullets, Figure, Heading, Paragraph, TableBlock
 from kdx.report.estimates import ProfileEstimate
 from kdx.report.latency_model import ESTIMATE_NOTE
@@ -107,12 +108,67 @@ def _bundles(data: ReportData) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
+def view_text(data: ReportData, agent: str) -> str:
+    """``sight:0.5 (18/18 inputs)``: the student's view and its input width of the full width."""
+    given = data.inputs.get(agent)
+    if given is None:
+        return "-"
+    return f"{given.view} ({given.input_size}/{given.full_input_size} inputs)"
+
+
+# ---------------------------------------------------------------- the first screen
+NOT_MEASURED = "not measured"
+_VERDICT = {True: "✅ pass", False: "❌ miss", None: NOT_MEASURED}
+
+
+def _latency_answer(row: AnswerRow) -> str:
+    c = row.latency
+    if c is None:
+        return NOT_MEASURED
+    probe = ", auto's probe" if c.basis == "probe" else ""
+    return (f"{c.ratio:.2f} ({fmt_us(c.student_us)} / {fmt_us(c.teacher_us)} µs; {c.machine}, {c.bundle} "
+            f"{c.precision}, {c.backend}{probe})")
+
+
+def answer_table(data: ReportData) -> TableBlock | None:
+    """The user's question in one table: per student and view, retention, FLOPs ratio and latency
+    ratio beside the paper's claims, each with pass/miss (``kdx.report.claims``)."""
+    rows = answer_rows(data)
+    if not rows:
+        return None
+    body = [[r.agent, view_text(data, r.agent),
+             fmt_pct(r.retention) if r.retention is not None else NOT_MEASURED, _VERDICT[r.verdicts["retention"]],
+             f"{r.flops_ratio:.1f}x" if r.flops_ratio is not None else NOT_MEASURED, _VERDICT[r.verdicts["flops"]],
+             _latency_answer(r), _VERDICT[r.verdicts["latency"]]] for r in rows]
+    c = CLAIMS
+    scores = team_scores(data)
+    measure = f"team {scores['mode']}, {scores['measure']}" if scores else "kdx evaluate"
+    return TableBlock(
+        ["student", "view (inputs / full)", "retention", f"paper: {c['retention'].paper}",
+         "FLOPs teacher ÷ student", f"paper: {c['flops'].paper}", "latency student ÷ teacher",
+         f"paper: {c['latency'].paper}"], body,
+        caption=(f"Does this run keep {PAPER}'s claims? Retention: {measure} (one number for the team). "
+                 "FLOPs: 2 x MACs by the cost rule. Latency: p50 of student over teacher on one machine, bundle "
+                 "and backend: full timed runs of both (a student that backend auto put elsewhere is timed on its "
+                 "teacher's backend too), else auto's short probe of both (device files); other devices' files "
+                 "first, else this host. Pass bars: "
+                 + "; ".join(claim.bar for claim in c.values()) + "."))
+
+
 # ---------------------------------------------------------------- tables
+def _teacher_view(data: ReportData, given) -> str:
+    text = f"full ({given.full_input_size})" if given else "full"
+    return text + " + global state" if data.teacher_input == "centralised" else text
+
+
 def agent_table(data: ReportData, agent: str) -> TableBlock:
     """Teacher vs student for one agent: cost, ONNX sizes, latencies, performance retained."""
     cost = data.costs.get(agent)
     t, s = (cost.teacher, cost.student) if cost else (None, None)
+    given = data.inputs.get(agent)
     rows = [
+        ["view (inputs)", _teacher_view(data, given), view_text(data, agent),
+         fmt_ratio(given and given.full_input_size, given and given.input_size)],
         ["parameters", fmt_int(t and t.params), fmt_int(s and s.params), fmt_ratio(t and t.params, s and s.params)],
         ["MACs", fmt_int(t and t.macs), fmt_int(s and s.macs), fmt_ratio(t and t.macs, s and s.macs)],
         ["FLOPs (2 x MACs)", fmt_int(t and t.flops), fmt_int(s and s.flops), fmt_ratio(t and t.flops, s and s.flops)],
@@ -125,7 +181,7 @@ def agent_table(data: ReportData, agent: str) -> TableBlock:
         tr, sr = latency.result(agent, "teacher"), latency.result(agent, "student")
         if tr is None and sr is None:
             continue
-        kind = "measured here" if latency.kind == "host" else "measured on device"
+        kind = "measured here" if latency.machine == THIS_HOST else "measured on device"
         rows.append([f"p50 / p99 µs, {latency.label} ({kind})", _latency_cell(tr), _latency_cell(sr),
                      fmt_ratio(tr and tr.p50_us, sr and sr.p50_us)])
     scores = team_scores(data)
@@ -149,12 +205,13 @@ def summary_table(data: ReportData) -> TableBlock:
         t, s = (cost.teacher, cost.student) if cost else (None, None)
         tr = host.result(agent, "teacher") if host else None
         sr = host.result(agent, "student") if host else None
-        rows.append([agent, "x".join(map(str, cost.student_hidden)) if cost and cost.student_hidden else "-",
+        rows.append([agent, view_text(data, agent),
+                     "x".join(map(str, cost.student_hidden)) if cost and cost.student_hidden else "-",
                      fmt_int(t and t.params), fmt_int(s and s.params), fmt_int(t and t.macs), fmt_int(s and s.macs),
                      fmt_ratio(t and t.macs, s and s.macs), fmt_us(tr and tr.p50_us), fmt_us(sr and sr.p50_us),
                      fmt_ratio(tr and tr.p50_us, sr and sr.p50_us), fmt_pct(data.retention)])
     where = host.label if host else "not measured"
-    return TableBlock(["agent", "student", "teacher params", "student params", "teacher MACs", "student MACs",
+    return TableBlock(["agent", "view (inputs)", "student", "teacher params", "student params", "teacher MACs", "student MACs",
                        "MACs ÷", "teacher p50 µs", "student p50 µs", "latency ÷", "retained (team)"], rows,
                       caption=f"summary (latency: {where}; params and MACs by the cost rule under Conventions)")
 
@@ -167,18 +224,19 @@ def benchmark_rows(data: ReportData) -> list[list[str]]:
     """Ultralytics-benchmark-style rows: one per (machine, bundle, role, agent)."""
     rows = []
     sets: list[tuple[str, str, LatencySet | None]] = []
-    for bundle, _ in _bundles(data):
-        host = next((s for s in data.host if s.source.rstrip("/").endswith("/" + bundle)), None)
-        sets.append(("this host", bundle, host))
+    bundles = [bundle for bundle, _ in _bundles(data)]
+    bundles += [s.bundle_name for s in data.host if s.bundle_name not in bundles]
+    for bundle in bundles:  # this host: one machine, each bundle once (measured now or from its file)
+        sets.append((THIS_HOST, bundle, next((s for s in data.host if s.bundle_name == bundle), None)))
     for device in data.devices:
-        sets.append((device.label, str(device.bundle.get("target", "?")), device))
+        sets.append((device.machine, device.bundle_name, device))
     for machine, bundle, latency in sets:
         for role in ("teacher", "student"):
             for agent in data.agents:
                 cost = data.costs.get(agent)
                 net = getattr(cost, role, None) if cost else None
                 result = latency.result(agent, role) if latency else None
-                size = _onnx_size(data, bundle, role, agent) if latency is None or latency.kind == "host" else None
+                size = _onnx_size(data, bundle, role, agent) if machine == THIS_HOST else None
                 if result is None and size is None:
                     continue
                 precision = result.precision if result else next(
@@ -255,10 +313,15 @@ def build_blocks(data: ReportData, estimates: list[ProfileEstimate], figures: li
         Paragraph(f"Run {data.run_dir} - env {data.env or '?'} - agents {', '.join(data.agents) or '?'} - "
                   f"generated {now} by kdx {__version__}."),
     ]
+    answer = answer_table(data)
+    if answer is not None:
+        blocks.append(answer)
     if data.missing:
         blocks += [Paragraph("Missing parts (the report shows what exists):", emphasis=True), Bullets(data.missing)]
     if data.problems:
         blocks += [Paragraph("Problems (these inputs were skipped):", emphasis=True), Bullets(data.problems)]
+    if data.notes:
+        blocks += [Paragraph("Notes on the inputs:"), Bullets(data.notes)]
     if data.sizing_profile:
         blocks.append(Paragraph(f"Students sized for device profile {data.sizing_profile}."))
     blocks += [Heading("Summary"), summary_table(data)]
@@ -270,7 +333,7 @@ def build_blocks(data: ReportData, estimates: list[ProfileEstimate], figures: li
     if data.eval:
         blocks += [Heading("Evaluation"), evaluation_table(data)]
     if data.devices:
-        blocks.append(Heading("Measured on devices (RUN/devices/)"))
+        blocks.append(Heading("Measured on other devices (RUN/devices/)"))
         blocks += [device_table(latency) for latency in data.devices]
     blocks.append(Heading("Estimated latency per device profile"))
     if estimates:

@@ -13,12 +13,13 @@ from kdx.report.collect import ReportData, collect
 from kdx.report.content import BENCH_HEADERS, benchmark_rows, build_blocks
 from kdx.report.document import Figure, to_html, to_markdown
 from kdx.report.estimates import ProfileEstimate, estimate_profiles
-from kdx.report.plots import PLOTS
+from kdx.report.plots import CAPTIONS, PLOTS
 
 DEFAULT_ITERS = 2000
 
 _ABSENT = {
     "retention_vs_macs": "needs RUN/eval.json with a students section and both teacher and students",
+    "retention_vs_budget": "needs RUN/eval.json with a students section and the students' config",
     "latency_host": "no host measurement (no bundle, or --no-measure)",
     "learning_curves": "no teacher/metrics.jsonl or students/metrics.jsonl",
 }
@@ -53,7 +54,8 @@ def make_figures(data: ReportData) -> list[Figure]:
     figures = []
     for name, (title, draw) in PLOTS.items():
         png = draw(data)
-        figures.append(Figure(name, title, png, "" if png else _ABSENT[name]))
+        notes = [CAPTIONS[name]] if png and name in CAPTIONS else []
+        figures.append(Figure(name, title, png, "" if png else _ABSENT[name], notes))
     return figures
 
 

@@ -2,7 +2,7 @@
 
 Loads the teacher and (when the run has them) the students once, runs every policy through
 ``kdx.trainer.common.evaluate.evaluate_policies`` on the same env seeds, adds the students'
-retention and cost (as ``kdx distill`` stored it), and writes ``RUN/eval.json`` atomically, once.
+retention, cost (as ``kdx distill`` stored it), view and input size, and writes ``RUN/eval.json`` atomically, once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kdx.trainer.common.evaluate import EVAL_SEED, Policy, evaluate_policies
 from kdx.trainer.common.loop_config import check_torch_device
 from kdx.trainer.distill.costs import run_costs
 from kdx.trainer.distill.evaluate import MODES, StudentTeamPolicy, retention
-from kdx.trainer.distill.store import load_student_views, load_students
+from kdx.trainer.distill.store import load_student_views, load_students, student_inputs
 from kdx.trainer.teacher.evaluate import TeacherPolicy
 from kdx.trainer.teacher.store import load_teacher
 
@@ -46,6 +46,8 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = EVAL_SEED
             **retention(result),
             "cost": {name: cost.to_json() for name, cost in run_costs(layout.run, teacher).items()},
             "cost_counted": COST_RULE,
+            # per agent: the student's view (text, "full" = its whole observation) and input width
+            "inputs": {name: given.to_json() for name, given in student_inputs(layout.run).items()},
         }
     atomic_write_text(layout.eval_json, json.dumps(result, indent=2))
     return result

@@ -19,7 +19,8 @@ import torch
 from kdx.devices.cost import COST_RULE
 from kdx.errors import KdxError
 from kdx.layout import RunLayout
-from kdx.report.content import fmt_int, fmt_kib, fmt_pct
+from kdx.report.claims import answer_rows, same_backend
+from kdx.report.content import benchmark_rows, fmt_int, fmt_kib, fmt_pct
 from kdx.report.estimates import host_speed
 from kdx.report.latency_model import CORE_FACTORS, fit_latency_model
 from kdx.report.report import benchmark_table, write_report
@@ -108,7 +109,13 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     devices = RunLayout(run).devices
     devices.mkdir()
     bundle = Bundle.load(RunLayout(run).bundle("rpi"))
+    # this host's own bench file (what `kdx demo` leaves in RUN/devices/): the same machine as the
+    # live measurement, shown once
+    (devices / "this-host.json").write_text(json.dumps(bench_json(bench_bundle(bundle, iters=40, warmup=5), bundle)))
+    # a file from a Raspberry Pi 5 (its device record says so; the numbers are measured here)
     device_doc = bench_json(bench_bundle(bundle, iters=40, warmup=5), bundle)
+    device_doc["device"].update(platform="Linux-6.6.31+rpt-rpi-2712-aarch64-with-glibc2.36", machine="aarch64",
+                                cpu_model="Cortex-A76", board_model="Raspberry Pi 5 Model B Rev 1.0", cpu_count=4)
     (devices / "rpi5.json").write_text(json.dumps(device_doc))
     (devices / "broken.json").write_text("{not json")
     (devices / "wrong.json").write_text(json.dumps({"results": [{"agent": "agent_0", "role": "student"}]}))
@@ -143,6 +150,14 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
         team = next(v for k, v in rows.items() if k.startswith("team score"))
         assert team[2] == f"retained {fmt_pct(eval_doc['students']['retention'])}"
     assert paths.data.retention == pytest.approx(eval_doc["students"]["retention"])
+    # each student's view and input size: in eval.json and on the report's first screen
+    for agent in teacher.spec.agents:
+        assert eval_doc["students"]["inputs"][agent.name] == {"view": "full", "input_size": agent.obs_dim,
+                                                               "full_input_size": agent.obs_dim}
+    first_screen = md.split("## ", 1)[0]
+    assert "paper: > 90% retention" in first_screen and "paper: ~40% less inference time" in first_screen
+    assert f"| agent_0 | full ({teacher.spec.agents[0].obs_dim}/{teacher.spec.agents[0].obs_dim} inputs) |" \
+        in first_screen
     oracle = eval_doc["policies"]["oracle"]
     assert f"| oracle | 8 | {oracle['mean_return']:.3f} ± {oracle['return_ci95']:.3f} |" in md
     assert "Students sized for device profile x86-cpu." in md
@@ -152,10 +167,22 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
     for latency in paths.data.host:
         assert len(latency.results) == 2 * len(teacher.spec.agents)
         assert all(r.samples_us is not None and len(r.samples_us) == ITERS for r in latency.results)
+        # a student that auto ran on another backend than its teacher was timed on the teacher's too
+        for agent in teacher.spec.agent_names:
+            t, st = latency.result(agent, "teacher"), latency.result(agent, "student")
+            assert t.backend in st.timed_us and st.timed_us[t.backend] > 0
+            assert same_backend(latency, agent).basis == "timed"
+    # the first screen takes the other device's file first (bench files hold auto's probe only)
+    assert {row.latency.machine for row in answer_rows(paths.data)} == {paths.data.devices[0].machine}
 
-    # device files: the good one is shown and fits rpi5's estimate; the bad ones are named and skipped
+    # device files: the good one is shown and fits rpi5's estimate; the bad ones are named and skipped;
+    # this host's own file is this host (one name per machine), noted once
     assert [d.label.split(" ")[0] for d in paths.data.devices] == ["rpi5"]
-    assert "Measured on devices" in md
+    assert "Measured on other devices" in md
+    machines = {row[0] for row in benchmark_rows(paths.data)}
+    assert machines == {"this host", paths.data.devices[0].label}
+    assert any("this-host.json: measured on this host" in note for note in paths.data.notes)
+    assert "this-host (" not in md
     problems = "\n".join(paths.problems)
     assert "broken.json" in problems and "wrong.json" in problems and "p50_us" in problems
     by_profile = {e.profile: e for e in paths.estimates}
@@ -178,12 +205,52 @@ def test_report_on_a_complete_run(tiny_run, tmp_path):
 
     # conventions, plots, and a self-contained HTML whose images decode as PNG
     assert COST_RULE in md
-    assert len(paths.images) == 3 and all(p.parent == RunLayout(run).report_images for p in paths.images)
+    assert len(paths.images) == 4 and all(p.parent == RunLayout(run).report_images for p in paths.images)
     for image in paths.images:
         assert f"](report_files/{image.name})" in md
     pngs = _assert_self_contained(html_text)
     assert sorted(pngs) == sorted(p.read_bytes() for p in paths.images)
     assert paths.seconds < 60
+
+
+def test_views_are_named_in_eval_json_and_the_report(tiny_run, tmp_path):
+    """Students distilled with views: eval.json and the report name each view and its input size;
+    the budget plot has one point per student at its share of the observation."""
+    from rich.console import Console
+
+    from kdx.report.plots import BUDGET_CAPTION
+    from kdx.report.points import budget_points
+    from kdx.trainer.distill.config import DistillConfig
+    from kdx.trainer.distill.evaluate import print_students_table
+    from kdx.trainer.distill.loop import distill
+    from kdx.trainer.evaluation import evaluate_run
+
+    run = tmp_path / "viewed"
+    shutil.copytree(RunLayout(tiny_run).teacher.root, RunLayout(run).teacher.root)
+    views = ("agent_0=sight:0.5", "agent_1=-comm.* -agent.1")
+    distill(run, DistillConfig(total_steps=16 * 4 * 2, num_envs=16, rollout_length=4, threads=1, obs_norm_steps=4,
+                               views=views), show_progress=False)
+    result = evaluate_run(run, episodes=4)
+    inputs = result["students"]["inputs"]
+    # simple_spread: 18 features; -comm.* drops 4 and -agent.1 2; sight zeroes, keeping the width
+    assert inputs == {"agent_0": {"view": "sight:0.5", "input_size": 18, "full_input_size": 18},
+                      "agent_1": {"view": "-comm.*, -agent.1", "input_size": 12, "full_input_size": 18},
+                      "agent_2": {"view": "full", "input_size": 18, "full_input_size": 18}}
+    assert json.loads(RunLayout(run).eval_json.read_text())["students"]["inputs"] == inputs
+    console = Console(file=io.StringIO(), width=250)
+    print_students_table(result, console)  # what `kdx evaluate` prints
+    assert "-comm.*, -agent.1 (12/18)" in console.file.getvalue()
+    paths = write_report(run, measure=False)
+    md = paths.markdown.read_text()
+    first_screen = md.split("## ", 1)[0]
+    for row in ("| agent_0 | sight:0.5 (18/18 inputs) |", "| agent_1 | -comm.*, -agent.1 (12/18 inputs) |",
+                "| agent_2 | full (18/18 inputs) |"):
+        assert row in first_screen
+    assert "| view (inputs) | full (18) | -comm.*, -agent.1 (12/18 inputs) | 1.5x |" in md
+    assert {p.input.agent: p.input.fraction for p in budget_points(paths.data)} == {"agent_0": 1.0, "agent_1": 12 / 18,
+                                                                       "agent_2": 1.0}
+    assert "](report_files/retention_vs_budget.png)" in md and BUDGET_CAPTION in md
+    assert "not measured" in first_screen  # no bundle (export refuses views for now): latency not measured
 
 
 def test_report_of_a_run_without_students_or_bundles(tiny_run, tmp_path):

@@ -96,10 +96,14 @@ def print_students_table(result: dict[str, Any], console=None) -> None:
         head.add_row(label, "-" if value is None else f"{value:.1%}")
     console.print(head)
     table = Table(title="cost per agent: teacher actor vs student")
-    for col in ("agent", "student", "teacher params", "student params", "params ratio", "teacher MACs",
+    inputs = s.get("inputs") or {}
+    for col in ("agent", "view (inputs)", "student", "teacher params", "student params", "params ratio", "teacher MACs",
                 "student MACs", "MACs ratio"):
-        table.add_column(col, justify="left" if col in ("agent", "student") else "right")
+        table.add_column(col, justify="left" if col in ("agent", "view (inputs)", "student") else "right")
     for agent, c in s["cost"].items():
-        table.add_row(agent, "x".join(map(str, c["student_hidden"])), f"{c['teacher_params']:,}", f"{c['student_params']:,}",
-                      f"{c['param_ratio']:.1f}x", f"{c['teacher_macs']:,}", f"{c['student_macs']:,}", f"{c['mac_ratio']:.1f}x")
+        given = inputs.get(agent)
+        view = f"{given['view']} ({given['input_size']}/{given['full_input_size']})" if given else "-"
+        table.add_row(agent, view, "x".join(map(str, c["student_hidden"])), f"{c['teacher_params']:,}",
+                      f"{c['student_params']:,}", f"{c['param_ratio']:.1f}x", f"{c['teacher_macs']:,}",
+                      f"{c['student_macs']:,}", f"{c['mac_ratio']:.1f}x")
     console.print(table)

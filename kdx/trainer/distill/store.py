@@ -19,6 +19,7 @@ Per-agent files are published atomically after each checkpoint. Nothing is pickl
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,46 @@ def load_student_views(run_dir: str | Path) -> dict[str, Any] | None:
     None when the students read their full observations."""
     views = read_students_config(run_dir).get("views")
     return views or None
+
+
+FULL_VIEW = "full"  # the text of a view that reads the whole observation
+
+
+@dataclass(frozen=True)
+class StudentInput:
+    """What one student reads: its view as text (``sight:4, -ally.*.health``; ``FULL_VIEW`` when it
+    reads its agent's whole observation), its input width and the full observation's width."""
+
+    agent: str
+    view: str
+    input_size: int
+    full_input_size: int
+
+    @property
+    def fraction(self) -> float:
+        """Input width over the full observation's width (1.0 for the full view)."""
+        return self.input_size / self.full_input_size if self.full_input_size else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"view": self.view, "input_size": self.input_size, "full_input_size": self.full_input_size}
+
+
+def student_inputs(run_dir: str | Path) -> dict[str, StudentInput]:
+    """Per agent (students' order): the student's view and input size, from ``students/config.json``
+    (its ``views`` record, else the full observation: the architecture's ``obs_dim``)."""
+    doc = read_students_config(run_dir)
+    views = doc.get("views") or {}
+    spec_agents = (doc.get("env_spec") or {}).get("agents") or []
+    full = {a.get("name"): a.get("obs_dim") for a in spec_agents if isinstance(a, dict)}
+    out = {}
+    for name, arch in doc["agents"].items():
+        view = views.get(name) or {}
+        features = view.get("features")
+        size = len(features) if isinstance(features, list) else arch.get("obs_dim")
+        if not isinstance(size, int):
+            raise KdxError(f"{RunLayout(Path(run_dir)).students.config}: agent {name!r} has no input size "
+                           "(no view features, no obs_dim); re-run `kdx distill`")
+        full_size = full.get(name)
+        out[name] = StudentInput(name, ", ".join(view.get("text") or []) or FULL_VIEW, size,
+                                 full_size if isinstance(full_size, int) else size)
+    return out
