@@ -158,9 +158,13 @@ def summarise(runs: dict[str, dict]) -> list[dict]:
                      "retention": ret, "retention_ci95": ret_ci, "student_macs": macs, "student_macs_ci95": macs_ci,
                      "min_mac_ratio": min(r["min_mac_ratio"] for r in group),
                      "input_width": group[0]["input_width"], "teacher_score": t_interval([r["teacher"] for r in group])[0]})
+    return sorted(rows, key=_grid_order)
+
+
+def _grid_order(row: dict) -> tuple[int, ...]:
+    """Sort key of a row with some of env, teacher, view, loss: the grid's order."""
     order = {"env": ENVS, "teacher": TEACHERS, "view": VIEW_NAMES, "loss": tuple(LOSSES)}
-    return sorted(rows, key=lambda r: tuple(names.index(r[k]) if r[k] in names else len(names)
-                                            for k, names in order.items()))
+    return tuple(names.index(row[k]) if row[k] in names else len(names) for k, names in order.items() if k in row)
 
 
 def paired_differences(runs: dict[str, dict], a: str = "full", b: str = "no_struct") -> list[dict]:
@@ -176,8 +180,9 @@ def paired_differences(runs: dict[str, dict], a: str = "full", b: str = "no_stru
     grouped: dict[tuple, list[float]] = {}
     for cell, d in out:
         grouped.setdefault(cell, []).append(d)
-    return [{"env": e, "teacher": t, "view": v, "diff": f"{a} - {b}", "n": len(ds),
-             "mean": t_interval(ds)[0], "ci95": t_interval(ds)[1]} for (e, t, v), ds in grouped.items()]
+    return sorted(({"env": e, "teacher": t, "view": v, "diff": f"{a} - {b}", "n": len(ds),
+                    "mean": t_interval(ds)[0], "ci95": t_interval(ds)[1]} for (e, t, v), ds in grouped.items()),
+                  key=_grid_order)
 
 
 def read_results(path: Path) -> dict:
