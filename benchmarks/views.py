@@ -5,6 +5,7 @@ teacher when they observe less than it does, and whether the structural loss ter
     .venv/bin/python benchmarks/views.py --envs mpe/simple_spread --views full,sight4 --losses full,no_struct \\
         --teachers local --seeds 1,2 --teacher-run runs/spread      # reuse a trained teacher
     .venv/bin/python benchmarks/views.py --table                    # print what the JSON holds, run nothing
+    .venv/bin/python benchmarks/views.py --merge a.json b.json --out views.json  # parallel processes' JSONs
 
 The grid: envs (``ENVS``) x teachers (``TEACHERS``: the actor reads its own observation, or also
 the global state) x views (``VIEWS``, per env: the same strengths expressed in each env's
@@ -228,7 +229,36 @@ def teacher_record(run: Path, minutes: float | None, load0: float | None = None)
     last = json.loads(lines[-1]) if lines else {}
     return {"run": str(run.resolve()), "env": config.env, "teacher_input": config.teacher_input,
             "budget_min": minutes, "train_s": last.get("time_s"), "env_steps": last.get("env_steps"),
-            "load_avg_start": load0, "load_avg_end": os.getloadavg()[0], "config": config.to_json()}
+            "load_avg_start": load0, "load_avg_end": os.getloadavg()[0], "config": config.to_json(),
+            "curve": teacher_curve(run)}
+
+
+def teacher_curve(run: Path, points: int = 30) -> list[dict]:
+    """The teacher's training curve, about ``points`` metrics lines evenly spaced plus the last:
+    env steps, training seconds and the (sampled-action) training win rate or episode return."""
+    lines = RunLayout(run).teacher.metrics.read_text().splitlines()
+    every = max(1, len(lines) // points)
+    picked = [json.loads(line) for line in lines[every - 1::every]]
+    if lines and (not picked or picked[-1] != json.loads(lines[-1])):
+        picked.append(json.loads(lines[-1]))
+    return [{k: m.get(k) for k in ("env_steps", "time_s", "win_rate", "episode_return")} for m in picked]
+
+
+def merge_results(parts: Sequence[dict]) -> dict:
+    """One results dict from several (e.g. one process per teacher kind, each writing its own
+    JSON so that no two processes write one file): the union of their teachers and runs; a key
+    that two parts hold with different records is an error."""
+    merged: dict = {"teachers": {}, "runs": {}}
+    for part in parts:
+        for section in ("teachers", "runs"):
+            for key, record in part.get(section, {}).items():
+                if merged[section].get(key, record) != record:
+                    raise ValueError(f"{section} {key!r} differs between the merged files; keep one of them")
+                merged[section][key] = record
+        for key, value in part.items():
+            if key not in ("teachers", "runs"):
+                merged.setdefault(key, value)
+    return merged
 
 
 def run_cell(teacher_run: Path, env: str, teacher: str, view: str, loss: str, seed: int, settings: dict,
@@ -326,8 +356,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "views.json")
     parser.add_argument("--work", type=Path, default=RESULTS / "views_runs", help="Where teachers and students go.")
     parser.add_argument("--table", action="store_true", help="Only print the tables of --out.")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[],
+                        help="Merge these result JSONs (e.g. one per parallel process) into --out, print, run nothing.")
     args = parser.parse_args()
     console = Console(width=200)
+    if args.merge:
+        merged = merge_results([read_results(p) for p in args.merge])
+        for record in merged["teachers"].values():  # records written before the curve was recorded
+            if "curve" not in record and RunLayout(Path(record["run"])).teacher.metrics.is_file():
+                record["curve"] = teacher_curve(Path(record["run"]))
+        write_results(args.out, merged)
+        print_tables(merged, console)
+        console.print(f"wrote {args.out}")
+        return
     results = read_results(args.out)
     if args.table:
         print_tables(results, console)

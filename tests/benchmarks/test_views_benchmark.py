@@ -5,6 +5,7 @@ block or feature name there would only surface hours into a grid)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -87,3 +88,29 @@ def test_a_misspelt_feature_in_a_view_set_is_caught(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(bench.VIEWS, env, {**bench.VIEWS[env], "no_ally": ("agents=-ally.*",)})  # skirmish's name
     with pytest.raises(KdxError, match="matches no observation feature; blocks: self, landmark"):
         bench.resolve_view(env, "no_ally")
+
+
+def test_merge_results_unions_parts_and_refuses_conflicts() -> None:
+    env = "skirmish/8m"
+    local = {"teachers": {bench.cell_key(env, "local", "", ""): {"run": "a"}},
+             "runs": {bench.run_key(env, "local", "sight4", "full", 1): _run(0.9, 1)}, "cpu_count": 2}
+    central = {"teachers": {bench.cell_key(env, "centralised", "", ""): {"run": "b"}},
+               "runs": {bench.run_key(env, "centralised", "full", "full", 1): _run(0.8, 1)}}
+    merged = bench.merge_results([local, central, local])  # a part given twice is no conflict
+    assert set(merged["teachers"]) == {bench.cell_key(env, k, "", "") for k in ("local", "centralised")}
+    assert len(merged["runs"]) == 2 and merged["cpu_count"] == 2
+    clash = {"teachers": {}, "runs": {bench.run_key(env, "local", "sight4", "full", 1): _run(0.5, 1)}}
+    with pytest.raises(ValueError, match="differs between the merged files"):
+        bench.merge_results([local, clash])
+
+
+def test_teacher_curve_samples_the_metrics_and_keeps_the_last(tmp_path: Path) -> None:
+    metrics = bench.RunLayout(tmp_path).teacher.metrics
+    metrics.parent.mkdir(parents=True)
+    lines = [{"env_steps": 100 * i, "time_s": float(i), "win_rate": i / 10, "episode_return": i, "lr": 1.0}
+             for i in range(1, 11)]
+    metrics.write_text("".join(json.dumps(m) + "\n" for m in lines))
+    curve = bench.teacher_curve(tmp_path, points=3)  # every 3rd line (3, 6, 9), then the last (10)
+    assert [p["env_steps"] for p in curve] == [300, 600, 900, 1000]
+    assert curve[-1] == {"env_steps": 1000, "time_s": 10.0, "win_rate": 1.0, "episode_return": 10}
+    assert [p["env_steps"] for p in bench.teacher_curve(tmp_path, points=30)] == [100 * i for i in range(1, 11)]
