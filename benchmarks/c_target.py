@@ -32,13 +32,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from kdx.fileio import atomic_write_text
-from kdx.runtime.bench import bench_policy
+from kdx.runtime.bench import bench_policy, random_observations
 from kdx.runtime.bundle import BackendMissing, Bundle
 from kdx.runtime.c_footprint import read_footprint_json
 from kdx.runtime.profiler import LatencyStats, device_info
@@ -47,6 +49,7 @@ from kdx.runtime.testing import targets_table
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PY_BACKENDS = ("c", "numpy", "onnxruntime")
+BLOCK_P50: dict[tuple[str, str, str], float] = {}  # (bundle, backend, agent) -> µs, see block_p50_us
 M4_PROFILE = "stm32f4"
 KIB = 1024
 # (env, profile the students are sized for, student overrides, label)
@@ -107,8 +110,28 @@ def c_loop(bundle_dir: Path, work: Path, decisions: int) -> dict[str, tuple[floa
     return out
 
 
+BLOCK = 100  # calls per timed block: the C loop's method, for the Python rows too
+
+
+def block_p50_us(policy, iters: int, seed: int = 0) -> float:
+    """``Policy.act`` per call, the way the C harness times the C loop: the clock read around
+    blocks of :data:`BLOCK` calls on distinct observations; the p50 over blocks of block time /
+    BLOCK (without the ~0.1-0.3 µs that reading the clock around every call adds)."""
+    rows = list(random_observations(policy.obs_dim, seed=seed))
+    act, n, clock = policy.act, len(rows), time.perf_counter_ns
+    per_call = []
+    for b in range(max(1, iters // BLOCK)):
+        chunk = [rows[(b * BLOCK + i) % n] for i in range(BLOCK)]
+        start = clock()
+        for obs in chunk:
+            act(obs)
+        per_call.append((clock() - start) / BLOCK / 1e3)
+    return float(np.median(per_call))
+
+
 def python_rows(bundle_dir: Path, iters: int, warmup: int) -> dict[tuple[str, str], tuple[LatencyStats, list[int]]]:
-    """Per (backend, student): ``Policy.act`` latency on that backend."""
+    """Per (backend, student): ``Policy.act`` latency on that backend (each call timed), and the
+    block-timed p50 (``block_p50_us``) in ``BLOCK_P50``."""
     bundle = Bundle.load(bundle_dir)
     out = {}
     for backend in PY_BACKENDS:
@@ -120,6 +143,7 @@ def python_rows(bundle_dir: Path, iters: int, warmup: int) -> dict[tuple[str, st
                 continue
             stats, samples = bench_policy(policy, iters, warmup)
             out[(backend, agent)] = (stats, samples.tolist())
+            BLOCK_P50[(str(bundle_dir), backend, agent)] = block_p50_us(policy, iters)
     return out
 
 
@@ -152,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 "manifest": {e.name: e for e in Bundle.load(fp32).manifest.agents},
                 "c": c_loop(fp32, work, args.c_decisions),
                 "python": python_rows(fp32, args.iters, args.warmup),
+                "blocks": {(b, a): v for (d, b, a), v in BLOCK_P50.items() if d == str(fp32)},
                 "m4": {r.agent: r for r in read_footprint_json(int8) if r.profile == M4_PROFILE and r.role == "student"},
             }
     load_after = os.getloadavg()
@@ -159,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"C target, batch 1: C loop ({args.c_decisions:,} decisions, -O2), Policy.act "
                         f"({args.iters:,} calls after {args.warmup:,}), Cortex-M4 int8 footprint")
     for column in ("run", "student", "arch", "C p50 µs", "C p99 µs", *(f"{b} p50 µs" for b in PY_BACKENDS),
-                   "numpy / c", "M4 flash", "M4 RAM", "M4 basis"):
+                   "numpy / c", "c p50 µs, blocks", "numpy p50 µs, blocks", "numpy / c, blocks",
+                   "M4 flash", "M4 RAM", "M4 basis"):
         table.add_column(column, justify="left" if column in ("run", "student", "arch", "M4 basis") else "right")
     doc_rows = []
     for kind, r in results.items():
@@ -169,14 +195,19 @@ def main(argv: list[str] | None = None) -> int:
             py = {b: r["python"][(b, agent)][0] for b in PY_BACKENDS if (b, agent) in r["python"]}
             m4 = r["m4"].get(agent)
             ratio = py["numpy"].p50_us / py["c"].p50_us if "c" in py and "numpy" in py else float("nan")
+            nan = float("nan")
+            blocks = {b: v for (b, a), v in r["blocks"].items() if a == agent}
+            block_ratio = blocks.get("numpy", nan) / blocks.get("c", nan)
             table.add_row(RUN_RECIPES[kind][3], agent, arch, f"{c_p50:.3f}", f"{c_p99:.3f}",
                           *(f"{py[b].p50_us:.2f}" if b in py else "-" for b in PY_BACKENDS), f"{ratio:.1f}x",
+                          f"{blocks.get('c', nan):.2f}", f"{blocks.get('numpy', nan):.2f}", f"{block_ratio:.1f}x",
                           f"{m4.flash_bytes / KIB:.1f} KiB" if m4 else "-", f"{m4.ram_bytes / KIB:.2f} KiB" if m4 else "-",
                           m4.basis if m4 else "-")
             doc_rows.append({
                 "run": kind, "agent": agent, "arch": arch, "c_loop_p50_us": c_p50, "c_loop_p99_us": c_p99,
                 "policy_act": {b: {**s.to_dict(), "samples_ns": r["python"][(b, agent)][1]} for b, s in py.items()},
                 "numpy_over_c_p50": ratio, "cortex_m4": m4.to_dict() if m4 else None,
+                "policy_act_block_p50_us": blocks, "numpy_over_c_block_p50": block_ratio,
             })
     console.print(table)
 
@@ -189,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     c_small, c_8m = worst("demo", lambda x: x["c_loop_p50_us"]), worst("8m", lambda x: x["c_loop_p50_us"])
     py_c = worst("demo", lambda x: x["policy_act"]["c"]["p50_us"])
     speedup = best("demo", lambda x: x["numpy_over_c_p50"])
+    py_c_blocks = worst("demo", lambda x: x["policy_act_block_p50_us"]["c"])
+    speedup_blocks = best("demo", lambda x: x["numpy_over_c_block_p50"])
     flash = worst("8m", lambda x: x["cortex_m4"]["flash_bytes"]) / KIB
     ram = worst("8m", lambda x: x["cortex_m4"]["ram_bytes"]) / KIB
     targets = [
@@ -196,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         ("C loop p50, 80-32-32-14 students (worst) <= 1.5 µs", c_8m, c_8m <= 1.5),
         ("Policy.act c backend p50, 18-32-5 (worst) <= 1.0 µs", py_c, py_c <= 1.0),
         ("numpy / c backend p50, 18-32-5 (least) >= 2x", speedup, speedup >= 2.0),
+        ("same, blocks of 100 calls timed: c backend p50 <= 1.0 µs", py_c_blocks, py_c_blocks <= 1.0),
+        ("same, blocks of 100 calls timed: numpy / c (least) >= 2x", speedup_blocks, speedup_blocks >= 2.0),
         ("8m student Cortex-M4 flash, int8 (KiB, worst) <= 16", flash, flash <= 16),
         ("8m student Cortex-M4 RAM (KiB, worst) <= 4", ram, ram <= 4),
     ]

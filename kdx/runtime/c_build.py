@@ -76,10 +76,11 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "kdx") / "c"
 
 
-def compile_shared(compiler: Compiler, sources: dict[str, bytes], out: Path) -> None:
+def compile_shared(compiler: Compiler, sources: dict[str, bytes], out: Path, extra_flags: tuple[str, ...] = ()) -> None:
     """Write ``sources`` (relative path -> bytes; the ``.c`` files are compiled, the rest are
-    headers) into a temporary folder and build the shared library ``out`` there, then rename
-    it into place. A compiler error is a KdxError with its message."""
+    headers) into a temporary folder and build the shared library ``out`` there (``extra_flags``
+    after the usual ones, e.g. an include folder), then rename it into place. A compiler error
+    is a KdxError with its message."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out.parent) as tmp:
         root = Path(tmp)
@@ -89,7 +90,7 @@ def compile_shared(compiler: Compiler, sources: dict[str, bytes], out: Path) -> 
             path.write_bytes(data)
         c_files = sorted(rel for rel in sources if rel.endswith(".c"))
         built = root / out.name
-        command = [compiler.path, *SHARED_FLAGS, *c_files, "-o", str(built), "-lm"]
+        command = [compiler.path, *SHARED_FLAGS, *extra_flags, *c_files, "-o", str(built), "-lm"]
         try:
             result = subprocess.run(command, cwd=root, capture_output=True, text=True,
                                     timeout=_COMPILE_TIMEOUT_S)
@@ -102,17 +103,17 @@ def compile_shared(compiler: Compiler, sources: dict[str, bytes], out: Path) -> 
         os.replace(built, out)
 
 
-def cached_library(compiler: Compiler, sources: dict[str, bytes]) -> Path:
+def cached_library(compiler: Compiler, sources: dict[str, bytes], extra_flags: tuple[str, ...] = ()) -> Path:
     """The shared library of ``sources``, compiled once per (sources, compiler, flags)."""
     digest = hashlib.sha256()
-    for part in (compiler.path, compiler.version, " ".join(SHARED_FLAGS)):
+    for part in (compiler.path, compiler.version, " ".join(SHARED_FLAGS + extra_flags)):
         digest.update(part.encode() + b"\0")
     for rel in sorted(sources):
         digest.update(rel.encode() + b"\0" + hashlib.sha256(sources[rel]).digest())
     out = cache_dir() / f"kdx-{digest.hexdigest()[:32]}.so"
     if not out.is_file():
         try:
-            compile_shared(compiler, sources, out)
+            compile_shared(compiler, sources, out, extra_flags)
         except OSError as exc:
             raise KdxError(f"cannot write the compiled policy to {out.parent} ({exc.strerror}); set KDX_CACHE_DIR "
                            "to a writable folder") from None

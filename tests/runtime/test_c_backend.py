@@ -15,6 +15,7 @@ from kdx.runtime.backends import BACKENDS
 from kdx.runtime.backends.c_backend import CBackend
 from kdx.runtime.bundle import Bundle
 from kdx.runtime.c_build import cache_dir, find_compiler
+from kdx.runtime.c_fastcall import python_include
 
 pytestmark = pytest.mark.skipif(find_compiler()[0] is None, reason=f"{find_compiler()[1]}; the c backend needs one")
 
@@ -102,7 +103,8 @@ def test_library_cached_and_reused(c_masked: Path, tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("KDX_CACHE_DIR", str(tmp_path / "cache"))
     Bundle.load(c_masked).policy("agent_0", "c")
     libraries = sorted(cache_dir().glob("*.so"))
-    assert cache_dir() == tmp_path / "cache" / "c" and len(libraries) == 1
+    # the ctypes library, and the fast caller where Python's headers are installed
+    assert cache_dir() == tmp_path / "cache" / "c" and len(libraries) == (2 if python_include()[0] else 1)
     before = libraries[0].stat().st_mtime_ns
     Bundle.load(c_masked).policy("agent_0", "c")
     assert sorted(cache_dir().glob("*.so")) == libraries and libraries[0].stat().st_mtime_ns == before
@@ -129,3 +131,50 @@ def test_no_compiler_makes_the_backend_unavailable(c_masked: Path, monkeypatch: 
 def test_bundle_without_c_sources_is_unsupported(fresh_bundle: Path) -> None:
     entry = Bundle.load(fresh_bundle).manifest.agent("agent_0")
     assert "no C source" in CBackend.unsupported_reason(entry)
+
+
+@pytest.mark.skipif(python_include()[0] is None, reason="Python's headers (Python.h) are not installed: "
+                    "the c backend runs through ctypes alone")
+def test_fast_caller_matches_the_checked_path_and_keeps_backends_apart(c_masked: Path) -> None:
+    """The fast caller (a compiled extension taking the observation itself) gives the ctypes
+    path's actions and logits; float64, [1, D] and strided observations take the checked path;
+    two policies of one agent keep their own buffers; NaN is still refused."""
+    bundle = Bundle.load(c_masked)
+    first, second = bundle.policy("agent_0", "c"), bundle.policy("agent_0", "c")
+    assert "fast caller" in first.backend.source
+    rng = np.random.default_rng(4)
+    obs = rng.standard_normal((64, first.obs_dim)).astype(np.float32)
+    reference = bundle.policy("agent_0", "numpy")
+    for row in obs:
+        action = first.act(row)
+        logits = first.last_logits()
+        other = second.act(row[::-1].copy())  # a different observation in between
+        assert first.last_logits().tolist() == logits.tolist()  # not overwritten by `second`
+        assert action == reference.act(row) and np.allclose(logits, reference.last_logits(), atol=1e-5)
+        assert second.act(row[::-1].copy()) == other
+        assert first.act(row.astype(np.float64)) == action
+        assert first.act(row[None, :]) == action
+        strided = np.repeat(row, 2)[::2]
+        assert not strided.flags.c_contiguous and first.act(strided) == action
+    mask = np.zeros(first.n_actions, dtype=bool)
+    mask[1] = True
+    assert first.act(obs[0], mask) == 1
+    bad = obs[0].copy()
+    bad[0] = np.nan
+    with pytest.raises(KdxError, match="NaN|non-finite|finite"):
+        first.act(bad)
+    with pytest.raises(KdxError):
+        first.act(obs[0][:-1])  # too short: the checked path names the problem
+
+
+def test_without_python_headers_the_c_backend_uses_ctypes(c_masked: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import sysconfig
+
+    monkeypatch.setenv("KDX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: {"include": str(tmp_path / "no-headers")})
+    policy = Bundle.load(c_masked).policy("agent_0", "c")
+    assert policy.backend._fast is None and "Python.h" in policy.backend.fast_caller_note
+    assert "ctypes" in policy.backend.source
+    obs = np.random.default_rng(1).standard_normal(policy.obs_dim).astype(np.float32)
+    assert policy.act(obs) == Bundle.load(c_masked).policy("agent_0", "numpy").act(obs)

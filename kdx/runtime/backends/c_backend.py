@@ -29,6 +29,7 @@ from kdx.errors import KdxError
 from kdx.fileio import sha256_bytes
 from kdx.runtime.backends.base import _F32, Backend
 from kdx.runtime.c_build import cached_library, find_compiler, load_library
+from kdx.runtime.c_fastcall import build_fast_caller
 from kdx.runtime.manifest import AgentEntry
 
 #: the generated code's error codes (kdx.export.c_codegen.ERROR_CODES; restated here, the
@@ -107,14 +108,33 @@ class CBackend(Backend):
         self._call.argtypes = [ctypes.c_void_p]
         self._call.restype = ctypes.c_int
         self._bound = (self._pointers(False), self._pointers(True))  # the shim's arguments, kept alive
-        self.source = f"{self.model_file()[0].path} (compiled: {library_path.name})"
+        self._fast, self.fast_caller_note = self._fast_callers(compiler, sources)
+        self.source = f"{self.model_file()[0].path} (compiled: {library_path.name}" + \
+            (", fast caller)" if self._fast else f", ctypes: {self.fast_caller_note})")
 
-    def _shim(self, sources: dict[str, bytes]) -> str:
+    def _fast_callers(self, compiler, sources: dict[str, bytes]) -> tuple[tuple | None, str]:
+        """``act(obs)`` without and with the mask, from :mod:`kdx.runtime.c_fastcall` (None and
+        the reason where it cannot be built: the ctypes path then serves every call)."""
+        sym = self.agent.c_symbol
+        state = f"(kdx_{sym}_state *)b->state, " if self.h_in is not None else ""
+        call = f"kdx_{sym}_act({state}(const float *)view.buf, b->mask, b->logits)"
+        module, why = build_fast_caller(compiler, sources, self._header(sources), call)
+        if module is None:
+            return None, why
+        state_addr = self.h_in.ctypes.data if self.h_in is not None else 0
+        logits, width = self.logits_buf.ctypes.data, self.agent.obs_dim
+        return (module.bind(state_addr, 0, logits, width), module.bind(state_addr, self.mask_buf.ctypes.data, logits, width)), ""
+
+    def _header(self, sources: dict[str, bytes]) -> str:
         source = self.agent.file_of_kind("c_source").path
         header = source[:-2] + ".h"
         if header not in sources:
             raise KdxError(f"agent {self.agent.name!r}: the manifest lists {source} but not its header {header}; "
                            "re-export the bundle")
+        return header
+
+    def _shim(self, sources: dict[str, bytes]) -> str:
+        header = self._header(sources)
         sym = self.agent.c_symbol
         state = f"(kdx_{sym}_state *)p[0], " if self.h_in is not None else ""
         call = f"kdx_{sym}_act({state}(const float *)p[1], (const uint8_t *)p[2], (float *)p[3])"
@@ -149,6 +169,27 @@ class CBackend(Backend):
         ndarray, copy_other_observation = np.ndarray, self._copy_other_observation
         no_mask, with_mask = (p.ctypes.data for p in self._bound)
         set_mask = self._set_mask
+        if self._fast is not None:
+            fast_no_mask, fast_with_mask = self._fast
+
+            def fast_infer(obs: np.ndarray, mask: np.ndarray | None = None) -> int:
+                if mask is None:
+                    code = fast_no_mask(obs)  # None: not a flat float32 obs; the checked path
+                    if code is None:
+                        copy_other_observation(obs)
+                        code = call(no_mask)
+                else:
+                    set_mask(mask)
+                    code = fast_with_mask(obs)
+                    if code is None:
+                        copy_other_observation(obs)
+                        code = call(with_mask)
+                if code < 0:
+                    raise error(code)
+                return code
+
+            fast_infer.__doc__ = Backend.infer.__doc__
+            return fast_infer
 
         def infer(obs: np.ndarray, mask: np.ndarray | None = None) -> int:
             if type(obs) is ndarray and obs.dtype is _F32 and obs.shape == flat_shape:
