@@ -48,8 +48,10 @@ def test_adaptive_count_leaves_a_core_to_a_busy_process() -> None:
     before = torch.get_num_threads()
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
+        time.sleep(0.3)  # the spinner is running
         governor = ThreadGovernor(0, interval_s=0.5)
         assert governor.adaptive
+        assert 1 <= governor.threads <= max(1, governor.cores - 1)  # the first reading saw it
         time.sleep(0.6)
         threads = governor.tick()
         assert 1 <= threads <= max(1, governor.cores - 1)

@@ -7,11 +7,12 @@ for a descheduled thread: on a 2-core box, skirmish/8m at 4096 envs fell 6.5x wi
 while one other process ran, and MPE 10-35x (issue 16). One thread per core that nobody else
 uses avoids the stall; on a quiet box all cores are used.
 
-``--threads N`` (N > 0) fixes the count. ``--threads 0`` (the default) starts from the cores the
-1-minute load average leaves free, then re-reads the CPU time of the whole machine and of this
-process every ``interval_s`` seconds (Linux ``/proc/stat``) and sets torch's thread count to the
-cores other processes left free during that interval. Where ``/proc/stat`` cannot be read, the
-count stays at its start value.
+``--threads N`` (N > 0) fixes the count. ``--threads 0`` (the default) starts from the cores
+other processes used during a short first reading (``START_SAMPLE_S``, before any work: the
+1-minute load average would still count processes that just ended), then re-reads the CPU time
+of the whole machine and of this process every ``interval_s`` seconds (Linux ``/proc/stat``) and
+sets torch's thread count to the cores other processes left free during that interval. Where
+``/proc/stat`` cannot be read, the count follows the 1-minute load average once, at the start.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import torch
 PROC_STAT = "/proc/stat"
 #: Free-core share that still counts as a whole core (hysteresis against momentary blips).
 ROUND_UP_FROM = 0.75
+#: Seconds of the first reading of the machine's load, before the stage starts working.
+START_SAMPLE_S = 0.25
 
 
 def usable_cores() -> int:
@@ -74,6 +77,9 @@ class ThreadGovernor:
         self._last = self._sample() if requested == 0 else None
         if requested > 0:
             self.threads = requested
+        elif self._last is not None:
+            time.sleep(START_SAMPLE_S)  # this process is idle meanwhile: what is busy is others
+            self.threads = threads_for(self.cores, self._others_since_last() or 0.0)
         else:
             try:
                 load = os.getloadavg()[0]
@@ -95,17 +101,25 @@ class ThreadGovernor:
         own = os.times()
         return _Sample(time.monotonic(), machine, own.user + own.system)
 
+    def _others_since_last(self) -> float | None:
+        """Cores other processes kept busy since the last reading (None: unreadable); starts the
+        next interval."""
+        now = self._sample()
+        if now is None or self._last is None:
+            return None
+        span = max(now.wall_s - self._last.wall_s, 1e-6)
+        other = ((now.machine_busy_s - self._last.machine_busy_s) - (now.own_busy_s - self._last.own_busy_s)) / span
+        self._last = now
+        return other
+
     def tick(self) -> int:
         """Call once per update; re-reads the load when ``interval_s`` has passed. Returns the
         thread count in use."""
         if not self.adaptive or time.monotonic() - self._last.wall_s < self.interval_s:
             return self.threads
-        now = self._sample()
-        if now is None:
+        other = self._others_since_last()
+        if other is None:
             return self.threads
-        span = now.wall_s - self._last.wall_s
-        other = ((now.machine_busy_s - self._last.machine_busy_s) - (now.own_busy_s - self._last.own_busy_s)) / span
-        self._last = now
         threads = threads_for(self.cores, other)
         if threads != self.threads:
             self.threads = threads
