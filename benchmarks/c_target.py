@@ -49,7 +49,6 @@ from kdx.runtime.testing import targets_table
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PY_BACKENDS = ("c", "numpy", "onnxruntime")
-BLOCK_P50: dict[tuple[str, str, str], float] = {}  # (bundle, backend, agent) -> µs, see block_p50_us
 M4_PROFILE = "stm32f4"
 KIB = 1024
 # (env, profile the students are sized for, student overrides, label)
@@ -129,9 +128,9 @@ def block_p50_us(policy, iters: int, seed: int = 0) -> float:
     return float(np.median(per_call))
 
 
-def python_rows(bundle_dir: Path, iters: int, warmup: int) -> dict[tuple[str, str], tuple[LatencyStats, list[int]]]:
-    """Per (backend, student): ``Policy.act`` latency on that backend (each call timed), and the
-    block-timed p50 (``block_p50_us``) in ``BLOCK_P50``."""
+def python_rows(bundle_dir: Path, iters: int, warmup: int) -> dict[tuple[str, str], tuple[LatencyStats, list[int], float]]:
+    """Per (backend, student): ``Policy.act`` latency on that backend (each call timed: stats and
+    samples), and the block-timed p50 in µs (``block_p50_us``)."""
     bundle = Bundle.load(bundle_dir)
     out = {}
     for backend in PY_BACKENDS:
@@ -142,8 +141,7 @@ def python_rows(bundle_dir: Path, iters: int, warmup: int) -> dict[tuple[str, st
                 print(f"skipped {backend} {agent}: {exc}")
                 continue
             stats, samples = bench_policy(policy, iters, warmup)
-            out[(backend, agent)] = (stats, samples.tolist())
-            BLOCK_P50[(str(bundle_dir), backend, agent)] = block_p50_us(policy, iters)
+            out[(backend, agent)] = (stats, samples.tolist(), block_p50_us(policy, iters))
     return out
 
 
@@ -176,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
                 "manifest": {e.name: e for e in Bundle.load(fp32).manifest.agents},
                 "c": c_loop(fp32, work, args.c_decisions),
                 "python": python_rows(fp32, args.iters, args.warmup),
-                "blocks": {(b, a): v for (d, b, a), v in BLOCK_P50.items() if d == str(fp32)},
                 "m4": {r.agent: r for r in read_footprint_json(int8) if r.profile == M4_PROFILE and r.role == "student"},
             }
     load_after = os.getloadavg()
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             m4 = r["m4"].get(agent)
             ratio = py["numpy"].p50_us / py["c"].p50_us if "c" in py and "numpy" in py else float("nan")
             nan = float("nan")
-            blocks = {b: v for (b, a), v in r["blocks"].items() if a == agent}
+            blocks = {b: r["python"][(b, agent)][2] for b in py}
             block_ratio = blocks.get("numpy", nan) / blocks.get("c", nan)
             table.add_row(RUN_RECIPES[kind][3], agent, arch, f"{c_p50:.3f}", f"{c_p99:.3f}",
                           *(f"{py[b].p50_us:.2f}" if b in py else "-" for b in PY_BACKENDS), f"{ratio:.1f}x",

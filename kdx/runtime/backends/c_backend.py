@@ -163,33 +163,13 @@ class CBackend(Backend):
 
     def _compile_infer(self) -> Callable[..., int]:
         """:meth:`Backend.infer` specialised to one ctypes call: the same checks and errors, the
-        buffers' addresses bound once, the finiteness checks left to the C code."""
+        buffers' addresses bound once, the finiteness checks left to the C code; with the fast
+        caller in front of it, for the observations that caller takes."""
         call, error = self._call, self._error
         obs_view, flat_shape = self._obs_view, (self.agent.obs_dim,)
         ndarray, copy_other_observation = np.ndarray, self._copy_other_observation
         no_mask, with_mask = (p.ctypes.data for p in self._bound)
         set_mask = self._set_mask
-        if self._fast is not None:
-            fast_no_mask, fast_with_mask = self._fast
-
-            def fast_infer(obs: np.ndarray, mask: np.ndarray | None = None) -> int:
-                if mask is None:
-                    code = fast_no_mask(obs)  # None: not a flat float32 obs; the checked path
-                    if code is None:
-                        copy_other_observation(obs)
-                        code = call(no_mask)
-                else:
-                    set_mask(mask)
-                    code = fast_with_mask(obs)
-                    if code is None:
-                        copy_other_observation(obs)
-                        code = call(with_mask)
-                if code < 0:
-                    raise error(code)
-                return code
-
-            fast_infer.__doc__ = Backend.infer.__doc__
-            return fast_infer
 
         def infer(obs: np.ndarray, mask: np.ndarray | None = None) -> int:
             if type(obs) is ndarray and obs.dtype is _F32 and obs.shape == flat_shape:
@@ -206,4 +186,21 @@ class CBackend(Backend):
             return code
 
         infer.__doc__ = Backend.infer.__doc__
-        return infer
+        if self._fast is None:
+            return infer
+        fast_no_mask, fast_with_mask = self._fast
+
+        def fast_infer(obs: np.ndarray, mask: np.ndarray | None = None) -> int:
+            if mask is None:
+                code = fast_no_mask(obs)
+            else:
+                set_mask(mask)
+                code = fast_with_mask(obs)
+            if code is None:  # not a flat float32 observation of obs_dim values: the checked path
+                return infer(obs, mask)
+            if code < 0:
+                raise error(code)
+            return code
+
+        fast_infer.__doc__ = Backend.infer.__doc__
+        return fast_infer
