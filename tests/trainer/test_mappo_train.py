@@ -99,3 +99,18 @@ def test_resume_restores_tensors_an_env_creates_lazily(tmp_path):
     train(tmp_path / "cut", config, show_progress=False, stop_after_updates=3)
     train(tmp_path / "cut", resume=True, show_progress=False)
     assert _deterministic(read_metrics(tmp_path / "cut")) == _deterministic(read_metrics(tmp_path / "full"))
+
+
+def test_a_time_budget_ends_the_run_annealed_and_a_resume_can_extend_it(tmp_path):
+    # far more steps than 1.2 s allows: the budget ends the run, and the lr has decayed over it
+    config = replace(TINY, total_steps=16 * 8 * 100_000, minutes=0.02)
+    last = train(tmp_path / "run", config, show_progress=False)
+    lines = read_metrics(tmp_path / "run")
+    assert 1 <= last["update"] < config.num_updates
+    assert last["time_s"] >= 1.2 and lines[-1]["update"] == last["update"]
+    assert last["lr"] < 0.5 * TINY.lr  # decayed with the clock, not with the (tiny) step fraction
+    assert checkpoint_store(RunLayout(tmp_path / "run").teacher).complete()[-1].name == f"{last['update']:06d}"
+    saved = json.loads(RunLayout(tmp_path / "run").teacher.config.read_text())
+    assert saved["teacher"]["minutes"] == 0.02
+    more = train(tmp_path / "run", resume=True, minutes=0.04, show_progress=False)
+    assert more["update"] > last["update"] and more["time_s"] >= 2.4

@@ -11,16 +11,19 @@ from kdx.trainer.common.progress import TrainProgress
 from kdx.trainer.common.update_loop import TIMING_METRICS, Counters, UpdateLoop
 
 SETTINGS = SimpleNamespace(env="test", num_updates=7, steps_per_update=10, total_steps=70, log_every=2,
-                           checkpoint_every=3)
+                           checkpoint_every=3, budget_s=None)
 
 
-def _run(folder, start: Counters, stop_at: int | None = None, stop_after_updates: int | None = None):
+def _run(folder, start: Counters, stop_at: int | None = None, stop_after_updates: int | None = None,
+         settings=SETTINGS, sync_time=float, progress: list | None = None):
     checkpoints: list[Counters] = []
-    bar = TrainProgress(SETTINGS, start.update, enabled=False)
-    with UpdateLoop(SETTINGS, start, checkpoints.append, folder=folder, tag="t", bar=bar,
-                    stop_after_updates=stop_after_updates) as loop:
+    bar = TrainProgress(settings, start.update, enabled=False)
+    with UpdateLoop(settings, start, checkpoints.append, folder=folder, tag="t", bar=bar,
+                    stop_after_updates=stop_after_updates, sync_time=sync_time) as loop:
         ran = []
         for update in loop:
+            if progress is not None:
+                progress.append(loop.progress(update))
             ran.append(update)
             metrics = loop.metrics(update % 2, {"episode_return": None, "win_rate": None, "x": update})
             if loop.end_update(metrics, lambda m: m["update"] == stop_at):
@@ -63,3 +66,42 @@ def test_resume_drops_metrics_logged_after_its_checkpoint(tmp_path: Path):
 def test_stop_after_updates_ends_the_process_loop_without_a_checkpoint(tmp_path: Path):
     ran, checkpoints, _ = _run(RunLayout(tmp_path).teacher, Counters(), stop_after_updates=2)
     assert ran == [0, 1] and checkpoints == []
+
+
+def test_progress_is_the_step_fraction_without_a_time_budget(tmp_path: Path):
+    progress: list[float] = []
+    _run(RunLayout(tmp_path).teacher, Counters(), progress=progress)
+    assert progress == [u / 7 for u in range(7)]
+
+
+def test_progress_counts_training_time_already_spent_against_the_budget(tmp_path: Path):
+    # a resume at update 1 after 50 of 100 budget seconds: half the budget beats 1/7 of the steps;
+    # the clock only moves by this process's (sub-second) updates, so later steps take over at 4/7
+    settings = SimpleNamespace(**{**vars(SETTINGS), "budget_s": 100.0})
+    progress: list[float] = []
+    ran, _, _ = _run(RunLayout(tmp_path).teacher, Counters(update=1, env_steps=10, time_s=50.0), settings=settings,
+                     progress=progress)
+    assert ran == list(range(1, 7))
+    assert progress[0] == 0.5
+    assert all(0.5 <= p < 0.51 for p in progress[1:3])
+    assert progress[3:] == [u / 7 for u in range(4, 7)]
+
+
+def test_a_spent_time_budget_stops_logs_and_checkpoints_that_update(tmp_path: Path):
+    settings = SimpleNamespace(**{**vars(SETTINGS), "budget_s": 100.0})
+    folder = RunLayout(tmp_path).teacher
+    ran, checkpoints, last = _run(folder, Counters(update=4, env_steps=40, time_s=100.0), settings=settings)
+    assert ran == [4]  # the update in flight finishes, then the run ends
+    assert [c.update for c in checkpoints] == [5]  # not a checkpoint_every multiple: the stop saves it
+    assert [r["update"] for r in read_metrics_file(folder.metrics)] == [5]  # nor a log_every one
+    assert last["update"] == 5
+
+
+def test_data_parallel_ranks_stop_on_the_agreed_clock(tmp_path: Path):
+    # this rank's clock is far inside the budget, the agreed (largest) one is past it
+    settings = SimpleNamespace(**{**vars(SETTINGS), "budget_s": 3600.0})
+    progress: list[float] = []
+    ran, checkpoints, _ = _run(RunLayout(tmp_path).teacher, Counters(), settings=settings,
+                               sync_time=lambda t: t + 3600.0, progress=progress)
+    assert ran == [0] and [c.update for c in checkpoints] == [1]
+    assert progress == [0.0]

@@ -28,6 +28,8 @@ class LoopConfig:
     RENAMED_FIELDS: ClassVar[dict[str, str]] = {}
 
     total_steps: int = _f(2_000_000, "Total environment steps (summed over the batched envs).")
+    minutes: float = _f(0.0, "Training-time budget in minutes (0 = none): the run ends when --steps or --minutes "
+                             "runs out, whichever comes first, and the learning rate decays over that same span.")
     seed: int = _f(1, "Seed for network init, action sampling, minibatches and the env.")
     num_envs: int = _f(128, "Parallel environments stepped together.")
     rollout_length: int = _f(25, "Steps per env in one rollout (one update per rollout).")
@@ -55,6 +57,11 @@ class LoopConfig:
         return max(1, self.total_steps // self.steps_per_update)
 
     @property
+    def budget_s(self) -> float | None:
+        """The training-time budget in seconds, or None when only ``total_steps`` ends the run."""
+        return self.minutes * 60.0 if self.minutes > 0 else None
+
+    @property
     def envs_per_minibatch(self) -> int:
         return self.num_envs // self.minibatches
 
@@ -76,7 +83,7 @@ class LoopConfig:
         for name in ("lr", "adam_eps", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise self.bad(name, "must be positive")
-        for name in ("clip", "threads"):
+        for name in ("clip", "threads", "minutes"):
             if getattr(self, name) < 0:
                 raise self.bad(name, "must not be negative")
         for name in ("gamma", "gae_lambda"):

@@ -6,12 +6,19 @@ write the metrics line (every ``log_every`` updates and at the end), advance the
 ask the caller whether to stop, and checkpoint (every ``checkpoint_every`` updates, at the end,
 and before stopping). What an update *does* stays in each stage's loop.
 
+It also owns how far the run has come, :meth:`UpdateLoop.progress`: the fraction of
+``total_steps`` done or, with a time budget (``--minutes``), of the budget spent, whichever is
+larger. The learning-rate decay follows it, and the run ends when it reaches 1, so a run given
+10 minutes is annealed at 10 minutes on a fast machine and on a loaded one. Training time counts
+across resumes (the checkpoint's ``time_s``). Under torchrun every rank uses the largest clock
+(``sync_time``), so all ranks set the same learning rate and stop together.
+
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="teacher", bar=bar) as loop:
         for update in loop:
             ...  # rollout, advantages, losses
             metrics = loop.metrics(len(buf.episode_returns), {"episode_return": ..., **losses})
             if loop.end_update(metrics, should_stop=lambda metrics: False):
-                break
+                break  # asked to stop, or the time budget is spent
     return loop.last
 """
 
@@ -41,6 +48,7 @@ class LoopSettings(Protocol):
     steps_per_update: int
     log_every: int
     checkpoint_every: int
+    budget_s: float | None
 
 
 @dataclass(frozen=True)
@@ -77,16 +85,21 @@ class UpdateLoop:
         stop_after_updates: end this process's loop after that many updates (the run stays
             resumable from its last checkpoint).
         threads: the stage's torch thread setting, re-checked after each update.
+        sync_time: makes the ranks of a data-parallel run agree on the training time (the
+            largest); the identity in one process.
     """
 
     def __init__(self, settings: LoopSettings, start: Counters, checkpoint: Callable[[Counters], None], *,
                  folder: StageFolder, tag: str, bar: TrainProgress, writes_metrics: bool = True,
-                 stop_after_updates: int | None = None, threads: ThreadGovernor | None = None) -> None:
+                 stop_after_updates: int | None = None, threads: ThreadGovernor | None = None,
+                 sync_time: Callable[[float], float] = float) -> None:
         self.settings, self.start, self.now = settings, start, start
         self.checkpoint, self.folder, self.tag, self.bar = checkpoint, folder, tag, bar
         self.writes_metrics = writes_metrics
         self.stop_after_updates = stop_after_updates
         self.threads = threads
+        self.sync_time = sync_time
+        self._time_s = start.time_s  # training time at the end of the last update, agreed by all ranks
         self.last: dict[str, Any] = {}
         self._tb = None
         self._t0 = time.perf_counter()
@@ -111,6 +124,18 @@ class UpdateLoop:
                 return
             yield update
 
+    def progress(self, update: int) -> float:
+        """How far the run is before ``update`` (0-based), in [0, 1]: the larger of the step
+        fraction and the time-budget fraction. Linear decays use ``1 - progress``."""
+        fraction = update / self.settings.num_updates
+        if self.settings.budget_s is not None:
+            fraction = max(fraction, self._time_s / self.settings.budget_s)
+        return min(1.0, fraction)
+
+    def budget_spent(self) -> bool:
+        """True once the run's training time has reached its ``--minutes`` budget."""
+        return self.settings.budget_s is not None and self._time_s >= self.settings.budget_s
+
     def metrics(self, episodes_ended: int, stage_metrics: dict[str, Any]) -> dict[str, Any]:
         """Count the update just done; its metrics line: ``update``, ``env_steps``, ``episodes``,
         then ``stage_metrics``, then :data:`TIMING_METRICS`."""
@@ -125,15 +150,18 @@ class UpdateLoop:
 
     def end_update(self, metrics: dict[str, Any], should_stop: Callable[[dict[str, Any]], bool]) -> bool:
         """Log ``metrics``, advance the bar, ask ``should_stop(metrics)``, checkpoint when due;
-        True: stop now (after that checkpoint)."""
+        True: stop now (after that checkpoint), also when the time budget is spent."""
         done, s = self.now.update, self.settings
         self.last = metrics
-        if self.writes_metrics and (done % s.log_every == 0 or done == s.num_updates):
+        if s.budget_s is not None:
+            self._time_s = self.sync_time(self.now.time_s)
+        last = done == s.num_updates or self.budget_spent()
+        if self.writes_metrics and (done % s.log_every == 0 or last):
             append_metrics(self.folder.metrics, self._tb, metrics, self.tag)
         self.bar.advance(metrics)
         if self.threads is not None:
             self.threads.tick()
-        stop = should_stop(metrics)
-        if stop or done % s.checkpoint_every == 0 or done == s.num_updates:
+        stop = should_stop(metrics) or last
+        if stop or done % s.checkpoint_every == 0:
             self.checkpoint(self.now)
         return stop

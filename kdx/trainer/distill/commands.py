@@ -81,12 +81,13 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, vi
         same_profile = profile is None or profile == students_profile(saved)["name"]
         same_students = not student or tuple(student) == tuple(saved["distill"].get("students", ()))
         same_views = not views or views == tuple(saved["distill"].get("views", ()))
-        extra = (sorted(set(given) - {"steps"}) + ([] if same_profile else ["profile"])
+        extra = (sorted(set(given) - {"steps", "minutes"}) + ([] if same_profile else ["profile"])
                  + ([] if same_students else ["student"]) + ([] if same_views else ["view"]))
         if extra:
-            raise KdxError(f"--resume continues with the saved config; only --steps may change (got {extra}). "
+            raise KdxError(f"--resume continues with the saved config; only --steps and --minutes may change (got {extra}). "
                            "Start over (delete RUN/students) to change other settings.")
-        last = distill(run, resume=True, total_steps=given.get("steps"), show_progress=not quiet, console=console)
+        last = distill(run, resume=True, total_steps=given.get("steps"), minutes=given.get("minutes"),
+                       show_progress=not quiet, console=console)
     else:
         if not profile:
             from kdx.devices.registry import profile_names

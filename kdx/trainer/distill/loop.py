@@ -195,9 +195,10 @@ def _teacher_for(run_dir: Path, device: str, env: str | None = None) -> Teacher:
 def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bool = False,
             total_steps: int | None = None, show_progress: bool = True, stop_after_updates: int | None = None,
             callback: Callable[[dict[str, Any], dict[str, StudentPolicy]], bool] | None = None,
-            console: Any = None, recipe: RecipeUse | None = None) -> dict[str, Any]:
+            console: Any = None, recipe: RecipeUse | None = None, minutes: float | None = None) -> dict[str, Any]:
     """Distil (or resume distilling) the students of ``run_dir``; returns the last metrics line.
 
+    On resume, ``total_steps`` and ``minutes`` (the time budget) extend the saved run when given.
     ``stop_after_updates`` ends this process's loop early (the run stays resumable);
     ``callback(metrics, students)`` runs after every update, returning True stops after a checkpoint.
     ``recipe`` (how ``kdx distill`` used the env's recipe) is recorded in ``students/config.json``.
@@ -205,19 +206,21 @@ def distill(run_dir: str | Path, config: DistillConfig | None = None, resume: bo
     """
     with RunLayout(Path(run_dir)).writing("kdx distill"):
         return _distill(Path(run_dir), config, resume, total_steps, show_progress, stop_after_updates, callback, console,
-                        recipe)
+                        recipe, minutes)
 
 
 def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_steps: int | None,
              show_progress: bool, stop_after_updates: int | None,
              callback: Callable[[dict[str, Any], dict[str, StudentPolicy]], bool] | None,
-             console: Any, recipe: RecipeUse | None) -> dict[str, Any]:
+             console: Any, recipe: RecipeUse | None, minutes: float | None = None) -> dict[str, Any]:
     paths = RunLayout(run_dir).students
     if resume:
         saved = read_students_config(run_dir)
         config = DistillConfig.from_json(saved["distill"])
         if total_steps is not None:
             config = replace(config, total_steps=total_steps)
+        if minutes is not None:
+            config = replace(config, minutes=minutes)
     elif config is None:
         raise KdxError("a new distillation needs a config")
     elif paths.exists():
@@ -297,7 +300,7 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="distill", bar=bar,
                     stop_after_updates=stop_after_updates, threads=threads) as loop:
         for update in loop:
-            progress_frac = update / config.num_updates
+            progress_frac = loop.progress(update)
             optimizer.param_groups[0]["lr"] = config.lr * ((1.0 - progress_frac) if config.lr_decay else 1.0)
             mix = config.teacher_mix * max(0.0, 1.0 - progress_frac / config.teacher_mix_fraction) if config.teacher_mix_fraction > 0 else 0.0
 

@@ -46,13 +46,14 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
     if resume:
         if out:
             raise KdxError("give either --out (new run) or --resume RUN (continue a run), not both")
-        extra = sorted(set(given) - {"steps"})
+        extra = sorted(set(given) - {"steps", "minutes"})
         if extra:
             raise KdxError(
-                f"--resume continues the run with its saved config; only --steps may change (got {extra}). "
+                f"--resume continues the run with its saved config; only --steps and --minutes may change (got {extra}). "
                 "Start a new run to change other settings."
             )
-        last = train(resume, resume=True, total_steps=given.get("steps"), show_progress=not quiet)
+        last = train(resume, resume=True, total_steps=given.get("steps"), minutes=given.get("minutes"),
+                     show_progress=not quiet)
         run = resume
     else:
         if not out:

@@ -117,6 +117,9 @@ class SingleProcess:
     def agree(self, flag: bool) -> bool:
         return flag
 
+    def max_over_ranks(self, value: float) -> float:
+        return value
+
     def close(self) -> None:
         pass
 
@@ -254,6 +257,12 @@ class DataParallel(SingleProcess):
         t = torch.tensor([1.0 if flag else 0.0], device=self.comm_device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+    def max_over_ranks(self, value: float) -> float:
+        """The largest ``value`` of all ranks (their training clocks, so that all decay and stop alike)."""
+        t = torch.tensor([value], dtype=torch.float64, device=self.comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
 
     def close(self) -> None:
         dist.barrier()

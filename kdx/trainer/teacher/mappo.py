@@ -106,13 +106,16 @@ def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutB
 
 
 def prepare_run(run_dir: str | Path, config: TeacherConfig | None, resume: bool,
-                total_steps: int | None = None) -> tuple[TeacherFolder, TeacherConfig]:
-    """Check the run folder and the config before any work: new runs never overwrite."""
+                total_steps: int | None = None, minutes: float | None = None) -> tuple[TeacherFolder, TeacherConfig]:
+    """Check the run folder and the config before any work: new runs never overwrite. A resume
+    may extend the run: ``total_steps`` and ``minutes`` replace the saved ones when given."""
     paths = RunLayout(Path(run_dir)).teacher
     if resume:
         saved, _ = read_teacher_config(paths)
         if total_steps is not None:
             saved = replace(saved, total_steps=total_steps)
+        if minutes is not None:
+            saved = replace(saved, minutes=minutes)
         return paths, saved.validate()
     if config is None:
         raise KdxError("a new run needs a config")
@@ -128,9 +131,10 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
           total_steps: int | None = None, show_progress: bool = True,
           stop_after_updates: int | None = None,
           callback: Callable[[dict[str, Any], Teacher], bool] | None = None,
-          recipe: RecipeUse | None = None) -> dict[str, Any]:
+          recipe: RecipeUse | None = None, minutes: float | None = None) -> dict[str, Any]:
     """Train (or resume) the teacher of ``run_dir``; returns the last metrics line.
 
+    On resume, ``total_steps`` and ``minutes`` (the time budget) extend the saved run when given.
     ``stop_after_updates`` ends the process-local loop early (tests use it to emulate a stop
     between checkpoints); the run stays resumable. ``callback(metrics, teacher)`` runs after
     every update (benchmarks evaluate there); returning True stops training after a checkpoint.
@@ -141,13 +145,15 @@ def train(run_dir: str | Path, config: TeacherConfig | None = None, resume: bool
         config.validate()  # bad input fails before anything is created
     rank, _, _ = world_from_env()
     with RunLayout(Path(run_dir)).writing("kdx train", create=not resume) if rank == 0 else nullcontext():
-        return _train(run_dir, config, resume, total_steps, show_progress, stop_after_updates, callback, recipe)
+        return _train(run_dir, config, resume, total_steps, show_progress, stop_after_updates, callback, recipe,
+                      minutes)
 
 
 def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, total_steps: int | None,
            show_progress: bool, stop_after_updates: int | None,
-           callback: Callable[[dict[str, Any], Teacher], bool] | None, recipe: RecipeUse | None) -> dict[str, Any]:
-    paths, config = prepare_run(run_dir, config, resume, total_steps)
+           callback: Callable[[dict[str, Any], Teacher], bool] | None, recipe: RecipeUse | None,
+           minutes: float | None = None) -> dict[str, Any]:
+    paths, config = prepare_run(run_dir, config, resume, total_steps, minutes)
     # torchrun ranks: seeds, gradient/statistics sync, rank-0-only I/O (a no-op in one process)
     dp = data_parallel(config)
     run_config, config = config, dp.rank_config(config)
@@ -200,9 +206,9 @@ def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, tota
     # the bar counts env steps over all ranks (run_config.total_steps), as the metrics do
     bar = TrainProgress(run_config, start.update, enabled=show_progress and dp.is_main)
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="teacher", bar=bar, writes_metrics=dp.is_main,
-                    stop_after_updates=stop_after_updates, threads=threads) as loop:
+                    stop_after_updates=stop_after_updates, threads=threads, sync_time=dp.max_over_ranks) as loop:
         for update in loop:
-            frac = 1.0 - update / config.num_updates if config.lr_decay else 1.0
+            frac = 1.0 - loop.progress(update) if config.lr_decay else 1.0
             optimizer.param_groups[0]["lr"] = config.lr * frac
             optimizer.param_groups[1]["lr"] = config.effective_critic_lr * frac
 
