@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -123,24 +123,14 @@ def _parse_train(args: list[str]) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
-# The demo's teacher before recipes: `kdx train` with these flags after the env, steps, seed, out.
-OLD_DEMO_FLAGS = ["--num-envs", "256", "--epochs", "5", "--minibatches", "2", "--lr", "1e-3", "--hidden", "256,256",
-                  "--no-input-norm"]
-
-
-def test_the_demo_teacher_config_is_unchanged_by_moving_its_flags_into_the_recipe(tmp_path):
+def test_the_demo_teacher_is_its_envs_recipe_plus_the_demos_step_count_and_seed(tmp_path):
     demo = DemoConfig(out=tmp_path / "demo")
     assert demo.extra_train_args == ()  # plain defaults: the recipe does the tuning
-    new, use = teacher_config(_parse_train(train_args(demo)))
-    old, _ = teacher_config(_parse_train([*train_args(demo), *OLD_DEMO_FLAGS]))
-    literal = TeacherConfig(env="mpe/simple_spread", total_steps=2_000_000, seed=0, num_envs=256, epochs=5,
-                            minibatches=2, lr=1e-3, hidden="256,256", input_norm=False)
-    for f in fields(TeacherConfig):
-        for before in (old, literal):
-            value, expected = getattr(new, f.name), getattr(before, f.name)
-            assert (value, type(value)) == (expected, type(expected)), f.name
-    assert new.dumps() == literal.dumps()  # what teacher/config.json records
-    assert use.recipe.name == "mpe/simple_spread" and not use.overridden
+    config, use = teacher_config(_parse_train(train_args(demo)))
+    plain, _ = teacher_config({"env": demo.env})
+    assert use.recipe.name == demo.env and use.overridden == {"total_steps": plain.total_steps}
+    assert replace(config, total_steps=plain.total_steps, seed=plain.seed).dumps() == plain.dumps()
+    assert (config.total_steps, config.seed) == (demo.teacher_steps, demo.seed)
 
 
 def test_train_prints_and_records_the_recipe_and_runs_without_one_still_load(tmp_path, capsys, run_kdx):
@@ -154,8 +144,8 @@ def test_train_prints_and_records_the_recipe_and_runs_without_one_still_load(tmp
     doc = json.loads(layout.teacher.config.read_text())
     assert doc["recipe"] == {
         "name": "mpe/simple_spread", "source": "kdx/trainer/recipes/mpe.toml [mpe.simple_spread.teacher]",
-        "values": {"minibatches": 2, "lr": 1e-3, "input_norm": False},
-        "overridden": {"num_envs": 256, "epochs": 5, "hidden": "256,256"}}
+        "values": {"minibatches": 2, "lr": 1e-3, "input_norm": False, "minutes": 10.0},
+        "overridden": {"num_envs": 256, "epochs": 5, "hidden": "128,128", "total_steps": 100_000_000}}
     config, _ = read_teacher_config(layout.teacher)
     assert (config.minibatches, config.lr, config.input_norm, config.num_envs) == (2, 1e-3, False, 8)
     # a run written before recipes has no "recipe" key: it loads, resumes and distils as before

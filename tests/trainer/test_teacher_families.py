@@ -146,4 +146,4 @@ def test_train_cli_refuses_bad_input_and_existing_runs(tmp_path, capsys):
     assert [m["update"] for m in read_metrics(run)] == [1, 2, 3, 4]
     with pytest.raises(SystemExit) as exc:
         main(["train", "--resume", run, "--lr", "0.1"])
-    assert exc.value.code == 2 and "only --steps may change" in _err(capsys)
+    assert exc.value.code == 2 and "only --steps and --minutes may change" in _err(capsys)
