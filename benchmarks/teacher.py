@@ -205,20 +205,22 @@ def last_update_start_s(metrics: list[dict[str, Any]]) -> float:
     return last["time_s"] - per_update
 
 
+def normalised_score(ret: float, reference: dict[str, Any] | None) -> float | None:
+    """``ret`` as a normalised score with the random and oracle returns of an ``eval.json``'s
+    ``reference`` (None without them)."""
+    rand, oracle = (reference or {}).get("random_return"), (reference or {}).get("oracle_return")
+    return None if rand is None or oracle is None or oracle == rand else (ret - rand) / (oracle - rand)
+
+
 def training_curve(metrics: list[dict[str, Any]], metric: str, evaluation: dict[str, Any] | None,
                    points: int = CURVE_POINTS) -> list[dict[str, Any]]:
     """At most ``points`` (+ the last) metrics lines as ``env_steps``, ``time_s``, ``episode_return``
     and ``value``: the training (sampled) win rate, or for a normalised-score target the training
     return normalised with ``eval.json``'s random and oracle returns (None without them)."""
-    ref = (evaluation or {}).get("reference") or {}
-    rand, oracle = ref.get("random_return"), ref.get("oracle_return")
+    ref = (evaluation or {}).get("reference")
 
     def value(m: dict[str, Any]) -> float | None:
-        if metric == "win_rate":
-            return m.get("win_rate")
-        if rand is None or oracle is None or oracle == rand:
-            return None
-        return (m["episode_return"] - rand) / (oracle - rand)
+        return m.get("win_rate") if metric == "win_rate" else normalised_score(m["episode_return"], ref)
 
     stride = max(1, -(-len(metrics) // points))
     picked = metrics[stride - 1::stride]
@@ -254,6 +256,7 @@ def target_row(facts: RunFacts, target: Target) -> dict[str, Any]:
         "env_steps": m[-1]["env_steps"] if m else None, "updates": m[-1]["update"] if m else None,
         "greedy": None, "greedy_ci95": None, "eval_episodes": None,
         "recipe": facts.recipe, "not_plain": non_default_settings(facts.config),
+        "eval_reference": (facts.evaluation or {}).get("reference"),
         "curve": training_curve(m, target.metric, facts.evaluation),
     }
     if facts.training:
@@ -463,16 +466,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------ curves
-def _normalise(ret: float, row: dict[str, Any]) -> float | None:
-    """``ret`` on the row's normalised scale, read back from two points of its curve (None if flat)."""
-    pts = [p for p in row["curve"] if p["value"] is not None]
-    a, b = (pts[0], pts[-1]) if pts else (None, None)
-    if a is None or a["episode_return"] == b["episode_return"]:
-        return None
-    slope = (b["value"] - a["value"]) / (b["episode_return"] - a["episode_return"])
-    return a["value"] + slope * (ret - a["episode_return"])
-
-
 def plot_curves(rows: list[dict[str, Any]], path: Path, peer: PeerTarget | None = PEER) -> None:
     """One column per env row: the training curve against env steps (top) and training minutes
     (bottom), the bar, the limit, the greedy result as a marker, the SC2 reference dashed; on the
@@ -503,7 +496,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, peer: PeerTarget | None 
             if normalised and row.get("greedy") is not None:
                 ax.plot([x_last], [row["greedy"]], "r*", ms=10, label="greedy (kdx evaluate)")
             if peer is not None and row["env"] == peer.env:
-                level = _normalise(peer.final_return, row) if normalised else peer.final_return
+                level = normalised_score(peer.final_return, row.get("eval_reference")) if normalised else peer.final_return
                 if level is not None:
                     ax.axhline(level, color="tab:purple", ls=":", lw=1.0,
                                label=f"{peer.peer} final ({peer.peer_env_steps / 1e6:g}M steps, {peer.peer_time_s:g} s)")
