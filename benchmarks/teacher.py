@@ -341,17 +341,21 @@ def train_plain(env: str, run: Path, limit_s: float, grace_s: float, sample_ever
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=_subprocess_env(), start_new_session=True)
     fired = False
-    while True:
-        remaining = limit_s + grace_s - (time.monotonic() - t0)
-        if remaining <= 0:
-            fired = True
-            _stop(proc)
-            break
-        try:
-            proc.wait(timeout=min(sample_every_s, remaining))
-            break
-        except subprocess.TimeoutExpired:
-            load["during"].append(_load1())
+    try:
+        while True:
+            remaining = limit_s + grace_s - (time.monotonic() - t0)
+            if remaining <= 0:
+                fired = True
+                _stop(proc)
+                break
+            try:
+                proc.wait(timeout=min(sample_every_s, remaining))
+                break
+            except subprocess.TimeoutExpired:
+                load["during"].append(_load1())
+    except BaseException:  # Ctrl-C does not reach the child's own session: stop it, then re-raise
+        _stop(proc)
+        raise
     wall_s = time.monotonic() - t0
     load["after"] = _load1()
     during = load["during"] or [load["after"]]
@@ -521,7 +525,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--env", action="append", help="train only this target env (repeatable)")
     p.add_argument("--hard", action="store_true", help="train the hard maps (2 h each) instead of the main targets")
     p.add_argument("--collect", nargs="+", metavar="RUN", help="tabulate finished run folders instead of training")
-    p.add_argument("--evaluate", action="store_true", help="with --collect: run `kdx evaluate RUN` on each run first")
+    p.add_argument("--evaluate", action="store_true",
+                   help="with --collect: run `kdx evaluate RUN` first on each run that is not still training")
     p.add_argument("--runs-dir", help="where run mode trains (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the runs of a temporary --runs-dir")
     p.add_argument("--grace", type=float, default=GRACE_S, help="seconds past the limit before the hard kill")
@@ -536,7 +541,7 @@ def collect(runs: list[str], evaluate: bool, targets: dict[str, Target], console
     """The rows of finished run folders (``kdx evaluate`` first on each with ``evaluate``)."""
     rows = []
     for run in map(Path, runs):
-        if evaluate:
+        if evaluate and not _lock_held(RunLayout(run)):
             failed = evaluate_plain(run)
             if failed:
                 console.print(f"[red]{run}: kdx evaluate failed[/]: {failed}")
@@ -562,6 +567,7 @@ def main(argv: list[str] | None = None, targets: dict[str, Target] | None = None
         rows = []
         for env in chosen:
             rows += measure(known[env], runs_dir, args.grace, args.sample_every, console)
+            merge_results(Path(args.out), rows)  # hours of runs: keep each result as soon as it is in
         if args.runs_dir or args.keep:
             console.print(f"runs kept in {runs_dir}")
         else:

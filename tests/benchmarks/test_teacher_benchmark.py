@@ -163,3 +163,19 @@ def test_run_mode_safety_net_fires_when_the_run_outlives_its_limit(tmp_path: Pat
     assert row["load"]["cores"] >= 1 and row["load"]["during"] and row["load"]["after"] >= 0
     assert row["status"] in ("failed", "evaluate failed", "met", "missed", "no metrics")
     assert json.loads(out.read_text())[env]["safety_net_fired"] is True
+
+
+def test_collect_evaluate_runs_kdx_evaluate_and_normalises_the_curve(tmp_path: Path) -> None:
+    env = "mpe/simple_spread"
+    run = tmp_path / "spread"
+    train(run, replace(TINY, env=env, num_envs=8, rollout_length=25, total_steps=8 * 25 * 3), show_progress=False)
+    assert not RunLayout(run).eval_json.exists()
+    (row, peer) = bench.main(["--collect", str(run), "--evaluate", "--out", str(tmp_path / "t.json")],
+                             targets={env: bench.Target(env, "normalized_score", -100.0, 10)})
+    evaluation = json.loads(RunLayout(run).eval_json.read_text())  # written by the `kdx evaluate` subprocess
+    assert row["status"] == "met" and row["greedy"] == evaluation["policies"]["teacher_greedy"]["normalized_score"]
+    ref = evaluation["reference"]
+    first = read_metrics(run)[0]["episode_return"]
+    expected = (first - ref["random_return"]) / (ref["oracle_return"] - ref["random_return"])
+    assert row["curve"][0]["value"] == pytest.approx(expected)
+    assert peer["kind"] == "peer" and peer["status"] == "missed"  # 3 updates never average 5
