@@ -219,6 +219,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         out: Path = typer.Option(DemoConfig.out, help="Run folder for the demo's outputs."),
+        env: str = typer.Option(DemoConfig.env, help="Environment (see `kdx envs list`)."),
         seed: int = typer.Option(DemoConfig.seed, help="Random seed."),
         teacher_steps: int = typer.Option(DemoConfig.teacher_steps, help="Teacher training env steps."),
         distill_steps: int = typer.Option(DemoConfig.distill_steps, help="Distillation env steps."),
@@ -226,5 +227,5 @@ def register(app: typer.Typer) -> None:
         fresh: bool = typer.Option(False, "--fresh", help="Delete the demo run folder first (otherwise finished stages resume)."),
     ) -> None:
         """Run the whole pipeline end to end on simple_spread (what `make demo` runs)."""
-        run_demo(DemoConfig(out=out, seed=seed, teacher_steps=teacher_steps, distill_steps=distill_steps,
+        run_demo(DemoConfig(out=out, env=env, seed=seed, teacher_steps=teacher_steps, distill_steps=distill_steps,
                             profile=profile, fresh=fresh))

@@ -1,4 +1,9 @@
-"""The rich progress bar of both training stages: env-steps/s, episode return and win rate."""
+"""The rich progress bar of both training stages: env-steps/s, episode return and win rate.
+
+The bar counts env steps out of ``total_steps``; a run with a time budget (``--minutes``) counts
+its progress instead (``UpdateLoop.progress``: steps or budget, whichever is further along) as a
+percentage, with the env steps in the text.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -23,21 +29,24 @@ class StageSettings(Protocol):
 
 
 class TrainProgress:
-    """Context manager; ``advance(metrics)`` after each update."""
+    """Context manager; ``advance(metrics, progress)`` after each update."""
 
-    def __init__(self, config: StageSettings, start_update: int, enabled: bool = True) -> None:
+    def __init__(self, config: StageSettings, start_update: int, enabled: bool = True,
+                 budget_s: float | None = None) -> None:
         self.config = config
+        self.timed = budget_s is not None
         self.progress = Progress(
             TextColumn(f"[bold]{config.env}[/]"),
             BarColumn(),
-            MofNCompleteColumn(),
+            TaskProgressColumn() if self.timed else MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             disable=not enabled,
         )
-        self.task = self.progress.add_task("train", total=config.total_steps,
-                                           completed=start_update * config.steps_per_update, info="")
+        self.task = self.progress.add_task("train", total=1.0 if self.timed else config.total_steps,
+                                           completed=0.0 if self.timed else start_update * config.steps_per_update,
+                                           info="")
         self.ret: float | None = None
         self.win: float | None = None
 
@@ -48,14 +57,18 @@ class TrainProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
-    def advance(self, m: dict[str, Any]) -> None:
+    def advance(self, m: dict[str, Any], progress: float | None = None) -> None:
+        """Show the update just done (``progress``: the run's fraction done, for a timed run)."""
         if m["episode_return"] is not None:
             self.ret = m["episode_return"]
         if m["win_rate"] is not None:
             self.win = m["win_rate"]
         info = f"{m['env_steps_per_s']:,.0f} steps/s"
+        if self.timed:
+            info = f"{m['env_steps']:,} steps  " + info
         if self.ret is not None:
             info += f"  return {self.ret:.2f}"
         if self.win is not None:
             info += f"  win {self.win:.0%}"
-        self.progress.update(self.task, completed=m["env_steps"], info=info)
+        done = progress if self.timed and progress is not None else m["env_steps"]
+        self.progress.update(self.task, completed=done, info=info)

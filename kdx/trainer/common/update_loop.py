@@ -158,7 +158,7 @@ class UpdateLoop:
         last = done == s.num_updates or self.budget_spent()
         if self.writes_metrics and (done % s.log_every == 0 or last):
             append_metrics(self.folder.metrics, self._tb, metrics, self.tag)
-        self.bar.advance(metrics)
+        self.bar.advance(metrics, self.progress(done))
         if self.threads is not None:
             self.threads.tick()
         stop = should_stop(metrics) or last

@@ -296,7 +296,8 @@ def _distill(run_dir: Path, config: DistillConfig | None, resume: bool, total_st
 
     # ---- the loop
     bar = TrainProgress(SimpleNamespace(env=f"distill {teacher.config.env}", total_steps=config.num_updates * config.steps_per_update,
-                                        steps_per_update=config.steps_per_update), start.update, enabled=show_progress)
+                                        steps_per_update=config.steps_per_update), start.update, enabled=show_progress,
+                        budget_s=config.budget_s)
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="distill", bar=bar,
                     stop_after_updates=stop_after_updates, threads=threads) as loop:
         for update in loop:

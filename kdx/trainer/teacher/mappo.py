@@ -204,7 +204,7 @@ def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, tota
 
     # ---- the loop
     # the bar counts env steps over all ranks (run_config.total_steps), as the metrics do
-    bar = TrainProgress(run_config, start.update, enabled=show_progress and dp.is_main)
+    bar = TrainProgress(run_config, start.update, enabled=show_progress and dp.is_main, budget_s=config.budget_s)
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="teacher", bar=bar, writes_metrics=dp.is_main,
                     stop_after_updates=stop_after_updates, threads=threads, sync_time=dp.max_over_ranks) as loop:
         for update in loop:
