@@ -37,7 +37,7 @@ from kdx.trainer.teacher.config import TeacherConfig
 from kdx.trainer.teacher.distributed import option_args, torchrun_command
 from kdx.trainer.teacher.mappo import read_metrics
 
-# The tuned simple_spread teacher settings of benchmarks/teacher.py, except num_envs (per setup).
+# A tuned simple_spread teacher setting (benchmarks/teacher.py's before recipes), except num_envs (per setup).
 BASE = {"epochs": 5, "minibatches": 2, "lr": 2e-3, "hidden": "64,64", "input_norm": False}
 # torchrun gives each rank one torch thread; the baseline runs with 1 thread and with 2 (all cores).
 SETUPS: dict[str, dict] = {
