@@ -21,7 +21,12 @@ from kdx.runtime.bundle import Bundle
 from kdx.runtime.cli import main as runtime_main
 from kdx.runtime.manifest import MANIFEST_NAME, load_manifest
 from kdx.runtime.manifest_view import AgentView
-from kdx.runtime.model_width import c_header_obs_dim, check_model_widths, model_widths, onnx_input_width
+from kdx.runtime.model_width import (
+    c_header_obs_dim,
+    check_model_widths,
+    model_widths,
+    onnx_input_width,
+)
 from kdx.runtime.testing import mlp_onnx_bytes, random_mlp_weights
 from tests.runtime.c_bundles import add_c_sources
 from tests.runtime.view_bundles import LAYOUT, NARROWING, SAME_WIDTH, make_viewed_bundle
