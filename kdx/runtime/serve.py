@@ -19,6 +19,10 @@ and ``serve`` options):
   (every connection busy) the new one is refused with an error reply. An active control loop is never the longest idle, so idle or trickling clients
   cannot lock it out.
 
+A student with a view takes its raw observation (passed through the device part of its view,
+as ``kdx-runtime run`` does) or its viewed one: :mod:`kdx.runtime.act_input`, and the protocol's
+module docstring for how a request says which.
+
 After each reply a connection spins (polls without blocking) for up to ``spin_us`` for the next
 request before it blocks: a control loop sending requests back to back never pays a thread
 wake-up on the server, and an idle connection costs no CPU once the window has passed.
