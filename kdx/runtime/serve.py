@@ -55,6 +55,7 @@ from kdx.runtime.protocol import (
     MessageReader,
     ProtocolError,
     check_spin_us,
+    decode_act,
     encode,
     encode_act_reply,
     encode_error,
@@ -353,7 +354,11 @@ class PolicyServer:
     def _act(self, code: int, payload: memoryview) -> bytes:
         """An ACT (ACT_RAW, ACT_VIEWED) reply; called with the lock held. A raw observation goes
         through the device view within the timed decision."""
-        obs, mask, raw = self.act_input.decode(code, payload)
+        if self.act_input.identity:  # no view: one width, decoded as before views (no extra frame)
+            obs, mask = decode_act(payload, self.policy.obs_dim, self.policy.n_actions)
+            raw = False
+        else:
+            obs, mask, raw = self.act_input.decode(code, payload)
         start = time.perf_counter_ns()
         action = self.policy.act(self.policy.model_input(obs) if raw else obs, mask)
         elapsed = time.perf_counter_ns() - start
