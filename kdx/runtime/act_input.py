@@ -19,7 +19,8 @@ RAW, VIEWED = "raw", "viewed"
 
 
 class ActInput:
-    """Decodes ACT / ACT_RAW / ACT_VIEWED payloads for ``policy`` into ``(model input, mask)``."""
+    """Decodes ACT / ACT_RAW / ACT_VIEWED payloads for ``policy``: ``decode`` gives the
+    observation, the mask, and whether the observation is raw (to pass through the device view)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -53,7 +54,7 @@ class ActInput:
         fits none, or both, of the kinds."""
         if self.identity:  # one width: the messages of clients written before views
             return (*decode_act(payload, self.widths[VIEWED], self.n_actions), False)
-        kind = self._kind_of_code.get(code) if code != ACT else self._kind_of_length(payload.nbytes)
+        kind = self._kind_of_code[code] if code != ACT else self._kind_of_length(payload.nbytes)
         return (*self._decode_kind(payload, kind), kind == RAW)
 
     def _kind_of_length(self, size: int) -> str:
