@@ -28,6 +28,7 @@ from kdx.runtime.manifest import (
     load_manifest,
     validate_relative_path,
 )
+from kdx.runtime.model_width import check_model_widths
 from kdx.runtime.policy import Policy
 
 AUTO = "auto"
@@ -226,7 +227,8 @@ class Bundle:
         """The policy of ``agent`` (``role`` "student" or "teacher") on ``backend``
         ("auto", or a name from :data:`kdx.runtime.backends.BACKENDS`)."""
         entry = self.manifest.agent(agent, role)
-        if backend == AUTO:
+        if backend == AUTO:  # one clear refusal of model files that disagree, not one per backend
+            check_model_widths(entry, self.path)
             chosen, measured = self._auto(entry)
             self.auto_choices[(role, agent)] = measured
             return Policy(entry, chosen, selection=measured)

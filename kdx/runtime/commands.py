@@ -271,6 +271,15 @@ run = closed_loop_command(
 )
 
 
+def _raw_input_note(server) -> str:
+    """`` or raw N through the view (...)`` for a student with a view (see kdx.runtime.act_input)."""
+    act_input = server.act_input
+    if server.policy.view is None:
+        return ""
+    kind = "; send ACT_RAW or ACT_VIEWED, the widths are equal" if act_input.needs_kind else ""
+    return f" or raw {act_input.widths['raw']} through the view {' '.join(server.policy.view.text)}{kind}"
+
+
 def serve(
     bundle_path: Path = typer.Argument(..., help="Bundle folder or its .tar.gz."),
     agent: str = typer.Option(..., "--agent", help="The agent to serve."),
@@ -287,7 +296,8 @@ def serve(
     max_connections: int = typer.Option(32, "--max-connections", min=1, help="Connections served at once; at the cap a new one closes the longest idle (idle over 1 s), else is refused."),
     pipelined_per_s: float = typer.Option(1000.0, "--pipelined-per-s", min=0.0, help="Decisions per second shared by requests sent before the previous reply was read (pipelining); request/reply clients are never throttled (0: no limit)."),
 ) -> None:
-    """Serve one agent over TCP (protocol: kdx.runtime.protocol; float32 obs in, action out)."""
+    """Serve one agent over TCP (protocol: kdx.runtime.protocol; float32 obs in, action out). A
+    student with a view takes its viewed observation or its raw one (the server applies the view)."""
     from kdx.runtime.bundle import Bundle
     from kdx.runtime.protocol import PROTOCOL_VERSION
     from kdx.runtime.serve import PolicyServer
@@ -304,8 +314,8 @@ def serve(
         console.print(f"warning: listening on {host}: the protocol has no authentication", style="yellow")
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     # This line is parsed by tools and tests: keep its form.
-    print(f"serving {policy.name} ({role}, backend {policy.backend_name}, obs_dim {policy.obs_dim}, "
-          f"n_actions {policy.n_actions}) on {server.address} protocol {PROTOCOL_VERSION}",
+    print(f"serving {policy.name} ({role}, backend {policy.backend_name}, obs_dim {policy.obs_dim}"
+          f"{_raw_input_note(server)}, n_actions {policy.n_actions}) on {server.address} protocol {PROTOCOL_VERSION}",
           flush=True)
     try:
         server.serve_forever()

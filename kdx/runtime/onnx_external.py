@@ -33,15 +33,15 @@ ONNX_FILE_KINDS = ("onnx", "onnx-dynamic")
 _MAX_DEPTH = 64
 
 
-class _Malformed(Exception):
-    pass
+class MalformedProto(Exception):
+    """Bytes that are not a readable protobuf message (truncated, unknown wire type)."""
 
 
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
-            raise _Malformed("truncated varint")
+            raise MalformedProto("truncated varint")
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -50,7 +50,7 @@ def _varint(data: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(data: memoryview):
+def proto_fields(data: memoryview):
     """``(field number, wire type, value)``: an int for varints, a memoryview for
     length-delimited fields, None for fixed-width ones."""
     pos = 0
@@ -63,23 +63,23 @@ def _fields(data: memoryview):
         elif wire == 2:
             size, pos = _varint(data, pos)
             if pos + size > len(data):
-                raise _Malformed("truncated field")
+                raise MalformedProto("truncated field")
             yield number, wire, data[pos: pos + size]
             pos += size
         elif wire in (1, 5):
             pos += 8 if wire == 1 else 4
             if pos > len(data):
-                raise _Malformed("truncated field")
+                raise MalformedProto("truncated field")
             yield number, wire, None
         else:  # groups (3, 4) are not used by ONNX
-            raise _Malformed(f"wire type {wire}")
+            raise MalformedProto(f"wire type {wire}")
 
 
 def _uses_external_data(data: memoryview, kind: str, depth: int) -> bool:
     if depth > _MAX_DEPTH:
-        raise _Malformed(f"messages nested deeper than {_MAX_DEPTH}")
+        raise MalformedProto(f"messages nested deeper than {_MAX_DEPTH}")
     children = _CHILDREN[kind]
-    for number, wire, value in _fields(data):
+    for number, wire, value in proto_fields(data):
         if kind == "tensor":
             if number == _TENSOR_EXTERNAL_DATA and wire == 2:
                 return True
@@ -96,7 +96,7 @@ def check_no_external_data(model_bytes: bytes, source: str) -> None:
     external file, or is not a readable protobuf."""
     try:
         external = _uses_external_data(memoryview(model_bytes), "model", 0)
-    except _Malformed as exc:
+    except MalformedProto as exc:
         raise KdxError(f"{source}: not a valid ONNX file ({exc}); copy the bundle again") from None
     if external:
         raise KdxError(

@@ -17,8 +17,24 @@ Requests (code = type):
              or obs followed by the action mask, one byte per action, (4*obs_dim + n_actions)
              nonzero = legal
     2 RESET  empty: start of an episode (zeroes the recurrent state)
-    3 INFO   empty: reply is UTF-8 JSON (agent, obs_dim, n_actions, backend, protocol)
+    3 INFO   empty: reply is UTF-8 JSON (agent, obs_dim, n_actions, backend, protocol, and the
+             view's widths: raw_obs_dim, view, device_ops, act_needs_kind, ambiguous_act_bytes)
     4 STATS  empty: reply is UTF-8 JSON counters (requests, errors, late decisions, ...)
+    5 ACT_RAW     as ACT, the obs being the agent's raw observation (raw_obs_dim values)
+    6 ACT_VIEWED  as ACT, the obs being the model input (obs_dim values: the viewed observation)
+
+Students with a view (``kdx distill --view``; the manifest's ``view``): the model reads the view,
+``obs_dim`` values, and the server also takes the agent's raw observation (``raw_obs_dim``
+values), which it passes through the device part of the view (keep/drop, sight, quant, dropout
+flags 1; exactly what ``kdx-runtime run`` does) before deciding; that takes part in the server's
+decision time. ACT tells the two apart by the payload's length. Where a length fits both (the
+widths are equal, e.g. ``sight:4`` or ``quant:8`` alone, or a raw observation without a mask is
+as long as a viewed one with it) and the view changes values, ACT gets an error reply saying so:
+such clients send ACT_RAW or ACT_VIEWED, which never guess (INFO's ``act_needs_kind`` is true when
+every length is ambiguous). A length that fits neither gets an error reply naming both widths.
+Without a view, raw and viewed are the same observation: ACT, ACT_RAW and ACT_VIEWED all take
+``obs_dim`` values, as clients written before views expect. A server older than request types
+5 and 6 answers them with an "unknown request type" error reply.
 
 Replies: status 0 with, for ACT, payload ``<iIB``: action (int32), server-side decision time in
 ns (uint32, saturating), flags (bit 0: over the deadline, bit 1: fallback action used); empty for
@@ -61,8 +77,11 @@ _ACT_REPLY_MESSAGE = struct.Struct("<2sBBIiIB")  # header and ACT reply payload 
 _LE_F32 = np.dtype("<f4")
 MAX_PAYLOAD = 1 << 20
 
-ACT, RESET, INFO, STATS = 1, 2, 3, 4
-REQUEST_TYPES = {ACT: "ACT", RESET: "RESET", INFO: "INFO", STATS: "STATS"}
+ACT, RESET, INFO, STATS, ACT_RAW, ACT_VIEWED = 1, 2, 3, 4, 5, 6
+REQUEST_TYPES = {ACT: "ACT", RESET: "RESET", INFO: "INFO", STATS: "STATS", ACT_RAW: "ACT_RAW",
+                 ACT_VIEWED: "ACT_VIEWED"}
+#: the request type of each kind of ACT observation (None: the server tells them by their length)
+ACT_KINDS = {None: ACT, "raw": ACT_RAW, "viewed": ACT_VIEWED}
 OK, ERROR = 0, 1
 FLAG_LATE, FLAG_FALLBACK = 1, 2
 _U32_MAX = 0xFFFFFFFF
@@ -108,12 +127,15 @@ def decode_header(data: bytes | bytearray | memoryview, max_payload: int = MAX_P
     return code, length
 
 
-def encode_act(obs: np.ndarray, mask: np.ndarray | None = None) -> bytes:
-    """An ACT request for ``obs`` (cast to float32) and an optional mask."""
+def encode_act(obs: np.ndarray, mask: np.ndarray | None = None, kind: str | None = None) -> bytes:
+    """An ACT request for ``obs`` (cast to float32) and an optional mask; ``kind`` "raw" or
+    "viewed" sends ACT_RAW / ACT_VIEWED (see the module docstring), None a plain ACT."""
+    if kind not in ACT_KINDS:
+        raise KdxError(f"ACT kind must be 'raw', 'viewed' or None, got {kind!r}")
     payload = np.ascontiguousarray(obs, dtype=_LE_F32).tobytes()
     if mask is not None:
         payload += np.ascontiguousarray(mask, dtype=np.uint8).tobytes()
-    return encode(ACT, payload)
+    return encode(ACT_KINDS[kind], payload)
 
 
 def decode_act(payload: bytes | bytearray | memoryview, obs_dim: int,
@@ -348,13 +370,15 @@ class Client:
             raise KdxError(f"server error: {payload.decode('utf-8', errors='replace')}")
         return payload
 
-    def act_reply(self, obs: np.ndarray, mask: np.ndarray | None = None) -> ActReply:
-        action, server_ns, flags = ACT_REPLY.unpack(self._ok(encode_act(obs, mask)))
+    def act_reply(self, obs: np.ndarray, mask: np.ndarray | None = None, kind: str | None = None) -> ActReply:
+        action, server_ns, flags = ACT_REPLY.unpack(self._ok(encode_act(obs, mask, kind)))
         return ActReply(action, server_ns, bool(flags & FLAG_LATE), bool(flags & FLAG_FALLBACK))
 
-    def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
-        """The served agent's action for ``obs``; KdxError carrying the server's message."""
-        return ACT_REPLY.unpack(self._ok(encode_act(obs, mask)))[0]  # no ActReply: hot path
+    def act(self, obs: np.ndarray, mask: np.ndarray | None = None, kind: str | None = None) -> int:
+        """The served agent's action for ``obs``; KdxError carrying the server's message.
+        ``kind``: "raw" (the agent's raw observation, viewed by the server), "viewed" (the
+        model input) or None (the server tells them by their length)."""
+        return ACT_REPLY.unpack(self._ok(encode_act(obs, mask, kind)))[0]  # no ActReply: hot path
 
     def reset(self) -> None:
         self._ok(encode(RESET))

@@ -19,6 +19,10 @@ and ``serve`` options):
   (every connection busy) the new one is refused with an error reply. An active control loop is never the longest idle, so idle or trickling clients
   cannot lock it out.
 
+A student with a view takes its raw observation (passed through the device part of its view,
+as ``kdx-runtime run`` does) or its viewed one: :mod:`kdx.runtime.act_input`, and the protocol's
+module docstring for how a request says which.
+
 After each reply a connection spins (polls without blocking) for up to ``spin_us`` for the next
 request before it blocks: a control loop sending requests back to back never pays a thread
 wake-up on the server, and an idle connection costs no CPU once the window has passed.
@@ -36,12 +40,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kdx.errors import KdxError
+from kdx.runtime.act_input import ActInput
 from kdx.runtime.policy import Deadline, Policy
 from kdx.runtime.protocol import (
     ACT,
+    ACT_RAW,
+    ACT_VIEWED,
     DEFAULT_SPIN_US,
     INFO,
     PROTOCOL_VERSION,
+    REQUEST_TYPES,
     RESET,
     STATS,
     MessageReader,
@@ -55,6 +63,7 @@ from kdx.runtime.protocol import (
 )
 
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
+_ACT_CODES = frozenset((ACT, ACT_RAW, ACT_VIEWED))
 
 # One thread and one receive buffer (up to 1 MiB) per connection: bounded so a runaway client
 # cannot exhaust the device's memory.
@@ -157,6 +166,7 @@ class PolicyServer:
                  max_connections: int = MAX_CONNECTIONS,
                  pipelined_per_s: float | None = DEFAULT_PIPELINED_PER_S) -> None:
         self.policy = policy
+        self.act_input = ActInput(policy)  # raw or viewed observations (students with a view)
         if pipelined_per_s is not None and not pipelined_per_s >= 0:
             raise KdxError(f"pipelined requests per second must be >= 0 (0: no limit), got {pipelined_per_s!r}")
         self.pipelined = PipelinedBudget(pipelined_per_s)
@@ -260,7 +270,7 @@ class PolicyServer:
                 "protocol": PROTOCOL_VERSION, "spin_us": self.spin_us,
                 "deadline_us": self.deadline.budget_us if self.deadline else None,
                 "idle_timeout_s": self.idle_timeout_s, "frame_timeout_s": self.frame_timeout_s,
-                "max_connections": self.max_connections}
+                "max_connections": self.max_connections, **self.act_input.info()}
 
     def stats(self) -> dict[str, object]:
         return {**asdict(self.counters), **({"deadline": self.deadline.summary()} if self.deadline else {})}
@@ -314,8 +324,8 @@ class PolicyServer:
         with self._lock:
             self.counters.requests += 1
             try:
-                if code == ACT:
-                    return self._act(payload)
+                if code in _ACT_CODES:
+                    return self._act(code, payload)
                 if payload.nbytes:
                     raise ProtocolError(f"request type {code} takes no payload, got {payload.nbytes} bytes")
                 if code == RESET:
@@ -325,7 +335,8 @@ class PolicyServer:
                     return encode_json(self.info())
                 if code == STATS:
                     return encode_json(self.stats())
-                raise ProtocolError(f"unknown request type {code} (known: 1 ACT, 2 RESET, 3 INFO, 4 STATS)")
+                known = ", ".join(f"{c} {name}" for c, name in REQUEST_TYPES.items())
+                raise ProtocolError(f"unknown request type {code} (known: {known})")
             except ProtocolError as exc:
                 self._count_error_locked(protocol=True)
                 return encode_error(str(exc))
@@ -340,11 +351,16 @@ class PolicyServer:
                 return encode_error(f"internal error in the {self.policy.backend_name} backend "
                                     f"({type(exc).__name__}: {exc}); please report it")
 
-    def _act(self, payload: memoryview) -> bytes:
-        """An ACT reply; called with the lock held."""
-        obs, mask = decode_act(payload, self.policy.obs_dim, self.policy.n_actions)
+    def _act(self, code: int, payload: memoryview) -> bytes:
+        """An ACT (ACT_RAW, ACT_VIEWED) reply; called with the lock held. A raw observation goes
+        through the device view within the timed decision."""
+        if self.act_input.identity:  # no view: one width, decoded as before views (no extra frame)
+            obs, mask = decode_act(payload, self.policy.obs_dim, self.policy.n_actions)
+            raw = False
+        else:
+            obs, mask, raw = self.act_input.decode(code, payload)
         start = time.perf_counter_ns()
-        action = self.policy.act(obs, mask)
+        action = self.policy.act(self.policy.model_input(obs) if raw else obs, mask)
         elapsed = time.perf_counter_ns() - start
         late = fallback = False
         if self.deadline is not None:

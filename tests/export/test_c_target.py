@@ -269,7 +269,7 @@ def test_export_without_a_compiler_notes_it_and_skips_c_parity(c_run: Path, monk
 
 
 @needs_compiler
-def test_students_with_views_export_to_c(tmp_path: Path) -> None:
+def test_students_with_views_export_to_c(tmp_path: Path, capsys) -> None:
     """A student distilled on a view reads the view's features: its C code takes the view's width
     and its parity rows are the device view (as in every target)."""
     from kdx.trainer.distill.config import DistillConfig
@@ -290,3 +290,13 @@ def test_students_with_views_export_to_c(tmp_path: Path) -> None:
     obs = np.random.default_rng(0).standard_normal(entry.obs_dim).astype(np.float32)
     assert c.backend.infer(obs) == reference.backend.infer(obs)
     np.testing.assert_allclose(c.last_logits(), reference.last_logits(), atol=1e-5)
+    from kdx.runtime.cli import main as runtime_main
+
+    try:
+        runtime_main(["info", str(result.bundle_dir)])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    printed = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "target c" in printed and "view of student agent_0: -comm.* quant:6:2: the device applies -comm.* " \
+           f"quant:6:2; raw obs {entry.view.raw_obs_dim} -> model input {entry.view.width}" in printed
+    assert "view of student agent_1" not in printed  # full observation: no view line

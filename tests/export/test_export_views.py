@@ -1,7 +1,8 @@
 """Export -> runtime with student views (issue 15 item 5) on mpe/simple_spread: students distilled
 on views (tiny budget) are exported; the manifest records each view; calibration and parity rows
 are the device views; the runtime's logits on its own (numpy) view of raw observations equal
-torch's on the torch view; ``kdx-runtime run`` plays the closed loop through the views;
+torch's on the torch view; ``kdx-runtime run`` plays the closed loop through the views and
+``serve`` takes raw or viewed observations;
 ``kdx-runtime info`` prints them; a view that disagrees with the model's input is refused."""
 
 from __future__ import annotations
@@ -119,6 +120,35 @@ def test_kdx_runtime_run_plays_through_the_views_and_info_prints_them(viewed_exp
            "noise:0.05" in printed
     assert "feed 1 to 3 available flag(s)" in printed and "raw obs 18 -> model input 17" in printed
     assert "14 (view of 18)" in printed
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_serve_takes_raw_or_viewed_observations(viewed_export, backend):
+    """``kdx-runtime serve`` of each viewed student: the recorded raw observations (the server
+    applies the device view) and their device views give the action and logits of the policy
+    fed the viewed observation."""
+    from kdx.runtime.protocol import Client
+    from kdx.runtime.serve import PolicyServer
+
+    _, result = viewed_export
+    bundle = Bundle.load(result.bundle_dir)
+    raw_rows = CalibData.load(result.bundle_dir / "calib.npz").obs
+    for e in result.manifest.agents:
+        local, served = bundle.policy(e.name, backend), bundle.policy(e.name, backend)
+        server = PolicyServer(served, "127.0.0.1", 0)
+        thread = server.start_in_thread()
+        try:
+            with Client(server.host, server.port) as client:
+                assert client.info()["raw_obs_dim"] == e.view.raw_obs_dim != e.obs_dim
+                for raw in raw_rows[e.name][:40]:
+                    viewed = local.model_input(raw)
+                    expected = local.act(viewed)
+                    for sent, kind in ((raw, None), (viewed, None), (raw, "raw"), (viewed, "viewed")):
+                        assert client.act(sent, kind=kind) == expected
+                        np.testing.assert_array_equal(served.last_logits(), local.last_logits())
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
 
 
 def _copy(result, tmp_path: Path) -> tuple[Path, dict]:

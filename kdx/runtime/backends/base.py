@@ -29,6 +29,7 @@ import numpy as np
 
 from kdx.errors import KdxError
 from kdx.runtime.manifest import AgentEntry, FileEntry
+from kdx.runtime.model_width import check_model_widths, width_error
 from kdx.runtime.onnx_external import ONNX_FILE_KINDS, check_no_external_data
 
 _INF = math.inf
@@ -93,6 +94,7 @@ class Backend(ABC):
         self.h_out = np.zeros(state, dtype=np.float32) if state else None
         #: what this backend runs (file, and for the numpy sidecar its float32 weights)
         self.source = ""
+        check_model_widths(agent, self.bundle_dir)  # every backend: the files agree with the manifest
         self._load()  # may replace the buffers above with its own (same shapes)
         self.source = self.source or self.model_file()[0].path
         self._check_buffers()
@@ -145,16 +147,11 @@ class Backend(ABC):
 
     def check_model_input(self, width: object, path: Path) -> None:
         """KdxError when the model at ``path`` reads ``width`` observation values but the manifest
-        says another number (with a view: the view's width). A symbolic ``width`` is not checked."""
-        a = self.agent
-        if not isinstance(width, int) or width == a.model_input_dim:
-            return
-        if a.view is not None:
-            raise KdxError(f"{a.role} {a.name}: its view ({' '.join(a.view.text)}) gives {a.view.width} features "
-                           f"but the model's input {path.name} reads {width}; the view and the model disagree, "
-                           "re-export the bundle")
-        raise KdxError(f"{a.role} {a.name}: the model {path.name} reads {width} observation values but the "
-                       f"manifest says {a.model_input_dim}; re-export the bundle")
+        says another number (with a view: the view's width). A symbolic ``width`` is not checked.
+        Every model file's width is checked before ``_load`` (:mod:`kdx.runtime.model_width`);
+        this checks what a backend actually loaded (an onnxruntime session, a TensorRT engine)."""
+        if isinstance(width, int) and width != self.agent.model_input_dim:
+            raise width_error(self.agent, path.name, width, self.agent.model_input_dim)
 
     def _check_buffers(self) -> None:
         a = self.agent

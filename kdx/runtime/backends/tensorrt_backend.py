@@ -110,7 +110,10 @@ class TensorRTBackend(Backend):
                 raise KdxError(f"{path}: engine tensor {name!r} is not named in the manifest")
             is_input = self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
-            shape = tuple(1 if d < 0 else d for d in self._engine.get_tensor_shape(name))
+            dims = tuple(self._engine.get_tensor_shape(name))
+            if name == a.inputs.obs and dims and dims[-1] >= 0:
+                self.check_model_input(int(dims[-1]), path)  # an engine built from another model
+            shape = tuple(1 if d < 0 else d for d in dims)
             if is_input:
                 self._context.set_input_shape(name, shape)
             host = self._pinned(shape, dtype)
