@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
