@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -44,10 +45,16 @@ class DemoConfig:
     # speaker_listener: two heterogeneous agents (the speaker sees only the goal's colour, the
     # listener its velocity, the landmarks and the speaker's message), so the students differ in
     # input and size as KD-MARL intends, and its teacher converges on 2 CPU cores within the demo
-    # (~1.0 normalised at 500k steps). simple_spread needs ~10 minutes to pass 0.85.
+    # (~1.0 normalised after ~500k steps). simple_spread needs ~10 minutes to pass 0.85.
     env: str = "mpe/simple_speaker_listener"
     seed: int = 0
-    teacher_steps: int = 500_000
+    # The teacher trains by its env's recipe with the demo's time budget: the lr decays over
+    # those minutes (or over teacher_steps, when given and reached first), so the teacher the
+    # report shows has finished learning, on a fast machine and on a slow one alike. A fixed
+    # step count would make a slow machine's demo long, and a short horizon decays the lr before
+    # the curve flattens (500k steps: still visibly climbing at its end).
+    teacher_minutes: float = 2.5
+    teacher_steps: int | None = None
     distill_steps: int = 300_000
     profile: str = "rpi5"
     extra_targets: tuple[str, ...] = ("x86",)  # bundles beyond the one for the profile's own target
@@ -96,16 +103,21 @@ def _invoke(program: str, args: list[str]) -> None:
         raise KdxError(f"`{program} {shlex.join(args)}` exited with code {rc}")
 
 
+def _budget_args(cfg: DemoConfig) -> list[str]:
+    steps = ["--steps", str(cfg.teacher_steps)] if cfg.teacher_steps is not None else []
+    return ["--minutes", f"{cfg.teacher_minutes:g}", *steps]
+
+
 def train_args(cfg: DemoConfig) -> list[str]:
     """The demo's `kdx train` command line for a new teacher."""
-    return ["train", "--env", cfg.env, "--steps", str(cfg.teacher_steps), "--seed", str(cfg.seed),
+    return ["train", "--env", cfg.env, *_budget_args(cfg), "--seed", str(cfg.seed),
             "--out", str(cfg.out), *cfg.extra_train_args]
 
 
 def stage_train(cfg: DemoConfig) -> None:
     teacher = RunLayout(cfg.out).teacher.weights
     if teacher.exists():
-        _invoke("kdx", ["train", "--resume", str(cfg.out), "--steps", str(cfg.teacher_steps)])
+        _invoke("kdx", ["train", "--resume", str(cfg.out), *_budget_args(cfg)])
         return
     _invoke("kdx", train_args(cfg))
 
@@ -159,8 +171,10 @@ def check_demo_config(cfg: DemoConfig) -> None:
     """Every argument, before anything is written or deleted; ``KdxError`` naming the bad one."""
     from kdx.devices.registry import get_profile
 
+    if not cfg.teacher_minutes > 0:
+        raise KdxError(f"--teacher-minutes must be positive (got {cfg.teacher_minutes})")
     for name in ("teacher_steps", "distill_steps", "eval_episodes", "bench_iters", "run_episodes"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise KdxError(f"--{name.replace('_', '-')} must be a positive integer (got {getattr(cfg, name)})")
     get_profile(cfg.profile)  # an unknown profile names the choices
     layout = RunLayout(cfg.out)
@@ -225,11 +239,13 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(DemoConfig.out, help="Run folder for the demo's outputs."),
         env: str = typer.Option(DemoConfig.env, help="Environment (see `kdx envs list`)."),
         seed: int = typer.Option(DemoConfig.seed, help="Random seed."),
-        teacher_steps: int = typer.Option(DemoConfig.teacher_steps, help="Teacher training env steps."),
+        teacher_minutes: float = typer.Option(DemoConfig.teacher_minutes, help="Teacher training-time budget in minutes."),
+        teacher_steps: Optional[int] = typer.Option(None, help="Teacher env steps, if fewer than the recipe's bound."),  # noqa: UP045
         distill_steps: int = typer.Option(DemoConfig.distill_steps, help="Distillation env steps."),
         profile: str = typer.Option(DemoConfig.profile, "--profile", help="Device profile for the students."),
         fresh: bool = typer.Option(False, "--fresh", help="Delete the demo run folder first (otherwise finished stages resume)."),
     ) -> None:
         """Run the whole pipeline end to end on speaker_listener (what `make demo` runs)."""
-        run_demo(DemoConfig(out=out, env=env, seed=seed, teacher_steps=teacher_steps, distill_steps=distill_steps,
+        run_demo(DemoConfig(out=out, env=env, seed=seed, teacher_minutes=teacher_minutes, teacher_steps=teacher_steps,
+                            distill_steps=distill_steps,
                             profile=profile, fresh=fresh))

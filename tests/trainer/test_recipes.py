@@ -128,9 +128,10 @@ def test_the_demo_teacher_is_its_envs_recipe_plus_the_demos_step_count_and_seed(
     assert demo.extra_train_args == ()  # plain defaults: the recipe does the tuning
     config, use = teacher_config(_parse_train(train_args(demo)))
     plain, _ = teacher_config({"env": demo.env})
-    assert use.recipe.name == demo.env and use.overridden == {"total_steps": plain.total_steps}
-    assert replace(config, total_steps=plain.total_steps, seed=plain.seed).dumps() == plain.dumps()
-    assert (config.total_steps, config.seed) == (demo.teacher_steps, demo.seed)
+    assert use.recipe.name == demo.env and use.overridden == {"minutes": plain.minutes}
+    assert replace(config, minutes=plain.minutes, seed=plain.seed).dumps() == plain.dumps()
+    assert (config.minutes, config.seed) == (demo.teacher_minutes, demo.seed)
+    assert demo.teacher_steps is None and config.total_steps == plain.total_steps  # the recipe's step bound
 
 
 def test_train_prints_and_records_the_recipe_and_runs_without_one_still_load(tmp_path, capsys, run_kdx):
