@@ -238,3 +238,16 @@ def test_teacher_mix_hands_actions_to_the_teacher(tmp_path):
         acted[mix] = float(buf.student_acted.float().mean())
         assert bool(buf.masks.gather(-1, buf.actions.unsqueeze(-1)).all())  # every executed action is legal
     assert acted[0.0] == 1.0 and acted[1.0] == 0.0 and 0.35 < acted[0.5] < 0.65
+
+
+def test_a_time_budget_ends_a_distillation_annealed_and_a_resume_can_extend_it(tmp_path):
+    make_teacher_run(tmp_path)
+    config = DistillConfig(total_steps=16 * 4 * 100_000, minutes=0.01, lr=1e-3, **TOY)
+    last = distill(tmp_path, config, show_progress=False)
+    assert 1 <= last["update"] < config.num_updates and last["time_s"] >= 0.6
+    lines = read_distill_metrics(tmp_path)
+    assert lines[-1]["update"] == last["update"]  # the stopping update is logged and checkpointed
+    assert last["lr"] < 0.5 * config.lr  # decayed with the clock, not with the (tiny) step fraction
+    assert json.loads(RunLayout(tmp_path).students.config.read_text())["distill"]["minutes"] == 0.01
+    more = distill(tmp_path, resume=True, minutes=0.02, show_progress=False)
+    assert more["update"] > last["update"] and more["time_s"] >= 1.2
