@@ -3,9 +3,9 @@
 A seeded 200-step rollout with random legal actions (drawn from the env's own generator) on 3m,
 8m, MMM and 2s3z, hashed over every step's observations, action masks, global state, rewards,
 done and win flags (as float32). The hashes were recorded from the simulator before its
-small-batch speed work (issue 16 item 6); any change to them is a change of behaviour, not of speed. Float reductions can round
-differently on another CPU's vector width; if only that machine disagrees, compare against the
-old code there before re-pinning.
+small-batch speed work (issue 16 item 6); any change to them is a change of behaviour, not of
+speed. Float reductions can round differently on another CPU's vector width; if only that machine
+disagrees, compare against the old code there before re-pinning.
 """
 
 from __future__ import annotations
