@@ -226,8 +226,9 @@ def float_mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tenso
     for 0/1 weights) rather than bool tensors: on CPU a comparison written into a float tensor
     vectorises while one producing bool does not, and neither do bool-to-float conversion and
     ``torch.where`` -- each of those costs ten to fifty float operations at 4096 envs."""
-    shape = torch.broadcast_shapes(a.shape, b.shape) if isinstance(b, torch.Tensor) else a.shape
-    return compare(a, b, out=torch.empty(shape, dtype=a.dtype, device=a.device))
+    # An empty ``out`` is resized to the broadcast shape by the comparison itself (no Python-side
+    # shape arithmetic: torch.broadcast_shapes costs more than the comparison at small batch).
+    return compare(a, b, out=torch.empty(0, dtype=a.dtype, device=a.device))
 
 
 def _closest(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
