@@ -231,19 +231,25 @@ def float_mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tenso
     return compare(a, b, out=torch.empty(0, dtype=a.dtype, device=a.device))
 
 
-def _closest(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _closest(score: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``score.min(0)`` of a unit-major ``[n, m, E]`` grid, as ``[E, m]`` float tensors: the
-    smallest value and the first index reaching it (what torch.min returns), from two amin
-    reductions over the outer axis (torch.min with indices is several times slower)."""
+    smallest value and the first index reaching it (what torch.min returns) plus ``offset``, from
+    two amin reductions over the outer axis (torch.min with indices is several times slower).
+    ``index``: ``offset + arange(n)`` as a float ``[n, 1, 1]`` tensor (``StepConstants``)."""
     best = score.amin(0, keepdim=True)
-    n = score.shape[0]
-    index = torch.arange(n, dtype=score.dtype, device=score.device).view(-1, 1, 1)
-    first = float_mask(torch.ne, score, best).mul_(n).add_(index).amin(0)
+    first = float_mask(torch.ne, score, best).mul_(score.shape[0]).add_(index).amin(0)
     return best.squeeze(0).T, first.T
 
 
+# Lookups of at most this many indices use take (one op: cheapest at small batch); larger ones
+# index_select, the faster kernel once the work outweighs the per-op overhead.
+_TAKE_MAX_INDICES = 4096
+
+
 def _lookup(pair_table: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
-    """``pair_table.take(flat_index)`` for a ``[U, U]`` table (index_select is the faster kernel)."""
+    """``pair_table.take(flat_index)`` for a ``[U, U]`` table."""
+    if flat_index.numel() <= _TAKE_MAX_INDICES:
+        return torch.take(pair_table, flat_index)
     return pair_table.view(-1).index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
 
 
@@ -257,11 +263,45 @@ class Intent:
     move: torch.Tensor  # walks toward its move order's goal
 
 
-def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> Intent:
-    """Every unit's intent this loop; ``alive`` is a float 0/1 ``[E, U]`` mask.
+@dataclass
+class StepConstants:
+    """Constants of ``game_loop`` laid out for ``num_envs`` envs, built once per env (``build``),
+    so that no game loop allocates or expands them again; not part of the env's checkpointed
+    state (rebuilt from the map)."""
+
+    NOT_ENV_STATE = True
+    reach_sq_allies: torch.Tensor  # [nE, nA, E]: UnitTable.reach_sq_allies.T copied over envs
+    enemy_penalty: torch.Tensor | None  # [nA, nE, E]: UnitTable.enemy_penalty over envs, or None
+    ally_index: torch.Tensor  # float [nA, 1, 1]: 0..nA-1, for _closest
+    enemy_unit_index: torch.Tensor  # float [nE, 1, 1]: the enemies' unit indices nA..U-1
+    enemy_ones: torch.Tensor  # [E, nE] ones
+    zeros: torch.Tensor  # [E, U] zeros (never written: the base of out-of-place scatters)
+
+    @staticmethod
+    def build(table: UnitTable, num_envs: int) -> StepConstants:
+        n_a, n_e = table.n_allies, table.n_enemies
+        dev = table.max_health.device
+
+        def plane(t: torch.Tensor) -> torch.Tensor:
+            return t[:, :, None].expand(-1, -1, num_envs).contiguous()
+
+        return StepConstants(
+            reach_sq_allies=plane(table.reach_sq_allies.T),
+            enemy_penalty=None if table.enemy_penalty is None else plane(table.enemy_penalty),
+            ally_index=torch.arange(n_a, dtype=torch.float32, device=dev).view(-1, 1, 1),
+            enemy_unit_index=torch.arange(n_a, n_a + n_e, dtype=torch.float32, device=dev).view(-1, 1, 1),
+            enemy_ones=torch.ones(num_envs, n_e, device=dev),
+            zeros=torch.zeros(num_envs, n_a + n_e, device=dev),
+        )
+
+
+def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: StepConstants | None = None) -> Intent:
+    """Every unit's intent this loop; ``alive`` is a float 0/1 ``[E, U]`` mask; ``const``: the
+    env's ``StepConstants`` (built here when not given).
 
     "Closest" compares centre distances (squared: no square roots on the pairwise grid).
     """
+    const = const or StepConstants.build(table, b.x.shape[0])
     n_a = table.n_allies
     # Pairwise work runs unit-major ([n, m, E]: the env axis innermost and contiguous), where
     # elementwise ops and amin over the outer axis vectorise; broadcasting along the innermost
@@ -277,9 +317,9 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> Intent:
     allies, enemies = slice(0, n_a), slice(n_a, None)
     d2 = grid(allies, enemies)  # [nA, nE, E]: reduced over allies for the enemies' targets
     # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
-    if table.enemy_penalty is not None:
-        d2 += table.enemy_penalty[:, :, None].expand_as(d2).contiguous()  # no inner broadcast: fast
-    best_e, new_e = _closest(d2)
+    if const.enemy_penalty is not None:
+        d2 += const.enemy_penalty  # a whole [nA, nE, E] plane: no inner broadcast, fast
+    best_e, new_e = _closest(d2, const.ally_index)
     cur = b.enemy_target[:, n_a:]
     cur_flat = cur + table.row_offset[n_a:]
     cdx = b.x[:, n_a:] - b.x.gather(1, cur)
@@ -293,22 +333,22 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> Intent:
     # Idle allies: closest hittable enemy already in weapon range (no chasing); dead enemies
     # and the ones an ally cannot hit (reach -1) are out of reach.
     d2 = grid(enemies, allies)  # [nE, nA, E]: reduced over enemies (the outer axis, which is fast)
-    reach_sq = table.reach_sq_allies.T[:, :, None].expand_as(d2).contiguous()  # no inner broadcast: fast
-    best_a, auto_a = _closest(d2.add_(float_mask(torch.gt, d2, reach_sq).mul_(_FAR)))
+    reach_sq = const.reach_sq_allies  # [nE, nA, E]: no inner broadcast, fast
+    # the index of the closest enemy as a unit index (offset n_a)
+    best_a, auto_a = _closest(d2.add_(float_mask(torch.gt, d2, reach_sq).mul_(_FAR)), const.enemy_unit_index)
     has_a = float_mask(torch.lt, best_a, _FAR)
 
     # Allies' own orders: attack (or heal) a live target, or move; otherwise idle
     # auto-acquire ("hold": fire at what is in range, never walk after it).
     chase = b.order_chase[:, :n_a] * alive.gather(1, b.order_target[:, :n_a])
-    move = b.order_move[:, :n_a]
-    hold = has_a * (1.0 - chase) * (1.0 - move)
-    tgt_a = torch.lerp(auto_a + n_a, b.order_target[:, :n_a].float(), chase)
+    hold = has_a * (1.0 - chase) * (1.0 - b.order_move[:, :n_a])
+    tgt_a = torch.lerp(auto_a, b.order_target[:, :n_a].float(), chase)
     engage_a = chase * b.order_ok[:, :n_a] + hold
 
     target = torch.cat([tgt_a, tgt_e], dim=1)
-    pursue = torch.cat([chase, torch.ones_like(engage_e)], dim=1)
+    pursue = torch.cat([chase, const.enemy_ones], dim=1)
     engage = torch.cat([engage_a, engage_e], dim=1)
-    move = torch.cat([move, torch.zeros_like(engage_e)], dim=1)
+    move = b.order_move  # enemies never hold move orders: their columns stay 0
     if table.has_healers:
         target, engage, pursue = _healer_behaviour(table, b, alive, target, engage, pursue, chase)
     target = target.long()
@@ -369,14 +409,16 @@ def _healer_behaviour(table: UnitTable, b: Battle, alive: torch.Tensor, target: 
     return target, engage, pursue
 
 
-def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
-    """Advance every env of ``b`` by one game loop, in place. ``record``: keep ``acting_on``.
+def game_loop(table: UnitTable, b: Battle, record: bool = False, const: StepConstants | None = None) -> None:
+    """Advance every env of ``b`` by one game loop, in place. ``record``: keep ``acting_on``;
+    ``const``: the env's ``StepConstants`` (built here when not given).
 
     Masks are float 0/1 tensors (see ``float_mask``): an exact and, on CPU, far cheaper way to write
     the rules than bool tensors and ``torch.where``.
     """
+    const = const or StepConstants.build(table, b.x.shape[0])
     alive = float_mask(torch.gt, b.health, 0.0)
-    intent = choose_targets(table, b, alive)
+    intent = choose_targets(table, b, alive, const)
     target = intent.target
     flat = target + table.row_offset  # index into [U, U] tables: attacker * U + target
     tx, ty = b.x.gather(1, target), b.y.gather(1, target)
@@ -402,8 +444,8 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     direct = fire * table.not_exploder if table.has_exploders else fire
     n_hits = table.hits * direct
     per_hit = _lookup(table.hit_damage, flat)
-    dmg = torch.zeros_like(n_hits).scatter_add_(1, target, per_hit * n_hits)
-    cnt = torch.zeros_like(n_hits).scatter_add_(1, target, n_hits)
+    dmg = const.zeros.scatter_add(1, target, per_hit * n_hits)
+    cnt = const.zeros.scatter_add(1, target, n_hits)
     if table.has_exploders:
         dmg, cnt = _explosions(table, b, alive, fire, dmg, cnt)
     if table.splash_units:
@@ -436,7 +478,8 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
         health = torch.lerp(health, regrown, float_mask(torch.gt, health, 0.0))
     b.health = health.clamp_(min=0)  # the dead have exactly 0
     # A unit fires only with its cooldown at 0, so "reset on fire" is an addition.
-    b.cooldown = (b.cooldown + fire * table.cooldown - 1).clamp_(min=0)
+    # (fire * cooldown is exact: addcmul rounds like the plain sum)
+    b.cooldown = torch.addcmul(b.cooldown, fire, table.cooldown).sub_(1).clamp_(min=0)
     if record:
         acted = (fire + ready * table.healer_f) if table.has_healers else fire
         b.acting_on = torch.where(acted > 0, target, b.acting_on)
