@@ -25,7 +25,7 @@ most ~1.5 map units per agent step, less than two marine radii).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -217,6 +217,14 @@ class Battle:
     def pos(self) -> torch.Tensor:
         """Positions ``[E, U, 2]`` (a copy)."""
         return torch.stack([self.x, self.y], dim=-1)
+
+    def drop_inference_tensors(self) -> None:
+        """Replace the tensors that ``torch.inference_mode`` made (the env runs its game loops
+        there: no autograd bookkeeping per op) by ordinary copies, which callers may write into."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value.is_inference():
+                setattr(self, f.name, value.clone())
 
 
 def float_mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:

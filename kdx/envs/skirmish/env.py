@@ -137,9 +137,11 @@ class SkirmishEnv(BatchedEnv):
         self._set_orders(actions)
         self.last_actions = actions.clone()
         b.acting_on.fill_(-1)
-        for _ in range(LOOPS_PER_STEP):
-            game_loop(t, b, record=self.record_actions, const=self._step_constants)
-        push_apart(t, b, self._pair_planes)
+        with torch.inference_mode():  # pure tensor work: skipping autograd's dispatch saves ~15%
+            for _ in range(LOOPS_PER_STEP):
+                game_loop(t, b, record=self.record_actions, const=self._step_constants)
+            push_apart(t, b, self._pair_planes)
+        b.drop_inference_tensors()
         alive = b.alive
         enemy_hp = (b.health + b.shield)[:, n_a:]
         was = alive_before[:, n_a:]
