@@ -239,13 +239,14 @@ def float_mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tenso
     return compare(a, b, out=torch.empty(0, dtype=a.dtype, device=a.device))
 
 
-def _closest(score: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _closest(score: torch.Tensor, index: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``score.min(0)`` of a unit-major ``[n, m, E]`` grid, as ``[E, m]`` float tensors: the
     smallest value and the first index reaching it (what torch.min returns) plus ``offset``, from
     two amin reductions over the outer axis (torch.min with indices is several times slower).
-    ``index``: ``offset + arange(n)`` as a float ``[n, 1, 1]`` tensor (``StepConstants``)."""
+    ``index``: ``offset + arange(n)`` as a float ``[n, 1, 1]`` tensor, ``count``: n as a 0-dim
+    tensor (both from ``StepConstants``)."""
     best = score.amin(0, keepdim=True)
-    first = float_mask(torch.ne, score, best).mul_(score.shape[0]).add_(index).amin(0)
+    first = float_mask(torch.ne, score, best).mul_(count).add_(index).amin(0)
     return best.squeeze(0).T, first.T
 
 
@@ -284,6 +285,18 @@ class StepConstants:
     enemy_unit_index: torch.Tensor  # float [nE, 1, 1]: the enemies' unit indices nA..U-1
     enemy_ones: torch.Tensor  # [E, nE] ones
     zeros: torch.Tensor  # [E, U] zeros (never written: the base of out-of-place scatters)
+    # The rules' scalars as 0-dim tensors: an op with a Python number operand costs about twice
+    # one with a tensor operand (the number is wrapped into a tensor every time); same values.
+    zero: torch.Tensor
+    one: torch.Tensor
+    far: torch.Tensor  # _FAR
+    n_allies: torch.Tensor
+    n_enemies: torch.Tensor
+    approach: torch.Tensor  # 1e-3: how far inside weapon range a unit walks
+    tiny: torch.Tensor  # 1e-6: smallest divisor
+    min_hit: torch.Tensor  # MIN_HEALTH_DAMAGE_PER_HIT
+    regen_delay: torch.Tensor  # SHIELD_REGEN_DELAY_LOOPS
+    regen_per_loop: torch.Tensor  # SHIELD_REGEN_PER_LOOP
 
     @staticmethod
     def build(table: UnitTable, num_envs: int) -> StepConstants:
@@ -300,6 +313,10 @@ class StepConstants:
             enemy_unit_index=torch.arange(n_a, n_a + n_e, dtype=torch.float32, device=dev).view(-1, 1, 1),
             enemy_ones=torch.ones(num_envs, n_e, device=dev),
             zeros=torch.zeros(num_envs, n_a + n_e, device=dev),
+            **{name: torch.tensor(float(v), device=dev) for name, v in (
+                ("zero", 0.0), ("one", 1.0), ("far", _FAR), ("n_allies", n_a), ("n_enemies", n_e),
+                ("approach", 1e-3), ("tiny", 1e-6), ("min_hit", MIN_HEALTH_DAMAGE_PER_HIT),
+                ("regen_delay", SHIELD_REGEN_DELAY_LOOPS), ("regen_per_loop", SHIELD_REGEN_PER_LOOP))},
         )
 
 
@@ -314,7 +331,7 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: Step
     # Pairwise work runs unit-major ([n, m, E]: the env axis innermost and contiguous), where
     # elementwise ops and amin over the outer axis vectorise; broadcasting along the innermost
     # axis does not, so per-pair tables are expanded first.
-    xt = (b.x + table.dead_shift * (1.0 - alive)).T.contiguous()  # dead units far away: _DEAD_SHIFT
+    xt = (b.x + table.dead_shift * (const.one - alive)).T.contiguous()  # dead units far away: _DEAD_SHIFT
     yt = b.y.T.contiguous()
 
     def grid(rows: slice, cols: slice) -> torch.Tensor:  # [rows, cols, E] squared centre distances
@@ -327,7 +344,7 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: Step
     # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
     if const.enemy_penalty is not None:
         d2 += const.enemy_penalty  # a whole [nA, nE, E] plane: no inner broadcast, fast
-    best_e, new_e = _closest(d2, const.ally_index)
+    best_e, new_e = _closest(d2, const.ally_index, const.n_allies)
     cur = b.enemy_target[:, n_a:]
     cur_flat = cur + table.row_offset[n_a:]
     cdx = b.x[:, n_a:] - b.x.gather(1, cur)
@@ -336,20 +353,21 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: Step
     keep = (alive.gather(1, cur) * _lookup(table.can_target_f, cur_flat)
             * float_mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), reach_cur * reach_cur))
     tgt_e = torch.lerp(new_e, cur.float(), keep)
-    engage_e = torch.maximum(float_mask(torch.lt, best_e, _FAR), keep)
+    engage_e = torch.maximum(float_mask(torch.lt, best_e, const.far), keep)
 
     # Idle allies: closest hittable enemy already in weapon range (no chasing); dead enemies
     # and the ones an ally cannot hit (reach -1) are out of reach.
     d2 = grid(enemies, allies)  # [nE, nA, E]: reduced over enemies (the outer axis, which is fast)
     reach_sq = const.reach_sq_allies  # [nE, nA, E]: no inner broadcast, fast
     # the index of the closest enemy as a unit index (offset n_a)
-    best_a, auto_a = _closest(d2.add_(float_mask(torch.gt, d2, reach_sq).mul_(_FAR)), const.enemy_unit_index)
-    has_a = float_mask(torch.lt, best_a, _FAR)
+    best_a, auto_a = _closest(d2.add_(float_mask(torch.gt, d2, reach_sq).mul_(const.far)),
+                              const.enemy_unit_index, const.n_enemies)
+    has_a = float_mask(torch.lt, best_a, const.far)
 
     # Allies' own orders: attack (or heal) a live target, or move; otherwise idle
     # auto-acquire ("hold": fire at what is in range, never walk after it).
     chase = b.order_chase[:, :n_a] * alive.gather(1, b.order_target[:, :n_a])
-    hold = has_a * (1.0 - chase) * (1.0 - b.order_move[:, :n_a])
+    hold = has_a * (const.one - chase) * (const.one - b.order_move[:, :n_a])
     tgt_a = torch.lerp(auto_a, b.order_target[:, :n_a].float(), chase)
     engage_a = chase * b.order_ok[:, :n_a] + hold
 
@@ -425,7 +443,8 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False, const: StepCons
     the rules than bool tensors and ``torch.where``.
     """
     const = const or StepConstants.build(table, b.x.shape[0])
-    alive = float_mask(torch.gt, b.health, 0.0)
+    zero, one = const.zero, const.one
+    alive = float_mask(torch.gt, b.health, zero)
     intent = choose_targets(table, b, alive, const)
     target = intent.target
     flat = target + table.row_offset  # index into [U, U] tables: attacker * U + target
@@ -433,20 +452,20 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False, const: StepCons
     to_tx, to_ty = tx - b.x, ty - b.y
     dist = (to_tx * to_tx).addcmul_(to_ty, to_ty).sqrt_()
     gap = dist - _lookup(table.reach, flat)  # <= 0: in weapon range
-    in_range = float_mask(torch.le, gap, 0.0)
+    in_range = float_mask(torch.le, gap, zero)
     ready = intent.engage * in_range
-    fire = ready * float_mask(torch.le, b.cooldown, 0.0)
+    fire = ready * float_mask(torch.le, b.cooldown, zero)
     if table.has_healers:
         fire = fire * table.not_healer
 
     # Movement (units that fire or hold in range stand still). lerp with 0/1 weights selects exactly.
-    walk_to_target = intent.engage * intent.pursue * (1.0 - in_range)
+    walk_to_target = intent.engage * intent.pursue * (one - in_range)
     walking = walk_to_target + intent.move * alive
     gx = torch.lerp(b.goal_x - b.x, to_tx, walk_to_target)
     gy = torch.lerp(b.goal_y - b.y, to_ty, walk_to_target)
     goal_dist = (gx * gx).addcmul_(gy, gy).sqrt_()
-    wanted = torch.lerp(goal_dist, gap + 1e-3, walk_to_target)
-    step = torch.minimum(table.speed, wanted).mul_(walking).div_(goal_dist.clamp(min=1e-6))
+    wanted = torch.lerp(goal_dist, gap + const.approach, walk_to_target)
+    step = torch.minimum(table.speed, wanted).mul_(walking).div_(torch.maximum(goal_dist, const.tiny))
 
     # Damage of this loop's shots.
     direct = fire * table.not_exploder if table.has_exploders else fire
@@ -462,7 +481,7 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False, const: StepCons
     if table.has_shields:
         health, shield = apply_hits(b.health, b.shield, table.armour, dmg, cnt)
     else:  # apply_hits without shields; no hits (cnt 0) means no damage (dmg 0): loss 0
-        health = b.health - torch.maximum(dmg - table.armour * cnt, MIN_HEALTH_DAMAGE_PER_HIT * cnt)
+        health = b.health - torch.maximum(dmg - table.armour * cnt, const.min_hit * cnt)
         shield = b.shield
     if table.has_healers:
         target_hurt = float_mask(torch.lt, b.health.gather(1, target), table.max_health[target])
@@ -475,19 +494,20 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False, const: StepCons
     if table.has_exploders:
         health = health * (1.0 - fire * table.exploder_f)
 
+    if table.has_shields or table.has_regeneration:
+        living = float_mask(torch.gt, health, zero)
     if table.has_shields:  # only shields care how long ago a unit was hit
-        b.since_damage = (b.since_damage + 1) * float_mask(torch.le, dmg, 0.0)
-        regen = float_mask(torch.gt, health, 0.0) * float_mask(torch.ge, b.since_damage,
-                                                     SHIELD_REGEN_DELAY_LOOPS)
-        shield = torch.minimum(shield + regen * SHIELD_REGEN_PER_LOOP, table.max_shield)
-        b.shield = shield * float_mask(torch.gt, health, 0.0)
+        b.since_damage = (b.since_damage + one) * float_mask(torch.le, dmg, zero)
+        regen = living * float_mask(torch.ge, b.since_damage, const.regen_delay)
+        shield = torch.minimum(shield + regen * const.regen_per_loop, table.max_shield)
+        b.shield = shield * living
     if table.has_regeneration:
         regrown = torch.minimum(health + table.health_regen_per_loop, table.max_health)
-        health = torch.lerp(health, regrown, float_mask(torch.gt, health, 0.0))
+        health = torch.lerp(health, regrown, living)
     b.health = health.clamp_(min=0)  # the dead have exactly 0
     # A unit fires only with its cooldown at 0, so "reset on fire" is an addition.
     # (fire * cooldown is exact: addcmul rounds like the plain sum)
-    b.cooldown = torch.addcmul(b.cooldown, fire, table.cooldown).sub_(1).clamp_(min=0)
+    b.cooldown = torch.addcmul(b.cooldown, fire, table.cooldown).sub_(one).clamp_(min=0)
     if record:
         acted = (fire + ready * table.healer_f) if table.has_healers else fire
         b.acting_on = torch.where(acted > 0, target, b.acting_on)

@@ -14,7 +14,14 @@ import torch
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec, EnvStep
 from kdx.envs.obs_layout import ObservationLayout
 from kdx.envs.skirmish import features
-from kdx.envs.skirmish.combat import Battle, PairPlanes, StepConstants, UnitTable, game_loop, push_apart
+from kdx.envs.skirmish.combat import (
+    Battle,
+    PairPlanes,
+    StepConstants,
+    UnitTable,
+    game_loop,
+    push_apart,
+)
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap, get_map
 from kdx.envs.skirmish.units import LOOPS_PER_STEP
 from kdx.errors import KdxError
