@@ -284,6 +284,9 @@ class StepConstants:
     ally_index: torch.Tensor  # float [nA, 1, 1]: 0..nA-1, for _closest
     enemy_unit_index: torch.Tensor  # float [nE, 1, 1]: the enemies' unit indices nA..U-1
     enemy_ones: torch.Tensor  # [E, nE] ones
+    enemy_row_offset: torch.Tensor  # long [nE]: UnitTable.row_offset of the enemies
+    reach_sq: torch.Tensor  # [U, U]: UnitTable.reach squared
+    armoured: bool  # some unit has armour (else damage needs no armour term: x - 0 * n == x)
     zeros: torch.Tensor  # [E, U] zeros (never written: the base of out-of-place scatters)
     # The rules' scalars as 0-dim tensors: an op with a Python number operand costs about twice
     # one with a tensor operand (the number is wrapped into a tensor every time); same values.
@@ -312,6 +315,9 @@ class StepConstants:
             ally_index=torch.arange(n_a, dtype=torch.float32, device=dev).view(-1, 1, 1),
             enemy_unit_index=torch.arange(n_a, n_a + n_e, dtype=torch.float32, device=dev).view(-1, 1, 1),
             enemy_ones=torch.ones(num_envs, n_e, device=dev),
+            enemy_row_offset=table.row_offset[n_a:].clone(),
+            reach_sq=table.reach * table.reach,
+            armoured=bool((table.armour != 0).any()),
             zeros=torch.zeros(num_envs, n_a + n_e, device=dev),
             **{name: torch.tensor(float(v), device=dev) for name, v in (
                 ("zero", 0.0), ("one", 1.0), ("far", _FAR), ("n_allies", n_a), ("n_enemies", n_e),
@@ -346,12 +352,11 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: Step
         d2 += const.enemy_penalty  # a whole [nA, nE, E] plane: no inner broadcast, fast
     best_e, new_e = _closest(d2, const.ally_index, const.n_allies)
     cur = b.enemy_target[:, n_a:]
-    cur_flat = cur + table.row_offset[n_a:]
+    cur_flat = cur + const.enemy_row_offset
     cdx = b.x[:, n_a:] - b.x.gather(1, cur)
     cdy = b.y[:, n_a:] - b.y.gather(1, cur)
-    reach_cur = _lookup(table.reach, cur_flat)
     keep = (alive.gather(1, cur) * _lookup(table.can_target_f, cur_flat)
-            * float_mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), reach_cur * reach_cur))
+            * float_mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), _lookup(const.reach_sq, cur_flat)))
     tgt_e = torch.lerp(new_e, cur.float(), keep)
     engage_e = torch.maximum(float_mask(torch.lt, best_e, const.far), keep)
 
@@ -366,9 +371,10 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: Step
 
     # Allies' own orders: attack (or heal) a live target, or move; otherwise idle
     # auto-acquire ("hold": fire at what is in range, never walk after it).
-    chase = b.order_chase[:, :n_a] * alive.gather(1, b.order_target[:, :n_a])
+    ordered = b.order_target[:, :n_a]
+    chase = b.order_chase[:, :n_a] * alive.gather(1, ordered)
     hold = has_a * (const.one - chase) * (const.one - b.order_move[:, :n_a])
-    tgt_a = torch.lerp(auto_a, b.order_target[:, :n_a].float(), chase)
+    tgt_a = torch.lerp(auto_a, ordered.float(), chase)
     engage_a = chase * b.order_ok[:, :n_a] + hold
 
     target = torch.cat([tgt_a, tgt_e], dim=1)
@@ -481,7 +487,8 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False, const: StepCons
     if table.has_shields:
         health, shield = apply_hits(b.health, b.shield, table.armour, dmg, cnt)
     else:  # apply_hits without shields; no hits (cnt 0) means no damage (dmg 0): loss 0
-        health = b.health - torch.maximum(dmg - table.armour * cnt, const.min_hit * cnt)
+        raw = dmg - table.armour * cnt if const.armoured else dmg
+        health = b.health - torch.maximum(raw, const.min_hit * cnt)
         shield = b.shield
     if table.has_healers:
         target_hurt = float_mask(torch.lt, b.health.gather(1, target), table.max_health[target])
