@@ -15,7 +15,7 @@ import hashlib
 import pytest
 import torch
 
-from kdx.envs.skirmish import SkirmishEnv
+from kdx.envs.skirmish import SkirmishEnv, combat
 
 GOLDEN = {
     "3m": "305ed48d5565ca66aeea8aef6e77e16454010894f1a883ced7c772f6c3b19d63",
@@ -39,4 +39,13 @@ def trajectory_sha256(map_name: str, steps: int = 200, num_envs: int = 16, seed:
 
 @pytest.mark.parametrize("map_name", sorted(GOLDEN))
 def test_trajectory_is_unchanged(map_name):
+    assert trajectory_sha256(map_name) == GOLDEN[map_name]
+
+
+@pytest.mark.parametrize("map_name", ["8m", "MMM"])
+def test_large_batch_lookups_give_the_same_trajectory(map_name, monkeypatch):
+    # Large batches look pair tables up with index_select instead of take; forcing that path at
+    # this small batch must not change a bit.
+    monkeypatch.setattr(combat, "_TAKE_MAX_INDICES", 0)
+    monkeypatch.setattr(torch, "take", lambda *a: pytest.fail("take used above the threshold"))
     assert trajectory_sha256(map_name) == GOLDEN[map_name]
