@@ -246,7 +246,8 @@ def _closest(score: torch.Tensor, index: torch.Tensor, count: torch.Tensor) -> t
     ``index``: ``offset + arange(n)`` as a float ``[n, 1, 1]`` tensor, ``count``: n as a 0-dim
     tensor (both from ``StepConstants``)."""
     best = score.amin(0, keepdim=True)
-    first = float_mask(torch.ne, score, best).mul_(count).add_(index).amin(0)
+    # addcmul(a, m, c) with a 0/1 mask m: the product is exact, so it rounds as a + m * c would
+    first = torch.addcmul(index, float_mask(torch.ne, score, best), count).amin(0)
     return best.squeeze(0).T, first.T
 
 
@@ -337,7 +338,7 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: Step
     # Pairwise work runs unit-major ([n, m, E]: the env axis innermost and contiguous), where
     # elementwise ops and amin over the outer axis vectorise; broadcasting along the innermost
     # axis does not, so per-pair tables are expanded first.
-    xt = (b.x + table.dead_shift * (const.one - alive)).T.contiguous()  # dead units far away: _DEAD_SHIFT
+    xt = torch.addcmul(b.x, table.dead_shift, const.one - alive).T.contiguous()  # dead far away: _DEAD_SHIFT
     yt = b.y.T.contiguous()
 
     def grid(rows: slice, cols: slice) -> torch.Tensor:  # [rows, cols, E] squared centre distances
@@ -365,7 +366,7 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: Step
     d2 = grid(enemies, allies)  # [nE, nA, E]: reduced over enemies (the outer axis, which is fast)
     reach_sq = const.reach_sq_allies  # [nE, nA, E]: no inner broadcast, fast
     # the index of the closest enemy as a unit index (offset n_a)
-    best_a, auto_a = _closest(d2.add_(float_mask(torch.gt, d2, reach_sq).mul_(const.far)),
+    best_a, auto_a = _closest(d2.addcmul_(float_mask(torch.gt, d2, reach_sq), const.far),
                               const.enemy_unit_index, const.n_enemies)
     has_a = float_mask(torch.lt, best_a, const.far)
 
@@ -375,7 +376,7 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: Step
     chase = b.order_chase[:, :n_a] * alive.gather(1, ordered)
     hold = has_a * (const.one - chase) * (const.one - b.order_move[:, :n_a])
     tgt_a = torch.lerp(auto_a, ordered.float(), chase)
-    engage_a = chase * b.order_ok[:, :n_a] + hold
+    engage_a = hold.addcmul_(chase, b.order_ok[:, :n_a])
 
     target = torch.cat([tgt_a, tgt_e], dim=1)
     pursue = torch.cat([chase, const.enemy_ones], dim=1)
@@ -466,7 +467,7 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False, const: StepCons
 
     # Movement (units that fire or hold in range stand still). lerp with 0/1 weights selects exactly.
     walk_to_target = intent.engage * intent.pursue * (one - in_range)
-    walking = walk_to_target + intent.move * alive
+    walking = torch.addcmul(walk_to_target, intent.move, alive)
     gx = torch.lerp(b.goal_x - b.x, to_tx, walk_to_target)
     gy = torch.lerp(b.goal_y - b.y, to_ty, walk_to_target)
     goal_dist = (gx * gx).addcmul_(gy, gy).sqrt_()
