@@ -209,7 +209,7 @@ def main() -> None:
 
     from kdx.fileio import atomic_write_text
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)  # a log file gets the whole table
     this_root = HERE.parent
     started = time.time()
     results: dict = {"cpu_count": os.cpu_count(), "threads": args.threads, "load_before": os.getloadavg(),

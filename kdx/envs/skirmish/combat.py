@@ -1,8 +1,10 @@
 """Combat rules of the skirmish simulator, vectorised over ``[env, unit]``, one game loop at a time.
 
 Units of both teams live in one unit axis: allies first (agent order), then enemies. Per-unit
-constants are a ``UnitTable`` of ``[U]`` / ``[U, U]`` tensors built once per map; the mutable
-battle is a ``Battle`` of ``[E, U]`` tensors. ``game_loop`` advances every env by one game loop:
+constants are a ``UnitTable`` of ``[U]`` / ``[U, U]`` tensors built once per map, and the same
+constants laid out for the env's batch (and the rules' scalars as tensors) a ``StepConstants``
+built once per env; the mutable battle is a ``Battle`` of ``[E, U]`` tensors. ``game_loop``
+advances every env by one game loop:
 
 1. targets: agent orders are fixed for the agent step; units without an order (stop, or whose
    target died) auto-acquire the closest enemy in weapon range, as idle StarCraft II units do;
