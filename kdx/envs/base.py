@@ -267,17 +267,18 @@ class BatchedEnv(ABC):
         info["episode_return"] = self._episode_return.clone()
         info["episode_length"] = self.t.clone()
         info["won"] = won if won is not None else torch.zeros_like(done)
-        info["final_state"] = self._global_state()
+        info["final_state"] = state = self._global_state()
         if bool(done.any()):
             self._reset_envs(done)
             self.t[done] = 0
             self._episode_return[done] = 0.0
+            state = self._global_state()  # else nothing changed: the final state is the state
         masks = self._action_masks()
         self._last_masks = masks
         return EnvStep(
             obs=self._observations(),
             action_mask=masks,
-            state=self._global_state(),
+            state=state,
             reward=reward,
             terminated=terminated,
             truncated=truncated,

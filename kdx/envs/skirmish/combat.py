@@ -1,8 +1,10 @@
 """Combat rules of the skirmish simulator, vectorised over ``[env, unit]``, one game loop at a time.
 
 Units of both teams live in one unit axis: allies first (agent order), then enemies. Per-unit
-constants are a ``UnitTable`` of ``[U]`` / ``[U, U]`` tensors built once per map; the mutable
-battle is a ``Battle`` of ``[E, U]`` tensors. ``game_loop`` advances every env by one game loop:
+constants are a ``UnitTable`` of ``[U]`` / ``[U, U]`` tensors built once per map, and the same
+constants laid out for the env's batch (and the rules' scalars as tensors) a ``StepConstants``
+built once per env; the mutable battle is a ``Battle`` of ``[E, U]`` tensors. ``game_loop``
+advances every env by one game loop:
 
 1. targets: agent orders are fixed for the agent step; units without an order (stop, or whose
    target died) auto-acquire the closest enemy in weapon range, as idle StarCraft II units do;
@@ -25,7 +27,7 @@ most ~1.5 map units per agent step, less than two marine radii).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -218,6 +220,14 @@ class Battle:
         """Positions ``[E, U, 2]`` (a copy)."""
         return torch.stack([self.x, self.y], dim=-1)
 
+    def drop_inference_tensors(self) -> None:
+        """Replace the tensors that ``torch.inference_mode`` made (the env runs its game loops
+        there: no autograd bookkeeping per op) by ordinary copies, which callers may write into."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value.is_inference():
+                setattr(self, f.name, value.clone())
+
 
 def float_mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     """``compare(a, b)`` (torch.gt, torch.le, ...) as a float 0/1 tensor.
@@ -226,23 +236,32 @@ def float_mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tenso
     for 0/1 weights) rather than bool tensors: on CPU a comparison written into a float tensor
     vectorises while one producing bool does not, and neither do bool-to-float conversion and
     ``torch.where`` -- each of those costs ten to fifty float operations at 4096 envs."""
-    shape = torch.broadcast_shapes(a.shape, b.shape) if isinstance(b, torch.Tensor) else a.shape
-    return compare(a, b, out=torch.empty(shape, dtype=a.dtype, device=a.device))
+    # An empty ``out`` is resized to the broadcast shape by the comparison itself (no Python-side
+    # shape arithmetic: torch.broadcast_shapes costs more than the comparison at small batch).
+    return compare(a, b, out=torch.empty(0, dtype=a.dtype, device=a.device))
 
 
-def _closest(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _closest(score: torch.Tensor, index: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``score.min(0)`` of a unit-major ``[n, m, E]`` grid, as ``[E, m]`` float tensors: the
-    smallest value and the first index reaching it (what torch.min returns), from two amin
-    reductions over the outer axis (torch.min with indices is several times slower)."""
+    smallest value and the first index reaching it (what torch.min returns) plus ``offset``, from
+    two amin reductions over the outer axis (torch.min with indices is several times slower).
+    ``index``: ``offset + arange(n)`` as a float ``[n, 1, 1]`` tensor, ``count``: n as a 0-dim
+    tensor (both from ``StepConstants``)."""
     best = score.amin(0, keepdim=True)
-    n = score.shape[0]
-    index = torch.arange(n, dtype=score.dtype, device=score.device).view(-1, 1, 1)
-    first = float_mask(torch.ne, score, best).mul_(n).add_(index).amin(0)
+    # addcmul(a, m, c) with a 0/1 mask m: the product is exact, so it rounds as a + m * c would
+    first = torch.addcmul(index, float_mask(torch.ne, score, best), count).amin(0)
     return best.squeeze(0).T, first.T
 
 
+# Lookups of at most this many indices use take (one op: cheapest at small batch); larger ones
+# index_select, the faster kernel once the work outweighs the per-op overhead.
+_TAKE_MAX_INDICES = 4096
+
+
 def _lookup(pair_table: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
-    """``pair_table.take(flat_index)`` for a ``[U, U]`` table (index_select is the faster kernel)."""
+    """``pair_table.take(flat_index)`` for a ``[U, U]`` table."""
+    if flat_index.numel() <= _TAKE_MAX_INDICES:
+        return torch.take(pair_table, flat_index)
     return pair_table.view(-1).index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
 
 
@@ -256,16 +275,72 @@ class Intent:
     move: torch.Tensor  # walks toward its move order's goal
 
 
-def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> Intent:
-    """Every unit's intent this loop; ``alive`` is a float 0/1 ``[E, U]`` mask.
+@dataclass
+class StepConstants:
+    """Constants of ``game_loop`` laid out for ``num_envs`` envs, built once per env (``build``),
+    so that no game loop allocates or expands them again; not part of the env's checkpointed
+    state (rebuilt from the map)."""
+
+    NOT_ENV_STATE = True
+    reach_sq_allies: torch.Tensor  # [nE, nA, E]: UnitTable.reach_sq_allies.T copied over envs
+    enemy_penalty: torch.Tensor | None  # [nA, nE, E]: UnitTable.enemy_penalty over envs, or None
+    ally_index: torch.Tensor  # float [nA, 1, 1]: 0..nA-1, for _closest
+    enemy_unit_index: torch.Tensor  # float [nE, 1, 1]: the enemies' unit indices nA..U-1
+    enemy_ones: torch.Tensor  # [E, nE] ones
+    enemy_row_offset: torch.Tensor  # long [nE]: UnitTable.row_offset of the enemies
+    reach_sq: torch.Tensor  # [U, U]: UnitTable.reach squared
+    armoured: bool  # some unit has armour (else damage needs no armour term: x - 0 * n == x)
+    zeros: torch.Tensor  # [E, U] zeros (never written: the base of out-of-place scatters)
+    # The rules' scalars as 0-dim tensors: an op with a Python number operand costs about twice
+    # one with a tensor operand (the number is wrapped into a tensor every time); same values.
+    zero: torch.Tensor
+    one: torch.Tensor
+    far: torch.Tensor  # _FAR
+    n_allies: torch.Tensor
+    n_enemies: torch.Tensor
+    approach: torch.Tensor  # 1e-3: how far inside weapon range a unit walks
+    tiny: torch.Tensor  # 1e-6: smallest divisor
+    min_hit: torch.Tensor  # MIN_HEALTH_DAMAGE_PER_HIT
+    regen_delay: torch.Tensor  # SHIELD_REGEN_DELAY_LOOPS
+    regen_per_loop: torch.Tensor  # SHIELD_REGEN_PER_LOOP
+
+    @staticmethod
+    def build(table: UnitTable, num_envs: int) -> StepConstants:
+        n_a, n_e = table.n_allies, table.n_enemies
+        dev = table.max_health.device
+
+        def plane(t: torch.Tensor) -> torch.Tensor:
+            return t[:, :, None].expand(-1, -1, num_envs).contiguous()
+
+        return StepConstants(
+            reach_sq_allies=plane(table.reach_sq_allies.T),
+            enemy_penalty=None if table.enemy_penalty is None else plane(table.enemy_penalty),
+            ally_index=torch.arange(n_a, dtype=torch.float32, device=dev).view(-1, 1, 1),
+            enemy_unit_index=torch.arange(n_a, n_a + n_e, dtype=torch.float32, device=dev).view(-1, 1, 1),
+            enemy_ones=torch.ones(num_envs, n_e, device=dev),
+            enemy_row_offset=table.row_offset[n_a:].clone(),
+            reach_sq=table.reach * table.reach,
+            armoured=bool((table.armour != 0).any()),
+            zeros=torch.zeros(num_envs, n_a + n_e, device=dev),
+            **{name: torch.tensor(float(v), device=dev) for name, v in (
+                ("zero", 0.0), ("one", 1.0), ("far", _FAR), ("n_allies", n_a), ("n_enemies", n_e),
+                ("approach", 1e-3), ("tiny", 1e-6), ("min_hit", MIN_HEALTH_DAMAGE_PER_HIT),
+                ("regen_delay", SHIELD_REGEN_DELAY_LOOPS), ("regen_per_loop", SHIELD_REGEN_PER_LOOP))},
+        )
+
+
+def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor, const: StepConstants | None = None) -> Intent:
+    """Every unit's intent this loop; ``alive`` is a float 0/1 ``[E, U]`` mask; ``const``: the
+    env's ``StepConstants`` (built here when not given).
 
     "Closest" compares centre distances (squared: no square roots on the pairwise grid).
     """
+    const = const or StepConstants.build(table, b.x.shape[0])
     n_a = table.n_allies
     # Pairwise work runs unit-major ([n, m, E]: the env axis innermost and contiguous), where
     # elementwise ops and amin over the outer axis vectorise; broadcasting along the innermost
     # axis does not, so per-pair tables are expanded first.
-    xt = (b.x + table.dead_shift * (1.0 - alive)).T.contiguous()  # dead units far away: _DEAD_SHIFT
+    xt = torch.addcmul(b.x, table.dead_shift, const.one - alive).T.contiguous()  # dead far away: _DEAD_SHIFT
     yt = b.y.T.contiguous()
 
     def grid(rows: slice, cols: slice) -> torch.Tensor:  # [rows, cols, E] squared centre distances
@@ -276,38 +351,39 @@ def choose_targets(table: UnitTable, b: Battle, alive: torch.Tensor) -> Intent:
     allies, enemies = slice(0, n_a), slice(n_a, None)
     d2 = grid(allies, enemies)  # [nA, nE, E]: reduced over allies for the enemies' targets
     # Enemy AI: keep the current target while alive and in range, else the closest hittable ally.
-    if table.enemy_penalty is not None:
-        d2 += table.enemy_penalty[:, :, None].expand_as(d2).contiguous()  # no inner broadcast: fast
-    best_e, new_e = _closest(d2)
+    if const.enemy_penalty is not None:
+        d2 += const.enemy_penalty  # a whole [nA, nE, E] plane: no inner broadcast, fast
+    best_e, new_e = _closest(d2, const.ally_index, const.n_allies)
     cur = b.enemy_target[:, n_a:]
-    cur_flat = cur + table.row_offset[n_a:]
+    cur_flat = cur + const.enemy_row_offset
     cdx = b.x[:, n_a:] - b.x.gather(1, cur)
     cdy = b.y[:, n_a:] - b.y.gather(1, cur)
-    reach_cur = _lookup(table.reach, cur_flat)
     keep = (alive.gather(1, cur) * _lookup(table.can_target_f, cur_flat)
-            * float_mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), reach_cur * reach_cur))
+            * float_mask(torch.le, (cdx * cdx).addcmul_(cdy, cdy), _lookup(const.reach_sq, cur_flat)))
     tgt_e = torch.lerp(new_e, cur.float(), keep)
-    engage_e = torch.maximum(float_mask(torch.lt, best_e, _FAR), keep)
+    engage_e = torch.maximum(float_mask(torch.lt, best_e, const.far), keep)
 
     # Idle allies: closest hittable enemy already in weapon range (no chasing); dead enemies
     # and the ones an ally cannot hit (reach -1) are out of reach.
     d2 = grid(enemies, allies)  # [nE, nA, E]: reduced over enemies (the outer axis, which is fast)
-    reach_sq = table.reach_sq_allies.T[:, :, None].expand_as(d2).contiguous()  # no inner broadcast: fast
-    best_a, auto_a = _closest(d2.add_(float_mask(torch.gt, d2, reach_sq).mul_(_FAR)))
-    has_a = float_mask(torch.lt, best_a, _FAR)
+    reach_sq = const.reach_sq_allies  # [nE, nA, E]: no inner broadcast, fast
+    # the index of the closest enemy as a unit index (offset n_a)
+    best_a, auto_a = _closest(d2.addcmul_(float_mask(torch.gt, d2, reach_sq), const.far),
+                              const.enemy_unit_index, const.n_enemies)
+    has_a = float_mask(torch.lt, best_a, const.far)
 
     # Allies' own orders: attack (or heal) a live target, or move; otherwise idle
     # auto-acquire ("hold": fire at what is in range, never walk after it).
-    chase = b.order_chase[:, :n_a] * alive.gather(1, b.order_target[:, :n_a])
-    move = b.order_move[:, :n_a]
-    hold = has_a * (1.0 - chase) * (1.0 - move)
-    tgt_a = torch.lerp(auto_a + n_a, b.order_target[:, :n_a].float(), chase)
-    engage_a = chase * b.order_ok[:, :n_a] + hold
+    ordered = b.order_target[:, :n_a]
+    chase = b.order_chase[:, :n_a] * alive.gather(1, ordered)
+    hold = has_a * (const.one - chase) * (const.one - b.order_move[:, :n_a])
+    tgt_a = torch.lerp(auto_a, ordered.float(), chase)
+    engage_a = hold.addcmul_(chase, b.order_ok[:, :n_a])
 
     target = torch.cat([tgt_a, tgt_e], dim=1)
-    pursue = torch.cat([chase, torch.ones_like(engage_e)], dim=1)
+    pursue = torch.cat([chase, const.enemy_ones], dim=1)
     engage = torch.cat([engage_a, engage_e], dim=1)
-    move = torch.cat([move, torch.zeros_like(engage_e)], dim=1)
+    move = b.order_move  # enemies never hold move orders: their columns stay 0
     if table.has_healers:
         target, engage, pursue = _healer_behaviour(table, b, alive, target, engage, pursue, chase)
     target = target.long()
@@ -368,41 +444,44 @@ def _healer_behaviour(table: UnitTable, b: Battle, alive: torch.Tensor, target: 
     return target, engage, pursue
 
 
-def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
-    """Advance every env of ``b`` by one game loop, in place. ``record``: keep ``acting_on``.
+def game_loop(table: UnitTable, b: Battle, record: bool = False, const: StepConstants | None = None) -> None:
+    """Advance every env of ``b`` by one game loop, in place. ``record``: keep ``acting_on``;
+    ``const``: the env's ``StepConstants`` (built here when not given).
 
     Masks are float 0/1 tensors (see ``float_mask``): an exact and, on CPU, far cheaper way to write
     the rules than bool tensors and ``torch.where``.
     """
-    alive = float_mask(torch.gt, b.health, 0.0)
-    intent = choose_targets(table, b, alive)
+    const = const or StepConstants.build(table, b.x.shape[0])
+    zero, one = const.zero, const.one
+    alive = float_mask(torch.gt, b.health, zero)
+    intent = choose_targets(table, b, alive, const)
     target = intent.target
     flat = target + table.row_offset  # index into [U, U] tables: attacker * U + target
     tx, ty = b.x.gather(1, target), b.y.gather(1, target)
     to_tx, to_ty = tx - b.x, ty - b.y
     dist = (to_tx * to_tx).addcmul_(to_ty, to_ty).sqrt_()
     gap = dist - _lookup(table.reach, flat)  # <= 0: in weapon range
-    in_range = float_mask(torch.le, gap, 0.0)
+    in_range = float_mask(torch.le, gap, zero)
     ready = intent.engage * in_range
-    fire = ready * float_mask(torch.le, b.cooldown, 0.0)
+    fire = ready * float_mask(torch.le, b.cooldown, zero)
     if table.has_healers:
         fire = fire * table.not_healer
 
     # Movement (units that fire or hold in range stand still). lerp with 0/1 weights selects exactly.
-    walk_to_target = intent.engage * intent.pursue * (1.0 - in_range)
-    walking = walk_to_target + intent.move * alive
+    walk_to_target = intent.engage * intent.pursue * (one - in_range)
+    walking = torch.addcmul(walk_to_target, intent.move, alive)
     gx = torch.lerp(b.goal_x - b.x, to_tx, walk_to_target)
     gy = torch.lerp(b.goal_y - b.y, to_ty, walk_to_target)
     goal_dist = (gx * gx).addcmul_(gy, gy).sqrt_()
-    wanted = torch.lerp(goal_dist, gap + 1e-3, walk_to_target)
-    step = torch.minimum(table.speed, wanted).mul_(walking).div_(goal_dist.clamp(min=1e-6))
+    wanted = torch.lerp(goal_dist, gap + const.approach, walk_to_target)
+    step = torch.minimum(table.speed, wanted).mul_(walking).div_(torch.maximum(goal_dist, const.tiny))
 
     # Damage of this loop's shots.
     direct = fire * table.not_exploder if table.has_exploders else fire
     n_hits = table.hits * direct
     per_hit = _lookup(table.hit_damage, flat)
-    dmg = torch.zeros_like(n_hits).scatter_add_(1, target, per_hit * n_hits)
-    cnt = torch.zeros_like(n_hits).scatter_add_(1, target, n_hits)
+    dmg = const.zeros.scatter_add(1, target, per_hit * n_hits)
+    cnt = const.zeros.scatter_add(1, target, n_hits)
     if table.has_exploders:
         dmg, cnt = _explosions(table, b, alive, fire, dmg, cnt)
     if table.splash_units:
@@ -411,7 +490,8 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     if table.has_shields:
         health, shield = apply_hits(b.health, b.shield, table.armour, dmg, cnt)
     else:  # apply_hits without shields; no hits (cnt 0) means no damage (dmg 0): loss 0
-        health = b.health - torch.maximum(dmg - table.armour * cnt, MIN_HEALTH_DAMAGE_PER_HIT * cnt)
+        raw = dmg - table.armour * cnt if const.armoured else dmg
+        health = b.health - torch.maximum(raw, const.min_hit * cnt)
         shield = b.shield
     if table.has_healers:
         target_hurt = float_mask(torch.lt, b.health.gather(1, target), table.max_health[target])
@@ -424,18 +504,20 @@ def game_loop(table: UnitTable, b: Battle, record: bool = False) -> None:
     if table.has_exploders:
         health = health * (1.0 - fire * table.exploder_f)
 
+    if table.has_shields or table.has_regeneration:
+        living = float_mask(torch.gt, health, zero)
     if table.has_shields:  # only shields care how long ago a unit was hit
-        b.since_damage = (b.since_damage + 1) * float_mask(torch.le, dmg, 0.0)
-        regen = float_mask(torch.gt, health, 0.0) * float_mask(torch.ge, b.since_damage,
-                                                     SHIELD_REGEN_DELAY_LOOPS)
-        shield = torch.minimum(shield + regen * SHIELD_REGEN_PER_LOOP, table.max_shield)
-        b.shield = shield * float_mask(torch.gt, health, 0.0)
+        b.since_damage = (b.since_damage + one) * float_mask(torch.le, dmg, zero)
+        regen = living * float_mask(torch.ge, b.since_damage, const.regen_delay)
+        shield = torch.minimum(shield + regen * const.regen_per_loop, table.max_shield)
+        b.shield = shield * living
     if table.has_regeneration:
         regrown = torch.minimum(health + table.health_regen_per_loop, table.max_health)
-        health = torch.lerp(health, regrown, float_mask(torch.gt, health, 0.0))
+        health = torch.lerp(health, regrown, living)
     b.health = health.clamp_(min=0)  # the dead have exactly 0
     # A unit fires only with its cooldown at 0, so "reset on fire" is an addition.
-    b.cooldown = (b.cooldown + fire * table.cooldown - 1).clamp_(min=0)
+    # (fire * cooldown is exact: addcmul rounds like the plain sum)
+    b.cooldown = torch.addcmul(b.cooldown, fire, table.cooldown).sub_(one).clamp_(min=0)
     if record:
         acted = (fire + ready * table.healer_f) if table.has_healers else fire
         b.acting_on = torch.where(acted > 0, target, b.acting_on)

@@ -14,7 +14,14 @@ import torch
 from kdx.envs.base import AgentSpec, BatchedEnv, EnvSpec, EnvStep
 from kdx.envs.obs_layout import ObservationLayout
 from kdx.envs.skirmish import features
-from kdx.envs.skirmish.combat import Battle, PairPlanes, UnitTable, game_loop, push_apart
+from kdx.envs.skirmish.combat import (
+    Battle,
+    PairPlanes,
+    StepConstants,
+    UnitTable,
+    game_loop,
+    push_apart,
+)
 from kdx.envs.skirmish.maps import MAP_SIZE, SkirmishMap, get_map
 from kdx.envs.skirmish.units import LOOPS_PER_STEP
 from kdx.errors import KdxError
@@ -78,6 +85,7 @@ class SkirmishEnv(BatchedEnv):
         self._slots = start_positions(m, t, dev)
         self._dirs = torch.tensor(_MOVE_DIRS, device=dev)
         self._pair_planes = PairPlanes.build(t, num_envs)
+        self._step_constants = StepConstants.build(t, num_envs)
         e, u = num_envs, len(t.types)
         zeros = torch.zeros(e, u, device=dev)
         self.battle = Battle(
@@ -136,9 +144,11 @@ class SkirmishEnv(BatchedEnv):
         self._set_orders(actions)
         self.last_actions = actions.clone()
         b.acting_on.fill_(-1)
-        for _ in range(LOOPS_PER_STEP):
-            game_loop(t, b, record=self.record_actions)
-        push_apart(t, b, self._pair_planes)
+        with torch.inference_mode():  # pure tensor work: skipping autograd's dispatch saves ~15%
+            for _ in range(LOOPS_PER_STEP):
+                game_loop(t, b, record=self.record_actions, const=self._step_constants)
+            push_apart(t, b, self._pair_planes)
+        b.drop_inference_tensors()
         alive = b.alive
         enemy_hp = (b.health + b.shield)[:, n_a:]
         was = alive_before[:, n_a:]
