@@ -8,6 +8,7 @@ malformed device JSON, a corrupt bundle) in ``ReportData.problems``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,10 +138,23 @@ def _read_json(path: Path, problems: list[str]) -> Any:
         return None
 
 
+def _finite_float(value: Any) -> float | None:
+    """``value`` as a finite float, or None (not a number, a bool, inf/nan, or an integer too big
+    for a float: JSON integers have no size limit, so numpy's isfinite cannot take them)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    number = _finite_float(value)
+    if number is None:
         raise ValueError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    return number
 
 
 def parse_bench_json(doc: Any, label: str, source: str, kind: str = "device") -> LatencySet:
@@ -185,8 +199,8 @@ def probe_times(selection: Any) -> dict[str, float]:
     """The backends "auto" timed (backend -> p50 µs); skipped backends (a reason string) left out."""
     if not isinstance(selection, dict):
         return {}
-    return {str(k): float(v) for k, v in selection.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0}
+    times = {str(k): _finite_float(v) for k, v in selection.items()}
+    return {k: v for k, v in times.items() if v is not None and v > 0}
 
 
 def machine_key(device: dict[str, Any]) -> tuple:
