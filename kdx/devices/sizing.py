@@ -17,6 +17,10 @@ precision; on a microcontroller profile also the flash and RAM of the generated 
 times fewer MACs than the teacher's actor seen from that agent. Under a budget a bigger observation can get a
 narrower student, because every layer it feeds costs more.
 
+``kdx distill`` builds its rule from ``DistillConfig.min_mac_reduction`` and
+``two_layer_min_obs_dim`` (defaults 30x and 64, the values below), which recipes may set per env
+family: MPE's sets 10x and 16, measured on simple_spread (kdx/trainer/recipes/mpe.toml).
+
 Torch-free: agents are plain descriptions (anything with ``name``, ``obs_dim`` and
 ``n_actions`` attributes, such as ``kdx.envs.base.AgentSpec``, or ``(name, obs_dim, n_actions)``
 tuples).

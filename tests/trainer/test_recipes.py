@@ -168,3 +168,34 @@ def test_distill_uses_the_recipe_of_the_teachers_env_and_records_it(tmp_path, ca
     doc = json.loads(RunLayout(tmp_path).students.config.read_text())
     assert doc["recipe"]["values"] == {"rollout_length": 60} and doc["recipe"]["overridden"] == {"num_envs": 64}
     assert (doc["distill"]["rollout_length"], doc["distill"]["num_envs"]) == (60, 4)
+
+
+def test_mpe_recipe_sizes_simple_spread_students_as_measured_and_the_defaults_still_cut_30x(tmp_path):
+    """The MPE distillation recipe's sizing knobs reach the capacity rule: a 128,128 simple_spread
+    teacher gets two 32-wide layers per agent on rpi5 (>= 10x fewer MACs); without the recipe the
+    default 30x cut leaves one 16-wide layer, marked as limited by the teacher ratio."""
+    from test_distill import make_teacher_run
+
+    from kdx.trainer.distill.loop import size_run_students
+
+    teacher = make_teacher_run(tmp_path, env="mpe/simple_spread", hidden="128,128")
+    recipe_config, use = config_with_recipe(DistillConfig, "mpe/simple_spread", {"profile": "rpi5"})
+    assert use.recipe.name == "mpe"
+    assert (recipe_config.min_mac_reduction, recipe_config.two_layer_min_obs_dim) == (10.0, 16)
+    _, rows = size_run_students(teacher, recipe_config)
+    for row in rows:
+        assert row.arch.hidden == (32, 32) and row.macs == 18 * 32 + 32 * 32 + 32 * 5
+        assert row.teacher_macs >= 18 * 128 + 128 * 128 and row.teacher_macs / row.macs >= 10.0
+    _, plain = size_run_students(teacher, DistillConfig(profile="rpi5"))
+    for row in plain:
+        assert row.arch.hidden == (16,) and "teacher ratio" in row.limited_by
+        assert row.teacher_macs / row.macs >= 30.0
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("min_mac_reduction", 0.5, "--min-mac-reduction must be at least 1"),
+    ("two_layer_min_obs_dim", 0, "--two-layer-min-obs-dim must be at least 1"),
+])
+def test_bad_sizing_knobs_are_errors_naming_the_flag(field, value, expected):
+    with pytest.raises(KdxError, match=expected):
+        DistillConfig(**{field: value}).validate()

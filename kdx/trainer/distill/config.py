@@ -32,6 +32,10 @@ class DistillConfig(LoopConfig):
     views: tuple[str, ...] = _f((), "Per-agent or per-group student views AGENT_OR_GROUP=OPS, e.g. "
                                      "'marine=sight:4 noise:0.05' (kdx.envs.view_spec); none = the full observation.")
     activation: str = _f("relu", f"Hidden activation of the students: {' or '.join(ACTIVATIONS)}.")
+    min_mac_reduction: float = _f(30.0, "Sizing: each automatically sized student has at least this many times fewer "
+                                        "MACs than the teacher's actor seen from its agent (1 = no such cap).")
+    two_layer_min_obs_dim: int = _f(64, "Sizing: observations (or views) at least this wide get two hidden layers, "
+                                        "narrower ones one.")
     total_steps: int = _f(300_000, "Environment steps of student rollouts (summed over the batched envs).")
     epochs: int = _f(10, "Passes over each rollout (students are tiny: many passes are cheap next to the teacher-labelled rollout).")
     minibatches: int = _f(4, "Minibatches per epoch (split over envs); must divide num_envs.")
@@ -76,6 +80,10 @@ class DistillConfig(LoopConfig):
                 raise self.bad(name, "must be between 0 and 1")
         if not any(self.weight(t) > 0 for t in LOSS_TERMS):
             raise KdxError("every loss term is switched off (all --w-* are 0); give at least one a positive weight")
+        if not self.min_mac_reduction >= 1.0:
+            raise self.bad("min_mac_reduction", "must be at least 1 (1 = students may cost as much as the teacher's actor)")
+        if self.two_layer_min_obs_dim < 1:
+            raise self.bad("two_layer_min_obs_dim", "must be at least 1")
         if self.activation not in ACTIVATIONS:
             raise self.bad("activation", f"must be one of {', '.join(ACTIVATIONS)}")
         return self
