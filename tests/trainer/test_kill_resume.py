@@ -65,3 +65,26 @@ def test_sigkill_loses_at_most_one_interval_and_resume_matches(tmp_path):
 
     assert strip(resumed) == strip(uninterrupted)
     assert json.loads(paths.config.read_text())["teacher"]["total_steps"] == ARGS["steps"]
+
+
+def test_ctrl_c_stops_after_the_update_with_its_checkpoint_and_says_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    args = {**ARGS, "steps": 8 * 5 * 2000}
+    proc = subprocess.Popen(_kdx("train", "--out", str(run), "--quiet", *[f"--{k}={v}" for k, v in args.items()]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    paths = RunLayout(run).teacher
+    deadline = time.monotonic() + 90
+    while not checkpoint_store(paths).complete() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"training ended before it could be stopped: {proc.stderr.read()[-2000:]}"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGINT: stopping after this update" in err
+    assert f"kdx train --resume {run}" in " ".join(out.split())
+    logged = read_metrics(run)
+    ckpt = checkpoint_store(paths).load_newest()
+    assert ckpt.progress["update"] == logged[-1]["update"] < 2000  # the stopping update: logged and checkpointed
+    assert load_teacher(run) is not None
+    train(run, resume=True, show_progress=False, total_steps=(logged[-1]["update"] + 3) * 8 * 5)
+    assert [m["update"] for m in read_metrics(run)][-4:] == [logged[-1]["update"] + i for i in range(4)]

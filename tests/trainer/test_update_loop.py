@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from kdx.layout import RunLayout
 from kdx.trainer.common.metrics_log import read_metrics_file
@@ -53,7 +57,7 @@ def test_a_stop_checkpoints_first_and_a_resume_continues_the_counters(tmp_path: 
     ran, checkpoints, last = _run(folder, saved)
     assert ran == [5, 6] and [c.update for c in checkpoints] == [6, 7]
     assert last["env_steps"] == 70 and last["episodes"] == 3
-    assert [r["update"] for r in read_metrics_file(folder.metrics)] == [2, 4, 6, 7]
+    assert [r["update"] for r in read_metrics_file(folder.metrics)] == [2, 4, 5, 6, 7]  # the stop is logged
 
 
 def test_resume_drops_metrics_logged_after_its_checkpoint(tmp_path: Path):
@@ -105,3 +109,52 @@ def test_data_parallel_ranks_stop_on_the_agreed_clock(tmp_path: Path):
                                sync_time=lambda t: t + 3600.0, progress=progress)
     assert ran == [0] and [c.update for c in checkpoints] == [1]
     assert progress == [0.0]
+
+
+def _run_signalled(folder, signums: list[int], at_update: int, agree=bool):
+    """Run SETTINGS' loop, sending this process ``signums`` during update ``at_update``."""
+    checkpoints: list[Counters] = []
+    ran = []
+    with UpdateLoop(SETTINGS, Counters(), checkpoints.append, folder=folder, tag="t",
+                    bar=TrainProgress(SETTINGS, 0, enabled=False), agree=agree) as loop:
+        for update in loop:
+            ran.append(update)
+            if update == at_update:
+                for signum in signums:
+                    os.kill(os.getpid(), signum)
+            metrics = loop.metrics(0, {"episode_return": None, "win_rate": None})
+            if loop.end_update(metrics, lambda m: False):
+                break
+    return ran, checkpoints, loop
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_the_loop_after_the_update_with_a_logged_checkpoint(tmp_path: Path, capsys, signum):
+    before = signal.getsignal(signum)
+    folder = RunLayout(tmp_path).teacher
+    ran, checkpoints, loop = _run_signalled(folder, [signum], at_update=3)
+    assert ran == [0, 1, 2, 3]
+    assert [c.update for c in checkpoints] == [3, 4]  # the regular one at 3, then the stop's
+    assert loop.last["interrupted"] is True and loop.last["update"] == 4
+    assert [r["update"] for r in read_metrics_file(folder.metrics)] == [2, 4]
+    assert "interrupted" not in read_metrics_file(folder.metrics)[-1]  # a run state, not a metric
+    assert signal.getsignal(signum) is before  # the handler is put back
+    assert "stopping after this update" in capsys.readouterr().err
+
+
+def test_a_second_signal_aborts_at_once_without_a_checkpoint(tmp_path: Path):
+    with pytest.raises(KeyboardInterrupt):
+        _run_signalled(RunLayout(tmp_path).teacher, [signal.SIGINT, signal.SIGINT], at_update=1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_stop_asked_by_another_rank_stops_this_one_through_agree(tmp_path: Path):
+    asked = []
+
+    def agree(flag: bool) -> bool:  # another rank asks to stop at the 2nd update
+        asked.append(flag)
+        return flag or len(asked) == 2
+
+    ran, checkpoints, loop = _run_signalled(RunLayout(tmp_path).teacher, [], at_update=-1, agree=agree)
+    assert ran == [0, 1] and [c.update for c in checkpoints] == [2]
+    assert asked == [False, False] and "interrupted" not in loop.last

@@ -13,6 +13,12 @@ larger. The learning-rate decay follows it, and the run ends when it reaches 1, 
 across resumes (the checkpoint's ``time_s``). Under torchrun every rank uses the largest clock
 (``sync_time``), so all ranks set the same learning rate and stop together.
 
+Ctrl-C (SIGINT) or SIGTERM (a scheduler's or ``timeout``'s polite kill) asks the loop to stop
+after the update in progress: that update is logged and checkpointed as any last one, and
+``last`` carries ``"interrupted": True`` so that the command can say how to resume. A second
+signal aborts at once (the run then resumes from its previous checkpoint). The stop request goes
+through ``agree``, so the ranks of a data-parallel run stop at the same update.
+
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="teacher", bar=bar) as loop:
         for update in loop:
             ...  # rollout, advantages, losses
@@ -24,6 +30,9 @@ across resumes (the checkpoint's ``time_s``). Under torchrun every rank uses the
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -87,18 +96,25 @@ class UpdateLoop:
         threads: the stage's torch thread setting, re-checked after each update.
         sync_time: makes the ranks of a data-parallel run agree on the training time (the
             largest); the identity in one process.
+        agree: makes the ranks agree on a stop request (True when any rank asks); the identity
+            in one process.
     """
+
+    STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, settings: LoopSettings, start: Counters, checkpoint: Callable[[Counters], None], *,
                  folder: StageFolder, tag: str, bar: TrainProgress, writes_metrics: bool = True,
                  stop_after_updates: int | None = None, threads: ThreadGovernor | None = None,
-                 sync_time: Callable[[float], float] = float) -> None:
+                 sync_time: Callable[[float], float] = float, agree: Callable[[bool], bool] = bool) -> None:
         self.settings, self.start, self.now = settings, start, start
         self.checkpoint, self.folder, self.tag, self.bar = checkpoint, folder, tag, bar
         self.writes_metrics = writes_metrics
         self.stop_after_updates = stop_after_updates
         self.threads = threads
         self.sync_time = sync_time
+        self.agree = agree
+        self.interrupted = False  # a stop signal arrived; the loop ends after the current update
+        self._previous_handlers: dict[int, Any] = {}
         self._time_s = start.time_s  # training time at the end of the last update, agreed by all ranks
         self.last: dict[str, Any] = {}
         self._tb = None
@@ -109,13 +125,33 @@ class UpdateLoop:
             truncate_metrics(self.folder.metrics, self.start.update)  # a resume redoes later updates
             self._tb = open_tensorboard(self.folder.tensorboard, purge_step=self.start.env_steps + 1)
         self.bar.__enter__()
+        self._catch_stop_signals()
         self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._restore_signal_handlers()
         self.bar.__exit__(*exc)
         if self._tb is not None:
             self._tb.close()
+
+    def _catch_stop_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread; stop signals act as before
+        for signum in self.STOP_SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._ask_to_stop)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def _ask_to_stop(self, signum: int, frame: object) -> None:
+        self.interrupted = True
+        self._restore_signal_handlers()  # a second signal acts as it would without this loop
+        if self.writes_metrics:
+            print(f"{signal.Signals(signum).name}: stopping after this update and checkpointing it "
+                  "(send it again to abort now)", file=sys.stderr, flush=True)
 
     def __iter__(self) -> Iterator[int]:
         """The 0-based index of each update this process runs."""
@@ -150,18 +186,21 @@ class UpdateLoop:
 
     def end_update(self, metrics: dict[str, Any], should_stop: Callable[[dict[str, Any]], bool]) -> bool:
         """Log ``metrics``, advance the bar, ask ``should_stop(metrics)``, checkpoint when due;
-        True: stop now (after that checkpoint), also when the time budget is spent."""
+        True: stop now (after that checkpoint), also when the time budget is spent or a stop
+        signal arrived (then ``last`` has ``"interrupted": True``)."""
         done, s = self.now.update, self.settings
         self.last = metrics
         if s.budget_s is not None:
             self._time_s = self.sync_time(self.now.time_s)
-        last = done == s.num_updates or self.budget_spent()
+        asked = self.agree(bool(should_stop(metrics)) or self.interrupted)
+        if self.interrupted:
+            self.last = {**metrics, "interrupted": True}
+        last = done == s.num_updates or self.budget_spent() or asked
         if self.writes_metrics and (done % s.log_every == 0 or last):
             append_metrics(self.folder.metrics, self._tb, metrics, self.tag)
         self.bar.advance(metrics, self.progress(done))
         if self.threads is not None:
             self.threads.tick()
-        stop = should_stop(metrics) or last
-        if stop or done % s.checkpoint_every == 0:
+        if last or done % s.checkpoint_every == 0:
             self.checkpoint(self.now)
-        return stop
+        return last

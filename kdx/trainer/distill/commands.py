@@ -110,7 +110,10 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, vi
                                             views=views)
         console.print(recipe.describe(), markup=False, highlight=False)
         last = distill(run, config, show_progress=not quiet, console=console, recipe=recipe)
-    if last:
+    if last.get("interrupted"):
+        console.print(f"stopped by a signal at update {last['update']} (env steps {last['env_steps']:,}); the "
+                      f"checkpoint is written: continue with `kdx distill {run} --resume`")
+    elif last:
         agree = last.get("teacher_agreement")
         console.print(f"students saved in {run}/students (updates {last['update']}, env steps {last['env_steps']:,}, "
                       f"teacher agreement {agree if agree is None else round(agree, 3)}). Next: `kdx evaluate {run}`")

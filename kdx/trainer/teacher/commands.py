@@ -89,6 +89,10 @@ def _report(run: str, last: dict) -> None:
     from rich.console import Console
 
     ret = last.get("episode_return")
+    if last.get("interrupted"):
+        Console().print(f"stopped by a signal at update {last['update']} (env steps {last['env_steps']:,}); the "
+                        f"checkpoint is written: continue with `kdx train --resume {run}`, or `kdx evaluate {run}`")
+        return
     Console().print(
         f"teacher saved in {run}/teacher (updates {last.get('update')}, env steps {last.get('env_steps'):,}, "
         f"last return {ret if ret is None else round(ret, 3)}). Next: `kdx evaluate {run}`"

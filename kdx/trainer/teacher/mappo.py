@@ -199,14 +199,15 @@ def _train(run_dir: str | Path, config: TeacherConfig | None, resume: bool, tota
             store.save(at.update, weights, opt, state, progress)
             publish_teacher(paths, weights, opt, at.update)
 
-    def stop_asked(metrics: dict[str, Any]) -> bool:  # every rank stops together
-        return dp.agree(callback is not None and bool(callback(metrics, teacher)))
+    def stop_asked(metrics: dict[str, Any]) -> bool:  # the loop makes every rank stop together (dp.agree)
+        return callback is not None and bool(callback(metrics, teacher))
 
     # ---- the loop
     # the bar counts env steps over all ranks (run_config.total_steps), as the metrics do
     bar = TrainProgress(run_config, start.update, enabled=show_progress and dp.is_main, budget_s=config.budget_s)
     with UpdateLoop(config, start, checkpoint, folder=paths, tag="teacher", bar=bar, writes_metrics=dp.is_main,
-                    stop_after_updates=stop_after_updates, threads=threads, sync_time=dp.max_over_ranks) as loop:
+                    stop_after_updates=stop_after_updates, threads=threads, sync_time=dp.max_over_ranks,
+                    agree=dp.agree) as loop:
         for update in loop:
             frac = 1.0 - loop.progress(update) if config.lr_decay else 1.0
             optimizer.param_groups[0]["lr"] = config.lr * frac
