@@ -65,6 +65,17 @@ def test_devices_size_prints_the_student_table():
     assert "96" in result.output  # speaker_0's student: 3*16 + 16*3 MACs
 
 
+def test_devices_size_takes_distills_sizing_knobs_as_the_mpe_recipe_sets_them():
+    """simple_spread's agent (18 inputs, 5 actions) under a 128x128 teacher: one 16-wide layer with
+    the defaults (30x cut), two 32-wide layers with MPE's recipe values (what `kdx distill` builds)."""
+    base = ["devices", "size", "rpi5", "--agent", "agent_0=18:5", "--teacher-hidden", "128x128"]
+    plain = runner.invoke(app, base, env=WIDE)
+    mpe = runner.invoke(app, [*base, "--min-mac-reduction", "10", "--two-layer-min-obs-dim", "16"], env=WIDE)
+    assert plain.exit_code == 0 and mpe.exit_code == 0, plain.output + mpe.output
+    assert "32x32" in mpe.output and f"{18 * 32 + 32 * 32 + 32 * 5:,}" in mpe.output
+    assert "32x32" not in plain.output and f"{18 * 16 + 16 * 5:,}" in plain.output
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -72,6 +83,7 @@ def test_devices_size_prints_the_student_table():
         (["--agent", "a=3:3", "--student", "b=16"], "unknown agent 'b'"),
         (["--agent", "a=3:3", "--student", "a=16x"], "AGENT=W1xW2"),
         (["--agent", "a=3:3", "--teacher-hidden", "256,256"], "256x256x256"),
+        (["--agent", "a=3:3", "--min-mac-reduction", "0.5"], "--min-mac-reduction"),
     ],
 )
 def test_devices_size_bad_input(args, expected):
