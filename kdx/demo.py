@@ -18,6 +18,7 @@ stops the demo with its error. ``make demo`` calls ``kdx demo``.
 from __future__ import annotations
 
 import shlex
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +100,9 @@ def _invoke(program: str, args: list[str]) -> None:
         rc = command.main(args=args, prog_name=program, standalone_mode=False)
     except exit_types() as exc:
         rc = exc.exit_code
+    if rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        raise KdxError(f"`{program} {shlex.join(args)}` was stopped by a signal after checkpointing; "
+                       "run `kdx demo` again (without --fresh) to continue from there")
     if isinstance(rc, int) and rc != 0:
         raise KdxError(f"`{program} {shlex.join(args)}` exited with code {rc}")
 

@@ -135,7 +135,7 @@ def test_a_stop_signal_ends_the_loop_after_the_update_with_a_logged_checkpoint(t
     ran, checkpoints, loop = _run_signalled(folder, [signum], at_update=3)
     assert ran == [0, 1, 2, 3]
     assert [c.update for c in checkpoints] == [3, 4]  # the regular one at 3, then the stop's
-    assert loop.last["interrupted"] is True and loop.last["update"] == 4
+    assert loop.last["interrupted"] == signum and loop.last["update"] == 4
     assert [r["update"] for r in read_metrics_file(folder.metrics)] == [2, 4]
     assert "interrupted" not in read_metrics_file(folder.metrics)[-1]  # a run state, not a metric
     assert signal.getsignal(signum) is before  # the handler is put back

@@ -15,7 +15,8 @@ across resumes (the checkpoint's ``time_s``). Under torchrun every rank uses the
 
 Ctrl-C (SIGINT) or SIGTERM (a scheduler's or ``timeout``'s polite kill) asks the loop to stop
 after the update in progress: that update is logged and checkpointed as any last one, and
-``last`` carries ``"interrupted": True`` so that the command can say how to resume. A second
+``last`` carries ``"interrupted": SIGNUM`` so that the command can say how to resume and exit
+with ``128 + SIGNUM``, as a process ended by that signal does. A second
 signal aborts at once (the run then resumes from its previous checkpoint). The stop request goes
 through ``agree``, so the ranks of a data-parallel run stop at the same update.
 
@@ -113,7 +114,7 @@ class UpdateLoop:
         self.threads = threads
         self.sync_time = sync_time
         self.agree = agree
-        self.interrupted = False  # a stop signal arrived; the loop ends after the current update
+        self.interrupted = 0  # the stop signal that arrived (0: none); the loop ends after the current update
         self._previous_handlers: dict[int, Any] = {}
         self._time_s = start.time_s  # training time at the end of the last update, agreed by all ranks
         self.last: dict[str, Any] = {}
@@ -147,7 +148,7 @@ class UpdateLoop:
         self._previous_handlers.clear()
 
     def _ask_to_stop(self, signum: int, frame: object) -> None:
-        self.interrupted = True
+        self.interrupted = signum
         self._restore_signal_handlers()  # a second signal acts as it would without this loop
         if self.writes_metrics:
             print(f"{signal.Signals(signum).name}: stopping after this update and checkpointing it "
@@ -187,14 +188,14 @@ class UpdateLoop:
     def end_update(self, metrics: dict[str, Any], should_stop: Callable[[dict[str, Any]], bool]) -> bool:
         """Log ``metrics``, advance the bar, ask ``should_stop(metrics)``, checkpoint when due;
         True: stop now (after that checkpoint), also when the time budget is spent or a stop
-        signal arrived (then ``last`` has ``"interrupted": True``)."""
+        signal arrived (then ``last`` has ``"interrupted": SIGNUM``)."""
         done, s = self.now.update, self.settings
         self.last = metrics
         if s.budget_s is not None:
             self._time_s = self.sync_time(self.now.time_s)
-        asked = self.agree(bool(should_stop(metrics)) or self.interrupted)
+        asked = self.agree(bool(should_stop(metrics)) or bool(self.interrupted))
         if self.interrupted:
-            self.last = {**metrics, "interrupted": True}
+            self.last = {**metrics, "interrupted": int(self.interrupted)}
         last = done == s.num_updates or self.budget_spent() or asked
         if self.writes_metrics and (done % s.log_every == 0 or last):
             append_metrics(self.folder.metrics, self._tb, metrics, self.tag)

@@ -113,6 +113,7 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, vi
     if last.get("interrupted"):
         console.print(f"stopped by a signal at update {last['update']} (env steps {last['env_steps']:,}); the "
                       f"checkpoint is written: continue with `kdx distill {run} --resume`")
+        raise typer.Exit(128 + last["interrupted"])  # as a process ended by the signal (130 for Ctrl-C)
     elif last:
         agree = last.get("teacher_agreement")
         console.print(f"students saved in {run}/students (updates {last['update']}, env steps {last['env_steps']:,}, "

@@ -74,7 +74,9 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
         # 10), which makes torchrun report the finished run as failed.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(128 + last["interrupted"] if last.get("interrupted") else 0)
+    if last.get("interrupted"):  # stopped by a signal: exit as a process ended by it does (130 for Ctrl-C)
+        raise typer.Exit(128 + last["interrupted"])
 
 
 def teacher_config(given: dict) -> tuple[TeacherConfig, RecipeUse]:
