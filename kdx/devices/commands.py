@@ -30,7 +30,7 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
 def register(app: typer.Typer) -> None:
     from kdx.devices.sizing import CapacityRule  # torch-free and light: the option defaults below
 
-    _RULE = CapacityRule()
+    defaults = CapacityRule()
     devices_app = typer.Typer(help="Device profiles and resource-aware student sizing.", no_args_is_help=True)
 
     @devices_app.command("list")
@@ -63,10 +63,10 @@ def register(app: typer.Typer) -> None:
         student: list[str] = typer.Option([], "--student", help="Override one agent's hidden widths: AGENT=W or AGENT=W1xW2."),
         teacher_hidden: str = typer.Option("", "--teacher-hidden", help="Teacher actor hidden widths (e.g. 256x256x256) to cap students at the target MAC reduction."),
         min_mac_reduction: float = typer.Option(
-            _RULE.min_mac_reduction, "--min-mac-reduction",
+            defaults.min_mac_reduction, "--min-mac-reduction",
             help="With --teacher-hidden: students cost at least this many times fewer MACs (kdx distill's option; MPE's recipe uses 10)."),
         two_layer_min_obs_dim: int = typer.Option(
-            _RULE.two_layer_min_obs_dim, "--two-layer-min-obs-dim",
+            defaults.two_layer_min_obs_dim, "--two-layer-min-obs-dim",
             help="Observations at least this wide get two hidden layers (kdx distill's option; MPE's recipe uses 16)."),
     ) -> None:
         """Size students for hand-described agents on a device (what `kdx distill` does for an env)."""
@@ -74,14 +74,11 @@ def register(app: typer.Typer) -> None:
         from kdx.devices.sizing import mlp_teacher_costs, parse_overrides, size_students
         from kdx.devices.tables import sizing_table
 
-        if min_mac_reduction < 1 or two_layer_min_obs_dim < 1:
-            raise KdxError(f"--min-mac-reduction and --two-layer-min-obs-dim must be at least 1 "
-                           f"(got {min_mac_reduction} and {two_layer_min_obs_dim})")
         profile = get_profile(name)
         agents = [_parse_agent(a) for a in agent]
         overrides = parse_overrides(student, [a[0] for a in agents])
         teacher = _parse_hidden(teacher_hidden) if teacher_hidden else None
-        rule = CapacityRule(min_mac_reduction=min_mac_reduction, two_layer_min_obs_dim=two_layer_min_obs_dim)
+        rule = CapacityRule(min_mac_reduction=min_mac_reduction, two_layer_min_obs_dim=two_layer_min_obs_dim)  # checks them
         rows = size_students(agents, profile, overrides, teacher=mlp_teacher_costs(agents, teacher) if teacher else None,
                              rule=rule)
         Console().print(sizing_table(rows, profile))

@@ -73,6 +73,14 @@ class CapacityRule:
     two_layer_min_obs_dim: int = 64  # observations at least this big get two hidden layers
     min_mac_reduction: float = 30.0  # vs the teacher's actor, applied when its hidden sizes are given
 
+    def __post_init__(self) -> None:
+        # the two knobs users set (kdx distill and kdx devices size name them as these options)
+        if not self.min_mac_reduction >= 1.0:
+            raise KdxError(f"--min-mac-reduction must be at least 1 (1 = students may cost as much as the "
+                           f"teacher's actor; got {self.min_mac_reduction!r})")
+        if self.two_layer_min_obs_dim < 1:
+            raise KdxError(f"--two-layer-min-obs-dim must be at least 1 (got {self.two_layer_min_obs_dim!r})")
+
     @property
     def widths(self) -> tuple[int, ...]:
         """The candidate widths: powers of two from ``min_width`` to ``max_width``."""

@@ -51,6 +51,18 @@ from kdx.trainer.common.threads import ThreadGovernor
 TIMING_METRICS = ("torch_threads", "env_steps_per_s", "time_s")
 
 
+def signal_exit_code(last: dict[str, Any]) -> int:
+    """The exit code of a command whose loop ended with ``last``: ``128 + SIGNUM`` after a stop
+    signal (130 for Ctrl-C, as a shell reports a process that signal ended), else 0."""
+    return 128 + int(last["interrupted"]) if last.get("interrupted") else 0
+
+
+def stopped_by_signal_message(last: dict[str, Any], how_to_continue: str) -> str:
+    """What a command prints after a stop signal ended its loop at ``last``."""
+    return (f"stopped by a signal at update {last['update']} (env steps {last['env_steps']:,}); the checkpoint "
+            f"is written: continue with {how_to_continue}")
+
+
 class LoopSettings(Protocol):
     """What the loop needs of a stage's config."""
 

@@ -110,10 +110,14 @@ def distill_command(run: str, profile: str | None, student: list[str] | None, vi
                                             views=views)
         console.print(recipe.describe(), markup=False, highlight=False)
         last = distill(run, config, show_progress=not quiet, console=console, recipe=recipe)
-    if last.get("interrupted"):
-        console.print(f"stopped by a signal at update {last['update']} (env steps {last['env_steps']:,}); the "
-                      f"checkpoint is written: continue with `kdx distill {run} --resume`")
-        raise typer.Exit(128 + last["interrupted"])  # as a process ended by the signal (130 for Ctrl-C)
+    from kdx.trainer.common.update_loop import (  # torch is loaded by now
+        signal_exit_code,
+        stopped_by_signal_message,
+    )
+
+    if signal_exit_code(last):
+        console.print(stopped_by_signal_message(last, f"`kdx distill {run} --resume`"))
+        raise typer.Exit(signal_exit_code(last))  # as a process ended by the signal
     elif last:
         agree = last.get("teacher_agreement")
         console.print(f"students saved in {run}/students (updates {last['update']}, env steps {last['env_steps']:,}, "

@@ -62,6 +62,12 @@ class DistillConfig(LoopConfig):
     teacher_mix_fraction: float = _f(0.2, "Fraction of the run over which --teacher-mix decays linearly to 0.")
     obs_norm_steps: int = _f(25, "Steps of the sampled teacher whose observations set the students' input normalisation (0 = none).")
 
+    def capacity_rule(self):
+        """The sizing rule these settings ask for (``kdx.devices.sizing.CapacityRule``)."""
+        from kdx.devices.sizing import CapacityRule
+
+        return CapacityRule(min_mac_reduction=self.min_mac_reduction, two_layer_min_obs_dim=self.two_layer_min_obs_dim)
+
     def weight(self, term: str) -> float:
         return getattr(self, f"w_{term}")
 
@@ -80,10 +86,7 @@ class DistillConfig(LoopConfig):
                 raise self.bad(name, "must be between 0 and 1")
         if not any(self.weight(t) > 0 for t in LOSS_TERMS):
             raise KdxError("every loss term is switched off (all --w-* are 0); give at least one a positive weight")
-        if not self.min_mac_reduction >= 1.0:
-            raise self.bad("min_mac_reduction", "must be at least 1 (1 = students may cost as much as the teacher's actor)")
-        if self.two_layer_min_obs_dim < 1:
-            raise self.bad("two_layer_min_obs_dim", "must be at least 1")
+        self.capacity_rule()  # KdxError naming --min-mac-reduction / --two-layer-min-obs-dim
         if self.activation not in ACTIVATIONS:
             raise self.bad("activation", f"must be one of {', '.join(ACTIVATIONS)}")
         return self

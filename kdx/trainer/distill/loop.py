@@ -82,7 +82,7 @@ def size_run_students(teacher: Teacher, config: DistillConfig, views: StudentVie
     with every agent's student and teacher-actor costs: what ``students/sizing.json`` stores.
     With active ``views`` each student is sized by its view's width, and its row names the view."""
     from kdx.devices.registry import get_profile
-    from kdx.devices.sizing import CapacityRule, parse_overrides, size_students
+    from kdx.devices.sizing import parse_overrides, size_students
     from kdx.trainer.distill.costs import teacher_view_costs
 
     profile = get_profile(config.profile)
@@ -91,9 +91,7 @@ def size_run_students(teacher: Teacher, config: DistillConfig, views: StudentVie
     if views is not None and views.active:
         widths = views.widths()
         agents = [(a.name, widths[a.name], a.n_actions) for a in agents]
-    rule = CapacityRule(min_mac_reduction=config.min_mac_reduction,
-                        two_layer_min_obs_dim=config.two_layer_min_obs_dim)
-    rows = size_students(agents, profile, overrides, teacher=teacher_view_costs(teacher), rule=rule,
+    rows = size_students(agents, profile, overrides, teacher=teacher_view_costs(teacher), rule=config.capacity_rule(),
                          activation=config.activation)
     if views is not None and views.active:
         rows = [replace(r, view=tuple(views.views[r.agent].text)) for r in rows]

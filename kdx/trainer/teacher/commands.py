@@ -65,6 +65,8 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
             Console().print(recipe.describe(), markup=False, highlight=False)
         last = train(out, config, show_progress=not quiet, recipe=recipe)
         run = out
+    from kdx.trainer.common.update_loop import signal_exit_code  # torch is loaded by now
+
     rank, world, _ = world_from_env()
     if rank == 0:  # under torchrun only rank 0 reports
         _report(run, last)
@@ -74,9 +76,9 @@ def train_command(out: str | None, resume: str | None, quiet: bool, nproc: int =
         # 10), which makes torchrun report the finished run as failed.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(128 + last["interrupted"] if last.get("interrupted") else 0)
-    if last.get("interrupted"):  # stopped by a signal: exit as a process ended by it does (130 for Ctrl-C)
-        raise typer.Exit(128 + last["interrupted"])
+        os._exit(signal_exit_code(last))
+    if signal_exit_code(last):  # stopped by a signal: exit as a process ended by it does
+        raise typer.Exit(signal_exit_code(last))
 
 
 def teacher_config(given: dict) -> tuple[TeacherConfig, RecipeUse]:
@@ -92,8 +94,9 @@ def _report(run: str, last: dict) -> None:
 
     ret = last.get("episode_return")
     if last.get("interrupted"):
-        Console().print(f"stopped by a signal at update {last['update']} (env steps {last['env_steps']:,}); the "
-                        f"checkpoint is written: continue with `kdx train --resume {run}`, or `kdx evaluate {run}`")
+        from kdx.trainer.common.update_loop import stopped_by_signal_message
+
+        Console().print(stopped_by_signal_message(last, f"`kdx train --resume {run}`, or `kdx evaluate {run}`"))
         return
     Console().print(
         f"teacher saved in {run}/teacher (updates {last.get('update')}, env steps {last.get('env_steps'):,}, "
