@@ -49,11 +49,25 @@ def test_centralised_actor_reads_the_state(kw):
     teacher = Teacher.build(TeacherConfig(env="mpe/simple_spread", hidden="16", teacher_input="centralised", **kw),
                             spec).eval()
     for net in teacher.actor.nets.values():
-        assert net.in_dim == spec.max_obs_dim + spec.state_dim + spec.n_agents
+        assert net.in_dim == spec.max_obs_dim + spec.n_agents and net.state_in[-1].in_features == spec.state_dim
     obs, mask = step.padded_obs(), step.padded_action_mask()
     hidden = teacher.actor.initial_hidden(4)
+    other = step.state + torch.randn(step.state.shape, generator=torch.Generator().manual_seed(1))
+    # fresh, the state's projection is zero: the actor acts as a local one whatever the state says
     a = teacher.forward_actor(obs, step.state, mask, hidden)
-    b = teacher.forward_actor(obs, step.state + 1.0, mask, hidden)
+    torch.testing.assert_close(a.logits, teacher.forward_actor(obs, other, mask, hidden).logits,
+                               rtol=0, atol=0)
+    # ... yet the gradient reaches the state's weights, so training can make use of it
+    teacher.actor.train()
+    for p in teacher.actor.parameters():
+        p.requires_grad_(True)
+    teacher.forward_actor(obs, step.state, mask, hidden).logits.logsumexp(-1).sum().backward()
+    assert all(net.state_in[-1].weight.grad.abs().sum() > 0 for net in teacher.actor.nets.values())
+    with torch.no_grad():
+        for net in teacher.actor.nets.values():
+            net.state_in[-1].weight.normal_()
+    a = teacher.forward_actor(obs, step.state, mask, hidden)
+    b = teacher.forward_actor(obs, other, mask, hidden)
     assert a.logits.shape == (4, spec.n_agents, spec.max_actions)
     assert not torch.allclose(a.logits, b.logits) and not torch.allclose(a.embedding, b.embedding)
     with pytest.raises(AssertionError, match="state"):
@@ -74,7 +88,8 @@ def test_centralised_teacher_trains_resumes_and_evaluates(tmp_path, env_name):
     teacher = load_teacher(tmp_path / "run")  # rebuilt with the wider actor from the saved config
     assert teacher.actor.centralised and teacher.config.teacher_input == "centralised"
     spec = teacher.spec
-    assert [n.in_dim for n in teacher.actor.nets.values()] == [spec.max_obs_dim + spec.state_dim + spec.n_agents]
+    assert [(n.in_dim, n.state_in[-1].in_features) for n in teacher.actor.nets.values()] == \
+        [(spec.max_obs_dim + spec.n_agents, spec.state_dim)]
     returns, _ = run_episodes(env_name, TeacherPolicy(teacher, greedy=True), 4)
     assert len(returns) == 4 and all(math.isfinite(r) for r in returns)
 

@@ -8,8 +8,10 @@ Shapes (batch-first, ``A`` agents, ``D`` = ``spec.max_obs_dim``, ``K`` = ``spec.
 - ``TeacherActor(obs [B, A, D], hidden [B, A, H] | None, state [B, S] | None) -> ActorOutput`` with
   ``logits [B, A, K]`` (padded actions get ``MASKED_LOGIT``), ``embedding [B, A, H]`` (the last
   hidden layer, what distillation matches) and ``hidden [B, A, H] | None`` (the GRU state).
-  A centralised actor (``state_dim > 0``) also reads the global ``state``, appended to each
-  agent's observation; a local one (``state_dim == 0``) ignores ``state``.
+  A centralised actor (``state_dim > 0``) also reads the global ``state``: normalised on its own
+  and projected by a zero-initialised linear layer into the first hidden layer's pre-activation
+  (``ActorNet.state_in``), so it starts as the local actor and learns what the state adds; a local
+  one (``state_dim == 0``) ignores ``state``.
 - ``TeacherCritic(state [B, S], obs [B, A, D]) -> values [B, A]`` in normalised units: one head
   per agent on the global state, or with ``agent_specific_state`` one shared head on
   ``state + obs_i + one_hot(i)``.
@@ -51,13 +53,26 @@ def mlp_trunk(in_dim: int, hidden: tuple[int, ...], activation: str, input_norm:
 
 
 class ActorNet(nn.Module):
-    """One policy network: ``x [N, in_dim]`` (+ ``hidden [N, H]``) -> logits, embedding, hidden."""
+    """One policy network: ``x [N, in_dim]`` (+ ``hidden [N, H]``) -> logits, embedding, hidden.
+
+    With ``state_dim > 0`` it also takes ``state_term [N, hidden[0]]``, what ``state_in`` made of
+    the global state, added to the first Linear's output before its activation. ``state_in`` is a
+    LayerNorm of its own (so the state's statistics do not rescale the observation) and a Linear
+    without bias whose weights start at zero: a fresh centralised actor is exactly a local one, and
+    the state's weights grow only as far as the gradient finds the state useful.
+    """
 
     def __init__(self, in_dim: int, n_actions: int, hidden: tuple[int, ...], activation: str,
-                 recurrent: bool, input_norm: bool = True) -> None:
+                 recurrent: bool, input_norm: bool = True, state_dim: int = 0) -> None:
         super().__init__()
         self.in_dim, self.n_actions, self.recurrent = in_dim, n_actions, recurrent
         self.trunk = mlp_trunk(in_dim, hidden, activation, input_norm)
+        self.first_linear = 1 if input_norm else 0  # index of the first Linear in ``trunk``
+        self.state_in: nn.Sequential | None = None
+        if state_dim:
+            project = nn.Linear(state_dim, hidden[0], bias=False)
+            nn.init.zeros_(project.weight)
+            self.state_in = nn.Sequential(*([nn.LayerNorm(state_dim)] if input_norm else []), project)
         width = hidden[-1]
         self.hidden_dim = width
         self.gru = nn.GRUCell(width, width) if recurrent else None
@@ -70,8 +85,18 @@ class ActorNet(nn.Module):
                     nn.init.zeros_(p)
         self.head = orthogonal_init(nn.Linear(width, n_actions), 0.01)
 
-    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> ActorOutput:
-        z = self.trunk(x)
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None,
+                state_term: torch.Tensor | None = None) -> ActorOutput:
+        if self.state_in is None:
+            z = self.trunk(x)
+        else:
+            assert state_term is not None and state_term.shape[0] == x.shape[0], \
+                "a centralised ActorNet needs state_term [N, hidden[0]] (state_in of the global state)"
+            z = x
+            for i, layer in enumerate(self.trunk):
+                z = layer(z)
+                if i == self.first_linear:
+                    z = z + state_term
         if self.gru is not None:
             if hidden is None:
                 hidden = z.new_zeros(z.shape[0], self.hidden_dim)
@@ -83,9 +108,10 @@ class ActorNet(nn.Module):
 class TeacherActor(nn.Module):
     """Shared actor over all agents (agent id one-hot appended), or one actor per group.
 
-    Each group's network sees ``obs`` zero-padded to the group's widest observation, then (for a
-    centralised actor, ``state_dim > 0``) the global state, then the ``n_agents``-wide one-hot of
-    the agent's index, and outputs the group's widest action count.
+    Each group's network sees ``obs`` zero-padded to the group's widest observation, then the
+    ``n_agents``-wide one-hot of the agent's index, and outputs the group's widest action count.
+    A centralised actor (``state_dim > 0``) projects the global state once per env step with each
+    group network's ``state_in`` and adds it to every agent's first hidden layer.
     """
 
     def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], activation: str = "relu",
@@ -101,8 +127,8 @@ class TeacherActor(nn.Module):
         self.group_actions = {g: max(spec.agents[i].n_actions for i in idx) for g, idx in self.group_agents.items()}
         self.agent_group = {i: g for g, idx in self.group_agents.items() for i in idx}
         self.nets = nn.ModuleDict({
-            g: ActorNet(self.group_obs_dim[g] + state_dim + spec.n_agents, self.group_actions[g], hidden, activation, recurrent,
-                        input_norm)
+            g: ActorNet(self.group_obs_dim[g] + spec.n_agents, self.group_actions[g], hidden, activation, recurrent,
+                        input_norm, state_dim)
             for g in self.group_agents
         })
         self.recurrent = recurrent
@@ -124,16 +150,15 @@ class TeacherActor(nn.Module):
                 state: torch.Tensor | None = None) -> ActorOutput:
         batch = obs.shape[0]
         assert obs.shape[1:] == (self.n_agents, self.max_obs_dim), f"obs shape {tuple(obs.shape)}"
-        ids = self.agent_ids.expand(batch, -1, -1)
-        if self.centralised:  # the state rides along with each agent's own features
+        if self.centralised:
             assert state is not None and state.shape == (batch, self.state_dim), \
                 f"centralised actor needs state [{batch}, {self.state_dim}], got {None if state is None else tuple(state.shape)}"
-            ids = torch.cat([state.unsqueeze(1).expand(-1, self.n_agents, -1), ids], dim=-1)
+        ids = self.agent_ids.expand(batch, -1, -1)
         if len(self.nets) == 1:  # shared actor: one pass over all agents
             net = next(iter(self.nets.values()))
             x = torch.cat([obs, ids], dim=-1).reshape(batch * self.n_agents, -1)
             h = None if hidden is None else hidden.reshape(batch * self.n_agents, -1)
-            out = net(x, h)
+            out = net(x, h, self._state_term(net, state, self.n_agents))
             logits = out.logits.reshape(batch, self.n_agents, -1)
             emb = out.embedding.reshape(batch, self.n_agents, -1)
             new_h = None if out.hidden is None else out.hidden.reshape(batch, self.n_agents, -1)
@@ -145,12 +170,20 @@ class TeacherActor(nn.Module):
             d, k, n = self.group_obs_dim[g], self.group_actions[g], len(idx)
             x = torch.cat([obs[:, idx, :d], ids[:, idx]], dim=-1).reshape(batch * n, -1)
             h = None if hidden is None else hidden[:, idx].reshape(batch * n, -1)
-            out = self.nets[g](x, h)
+            out = self.nets[g](x, h, self._state_term(self.nets[g], state, n))
             logits[:, idx, :k] = out.logits.reshape(batch, n, k)
             emb[:, idx] = out.embedding.reshape(batch, n, -1)
             if new_h is not None:
                 new_h[:, idx] = out.hidden.reshape(batch, n, -1)
         return ActorOutput(logits, emb, new_h)
+
+    def _state_term(self, net: ActorNet, state: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """``net.state_in(state)`` once per env step, repeated for the ``n`` agents the net runs:
+        ``[B * n, hidden[0]]`` (None for a local actor)."""
+        if net.state_in is None:
+            return None
+        term = net.state_in(state)
+        return term.unsqueeze(1).expand(-1, n, -1).reshape(term.shape[0] * n, -1)
 
     def embed(self, obs: torch.Tensor, hidden: torch.Tensor | None = None,
               state: torch.Tensor | None = None) -> torch.Tensor:
