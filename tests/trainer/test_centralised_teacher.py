@@ -19,7 +19,7 @@ from kdx.trainer.teacher.evaluate import TeacherPolicy
 from kdx.trainer.teacher.mappo import read_metrics, train
 from kdx.trainer.teacher.model import Teacher
 from kdx.trainer.teacher.networks import count_parameters
-from kdx.trainer.teacher.store import load_teacher, save_teacher
+from kdx.trainer.teacher.store import load_teacher, load_teacher_tensors, save_teacher, teacher_tensors
 
 
 def test_config_field_validated_and_old_configs_load_as_local():
@@ -118,3 +118,17 @@ def test_train_cli_takes_teacher_input(tmp_path):
     except SystemExit as exc:  # the entry point may exit explicitly on success
         assert exc.code in (0, None)
     assert load_teacher(run).actor.centralised and len(read_metrics(run)) == 1
+
+
+def test_weights_that_do_not_fit_are_refused_naming_the_tensors(tmp_path):
+    spec = make("toy/match", num_envs=1).spec
+    teacher = Teacher.build(TeacherConfig(env="toy/match", hidden="8", teacher_input="centralised"), spec)
+    tensors = teacher_tensors(teacher)
+    old_layout = {k: v for k, v in tensors.items() if ".state_in." not in k}  # how kdx saved them before
+    with pytest.raises(KdxError, match=r"missing nets\.shared\.state_in\..*retrain it with `kdx train --teacher-input"):
+        load_teacher_tensors(teacher, old_layout, tmp_path / "weights.safetensors")
+    local = Teacher.build(TeacherConfig(env="toy/match", hidden="8"), spec)
+    wide = Teacher.build(TeacherConfig(env="toy/match", hidden="16"), spec)
+    with pytest.raises(KdxError, match=r"actor does not fit \(.*instead of .*\); the weights do not fit"):
+        load_teacher_tensors(local, teacher_tensors(wide), tmp_path / "weights.safetensors")
+    load_teacher_tensors(teacher, tensors, tmp_path / "weights.safetensors")  # its own weights load

@@ -74,10 +74,24 @@ def load_module_tensors(modules: dict[str, nn.Module], tensors: dict[str, torch.
     for name, m in modules.items():
         head = f"{prefix}{name}."
         part = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
-        try:
-            m.load_state_dict(part, strict=True)
-        except RuntimeError as exc:
-            raise KdxError(f"{source}: {head[:-1]} does not fit ({str(exc).splitlines()[0]}); {fix}") from None
+        problem = _misfit(m.state_dict(), part)
+        if problem:
+            raise KdxError(f"{source}: {head[:-1]} does not fit ({problem}); {fix}")
+        m.load_state_dict(part, strict=True)
+
+
+def _misfit(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], show: int = 3) -> str:
+    """What keeps ``found`` from loading into a module whose state dict is ``expected`` ('' if it fits)."""
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:show]) + (f" and {len(keys) - show} more" if len(keys) > show else "")
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [f"{k} {tuple(found[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and found[k].shape != v.shape]
+    parts = ([f"missing {names(missing)}"] if missing else []) + \
+        ([f"unexpected {names(unexpected)}"] if unexpected else []) + ([names(shapes)] if shapes else [])
+    return "; ".join(parts)
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

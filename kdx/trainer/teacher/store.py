@@ -48,8 +48,12 @@ def teacher_tensors(teacher: Teacher) -> dict[str, torch.Tensor]:
 
 def load_teacher_tensors(teacher: Teacher, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Inverse of :func:`teacher_tensors`."""
-    load_module_tensors(teacher_modules(teacher), tensors, source,
-                        fix="the weights do not fit the network described by config.json; retrain the run")
+    fix = "the weights do not fit the network described by config.json; retrain the run"
+    if teacher.actor.centralised and not any(".state_in." in k for k in tensors):
+        fix = ("it is a centralised teacher saved before kdx gave the global state its own input layer "
+               "(the state was appended to the observation then); retrain it with `kdx train --teacher-input "
+               "centralised`")
+    load_module_tensors(teacher_modules(teacher), tensors, source, fix=fix)
 
 
 def checkpoint_store(folder: TeacherFolder) -> CheckpointStore:
