@@ -19,7 +19,12 @@ from kdx.trainer.teacher.evaluate import TeacherPolicy
 from kdx.trainer.teacher.mappo import read_metrics, train
 from kdx.trainer.teacher.model import Teacher
 from kdx.trainer.teacher.networks import count_parameters
-from kdx.trainer.teacher.store import load_teacher, load_teacher_tensors, save_teacher, teacher_tensors
+from kdx.trainer.teacher.store import (
+    load_teacher,
+    load_teacher_tensors,
+    save_teacher,
+    teacher_tensors,
+)
 
 
 def test_config_field_validated_and_old_configs_load_as_local():
