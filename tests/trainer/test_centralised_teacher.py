@@ -37,6 +37,21 @@ def test_config_field_validated_and_old_configs_load_as_local():
     assert TeacherConfig.from_json(old).teacher_input == "local"
 
 
+def test_centralised_actor_gets_the_scaled_entropy_bonus(tmp_path):
+    assert TeacherConfig(entropy_coef=0.01).effective_entropy_coef == 0.01  # local: unscaled
+    assert TeacherConfig(entropy_coef=0.01, teacher_input="centralised").effective_entropy_coef == pytest.approx(0.02)
+    with pytest.raises(KdxError, match="--centralised-entropy-scale"):
+        TeacherConfig(centralised_entropy_scale=-1.0).validate()
+    entropy = {}
+    for scale in (0.0, 20.0):  # the bonus is what the PPO loss uses: a large one keeps the policy near uniform
+        config = TeacherConfig(env="toy/match", total_steps=16 * 8 * 6, num_envs=16, rollout_length=8, hidden="16",
+                               lr=0.01, threads=1, teacher_input="centralised", entropy_coef=0.05,
+                               centralised_entropy_scale=scale)
+        train(tmp_path / f"scale{scale}", config, show_progress=False)
+        entropy[scale] = read_metrics(tmp_path / f"scale{scale}")[-1]["entropy"]
+    assert entropy[20.0] > entropy[0.0] + 0.05, entropy
+
+
 @pytest.mark.parametrize("kw", [{}, {"per_group_actors": True, "recurrent": True}])
 def test_local_parameter_counts_unchanged(kw):
     """Pinned counts from before ``teacher_input`` existed: a local teacher builds the same networks."""

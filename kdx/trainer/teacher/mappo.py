@@ -83,7 +83,7 @@ def ppo_update(teacher: Teacher, optimizer: torch.optim.Optimizer, buf: RolloutB
             pl = policy_loss(new_logp, old_logp, adv[:, mb], config.clip)
             vl = value_loss(new_v, buf.old_values[:, mb], target[:, mb], config.clip, config.huber_delta)
             ent = entropy(log_probs)
-            loss = pl - config.entropy_coef * ent + config.value_coef * vl
+            loss = pl - config.effective_entropy_coef * ent + config.value_coef * vl
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
