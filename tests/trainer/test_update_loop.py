@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,7 +120,10 @@ def _run_signalled(folder, signums: list[int], at_update: int, agree=bool):
             ran.append(update)
             if update == at_update:
                 for signum in signums:
-                    os.kill(os.getpid(), signum)
+                    # raise() delivers to this (the main) thread before it returns, so each signal is
+                    # handled before the next is sent; os.kill may hand it to another thread, and two
+                    # pending signals of one kind merge into one
+                    signal.raise_signal(signum)
             metrics = loop.metrics(0, {"episode_return": None, "win_rate": None})
             if loop.end_update(metrics, lambda m: False):
                 break
