@@ -67,7 +67,7 @@ class ActorNet(nn.Module):
         super().__init__()
         self.in_dim, self.n_actions, self.recurrent = in_dim, n_actions, recurrent
         self.trunk = mlp_trunk(in_dim, hidden, activation, input_norm)
-        self.first_linear = 1 if input_norm else 0  # index of the first Linear in ``trunk``
+        self.first_linear = next(i for i, m in enumerate(self.trunk) if isinstance(m, nn.Linear))
         self.state_in: nn.Sequential | None = None
         if state_dim:
             project = nn.Linear(state_dim, hidden[0], bias=False)
